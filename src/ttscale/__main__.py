@@ -1,0 +1,3 @@
+from ttscale.cli import main
+
+main()

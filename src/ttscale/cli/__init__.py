@@ -1,0 +1,24 @@
+"""The ``ttscale`` command line. Each command lives in its own module and is registered here."""
+
+from __future__ import annotations
+
+import typer
+
+from ttscale.cli.info import models, tasks
+from ttscale.cli.run import run
+
+app = typer.Typer(
+    name="ttscale",
+    help="Compute-optimal LLM inference: spend test-time compute where it buys accuracy, and measure it honestly.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+app.command("run")(run)
+app.command("models")(models)
+app.command("tasks")(tasks)
+
+
+def main() -> None:
+    app()

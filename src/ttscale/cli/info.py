@@ -1,0 +1,67 @@
+"""``ttscale models`` and ``ttscale tasks``: what is available and what it looks like."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from ttscale.backends.models import EMBEDDED_MODELS
+from ttscale.cli.common import cli_errors, console, human
+from ttscale.registry import STRATEGY_HELP, TASK_HELP, VERIFIER_HELP, make_backend
+
+
+@cli_errors
+def models(
+    model: Annotated[Optional[str], typer.Argument(help="Show only this model (name or .gguf path).")] = None,
+) -> None:
+    """Load each embedded model and print its shapes, read from the GGUF metadata."""
+    names = [model] if model else list(EMBEDDED_MODELS)
+    t = Table(title="models (shapes from GGUF metadata)")
+    for col in ("name", "params", "layers", "heads", "kv heads", "head dim", "d_model", "ctx", "chat", "KV/token", "FLOPs/token@1k"):
+        t.add_column(col)
+    for name in names:
+        be = make_backend("llama-cpp", name, n_ctx=512, n_seq_max=1)
+        i = be.model_info()
+        t.add_row(
+            name, human(i.n_params), str(i.n_layers), str(i.n_heads), str(i.n_kv_heads), str(i.head_dim),
+            str(i.d_model), str(i.n_ctx_train), "yes" if i.has_chat_template else "no",
+            f"{i.kv_bytes(1) / 1024:.1f} KiB", human(i.flops_per_token(1024)),
+        )
+        be.close()
+    console.print(t)
+    for name in names:
+        if name in EMBEDDED_MODELS:
+            console.print(f"  {name}: {EMBEDDED_MODELS[name].description}")
+
+
+@cli_errors
+def tasks(
+    bigbench: Annotated[bool, typer.Option(help="Also list every BIG-bench task (downloads the sdist once).")] = False,
+) -> None:
+    """List tasks, strategies and verifiers."""
+    t = Table(title="tasks")
+    t.add_column("task")
+    t.add_column("what")
+    for k, v in TASK_HELP.items():
+        t.add_row(k, v)
+    console.print(t)
+    s = Table(title="strategies")
+    s.add_column("strategy")
+    s.add_column("what")
+    for k, v in STRATEGY_HELP.items():
+        s.add_row(k, v)
+    console.print(s)
+    vt = Table(title="verifiers")
+    vt.add_column("verifier")
+    vt.add_column("what")
+    for k, v in VERIFIER_HELP.items():
+        vt.add_row(k, v)
+    console.print(vt)
+    if bigbench:
+        from ttscale.tasks.bigbench import list_tasks
+
+        names = list_tasks()
+        console.print(f"BIG-bench tasks ({len(names)}), use with --task bigbench --subtask NAME:")
+        console.print(", ".join(names), soft_wrap=True)

@@ -1,0 +1,140 @@
+"""``ttscale run``: solve a task's problems with one strategy and report accuracy and cost."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from ttscale.cli.common import DEFAULT_STORE, cli_errors, console, fail, human, write_json
+from ttscale.cost import Budget
+from ttscale.errors import ConfigError
+from ttscale.registry import (
+    STRATEGY_KNOBS,
+    make_backend,
+    make_strategy,
+    make_task,
+    make_verifier,
+    strategy_names,
+    task_names,
+    verifier_names,
+)
+from ttscale.runner import RunSummary, solve_problems
+from ttscale.store import Store
+from ttscale.strategies.base import Sampling
+
+
+def print_summary(s: RunSummary) -> None:
+    t = Table(title=f"run {s.run_id}", show_header=False, title_justify="left")
+    t.add_column("metric", style="bold")
+    t.add_column("value")
+    acc = "n/a (no references)" if s.accuracy is None else f"{s.accuracy:.3f} ({s.correct}/{s.graded})"
+    u = s.usage
+    n = max(s.problems, 1)
+    t.add_row("task / strategy / model", f"{s.task} / {s.strategy} / {s.model}")
+    t.add_row("accuracy", acc)
+    t.add_row("problems", f"{s.problems}" + (f" ({s.skipped} resumed from the store)" if s.skipped else ""))
+    t.add_row("tokens prefilled", f"{u.prefilled_tokens:,} ({u.prefilled_tokens / n:,.0f}/problem)")
+    t.add_row("tokens generated", f"{u.generated_tokens:,} ({u.generated_tokens / n:,.0f}/problem)")
+    t.add_row("FLOPs", f"{human(u.flops)} ({human(u.flops / n)}/problem)")
+    t.add_row("peak KV cache", f"{u.peak_kv_bytes / 2**20:.1f} MiB")
+    t.add_row("samples", f"{u.samples:,}")
+    t.add_row("wall time", f"{s.wall_s:.1f} s (this invocation)")
+    console.print(t)
+
+
+@cli_errors
+def run(
+    task: Annotated[str, typer.Option(help=f"Task: {', '.join(task_names())}.")] = "gsm-symbolic",
+    strategy: Annotated[str, typer.Option("--strategy", "-s", help=f"Strategy: {', '.join(strategy_names())}.")] = "self-consistency",
+    k: Annotated[Optional[int], typer.Option("-k", "--k", help="Samples per problem for voting / best-of-n.")] = None,
+    verifier: Annotated[Optional[str], typer.Option(help=f"Verifier for best-of-n: {', '.join(verifier_names())}.")] = None,
+    model: Annotated[str, typer.Option(help="Embedded model name (smollm2-135m, gemma3-270m) or path to a .gguf file.")] = "smollm2-135m",
+    limit: Annotated[Optional[int], typer.Option(help="Solve only the first N problems.")] = 20,
+    style: Annotated[Optional[str], typer.Option(help="Prompt style: chat or completion (default: per task and model).")] = None,
+    shots: Annotated[Optional[int], typer.Option(help="Few-shot exemplars in the prompt.")] = None,
+    max_tokens: Annotated[Optional[int], typer.Option(help="Cap on generated tokens per sample.")] = None,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature (0 = greedy).")] = 0.8,
+    top_p: Annotated[float, typer.Option(help="Nucleus sampling mass.")] = 1.0,
+    seed: Annotated[int, typer.Option(help="Sampling seed; the run is reproducible given it.")] = 0,
+    task_seed: Annotated[Optional[int], typer.Option(help="gsm-symbolic: generate instances with this seed (unset: original GSM8K questions). bigbench: shuffle seed.")] = None,
+    subtask: Annotated[Optional[str], typer.Option(help="bigbench: task path, e.g. arithmetic/1_digit_addition.")] = None,
+    data: Annotated[Optional[Path], typer.Option(help="jsonl: path to a file of {id, prompt, answer} lines.")] = None,
+    max_tokens_per_problem: Annotated[Optional[int], typer.Option(help="Hard cap on processed tokens (prefilled + generated) per problem.")] = None,
+    max_flops_per_problem: Annotated[Optional[float], typer.Option(help="Hard cap on forward FLOPs per problem.")] = None,
+    store: Annotated[Path, typer.Option(help="SQLite file holding every run's samples.")] = DEFAULT_STORE,
+    run_id: Annotated[Optional[str], typer.Option(help="Name of the run; an existing id resumes that run.")] = None,
+    output: Annotated[Optional[Path], typer.Option(help="Write the JSON summary here (default: runs/<run-id>.json).")] = None,
+    threads: Annotated[Optional[int], typer.Option(help="CPU threads for llama.cpp (default: all cores).")] = None,
+    backend: Annotated[str, typer.Option(help="llama-cpp (embedded) or fake (scripted, for trying the CLI without a model).", hidden=True)] = "llama-cpp",
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Solve problems with a test-time strategy on a model; print accuracy, tokens, FLOPs and time.
+
+    Every sample is stored in --store as soon as it is generated; rerunning with the
+    same --run-id skips finished problems and reuses stored samples.
+    """
+    if limit is not None and limit < 1:
+        fail("--limit must be at least 1")
+    if strategy not in strategy_names():
+        fail(f"unknown strategy {strategy!r}; available: {', '.join(strategy_names())}")
+    knobs = STRATEGY_KNOBS[strategy]
+    if k is not None and "k" not in knobs:
+        fail(f"strategy {strategy!r} takes no -k")
+    if verifier is not None and "verifier" not in knobs:
+        fail(f"strategy {strategy!r} takes no --verifier")
+    if data is not None and task != "jsonl":
+        fail("--data is only for --task jsonl")
+    budget = Budget(tokens=max_tokens_per_problem, flops=max_flops_per_problem)
+    sampling = Sampling(temperature=temperature, top_p=top_p, seed=seed)
+
+    opts = {"n_threads": threads} if (threads and backend == "llama-cpp") else {}
+    be = make_backend(backend, model if backend == "llama-cpp" else None, **opts)
+    info = be.model_info()
+    t = make_task(task, style=style, shots=shots, max_tokens=max_tokens, seed=task_seed, subtask=subtask,
+                  data=str(data) if data else None, chat_model=info.has_chat_template)
+    if getattr(t, "fmt").style == "chat" and not info.has_chat_template:
+        raise ConfigError(f"model {info.name} has no chat template: use --style completion")
+    v = make_verifier(verifier, t, be) if verifier else None
+    strat = make_strategy(strategy, k=k, verifier=v)
+    rid = run_id or f"{task}-{strategy}{'-k' + str(k) if k else ''}-{info.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+    st = Store(store)
+    try:
+        with Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("acc {task.fields[acc]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+            console=console, disable=not progress, transient=False,
+        ) as bar:
+            probs = t.problems(limit=limit)
+            job = bar.add_task(f"{strategy} on {task}", total=len(probs), acc="-")
+            seen = {"n": 0, "ok": 0}
+
+            def on_progress(i: int, total: int, result: object) -> None:
+                r = result
+                if r is not None and getattr(r, "correct", None) is not None:
+                    seen["n"] += 1
+                    seen["ok"] += int(bool(getattr(r, "correct")))
+                acc = f"{seen['ok'] / seen['n']:.2f}" if seen["n"] else "-"
+                bar.update(job, completed=i, acc=acc)
+
+            summary = solve_problems(task=t, strategy=strat, backend=be, store=st, run_id=rid, problems=probs,
+                                     sampling=sampling, budget=budget, progress=on_progress)
+    finally:
+        st.close()
+        be.close()
+    print_summary(summary)
+    out = output or store.parent / f"{rid}.json"
+    data_out = summary.to_dict() | {
+        "config": {"task": t.describe(), "strategy": strat.describe(), "sampling": sampling.__dict__,
+                   "budget": budget.__dict__, "model": info.name},
+        "results": summary.results,
+    }
+    if v is not None and v.uses_reference:
+        data_out["warning"] = f"verifier {v.name!r} reads the reference answers: an evaluation upper bound"
+    write_json(out, data_out)
+    console.print(f"summary written to {out}; resume or extend with --run-id {rid}")

@@ -1,0 +1,156 @@
+"""What inference costs: usage records, the budget, and the meter that enforces it.
+
+Tokens are the engine's counts. FLOPs follow Kaplan et al. (2020): each token at
+position ``c`` costs ``2 * N_params + 2 * n_layers * c * d_attn`` forward FLOPs,
+with the shapes taken from the model's own metadata (:class:`ModelInfo`).
+
+A budget counts *processed* tokens: prompt tokens actually prefilled plus
+generated tokens. A prompt served from a shared KV cache costs nothing again,
+which is exactly the saving prefix sharing buys.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, fields
+
+from ttscale.backends.base import Generation, ModelInfo
+from ttscale.errors import ConfigError
+
+
+@dataclass
+class Usage:
+    """Additive record of spent compute (``peak_kv_bytes`` combines by max)."""
+
+    prompt_tokens: int = 0
+    """Prompt lengths, summed over requests (logical size, not work done)."""
+    prefilled_tokens: int = 0
+    generated_tokens: int = 0
+    flops: float = 0.0
+    wall_s: float = 0.0
+    peak_kv_bytes: int = 0
+    requests: int = 0
+    samples: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        """Tokens the engine processed: prefilled plus generated."""
+        return self.prefilled_tokens + self.generated_tokens
+
+    def __add__(self, other: Usage) -> Usage:
+        out = Usage()
+        for f in fields(Usage):
+            a, b = getattr(self, f.name), getattr(other, f.name)
+            setattr(out, f.name, max(a, b) if f.name == "peak_kv_bytes" else a + b)
+        return out
+
+    def to_dict(self) -> dict[str, float | int]:
+        d: dict[str, float | int] = asdict(self)
+        d["total_tokens"] = self.total_tokens
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, float | int]) -> Usage:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})  # type: ignore[arg-type]
+
+    @classmethod
+    def total(cls, usages: Iterable[Usage]) -> Usage:
+        out = cls()
+        for u in usages:
+            out = out + u
+        return out
+
+
+def generation_usage(gen: Generation, info: ModelInfo) -> Usage:
+    """Exact usage of one generation: prefill positions plus each sample's decode positions."""
+    p = gen.prompt_tokens
+    flops = info.flops_for_positions(p - gen.prefilled_tokens, p)
+    for c in gen.completions:
+        flops += info.flops_for_positions(c.prompt_tokens, c.prompt_tokens + c.n_tokens)
+    return Usage(
+        prompt_tokens=p,
+        prefilled_tokens=gen.prefilled_tokens,
+        generated_tokens=gen.generated_tokens,
+        flops=flops,
+        wall_s=gen.wall_s,
+        peak_kv_bytes=info.kv_bytes(gen.peak_kv_tokens),
+        requests=1,
+        samples=len(gen.completions),
+    )
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Hard caps per problem; ``None`` means unlimited."""
+
+    tokens: int | None = None
+    """Cap on processed tokens (prefilled + generated, verifier calls included)."""
+    flops: float | None = None
+    """Cap on forward FLOPs."""
+
+    def __post_init__(self) -> None:
+        if self.tokens is not None and self.tokens <= 0:
+            raise ConfigError(f"token budget must be positive, got {self.tokens}")
+        if self.flops is not None and (not math.isfinite(self.flops) or self.flops <= 0):
+            raise ConfigError(f"FLOPs budget must be a positive finite number, got {self.flops}")
+
+    @property
+    def unlimited(self) -> bool:
+        return self.tokens is None and self.flops is None
+
+
+class Meter:
+    """Adds up usage against a budget and answers "can I afford this?" before work starts."""
+
+    def __init__(self, info: ModelInfo, budget: Budget | None = None) -> None:
+        self.info = info
+        self.budget = budget or Budget()
+        self.usage = Usage()
+
+    def charge(self, usage: Usage) -> None:
+        self.usage = self.usage + usage
+
+    def charge_generations(self, gens: Iterable[Generation]) -> Usage:
+        spent = Usage.total(generation_usage(g, self.info) for g in gens)
+        self.charge(spent)
+        return spent
+
+    def worst_case(self, prompt_tokens: int, n: int, max_tokens: int, info: ModelInfo | None = None) -> Usage:
+        """Most that sampling ``n`` x ``max_tokens`` after a fully prefilled prompt could cost."""
+        m = info or self.info
+        flops = m.flops_for_positions(0, prompt_tokens) + n * m.flops_for_positions(
+            prompt_tokens, prompt_tokens + max_tokens
+        )
+        return Usage(prefilled_tokens=prompt_tokens, generated_tokens=n * max_tokens, flops=flops)
+
+    def fits(self, extra: Usage) -> bool:
+        b, u = self.budget, self.usage
+        if b.tokens is not None and u.total_tokens + extra.total_tokens > b.tokens:
+            return False
+        if b.flops is not None and u.flops + extra.flops > b.flops:
+            return False
+        return True
+
+    def affordable_samples(self, prompt_tokens: int, max_tokens: int, want: int) -> int:
+        """Largest ``n <= want`` whose worst case still fits the budget."""
+        lo, hi = 0, want
+        while lo < hi:  # binary search: worst case is monotone in n
+            mid = (lo + hi + 1) // 2
+            if self.fits(self.worst_case(prompt_tokens, mid, max_tokens)):
+                lo = mid
+            else:
+                hi = mid - 1
+        return lo
+
+    def affordable_max_tokens(self, prompt_tokens: int, want: int) -> int:
+        """Largest per-sample generation cap ``<= want`` for one sample that fits the budget."""
+        lo, hi = 0, want
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if self.fits(self.worst_case(prompt_tokens, 1, mid)):
+                lo = mid
+            else:
+                hi = mid - 1
+        return lo

@@ -1,0 +1,233 @@
+"""The strategy protocol and the context a strategy works in.
+
+A strategy asks :class:`SolveContext` for samples; the context serves samples
+already in the store first (a resumed run never re-generates them), generates
+the rest in budget-checked waves, and persists each wave as soon as the engine
+returns it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from ttscale.backends.base import Backend, Completion, GenerationRequest
+from ttscale.cost import Meter, Usage, generation_usage
+from ttscale.errors import ConfigError
+from ttscale.tasks.base import Problem, Task
+
+
+@dataclass
+class Sample:
+    """One completion, with what the task made of it and what it cost."""
+
+    index: int
+    """Position among this problem's samples (stable across resumes)."""
+    text: str
+    answer: str | None
+    correct: bool | None
+    n_tokens: int
+    prompt_tokens: int
+    prefilled_tokens: int
+    flops: float
+    finish_reason: str
+    logprob: float | None = None
+    token_logprobs: list[float] | None = None
+    finish_order: int = 0
+    """Order in which this sample finished among the samples generated with it."""
+    wave: int = 0
+    decode_s: float = 0.0
+    scores: dict[str, float] = field(default_factory=dict)
+    """Verifier scores by verifier name."""
+
+    @property
+    def mean_logprob(self) -> float | None:
+        if self.logprob is None or self.n_tokens == 0:
+            return None
+        return self.logprob / self.n_tokens
+
+    @property
+    def usage(self) -> Usage:
+        return Usage(
+            prefilled_tokens=self.prefilled_tokens,
+            generated_tokens=self.n_tokens,
+            flops=self.flops,
+            samples=1,
+        )
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Sampling settings a run applies to every request."""
+
+    temperature: float = 0.8
+    top_p: float = 1.0
+    seed: int = 0
+    max_tokens: int | None = None
+    """Overrides the task format's per-sample cap when set."""
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.temperature <= 5:
+            raise ConfigError(f"temperature must be in [0, 5], got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ConfigError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.max_tokens is not None and self.max_tokens < 1:
+            raise ConfigError(f"max_tokens must be >= 1, got {self.max_tokens}")
+
+
+@dataclass
+class Result:
+    """A strategy's answer for one problem, with the evidence behind it."""
+
+    problem_id: str
+    answer: str | None
+    correct: bool | None
+    strategy: str
+    samples: list[int]
+    """Indices of the samples the strategy used."""
+    votes: dict[str, float]
+    """Vote mass (count, or summed score) per distinct answer."""
+    usage: Usage
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "problem_id": self.problem_id,
+            "answer": self.answer,
+            "correct": self.correct,
+            "strategy": self.strategy,
+            "samples": self.samples,
+            "votes": self.votes,
+            "usage": self.usage.to_dict(),
+            "meta": self.meta,
+        }
+
+
+SampleSink = Callable[[Problem, list[Sample]], None]
+
+
+def sample_seed(run_seed: int, problem_id: str, index: int) -> int:
+    """Deterministic seed for the wave starting at sample ``index`` of a problem."""
+    h = hashlib.sha256(f"{run_seed}:{problem_id}:{index}".encode()).digest()
+    return int.from_bytes(h[:4], "big") & 0x7FFFFFFF
+
+
+class SolveContext:
+    """Everything a strategy needs for one problem: backend, task, meter, stored samples."""
+
+    def __init__(
+        self,
+        problem: Problem,
+        backend: Backend,
+        task: Task,
+        meter: Meter,
+        sampling: Sampling | None = None,
+        stored: Sequence[Sample] = (),
+        sink: SampleSink | None = None,
+    ) -> None:
+        self.problem = problem
+        self.backend = backend
+        self.task = task
+        self.meter = meter
+        self.sampling = sampling or Sampling()
+        self.samples: list[Sample] = []
+        self._stored = sorted(stored, key=lambda s: s.index)
+        self._sink = sink
+        self._prompt_tokens: int | None = None
+        self.budget_exhausted = False
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def base_request(self) -> GenerationRequest:
+        req = self.task.request(self.problem)
+        s = self.sampling
+        return req.with_(
+            temperature=s.temperature,
+            top_p=s.top_p,
+            max_tokens=s.max_tokens or req.max_tokens,
+        )
+
+    def prompt_tokens(self) -> int:
+        if self._prompt_tokens is None:
+            self._prompt_tokens = self.backend.count_prompt_tokens(self.base_request())
+        return self._prompt_tokens
+
+    def _to_sample(self, c: Completion, index: int, wave: int, prefill_flops: float) -> Sample:
+        info = self.meter.info
+        answer = self.task.extract(c.text) if c.finish_reason != "error" else None
+        flops = info.flops_for_positions(c.prompt_tokens, c.prompt_tokens + c.n_tokens)
+        if c.prefilled_tokens:
+            flops += prefill_flops
+        return Sample(
+            index=index,
+            text=c.text,
+            answer=answer,
+            correct=self.task.grade(self.problem, answer),
+            n_tokens=c.n_tokens,
+            prompt_tokens=c.prompt_tokens,
+            prefilled_tokens=c.prefilled_tokens,
+            flops=flops,
+            finish_reason=c.finish_reason,
+            logprob=c.logprob,
+            token_logprobs=c.token_logprobs,
+            finish_order=c.finish_order,
+            wave=wave,
+            decode_s=c.decode_s,
+        )
+
+    # -- the one method strategies call --------------------------------------------------------
+
+    def sample(self, n: int, request: GenerationRequest | None = None) -> list[Sample]:
+        """Up to ``n`` new samples for this problem, never exceeding the budget.
+
+        Stored samples (from an interrupted run) are returned first and charged to
+        the meter at their recorded cost; the rest are generated in waves, each
+        wave as large as the budget's worst case allows. Returns fewer than ``n``
+        when the budget runs out (``budget_exhausted`` is then set).
+        """
+        out: list[Sample] = []
+        while self._stored and len(out) < n:
+            s = self._stored.pop(0)
+            self.meter.charge(s.usage)
+            out.append(s)
+        req = request or self.base_request()
+        prompt_tokens = self.prompt_tokens() if request is None else self.backend.count_prompt_tokens(req)
+        wave = max((s.wave for s in self.samples), default=-1) + 1
+        while len(out) < n:
+            want = n - len(out)
+            max_tokens = req.max_tokens
+            k = self.meter.affordable_samples(prompt_tokens, max_tokens, want)
+            if k == 0:
+                max_tokens = self.meter.affordable_max_tokens(prompt_tokens, max_tokens)
+                if max_tokens < 1:
+                    self.budget_exhausted = True
+                    break
+                k = 1
+            start = len(self.samples) + len(out)
+            r = req.with_(n=k, max_tokens=max_tokens, seed=sample_seed(self.sampling.seed, self.problem.id, start))
+            gen = self.backend.generate([r])[0]
+            self.meter.charge(generation_usage(gen, self.meter.info))
+            p = gen.prompt_tokens
+            prefill_flops = self.meter.info.flops_for_positions(p - gen.prefilled_tokens, p)
+            new = [self._to_sample(c, start + i, wave, prefill_flops) for i, c in enumerate(gen.completions)]
+            if self._sink is not None:
+                self._sink(self.problem, new)
+            out.extend(new)
+            wave += 1
+        self.samples.extend(out)
+        return out
+
+
+@runtime_checkable
+class Strategy(Protocol):
+    """Turns a problem into an answer by spending compute through a :class:`SolveContext`."""
+
+    name: str
+
+    def solve(self, problem: Problem, ctx: SolveContext) -> Result: ...
+
+    def describe(self) -> dict[str, Any]:
+        """Knobs to record with a run."""
+        ...

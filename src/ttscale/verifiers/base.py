@@ -1,0 +1,28 @@
+"""The verifier protocol: score candidate samples, and say what scoring cost."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+from ttscale.cost import Usage
+from ttscale.strategies.base import Sample
+from ttscale.tasks.base import Problem
+
+
+@dataclass
+class Scores:
+    scores: list[float]
+    """One score per candidate, higher is better."""
+    usage: Usage = field(default_factory=Usage)
+    """Compute the verifier itself spent (zero for free verifiers)."""
+
+
+@runtime_checkable
+class Verifier(Protocol):
+    name: str
+    uses_reference: bool
+    """True for verifiers that read the reference answer: for evaluation only, never deployment."""
+
+    def score(self, problem: Problem, candidates: Sequence[Sample]) -> Scores: ...
