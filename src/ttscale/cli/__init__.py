@@ -6,6 +6,7 @@ import typer
 
 from ttscale.cli.info import models, tasks
 from ttscale.cli.run import run
+from ttscale.cli.sweep import sweep
 
 app = typer.Typer(
     name="ttscale",
@@ -18,6 +19,7 @@ app = typer.Typer(
 app.command("run")(run)
 app.command("models")(models)
 app.command("tasks")(tasks)
+app.command("sweep")(sweep)
 
 
 def main() -> None:

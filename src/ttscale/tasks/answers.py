@@ -7,6 +7,7 @@ the last "answer is N" phrase, and finally the last number in the text.
 from __future__ import annotations
 
 import re
+from decimal import Decimal, InvalidOperation
 from fractions import Fraction
 from functools import lru_cache
 
@@ -43,7 +44,10 @@ def normalize_number(s: str) -> str:
         return s.strip()
     if value.denominator == 1:
         return str(value.numerator)
-    return format(float(value), "g") if len(t) > 12 else t.lstrip("+")
+    try:
+        return format(Decimal(t).normalize(), "f")
+    except InvalidOperation:  # a fraction like "1/3"
+        return t
 
 
 def extract_numeric_answer(text: str) -> str | None:

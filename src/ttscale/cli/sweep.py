@@ -1,0 +1,88 @@
+"""``ttscale sweep``: generate a pool of K samples per problem into the store, for replay."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from ttscale.cli.common import DEFAULT_STORE, cli_errors, console, fail, human, write_json
+from ttscale.errors import ConfigError
+from ttscale.registry import make_backend, make_task, make_verifier, task_names, verifier_names
+from ttscale.store import Store
+from ttscale.strategies.base import Sampling
+from ttscale.sweep import run_sweep
+
+
+@cli_errors
+def sweep(
+    task: Annotated[str, typer.Option(help=f"Task: {', '.join(task_names())}.")] = "gsm-symbolic",
+    k: Annotated[int, typer.Option("-k", "--k", help="Samples per problem in the pool.")] = 32,
+    model: Annotated[str, typer.Option(help="Embedded model name (smollm2-135m, gemma3-270m) or path to a .gguf file.")] = "smollm2-135m",
+    limit: Annotated[Optional[int], typer.Option(help="Only the first N problems.")] = 50,
+    style: Annotated[Optional[str], typer.Option(help="Prompt style: chat or completion (default: per task and model).")] = None,
+    shots: Annotated[Optional[int], typer.Option(help="Few-shot exemplars in the prompt.")] = None,
+    max_tokens: Annotated[Optional[int], typer.Option(help="Cap on generated tokens per sample.")] = None,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = 0.8,
+    top_p: Annotated[float, typer.Option(help="Nucleus sampling mass.")] = 1.0,
+    seed: Annotated[int, typer.Option(help="Sampling seed; the pool is reproducible given it.")] = 0,
+    task_seed: Annotated[Optional[int], typer.Option(help="gsm-symbolic: instance seed; bigbench: shuffle seed.")] = None,
+    subtask: Annotated[Optional[str], typer.Option(help="bigbench: task path, e.g. arithmetic/1_digit_multiplication.")] = None,
+    data: Annotated[Optional[Path], typer.Option(help="jsonl: path to a file of {id, prompt, answer} lines.")] = None,
+    verifier: Annotated[Optional[list[str]], typer.Option(help=f"Score every sample with this verifier (repeatable): {', '.join(verifier_names())}.")] = None,
+    wave: Annotated[int, typer.Option(help="Samples per batched request; each wave is committed before the next.")] = 32,
+    store: Annotated[Path, typer.Option(help="SQLite file holding every run's samples.")] = DEFAULT_STORE,
+    run_id: Annotated[Optional[str], typer.Option(help="Name of the sweep; an existing id resumes it.")] = None,
+    threads: Annotated[Optional[int], typer.Option(help="CPU threads for llama.cpp (default: all cores).")] = None,
+    backend: Annotated[str, typer.Option(help="llama-cpp or fake (scripted, for trying the CLI without a model).", hidden=True)] = "llama-cpp",
+    progress: Annotated[bool, typer.Option(help="Show a progress bar with time left.")] = True,
+) -> None:
+    """Generate K samples per problem into --store (resumable), for `ttscale curves` and `ttscale report`.
+
+    Each sample keeps its answer, correctness, token counts, log-prob, finish order and
+    verifier scores. Rerunning with the same --run-id generates only what is missing.
+    """
+    if k < 1:
+        fail("-k must be at least 1")
+    if limit is not None and limit < 1:
+        fail("--limit must be at least 1")
+    if data is not None and task != "jsonl":
+        fail("--data is only for --task jsonl")
+    sampling = Sampling(temperature=temperature, top_p=top_p, seed=seed)
+    opts = {"n_threads": threads} if (threads and backend == "llama-cpp") else {}
+    be = make_backend(backend, model if backend == "llama-cpp" else None, **opts)
+    info = be.model_info()
+    t = make_task(task, style=style, shots=shots, max_tokens=max_tokens, seed=task_seed, subtask=subtask,
+                  data=str(data) if data else None, chat_model=info.has_chat_template)
+    if getattr(t, "fmt").style == "chat" and not info.has_chat_template:
+        raise ConfigError(f"model {info.name} has no chat template: use --style completion")
+    verifiers = [make_verifier(v, t, be) for v in (verifier or [])]
+    rid = run_id or f"sweep-{task}-k{k}-{info.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    st = Store(store)
+    try:
+        with Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("samples"),
+            TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn(),
+            console=console, disable=not progress, transient=False,
+        ) as bar:
+            job = bar.add_task(f"sweep {task} k={k}", total=None)
+
+            def on_progress(done: int, total: int) -> None:
+                bar.update(job, completed=done, total=total)
+
+            summary = run_sweep(task=t, backend=be, store=st, run_id=rid, k=k, limit=limit, sampling=sampling,
+                                verifiers=verifiers, wave=wave, progress=on_progress)
+    finally:
+        st.close()
+        be.close()
+    u = summary.usage
+    console.print(
+        f"sweep {rid}: {summary.problems} problems x {k} samples ({summary.generated} generated now, "
+        f"{summary.samples - summary.generated} already stored); {u.generated_tokens:,} tokens generated, "
+        f"{u.prefilled_tokens:,} prefilled, {human(u.flops)} FLOPs, {summary.wall_s:.1f} s"
+    )
+    write_json(store.parent / f"{rid}.json", summary.to_dict() | {"task": t.describe(), "model": info.name})
+    console.print(f"next: ttscale curves {rid} --store {store}   (resume with --run-id {rid})")

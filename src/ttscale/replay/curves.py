@@ -1,0 +1,301 @@
+"""Accuracy-vs-compute curves for every strategy at every budget, from one pool.
+
+A budget is ``k``, the number of samples a strategy may draw. Each curve point
+carries the expected accuracy over problems (exact or resampled, see
+:mod:`ttscale.replay.estimators`), a bootstrap confidence interval across
+problems, and the expected cost per problem: generated tokens, total tokens
+(prompt prefill counted once per problem when the engine shares it) and FLOPs.
+Early-stopping strategies (short-m@k, adaptive consistency) are charged what
+they would actually have generated.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ttscale.errors import ConfigError
+from ttscale.replay import estimators as est
+from ttscale.replay.pool import Pool
+
+KINDS = ("pass", "majority", "weighted-majority", "bon", "weighted-bon", "rpc", "short", "adaptive")
+
+
+@dataclass(frozen=True)
+class StrategySpec:
+    """One replayed strategy. ``name`` labels its curve."""
+
+    name: str
+    kind: str
+    score: str = "certainty"
+    """Verifier score used by bon / weighted-bon / weighted-majority."""
+    m: int = 1
+    """short-m@k: vote over the first m samples to finish."""
+    threshold: float = 0.95
+    """adaptive consistency: stop when P(leader is the mode) reaches this."""
+    prune: float = 0.1
+    """rpc: drop the samples whose mean token log-prob is in this lowest fraction of the problem's pool."""
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ConfigError(f"unknown replay strategy kind {self.kind!r}; available: {', '.join(KINDS)}")
+        if self.m < 1:
+            raise ConfigError(f"short-m@k needs m >= 1, got {self.m}")
+        if not 0 < self.threshold < 1:
+            raise ConfigError(f"adaptive threshold must be in (0, 1), got {self.threshold}")
+        if not 0 <= self.prune < 1:
+            raise ConfigError(f"rpc prune fraction must be in [0, 1), got {self.prune}")
+
+    @property
+    def oracle(self) -> bool:
+        """True when the curve reads reference answers (an upper bound, not a deployable strategy)."""
+        return self.kind == "pass" or (self.kind in ("bon", "weighted-bon", "weighted-majority") and self.score == "oracle")
+
+
+DEFAULT_STRATEGIES: tuple[StrategySpec, ...] = (
+    StrategySpec("pass@k", "pass"),
+    StrategySpec("majority", "majority"),
+    StrategySpec("weighted-majority", "weighted-majority", score="certainty"),
+    StrategySpec("best-of-n", "bon", score="certainty"),
+    StrategySpec("weighted-best-of-n", "weighted-bon", score="certainty"),
+    StrategySpec("rpc", "rpc"),
+    StrategySpec("short-1", "short", m=1),
+    StrategySpec("short-3", "short", m=3),
+    StrategySpec("adaptive", "adaptive", threshold=0.95),
+)
+
+
+def parse_strategy(text: str) -> StrategySpec:
+    """``kind[:key=value,...]``, e.g. ``short:m=3``, ``bon:score=oracle``, ``adaptive:threshold=0.9``."""
+    kind, _, rest = text.partition(":")
+    kw: dict[str, Any] = {}
+    for part in filter(None, rest.split(",")):
+        key, eq, value = part.partition("=")
+        if not eq or key not in ("score", "m", "threshold", "prune"):
+            raise ConfigError(f"bad strategy option {part!r} in {text!r} (options: score, m, threshold, prune)")
+        try:
+            kw[key] = int(value) if key == "m" else float(value) if key in ("threshold", "prune") else value
+        except ValueError as e:
+            raise ConfigError(f"bad value for {key} in {text!r}: {value!r}") from e
+    name = {"pass": "pass@k", "short": f"short-{kw.get('m', 1)}", "bon": "best-of-n",
+            "weighted-bon": "weighted-best-of-n"}.get(kind, kind)
+    if "score" in kw and kind in ("bon", "weighted-bon", "weighted-majority"):
+        name += f"[{kw['score']}]"
+    return StrategySpec(name, kind, **kw)
+
+
+def default_budgets(K: int, n: int = 12) -> list[int]:
+    """About ``n`` budgets from 1 to K, spaced evenly on a log scale."""
+    ks = sorted({max(1, min(K, round(K ** (i / (n - 1))))) for i in range(n)} | {1, K}) if n > 1 else [K]
+    return ks
+
+
+@dataclass
+class CurvePoint:
+    strategy: str
+    k: int
+    accuracy: float
+    ci_low: float
+    ci_high: float
+    samples: float
+    """Samples generated per problem (below k for early-stopping strategies)."""
+    generated_tokens: float
+    total_tokens: float
+    flops: float
+    exact: bool
+    """Exact expectation over all k-subsets (else resampled)."""
+    oracle: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Curves:
+    points: list[CurvePoint]
+    pool: dict[str, Any]
+    settings: dict[str, Any]
+    per_problem: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    """Strategy name -> (P, n_budgets) expected accuracy per problem (NaN where undefined)."""
+
+    def curve(self, strategy: str) -> list[CurvePoint]:
+        return [p for p in self.points if p.strategy == strategy]
+
+    @property
+    def strategies(self) -> list[str]:
+        return list(dict.fromkeys(p.strategy for p in self.points))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"pool": self.pool, "settings": self.settings, "points": [p.to_dict() for p in self.points]}
+
+
+@dataclass
+class _Raw:
+    """Per-problem expectations for one strategy at one budget."""
+
+    acc: np.ndarray
+    samples: np.ndarray
+    gen: np.ndarray
+    tokens: np.ndarray
+    flops: np.ndarray
+    exact: bool
+
+
+def _full_cost(pool: Pool, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Expected per-problem cost of k random samples, all generated to the end."""
+    return (np.full(pool.n_problems, float(k)), k * pool.n_tokens.mean(axis=1),
+            pool.prefill_tokens + k * pool.sample_tokens.mean(axis=1),
+            pool.prefill_flops + k * pool.sample_flops.mean(axis=1))
+
+
+def _order_cost(pool: Pool, order: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Per-problem mean cost of drawing the first ``lengths`` (P, N) samples of each ordering."""
+    mask = np.arange(order.shape[-1]) < lengths[..., None]
+    parts = []
+    for values in (pool.n_tokens, pool.sample_tokens, pool.sample_flops):
+        g = est._gather(values, order)
+        parts.append((g * mask).sum(-1).mean(1))
+    return lengths.mean(1).astype(float), parts[0], pool.prefill_tokens + parts[1], pool.prefill_flops + parts[2]
+
+
+class _Replayer:
+    def __init__(self, pool: Pool, ks: list[int], n_orders: int, seed: int) -> None:
+        self.pool = pool
+        self.ks = ks
+        self.n_orders = n_orders
+        self.orders = est.random_orders(pool.n_problems, pool.k, n_orders, np.random.default_rng(seed))
+
+    def _exact_ok(self, k: int) -> bool:
+        return est.n_subsets(self.pool.k, k) <= self.n_orders
+
+    def _score(self, name: str) -> np.ndarray:
+        if name == "oracle":
+            return self.pool.correct.astype(float)
+        if name not in self.pool.scores:
+            raise ConfigError(f"the pool has no {name!r} scores (has: {', '.join(sorted(self.pool.scores))}); "
+                              "sweep with --verifier to store them")
+        return self.pool.scores[name]
+
+    def vote(self, answer: np.ndarray, weights: np.ndarray | None) -> list[_Raw]:
+        """Any weighted vote over k random samples, at every budget."""
+        pool, out = self.pool, {}
+        lp = pool.logprob
+        resampled = [k for k in self.ks if not self._exact_ok(k)]
+        if resampled:
+            w = est.vote_winners(answer, self.orders, resampled, pool.n_answers, weights, lp)
+            ok = est.winners_correct(pool.answer_correct, w).mean(axis=1)
+            for i, k in enumerate(resampled):
+                out[k] = (ok[:, i], False)
+        for k in self.ks:
+            if k not in out:
+                combos = est.exact_orders(pool.k, k)
+                w = est.vote_winners(answer, combos, [k], pool.n_answers, weights, lp)
+                out[k] = (est.winners_correct(pool.answer_correct, w)[..., 0].mean(axis=1), True)
+        return [_Raw(out[k][0], *_full_cost(pool, k), exact=out[k][1]) for k in self.ks]
+
+    def run(self, spec: StrategySpec) -> list[_Raw | None]:
+        pool = self.pool
+        if spec.kind == "pass":
+            c = pool.correct.sum(axis=1)
+            return [_Raw(est.pass_at_k(pool.k, c, k), *_full_cost(pool, k), exact=True) for k in self.ks]
+        if spec.kind == "bon":
+            s = self._score(spec.score)
+            return [_Raw(est.best_of_n_exact(pool.answer, pool.correct, s, k), *_full_cost(pool, k), exact=True)
+                    for k in self.ks]
+        if spec.kind == "majority":
+            return list(self.vote(pool.answer, None))
+        if spec.kind in ("weighted-majority", "weighted-bon"):
+            return list(self.vote(pool.answer, self._score(spec.score)))
+        if spec.kind == "rpc":
+            mlp = pool.mean_logprob
+            cut = np.quantile(mlp, spec.prune, axis=1, keepdims=True) if spec.prune > 0 else np.full((pool.n_problems, 1), -np.inf)
+            answer = np.where(mlp >= cut, pool.answer, -1)
+            # Sequence probability, rescaled per problem so it never underflows (argmax is unchanged).
+            w = np.exp(pool.logprob - pool.logprob.max(axis=1, keepdims=True))
+            return list(self.vote(answer, w))
+        if spec.kind == "short":
+            out: list[_Raw | None] = []
+            for k in self.ks:
+                if k < spec.m:
+                    out.append(None)
+                    continue
+                exact = self._exact_ok(k)
+                order = np.broadcast_to(est.exact_orders(pool.k, k), (pool.n_problems, est.n_subsets(pool.k, k), k)) if exact else self.orders
+                chosen, gen = est.short_m_choice(pool.finish_rank, pool.n_tokens, order, k, spec.m)
+                w = est.vote_winners(pool.answer, chosen, [spec.m], pool.n_answers, None, pool.logprob)
+                acc = est.winners_correct(pool.answer_correct, w)[..., 0].mean(axis=1)
+                # Truncated samples: tokens as counted; FLOPs and per-sample prefill pro rata.
+                lengths = est._gather(pool.n_tokens, order[..., :k])
+                cut = np.minimum(lengths, est._gather(pool.n_tokens, chosen[..., -1:]))
+                frac = np.where(lengths > 0, cut / np.maximum(lengths, 1), 1.0)
+                extra = est._gather(pool.sample_tokens - pool.n_tokens, order[..., :k]).sum(-1).mean(1)
+                fl = (est._gather(pool.sample_flops, order[..., :k]) * frac).sum(-1).mean(1)
+                g = gen.mean(axis=1)
+                out.append(_Raw(acc, np.full(pool.n_problems, float(k)), g, pool.prefill_tokens + g + extra,
+                                pool.prefill_flops + fl, exact))
+            return out
+        if spec.kind == "adaptive":
+            stop = est.adaptive_stop(pool.answer, self.orders, spec.threshold)
+            out = []
+            for k in self.ks:
+                lengths = np.minimum(stop, k)
+                order = np.where(np.arange(pool.k) < lengths[..., None], self.orders, -1)
+                w = est.vote_winners(pool.answer, order, [pool.k], pool.n_answers, None, pool.logprob)
+                acc = est.winners_correct(pool.answer_correct, w)[..., 0].mean(axis=1)
+                out.append(_Raw(acc, *_order_cost(pool, self.orders, lengths), exact=False))
+            return out
+        raise ConfigError(f"unknown replay strategy kind {spec.kind!r}")
+
+
+def compute_curves(
+    pool: Pool,
+    strategies: tuple[StrategySpec, ...] | list[StrategySpec] = DEFAULT_STRATEGIES,
+    budgets: list[int] | None = None,
+    *,
+    n_orders: int = 64,
+    n_bootstrap: int = 200,
+    ci: float = 0.95,
+    seed: int = 0,
+) -> Curves:
+    """Every strategy at every budget, with bootstrap CIs across problems.
+
+    ``n_orders`` random orderings per problem drive the resampled estimates (a
+    budget whose C(K, k) is at most ``n_orders`` is enumerated exactly instead).
+    """
+    ks = sorted(set(budgets or default_budgets(pool.k)))
+    if not ks or ks[0] < 1 or ks[-1] > pool.k:
+        raise ConfigError(f"budgets must lie in 1..{pool.k} (the pool's samples per problem), got {ks}")
+    if n_orders < 1 or n_bootstrap < 1 or not 0 < ci < 1:
+        raise ConfigError("n_orders and n_bootstrap must be >= 1 and ci in (0, 1)")
+    names = [s.name for s in strategies]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"strategy names must be unique, got {names}")
+    rep = _Replayer(pool, ks, n_orders, seed)
+    raws = {s.name: rep.run(s) for s in strategies}
+
+    # One bootstrap for everything: resample problems with replacement, as counts (B, P).
+    rng = np.random.default_rng(seed + 1)
+    P = pool.n_problems
+    counts = np.stack([np.bincount(rng.integers(0, P, P), minlength=P) for _ in range(n_bootstrap)]).astype(float)
+    per_problem = {n: np.stack([r.acc if r is not None else np.full(P, np.nan) for r in raws[n]], axis=1) for n in names}
+    stacked = np.concatenate([per_problem[n] for n in names], axis=1)
+    boot = counts @ np.nan_to_num(stacked) / P  # (B, S * nk)
+    lo_q, hi_q = (1 - ci) / 2, 1 - (1 - ci) / 2
+    lo, hi = np.quantile(boot, lo_q, axis=0), np.quantile(boot, hi_q, axis=0)
+
+    points: list[CurvePoint] = []
+    for si, spec in enumerate(strategies):
+        for ki, k in enumerate(ks):
+            r = raws[spec.name][ki]
+            if r is None:
+                continue
+            j = si * len(ks) + ki
+            points.append(CurvePoint(
+                spec.name, k, float(r.acc.mean()), float(lo[j]), float(hi[j]), float(r.samples.mean()),
+                float(r.gen.mean()), float(r.tokens.mean()), float(r.flops.mean()), r.exact, spec.oracle,
+            ))
+    settings = {"budgets": ks, "n_orders": n_orders, "n_bootstrap": n_bootstrap, "ci": ci, "seed": seed,
+                "strategies": [asdict(s) for s in strategies]}
+    return Curves(points, pool.summary(), settings, per_problem)

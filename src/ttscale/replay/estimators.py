@@ -1,0 +1,235 @@
+"""Vectorized estimators of what a strategy would score with k samples drawn from a pool.
+
+Every estimator returns a per-problem expectation over random k-subsets of the
+problem's K stored samples. Two ways to take that expectation share one code
+path (:func:`vote_winners`):
+
+- exact: enumerate all C(K, k) subsets (used when that is no more work than
+  resampling: k = 1, k = K, or small pools);
+- resampled: R random orderings of the pool per problem (seeded); the first k
+  samples of an ordering are a uniform random k-subset for every k at once,
+  so one pass over the orderings gives every budget.
+
+pass@k and best-of-N@k have closed forms and are always exact.
+
+Vote tie rule, identical to :func:`ttscale.strategies.voting.weighted_vote`:
+larger vote mass wins, then larger summed log-prob of the answer's samples,
+then the answer whose earliest sample has the lowest index. Samples without an
+answer cast no vote; no answer at all counts as wrong.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+from scipy.special import betainc, gammaln
+
+from ttscale.errors import ConfigError
+
+
+def pass_at_k(n: np.ndarray | int, c: np.ndarray | int, k: int) -> np.ndarray:
+    """Unbiased pass@k (Chen et al. 2021): ``1 - C(n-c, k) / C(n, k)``, vectorized over problems.
+
+    Computed in log space with ``gammaln`` so large n never overflows.
+
+    >>> float(pass_at_k(4, 1, 2))  # 1 - C(3,2)/C(4,2) = 1 - 3/6
+    0.5
+    """
+    n = np.asarray(n, dtype=float)
+    c = np.asarray(c, dtype=float)
+    if k < 1 or np.any(k > n):
+        raise ConfigError(f"pass@k needs 1 <= k <= n, got k={k}")
+    fail = n - c
+    out = np.ones(np.broadcast(n, c).shape)
+    ok = fail >= k  # otherwise every k-subset holds a correct sample
+    log_ratio = (gammaln(fail + 1) - gammaln(np.maximum(fail - k, 0) + 1)
+                 - gammaln(n + 1) + gammaln(n - k + 1))
+    out[ok] = -np.expm1(log_ratio[ok])
+    return out
+
+
+def pass_at_k_product(n: int, c: int, k: int) -> float:
+    """Chen et al.'s numerically stable product form, for one problem (reference implementation)."""
+    if n - c < k:
+        return 1.0
+    return 1.0 - float(np.prod(1.0 - k / np.arange(n - c + 1, n + 1)))
+
+
+def n_subsets(K: int, k: int) -> int:
+    return math.comb(K, k)
+
+
+def exact_orders(K: int, k: int) -> np.ndarray:
+    """All k-subsets of range(K), shape (C(K, k), k)."""
+    return np.array(list(itertools.combinations(range(K), k)), dtype=np.int64).reshape(-1, k)
+
+
+def random_orders(n_problems: int, K: int, n_orders: int, rng: np.random.Generator) -> np.ndarray:
+    """Independent uniform permutations of range(K), shape (P, R, K)."""
+    return np.argsort(rng.random((n_problems, n_orders, K)), axis=-1)
+
+
+def _gather(values: np.ndarray, order: np.ndarray) -> np.ndarray:
+    """values (P, K) gathered by order (P, N, L) or (N, L); -1 entries give 0."""
+    P = values.shape[0]
+    if order.ndim == 2:
+        order = np.broadcast_to(order, (P, *order.shape))
+    safe = np.where(order < 0, 0, order)
+    out = np.take_along_axis(values[:, None, :], safe, axis=2)
+    return out
+
+
+def vote_winners(
+    answer: np.ndarray,
+    order: np.ndarray,
+    ks: list[int],
+    n_answers: int,
+    weights: np.ndarray | None = None,
+    logprob: np.ndarray | None = None,
+) -> np.ndarray:
+    """Winning answer id of the vote over the first k samples of each ordering, for each k.
+
+    ``answer`` (P, K) answer ids (-1: none); ``order`` (P, N, L) or (N, L) sample
+    indices (-1: skip this position); ``ks`` ascending, each <= L. Returns int
+    (P, N, len(ks)), -1 where no sample in the subset has an answer.
+    Vote masses are accumulated incrementally, so all ks cost one pass.
+    """
+    P = answer.shape[0]
+    if order.ndim == 2:
+        order = np.broadcast_to(order, (P, *order.shape))
+    N = order.shape[1]
+    A = n_answers
+    rows = P * N
+    ans = _gather(answer, order)
+    ans = np.where(order < 0, -1, ans)
+    w = np.ones(ans.shape) if weights is None else _gather(weights, order)
+    lp = np.zeros(ans.shape) if logprob is None else _gather(logprob, order)
+    voted = ans >= 0
+    flat = (np.arange(rows).reshape(P, N, 1) * A + np.where(voted, ans, 0))
+    mass = np.zeros(rows * A)
+    count = np.zeros(rows * A)
+    lpsum = np.zeros(rows * A)
+    first = np.full(rows * A, np.iinfo(np.int64).max)
+    out = np.full((P, N, len(ks)), -1, dtype=np.int64)
+    prev = 0
+    for i, k in enumerate(ks):
+        if k < prev or k > order.shape[2]:
+            raise ConfigError(f"budgets must be ascending and <= {order.shape[2]}, got {ks}")
+        sl = (slice(None), slice(None), slice(prev, k))
+        v = voted[sl]
+        f = flat[sl][v]
+        mass += np.bincount(f, weights=w[sl][v], minlength=rows * A)
+        count += np.bincount(f, minlength=rows * A)
+        lpsum += np.bincount(f, weights=lp[sl][v], minlength=rows * A)
+        np.minimum.at(first, f, np.broadcast_to(order, ans.shape)[sl][v])
+        prev = k
+        m = np.where(count > 0, mass, -np.inf).reshape(rows, A)
+        top = m.max(axis=1, keepdims=True)
+        cand = m == top
+        lp2 = np.where(cand, lpsum.reshape(rows, A), -np.inf)
+        cand &= lp2 == lp2.max(axis=1, keepdims=True)
+        first2 = np.where(cand, first.reshape(rows, A), np.iinfo(np.int64).max)
+        win = np.argmin(first2, axis=1)
+        win = np.where(np.isfinite(top[:, 0]), win, -1)
+        out[:, :, i] = win.reshape(P, N)
+    return out
+
+
+def winners_correct(answer_correct: np.ndarray, winners: np.ndarray) -> np.ndarray:
+    """bool array shaped like ``winners`` (P, ...): is the winning answer correct."""
+    P = answer_correct.shape[0]
+    flat = winners.reshape(P, -1)
+    ok = np.take_along_axis(answer_correct, np.where(flat < 0, 0, flat), axis=1) & (flat >= 0)
+    return ok.reshape(winners.shape)
+
+
+def best_of_n_exact(answer: np.ndarray, correct: np.ndarray, scores: np.ndarray, k: int) -> np.ndarray:
+    """Exact expected best-of-N@k accuracy per problem (P,).
+
+    The answered sample with the highest score wins (ties: lowest index), as in
+    :class:`ttscale.strategies.best_of_n.BestOfN`. A sample wins a random k-subset
+    iff it is in it and none of the b answered samples ranked above it is:
+    probability C(K-1-b, k-1) / C(K, k).
+    """
+    P, K = answer.shape
+    if not 1 <= k <= K:
+        raise ConfigError(f"best-of-N needs 1 <= k <= {K}, got {k}")
+    answered = answer >= 0
+    # rank key: score descending, then index ascending; unanswered samples never rank above.
+    s = np.where(answered, scores, -np.inf)
+    idx = np.arange(K)
+    better = (s[:, None, :] > s[:, :, None]) | ((s[:, None, :] == s[:, :, None]) & (idx[None, None, :] < idx[None, :, None]))
+    better &= answered[:, None, :]
+    b = better.sum(axis=2)  # (P, K): answered samples that beat sample j
+    free = K - 1 - b
+    logp = np.where(free >= k - 1, gammaln(free + 1) - gammaln(k) - gammaln(np.maximum(free - k + 1, 0) + 1), -np.inf)
+    logp -= gammaln(K + 1) - gammaln(k + 1) - gammaln(K - k + 1)
+    p_win = np.where(answered & (free >= k - 1), np.exp(logp), 0.0)
+    return (p_win * (correct & answered)).sum(axis=1)
+
+
+def beta_stop_table(max_votes: int, threshold: float) -> np.ndarray:
+    """stop[v1, v2]: Aggarwal et al.'s Beta rule, P(p_leader > 1/2 | Beta(v1+1, v2+1)) >= threshold."""
+    v = np.arange(max_votes + 1, dtype=float)
+    v1, v2 = np.meshgrid(v, v, indexing="ij")
+    prob = betainc(v2 + 1, v1 + 1, 0.5)  # = 1 - I_{1/2}(v1+1, v2+1)
+    return (prob >= threshold) & (v1 > v2)
+
+
+def adaptive_stop(answer: np.ndarray, order: np.ndarray, threshold: float) -> np.ndarray:
+    """Samples drawn before adaptive consistency stops, for each ordering: int (P, N), in 1..K.
+
+    Samples are drawn in ``order`` one at a time; after each draw the two largest
+    answer counts (v1, v2) decide whether to stop (:func:`beta_stop_table`).
+    The leader's count and the runner-up's are updated incrementally, which is
+    exact because counts only grow by one per draw.
+    """
+    P, K = answer.shape
+    ans = _gather(answer, order)  # (P, N, K)
+    N = ans.shape[1]
+    table = beta_stop_table(K, threshold)
+    counts = np.zeros((P * N, max(1, int(answer.max(initial=0)) + 1)), dtype=np.int64)
+    rows = np.arange(P * N)
+    flat = ans.reshape(P * N, K)
+    v1 = np.zeros(P * N, dtype=np.int64)
+    v2 = np.zeros(P * N, dtype=np.int64)
+    lead = np.full(P * N, -1)
+    stop = np.full(P * N, K)
+    running = np.ones(P * N, dtype=bool)
+    for j in range(K):
+        a = flat[:, j]
+        has = a >= 0
+        r, aa = rows[has], a[has]
+        counts[r, aa] += 1
+        c = counts[r, aa]
+        is_lead = lead[r] == aa
+        new_lead = ~is_lead & (c > v1[r])
+        v2[r] = np.where(new_lead, v1[r], np.where(~is_lead & (c > v2[r]), c, v2[r]))
+        v1[r] = np.where(is_lead | new_lead, np.maximum(c, v1[r]), v1[r])
+        lead[r] = np.where(new_lead, aa, lead[r])
+        hit = running & table[v1, v2]
+        stop[hit] = j + 1
+        running &= ~hit
+        if not running.any():
+            break
+    return stop.reshape(P, N)
+
+
+def short_m_choice(finish_rank: np.ndarray, n_tokens: np.ndarray, order: np.ndarray, k: int, m: int) -> tuple[np.ndarray, np.ndarray]:
+    """short-m@k on the first k samples of each ordering (Hassid et al. 2025).
+
+    The k samples decode together; when the m-th finishes, the rest are cut at
+    that length. Returns (the m finished sample ids (P, N, m), generated tokens
+    (P, N) = sum over the k samples of min(own length, the m-th finisher's length)).
+    """
+    if not 1 <= m <= k:
+        raise ConfigError(f"short-m@k needs 1 <= m <= k, got m={m}, k={k}")
+    sub = order[..., :k]
+    rank = _gather(finish_rank, sub)
+    first_m = np.argsort(rank, axis=-1)[..., :m]
+    chosen = np.take_along_axis(np.broadcast_to(sub, rank.shape), first_m, axis=-1)
+    lengths = _gather(n_tokens, sub)
+    t_m = np.take_along_axis(lengths, first_m[..., -1:], axis=-1)
+    return chosen, np.minimum(lengths, t_m).sum(axis=-1)

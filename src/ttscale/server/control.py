@@ -1,0 +1,126 @@
+"""Which strategy and budget a request gets: body, headers, model prefix, server default.
+
+Precedence, field by field: the ``ttscale`` body object (``extra_body``), then the
+``X-Ttscale-*`` headers, then a strategy prefix on the model name
+(``sc8/<model>``), then the server's defaults. Every value is checked against the
+server's limits here, with errors that name the parameter.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from ttscale.registry import STRATEGY_KNOBS, strategy_names, verifier_names
+from ttscale.server.config import ServerConfig
+from ttscale.server.errors import APIError
+from ttscale.server.schemas import TtscaleOptions
+
+# Short prefixes for clients that can only set the model name: "sc8/<model>", "bon4/<model>".
+ALIASES: dict[str, str] = {
+    "sc": "self-consistency",
+    "bon": "best-of-n",
+    "wbon": "weighted-best-of-n",
+    "single": "single",
+}
+_PREFIX_RE = re.compile(r"^(?P<name>[a-z][a-z-]*?)(?P<k>\d+)?$")
+
+HEADER_STRATEGY = "x-ttscale-strategy"
+HEADER_K = "x-ttscale-k"
+HEADER_BUDGET = "x-ttscale-budget-tokens"
+HEADER_VERIFIER = "x-ttscale-verifier"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The resolved per-request choice (copied per request; never written onto shared objects)."""
+
+    strategy: str
+    k: int | None
+    verifier: str | None
+    budget_tokens: int | None
+    budget_flops: float | None
+    answer_mode: str
+    source: str
+    """Where the strategy choice came from: body, header, model, default."""
+
+
+def split_model(model: str, served: str) -> tuple[str | None, int | None]:
+    """``(strategy, k)`` from a model name's prefix; ``(None, None)`` for the bare model.
+
+    >>> split_model("sc8/smollm", "smollm")
+    ('self-consistency', 8)
+    >>> split_model("smollm", "smollm")
+    (None, None)
+    """
+    if model == served:
+        return None, None
+    prefix, sep, rest = model.partition("/")
+    if sep and rest == served:
+        m = _PREFIX_RE.match(prefix)
+        if m:
+            name = ALIASES.get(m.group("name"), m.group("name"))
+            k = int(m.group("k")) if m.group("k") else None
+            if name in strategy_names():
+                return name, k
+            if prefix in strategy_names():  # full names that end in digits are not k
+                return prefix, None
+        raise APIError(404, f"unknown strategy prefix {prefix!r} in model {model!r}; use e.g. "
+                       f"sc8/{served} ({', '.join(f'{a}=<{n}>' for a, n in ALIASES.items())}) or a full strategy name",
+                       param="model", code="model_not_found")
+    raise APIError(404, f"model {model!r} is not served here; available: {served} (optionally prefixed, e.g. sc8/{served})",
+                   param="model", code="model_not_found")
+
+
+def _int_header(headers: Mapping[str, str], name: str) -> int | None:
+    raw = headers.get(name)
+    if raw is None:
+        return None
+    try:
+        return int(raw.strip())
+    except ValueError:
+        raise APIError(400, f"header {name} must be an integer, got {raw[:40]!r}", param=name, code="invalid_value") from None
+
+
+def resolve(opts: TtscaleOptions | None, headers: Mapping[str, str], model: str, cfg: ServerConfig) -> Plan:
+    prefix_strategy, prefix_k = split_model(model, cfg.served_model)
+    o = opts or TtscaleOptions()
+    h_strategy = headers.get(HEADER_STRATEGY)
+    h_k = _int_header(headers, HEADER_K)
+    h_budget = _int_header(headers, HEADER_BUDGET)
+    h_verifier = headers.get(HEADER_VERIFIER)
+
+    candidates = [(o.strategy, "body"), (h_strategy, "header"), (prefix_strategy, "model")]
+    strategy, source = next(((s, src) for s, src in candidates if s), (cfg.strategy, "default"))
+    strategy = ALIASES.get(strategy.strip(), strategy.strip())
+    param = {"body": "ttscale.strategy", "header": HEADER_STRATEGY, "model": "model", "default": None}[source]
+    if strategy not in strategy_names():
+        raise APIError(400, f"unknown strategy {strategy!r}; available: {', '.join(strategy_names())}",
+                       param=param, code="unknown_strategy")
+    knobs = STRATEGY_KNOBS.get(strategy, ())
+
+    explicit_k = next((x for x in (o.k, h_k, prefix_k) if x is not None), None)
+    if explicit_k is not None and "k" not in knobs:
+        raise APIError(400, f"strategy {strategy!r} takes no k", param="ttscale.k", code="invalid_value")
+    k = explicit_k if explicit_k is not None else (cfg.k if "k" in knobs else None)
+    if k is not None and not 1 <= k <= cfg.max_k:
+        raise APIError(400, f"k must be in [1, {cfg.max_k}], got {k}", param="ttscale.k", code="invalid_value")
+
+    explicit_v = o.verifier or h_verifier
+    if explicit_v and "verifier" not in knobs:
+        raise APIError(400, f"strategy {strategy!r} takes no verifier", param="ttscale.verifier", code="invalid_value")
+    verifier = (explicit_v or cfg.verifier) if "verifier" in knobs else None
+    if verifier is not None and verifier not in verifier_names():
+        raise APIError(400, f"unknown verifier {verifier!r}; available: {', '.join(verifier_names())}",
+                       param="ttscale.verifier", code="unknown_verifier")
+
+    b = o.budget
+    tokens = b.tokens if b is not None and b.tokens is not None else h_budget
+    if tokens is None:
+        tokens = cfg.budget_tokens
+    if tokens is not None and not 1 <= tokens <= cfg.max_budget_tokens:
+        raise APIError(400, f"budget tokens must be in [1, {cfg.max_budget_tokens}], got {tokens}",
+                       param="ttscale.budget.tokens", code="invalid_value")
+    flops = b.flops if b is not None else None
+    return Plan(strategy, k, verifier, tokens, flops, o.answer, source)

@@ -1,0 +1,218 @@
+"""One request's prompt, solved by a strategy: the server's twin of ``runner.solve_problems``.
+
+A request has no reference answer, so it becomes a :class:`Problem` without one,
+and :class:`RequestTask` adapts the request to the Task protocol: its generation
+request is the client's prompt, and an "answer" (what samples vote on) is the
+final number in a sample when there is one, else its normalized text.
+
+The strategy runs in a worker thread with a :class:`SolveContext` whose backend is
+:class:`BatchedBackend`: generations go through the micro-batcher, and a
+cancelled request stops at the next generation.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ttscale.backends.base import Backend, Generation, GenerationRequest, ModelInfo
+from ttscale.cost import Budget, Meter, Usage
+from ttscale.registry import make_strategy, make_verifier
+from ttscale.server.batcher import MicroBatcher
+from ttscale.server.control import Plan
+from ttscale.server.errors import APIError, RequestCancelled
+from ttscale.strategies.base import Result, Sample, Sampling, SolveContext
+from ttscale.tasks.answers import answers_equivalent, extract_numeric_answer
+from ttscale.tasks.base import Problem, PromptFormat
+
+_WS = re.compile(r"\s+")
+
+ProgressFn = Callable[[dict[str, Any]], None]
+
+
+def normalize_text(text: str) -> str | None:
+    """Text compared for voting on free-form answers: case- and whitespace-insensitive.
+
+    >>> normalize_text("  The  Answer.\\n")
+    'the answer'
+    """
+    t = _WS.sub(" ", text).strip().rstrip(".!").strip().lower()
+    return t or None
+
+
+@dataclass
+class RequestTask:
+    """The Task protocol over one client request."""
+
+    template: GenerationRequest
+    answer_mode: str = "auto"
+    name: str = "request"
+    fmt: PromptFormat = field(default_factory=PromptFormat)
+
+    def problems(self, limit: int | None = None) -> list[Problem]:
+        return []
+
+    def request(self, problem: Problem) -> GenerationRequest:
+        return self.template
+
+    def extract(self, text: str) -> str | None:
+        if self.answer_mode != "text":
+            num = extract_numeric_answer(text)
+            if num is not None or self.answer_mode == "numeric":
+                return num
+        return normalize_text(text)
+
+    def equivalent(self, a: str | None, b: str | None) -> bool:
+        return answers_equivalent(a, b)
+
+    def grade(self, problem: Problem, answer: str | None) -> bool | None:
+        return None
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "answer": self.answer_mode}
+
+
+class BatchedBackend:
+    """The Backend protocol over the micro-batcher, for one strategy run."""
+
+    def __init__(self, inner: Backend, batcher: MicroBatcher, cancel: threading.Event,
+                 progress: ProgressFn | None = None) -> None:
+        self._inner = inner
+        self._batcher = batcher
+        self._cancel = cancel
+        self._progress = progress
+
+    @property
+    def name(self) -> str:
+        return self._inner.name
+
+    def model_info(self) -> ModelInfo:
+        return self._inner.model_info()
+
+    def count_prompt_tokens(self, request: GenerationRequest) -> int:
+        return self._inner.count_prompt_tokens(request)
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
+        if self._cancel.is_set():
+            raise RequestCancelled("request cancelled")
+        futures = [self._batcher.submit(r, self._cancel.is_set) for r in requests]
+        gens = [f.result() for f in futures]
+        if self._cancel.is_set():
+            raise RequestCancelled("request cancelled")
+        if self._progress is not None:
+            self._progress({"event": "samples", "n": sum(len(g.completions) for g in gens),
+                            "generated_tokens": sum(g.generated_tokens for g in gens)})
+        return gens
+
+    def close(self) -> None:
+        pass
+
+
+@dataclass
+class ChoiceResult:
+    """One returned choice: the strategy's result and the sample whose text is returned."""
+
+    result: Result
+    samples: list[Sample]
+    text: str
+    finish_reason: str
+    strategy: dict[str, Any]
+
+    @property
+    def usage(self) -> Usage:
+        return self.result.usage
+
+
+def pick_text(result: Result, samples: Sequence[Sample], verifier: str | None) -> tuple[str, str]:
+    """The text returned for a result: the best-scored (else first) sample carrying the chosen answer."""
+    carriers = [s for s in samples if result.answer is not None and s.answer == result.answer]
+    if not carriers:
+        carriers = list(samples)
+    if not carriers:
+        return "", "length"
+    if verifier is not None and any(verifier in s.scores for s in carriers):
+        best = max(carriers, key=lambda s: (s.scores.get(verifier, float("-inf")), -s.index))
+    else:
+        best = min(carriers, key=lambda s: s.index)
+    return best.text, ("length" if best.finish_reason == "length" else "stop")
+
+
+def solve_choice(
+    *,
+    template: GenerationRequest,
+    plan: Plan,
+    backend: Backend,
+    batcher: MicroBatcher,
+    cancel: threading.Event,
+    problem_id: str,
+    seed: int,
+    budget: Budget,
+    progress: ProgressFn | None = None,
+) -> ChoiceResult:
+    """Run the plan's strategy on one prompt (called in a worker thread)."""
+    batcher.run_started()
+    try:
+        proxy = BatchedBackend(backend, batcher, cancel, progress)
+        task = RequestTask(template, plan.answer_mode)
+        verifier = make_verifier(plan.verifier, task, proxy) if plan.verifier else None
+        if verifier is not None and verifier.uses_reference:
+            raise APIError(400, f"verifier {plan.verifier!r} reads reference answers, which requests do not have",
+                           param="ttscale.verifier", code="invalid_value")
+        strategy = make_strategy(plan.strategy, k=plan.k, verifier=verifier)
+        problem = Problem(id=problem_id, prompt=template.prompt or "")
+        sampling = Sampling(temperature=template.temperature, top_p=template.top_p, seed=seed,
+                            max_tokens=template.max_tokens)
+        ctx = SolveContext(problem, proxy, task, Meter(backend.model_info(), budget), sampling)
+        result = strategy.solve(problem, ctx)
+        text, finish = pick_text(result, ctx.samples, plan.verifier)
+        return ChoiceResult(result, list(ctx.samples), text, finish, strategy.describe())
+    finally:
+        batcher.run_finished()
+
+
+def usage_breakdown(choices: Sequence[ChoiceResult]) -> dict[str, Any]:
+    """What the request spent, split into sampling and verification."""
+    total = Usage.total(c.usage for c in choices)
+    sampling = Usage.total(s.usage for c in choices for s in c.samples)
+    return {
+        "prefilled_tokens": total.prefilled_tokens,
+        "generated_tokens": total.generated_tokens,
+        "total_tokens": total.total_tokens,
+        "prompt_tokens_logical": sum(s.prompt_tokens for c in choices for s in c.samples[:1]),
+        "flops": total.flops,
+        "samples": sum(len(c.samples) for c in choices),
+        "sampling": {"prefilled_tokens": sampling.prefilled_tokens, "generated_tokens": sampling.generated_tokens,
+                     "flops": sampling.flops},
+        "verifier": {"prefilled_tokens": total.prefilled_tokens - sampling.prefilled_tokens,
+                     "generated_tokens": total.generated_tokens - sampling.generated_tokens,
+                     "flops": total.flops - sampling.flops},
+    }
+
+
+def ttscale_object(plan: Plan, choices: Sequence[ChoiceResult], budget: Budget, wall_s: float) -> dict[str, Any]:
+    """The ``ttscale`` extension of a response: strategy, cost breakdown, votes per choice."""
+    return {
+        "strategy": plan.strategy,
+        "strategy_config": choices[0].strategy if choices else {},
+        "strategy_source": plan.source,
+        "verifier": plan.verifier,
+        "budget": {"tokens": plan.budget_tokens, "flops": plan.budget_flops,
+                   "per_choice_tokens": budget.tokens, "per_choice_flops": budget.flops},
+        "usage": usage_breakdown(choices),
+        "wall_s": round(wall_s, 6),
+        "choices": [
+            {
+                "index": i,
+                "answer": c.result.answer,
+                "votes": c.result.votes,
+                "samples": [{"index": s.index, "answer": s.answer, "generated_tokens": s.n_tokens,
+                             "finish_reason": s.finish_reason, **({"scores": s.scores} if s.scores else {})}
+                            for s in c.samples],
+                "budget_exhausted": bool(c.result.meta.get("budget_exhausted", False)),
+            }
+            for i, c in enumerate(choices)
+        ],
+    }

@@ -1,0 +1,57 @@
+"""End to end on the real embedded model: the CLI's run path, tiny settings."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from ttscale.cli import app
+from ttscale.cost import Budget
+from ttscale.registry import make_strategy, make_task
+from ttscale.runner import solve_problems
+from ttscale.store import Store
+from ttscale.strategies.base import Sampling
+
+pytestmark = pytest.mark.model
+
+
+def test_self_consistency_on_bigbench_costs_match_engine(smollm, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    task = make_task("bigbench", subtask="arithmetic/1_digit_addition", max_tokens=6)
+    st = Store(tmp_path / "s.sqlite")
+    summary = solve_problems(task=task, strategy=make_strategy("self-consistency", k=2), backend=smollm, store=st,
+                             run_id="it", limit=2, sampling=Sampling(seed=0))
+    assert summary.problems == 2 and summary.graded == 2
+    samples = [s for _, s in st.samples("it")]
+    assert len(samples) == 4
+    # what the run reports equals what the stored samples (engine counts) add up to
+    assert summary.usage.generated_tokens == sum(s.n_tokens for s in samples)
+    assert summary.usage.prefilled_tokens == sum(s.prefilled_tokens for s in samples)
+    assert summary.usage.flops == pytest.approx(sum(s.flops for s in samples))
+    for s in samples:
+        assert s.token_logprobs is not None and len(s.token_logprobs) == s.n_tokens
+        assert s.correct is not None
+
+
+def test_budget_cap_on_real_model(smollm, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    task = make_task("gsm-symbolic", max_tokens=64)
+    st = Store(tmp_path / "s.sqlite")
+    summary = solve_problems(task=task, strategy=make_strategy("self-consistency", k=8), backend=smollm, store=st,
+                             run_id="b", limit=1, sampling=Sampling(seed=0), budget=Budget(tokens=260))
+    r = summary.results[0]
+    assert r["usage"]["total_tokens"] <= 260
+    assert 1 <= len(r["samples"]) < 8
+
+
+def test_cli_run_on_embedded_model(tmp_path: Path) -> None:
+    out = tmp_path / "sum.json"
+    r = CliRunner().invoke(app, ["run", "--task", "bigbench", "--subtask", "arithmetic/1_digit_multiplication",
+                                 "--model", "gemma3-270m", "-k", "2", "--limit", "2", "--max-tokens", "6",
+                                 "--store", str(tmp_path / "s.sqlite"), "--output", str(out), "--no-progress"],
+                           env={"COLUMNS": "200"})
+    assert r.exit_code == 0, r.output
+    data = json.loads(out.read_text())
+    assert data["problems"] == 2 and data["usage"]["generated_tokens"] > 0
+    assert data["model"] == "gemma3-270m" and "accuracy" in r.output

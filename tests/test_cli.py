@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from ttscale.cli import app
+
+runner = CliRunner()
+
+
+def _run(*args: str) -> tuple[int, str]:
+    r = runner.invoke(app, list(args), env={"COLUMNS": "200", "TERM": "dumb"})
+    return r.exit_code, r.output
+
+
+def test_help_lists_commands() -> None:
+    code, out = _run("--help")
+    assert code == 0 and "run" in out and "models" in out
+    code, out = _run("run", "--help")
+    assert code == 0 and "--max-tokens-per-problem" in out and "--run-id" in out
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["run", "--strategy", "nope"], "unknown strategy"),
+        (["run", "--strategy", "single", "-k", "4"], "takes no -k"),
+        (["run", "--limit", "0"], "--limit"),
+        (["run", "--task", "jsonl", "--backend", "fake"], "needs a data file"),
+        (["run", "--backend", "fake", "--max-tokens-per-problem", "-5"], "token budget must be positive"),
+        (["run", "--backend", "fake", "--strategy", "best-of-n"], "needs a verifier"),
+        (["run", "--backend", "fake", "--task", "nope"], "unknown task"),
+        (["run", "--backend", "fake", "--temperature", "-1"], "temperature"),
+        (["run", "--model", "/no/such/model.gguf"], "model file not found"),
+    ],
+)
+def test_bad_arguments_one_line(args: list[str], fragment: str, tmp_path: Path) -> None:
+    code, out = _run(*args, "--store", str(tmp_path / "s.sqlite"))
+    assert code == 2, out
+    assert fragment in out
+    assert "Traceback" not in out
+
+
+def test_bad_jsonl_names_line(tmp_path: Path) -> None:
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"id": 1, "prompt": "q", "answer": 1}\n{oops\n')
+    code, out = _run("run", "--backend", "fake", "--task", "jsonl", "--data", str(data), "--store", str(tmp_path / "s.sqlite"))
+    assert code == 2 and "d.jsonl:2" in out and "Traceback" not in out
+
+
+def test_run_with_fake_backend_writes_summary(tmp_path: Path) -> None:
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps({"id": i, "prompt": f"q{i}", "answer": 42}) + "\n" for i in range(3)))
+    out_json = tmp_path / "sum.json"
+    code, out = _run("run", "--backend", "fake", "--task", "jsonl", "--data", str(data), "-k", "4",
+                     "--store", str(tmp_path / "s.sqlite"), "--run-id", "t", "--output", str(out_json), "--no-progress")
+    assert code == 0, out
+    summary = json.loads(out_json.read_text())
+    assert summary["accuracy"] == 1.0 and summary["problems"] == 3
+    assert summary["usage"]["samples"] == 12
+    assert summary["config"]["strategy"] == {"name": "self-consistency", "k": 4}
+    # rerun resumes: nothing new to do
+    code, out = _run("run", "--backend", "fake", "--task", "jsonl", "--data", str(data), "-k", "4",
+                     "--store", str(tmp_path / "s.sqlite"), "--run-id", "t", "--output", str(out_json), "--no-progress")
+    assert code == 0 and "3 resumed" in out

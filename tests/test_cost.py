@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ttscale.backends.base import Completion, Generation, GenerationRequest, ModelInfo
+from ttscale.cost import Budget, Meter, Usage, generation_usage
+from ttscale.errors import ConfigError
+
+INFO = ModelInfo("m", n_params=1000, n_layers=2, n_heads=2, n_kv_heads=1, head_dim=4, d_model=8, n_ctx_train=128)
+
+
+def test_flops_formula_matches_per_token_sum() -> None:
+    # Sum over positions of 2N + 2*L*c*d_attn (Kaplan et al.), computed in closed form.
+    direct = sum(INFO.flops_per_token(c) for c in range(5, 17))
+    assert INFO.flops_for_positions(5, 17) == pytest.approx(direct)
+    assert INFO.flops_for_positions(3, 3) == 0
+
+
+def test_kv_bytes() -> None:
+    # 2 (K,V) * layers * kv_heads * head_dim * 2 bytes * tokens
+    assert INFO.kv_bytes(10) == 2 * 2 * 1 * 4 * 2 * 10
+
+
+def test_generation_usage_counts_prefill_once() -> None:
+    req = GenerationRequest(prompt="x", n=2)
+    gen = Generation(
+        request=req,
+        completions=[
+            Completion("a", 3, "stop", prompt_tokens=10, prefilled_tokens=10),
+            Completion("b", 5, "stop", prompt_tokens=10),
+        ],
+        prompt_tokens=10,
+        prefilled_tokens=10,
+        peak_kv_tokens=18,
+    )
+    u = generation_usage(gen, INFO)
+    assert u.prefilled_tokens == 10 and u.generated_tokens == 8 and u.total_tokens == 18
+    expected = INFO.flops_for_positions(0, 10) + INFO.flops_for_positions(10, 13) + INFO.flops_for_positions(10, 15)
+    assert u.flops == pytest.approx(expected)
+    assert u.peak_kv_bytes == INFO.kv_bytes(18)
+
+
+def test_usage_addition_takes_peak_max() -> None:
+    a = Usage(prefilled_tokens=1, generated_tokens=2, flops=3.0, peak_kv_bytes=10)
+    b = Usage(prefilled_tokens=4, generated_tokens=5, flops=6.0, peak_kv_bytes=7)
+    c = a + b
+    assert (c.prefilled_tokens, c.generated_tokens, c.flops, c.peak_kv_bytes) == (5, 7, 9.0, 10)
+
+
+@pytest.mark.parametrize("kw", [{"tokens": 0}, {"tokens": -5}, {"flops": float("inf")}, {"flops": -1.0}])
+def test_bad_budgets_rejected(kw: dict[str, float]) -> None:
+    with pytest.raises(ConfigError):
+        Budget(**kw)  # type: ignore[arg-type]
+
+
+@given(
+    budget=st.integers(min_value=1, max_value=5000),
+    prompt=st.integers(min_value=1, max_value=300),
+    max_tokens=st.integers(min_value=1, max_value=300),
+    want=st.integers(min_value=1, max_value=64),
+)
+def test_affordable_samples_is_largest_fitting(budget: int, prompt: int, max_tokens: int, want: int) -> None:
+    m = Meter(INFO, Budget(tokens=budget))
+    n = m.affordable_samples(prompt, max_tokens, want)
+    assert 0 <= n <= want
+    if n > 0:
+        assert m.fits(m.worst_case(prompt, n, max_tokens))
+    if n < want:
+        assert not m.fits(m.worst_case(prompt, n + 1, max_tokens))

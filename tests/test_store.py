@@ -1,0 +1,140 @@
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from ttscale.backends.fake import FakeBackend
+from ttscale.errors import StoreError
+from ttscale.registry import make_strategy
+from ttscale.runner import solve_problems
+from ttscale.store import Store
+from ttscale.strategies.base import Sample, Sampling
+from ttscale.tasks.base import Problem
+from ttscale.tasks.jsonl import JsonlTask
+
+
+def _task(tmp_path: Path, n: int = 5) -> JsonlTask:
+    p = tmp_path / "t.jsonl"
+    p.write_text("".join(json.dumps({"id": f"q{i}", "prompt": f"What is {i}+{i}?", "answer": 2 * i}) + "\n" for i in range(n)))
+    return JsonlTask(str(p))
+
+
+def test_roundtrip_and_duplicate_refused(tmp_path: Path) -> None:
+    st = Store(tmp_path / "s.sqlite")
+    st.open_run("r", {"a": 1}, {"m": 1})
+    st.add_problems("r", [Problem("p", "q", "1")])
+    s = Sample(0, "t", "1", True, 3, 5, 5, 10.0, "stop", logprob=-1.0, token_logprobs=[-0.5, -0.5])
+    st.add_samples("r", "p", [s])
+    [(pid, back)] = st.samples("r")
+    assert pid == "p" and back == s
+    with pytest.raises(StoreError):
+        st.add_samples("r", "p", [s])
+
+
+def test_resume_with_other_config_refused(tmp_path: Path) -> None:
+    st = Store(tmp_path / "s.sqlite")
+    st.open_run("r", {"k": 8}, {})
+    with pytest.raises(StoreError, match="different configuration"):
+        st.open_run("r", {"k": 16}, {})
+    _, resumed = st.open_run("r", {"k": 8}, {})
+    assert resumed
+
+
+def test_not_a_database(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.sqlite"
+    bad.write_text("this is not sqlite" * 100)
+    with pytest.raises(StoreError):
+        Store(bad)
+
+
+def test_run_and_resume_skips_finished(tmp_path: Path) -> None:
+    task = _task(tmp_path)
+    st = Store(tmp_path / "s.sqlite")
+    strat = make_strategy("self-consistency", k=4)
+    b1 = FakeBackend(answers=lambda prompt: {"2": 1.0})
+    s1 = solve_problems(task=task, strategy=strat, backend=b1, store=st, run_id="r", limit=3, sampling=Sampling(seed=3))
+    assert s1.problems == 3 and len(b1.history) == 3
+    b2 = FakeBackend(answers=lambda prompt: {"2": 1.0})
+    s2 = solve_problems(task=task, strategy=strat, backend=b2, store=st, run_id="r", limit=5, sampling=Sampling(seed=3))
+    assert s2.problems == 5 and s2.skipped == 3 and len(b2.history) == 2
+    assert st.sample_count("r") == 20
+
+
+KILL_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    from ttscale.backends.fake import FakeBackend
+    from ttscale.registry import make_strategy
+    from ttscale.runner import solve_problems
+    from ttscale.store import Store
+    from ttscale.strategies.base import Sampling
+    from ttscale.tasks.jsonl import JsonlTask
+    from ttscale.cost import Budget
+
+    task = JsonlTask(sys.argv[1])
+    # max_tokens 20 with a 300-token budget: each problem's 8 samples come in several waves
+    backend = FakeBackend(answers={"2": 0.7, "3": 0.3}, delay_s=0.05)
+    solve_problems(task=task, strategy=make_strategy("self-consistency", k=8), backend=backend,
+                   store=Store(sys.argv[2]), run_id="killed", sampling=Sampling(seed=1, max_tokens=20),
+                   budget=Budget(tokens=300))
+    """
+)
+
+
+def test_sigkill_mid_run_loses_nothing(tmp_path: Path) -> None:
+    task = _task(tmp_path, n=30)
+    db = tmp_path / "kill.sqlite"
+    script = tmp_path / "victim.py"
+    script.write_text(KILL_SCRIPT)
+    proc = subprocess.Popen([sys.executable, str(script), task.path, str(db)], env=os.environ.copy())
+    try:
+        deadline = time.time() + 60
+        stored = 0
+        while time.time() < deadline:
+            time.sleep(0.05)
+            if db.exists():
+                try:
+                    with sqlite3.connect(db) as c:
+                        stored = c.execute("SELECT COUNT(*) FROM samples").fetchone()[0]
+                except sqlite3.OperationalError:
+                    continue
+                if stored >= 20:
+                    break
+        assert stored >= 20, "victim never stored samples"
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+
+    st = Store(db)
+    before = {(pid, s.index): s for pid, s in st.samples("killed")}
+    assert len(before) >= 20
+    done_before = st.done_problems("killed")
+    assert len(done_before) < 30, "the run finished before it was killed; the test proves nothing"
+
+    backend = FakeBackend(answers={"2": 0.7, "3": 0.3})
+    from ttscale.cost import Budget
+
+    summary = solve_problems(task=task, strategy=make_strategy("self-consistency", k=8), backend=backend,
+                             store=st, run_id="killed", sampling=Sampling(seed=1, max_tokens=20),
+                             budget=Budget(tokens=300))
+    after = {(pid, s.index): s for pid, s in st.samples("killed")}
+    # every sample stored before the kill is still there, unchanged
+    for key, s in before.items():
+        assert after[key] == s
+    # finished problems were not touched; unfinished ones only generated what was missing
+    generated = sum(r.n for r in backend.history)
+    assert generated == len(after) - len(before)
+    assert summary.problems == 30
+    assert summary.skipped == len(done_before)
+    for r in st.results("killed"):
+        assert r["usage"]["total_tokens"] <= 300
