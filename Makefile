@@ -24,6 +24,7 @@ $(STAMP): pyproject.toml requirements-data.txt
 demo: setup
 	$(VENV)/bin/ttscale run --task gsm-symbolic --strategy single --limit 20 --run-id demo-single
 	$(VENV)/bin/ttscale run --task gsm-symbolic --strategy self-consistency -k 8 --limit 20 --run-id demo-sc8
+	$(VENV)/bin/ttscale compare demo-single demo-sc8
 
 test: setup
 	$(PY) -m pytest -q

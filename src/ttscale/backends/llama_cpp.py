@@ -56,6 +56,24 @@ class TokenProbe:
     prefilled_tokens: int
 
 
+_LOG_CALLBACKS: dict[bool, object] = {}  # keeps the ctypes callbacks alive for the process
+
+
+def _install_log_filter(lc: object, verbose: bool) -> None:
+    """Route llama.cpp's log to stderr only when ``verbose``; otherwise keep errors only."""
+    import sys
+
+    if verbose not in _LOG_CALLBACKS:
+
+        @lc.llama_log_callback  # type: ignore[attr-defined,misc]
+        def _cb(level: int, text: bytes, user_data: object) -> None:
+            if verbose or level == 4:  # GGML_LOG_LEVEL_ERROR in this ggml (0 none, 1 debug, 2 info, 3 warn)
+                sys.stderr.write(text.decode("utf-8", "replace"))
+
+        _LOG_CALLBACKS[verbose] = _cb
+    lc.llama_log_set(_LOG_CALLBACKS[verbose], None)  # type: ignore[attr-defined]
+
+
 @dataclass
 class _Sample:
     req: int
@@ -91,9 +109,8 @@ class LlamaCppBackend:
         verbose: bool = False,
     ) -> None:
         import llama_cpp as lc
-        from llama_cpp import _logger
 
-        _logger.set_verbose(verbose)
+        _install_log_filter(lc, verbose)
         self._lc = lc
         self.model_ref = model
         self.path = resolve_model_path(model)

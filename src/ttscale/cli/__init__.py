@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import typer
 
+from ttscale.cli.compare import compare
 from ttscale.cli.info import models, tasks
 from ttscale.cli.run import run
+from ttscale.cli.serve import serve
 from ttscale.cli.sweep import sweep
 
 app = typer.Typer(
@@ -19,6 +21,8 @@ app = typer.Typer(
 app.command("run")(run)
 app.command("models")(models)
 app.command("tasks")(tasks)
+app.command("serve")(serve)
+app.command("compare")(compare)
 app.command("sweep")(sweep)
 
 

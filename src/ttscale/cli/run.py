@@ -28,7 +28,7 @@ from ttscale.store import Store
 from ttscale.strategies.base import Sampling
 
 
-def print_summary(s: RunSummary) -> None:
+def print_summary(s: RunSummary, chance: float | None = None) -> None:
     t = Table(title=f"run {s.run_id}", show_header=False, title_justify="left")
     t.add_column("metric", style="bold")
     t.add_column("value")
@@ -37,6 +37,8 @@ def print_summary(s: RunSummary) -> None:
     n = max(s.problems, 1)
     t.add_row("task / strategy / model", f"{s.task} / {s.strategy} / {s.model}")
     t.add_row("accuracy", acc)
+    if chance is not None:
+        t.add_row("random-guess baseline", f"{chance:.3f} (multiple choice)")
     t.add_row("problems", f"{s.problems}" + (f" ({s.skipped} resumed from the store)" if s.skipped else ""))
     t.add_row("tokens prefilled", f"{u.prefilled_tokens:,} ({u.prefilled_tokens / n:,.0f}/problem)")
     t.add_row("tokens generated", f"{u.generated_tokens:,} ({u.generated_tokens / n:,.0f}/problem)")
@@ -110,7 +112,13 @@ def run(
             TextColumn("acc {task.fields[acc]}"), TimeElapsedColumn(), TimeRemainingColumn(),
             console=console, disable=not progress, transient=False,
         ) as bar:
+            gen_job = None
+            if hasattr(t, "progress") and getattr(t, "seed", None) is not None:
+                gen_job = bar.add_task("generating instances", total=None, acc="-")
+                t.progress = lambda i, n: bar.update(gen_job, completed=i, total=n)  # type: ignore[attr-defined]
             probs = t.problems(limit=limit)
+            if gen_job is not None:
+                bar.remove_task(gen_job)
             job = bar.add_task(f"{strategy} on {task}", total=len(probs), acc="-")
             seen = {"n": 0, "ok": 0}
 
@@ -127,12 +135,15 @@ def run(
     finally:
         st.close()
         be.close()
-    print_summary(summary)
+    chance_fn = getattr(t, "chance_accuracy", None)
+    chance = chance_fn(probs) if callable(chance_fn) else None
+    print_summary(summary, chance)
     out = output or store.parent / f"{rid}.json"
     data_out = summary.to_dict() | {
         "config": {"task": t.describe(), "strategy": strat.describe(), "sampling": sampling.__dict__,
                    "budget": budget.__dict__, "model": info.name},
         "results": summary.results,
+        "chance_accuracy": chance,
     }
     if v is not None and v.uses_reference:
         data_out["warning"] = f"verifier {v.name!r} reads the reference answers: an evaluation upper bound"

@@ -1,0 +1,88 @@
+"""``ttscale serve``: an OpenAI-compatible server whose every answer comes from a test-time strategy."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated, Optional
+
+import typer
+
+from ttscale.cli.common import cli_errors, err_console, fail
+from ttscale.registry import strategy_names, verifier_names
+
+
+@cli_errors
+def serve(
+    host: Annotated[str, typer.Option(help="Address to bind. Non-loopback addresses need --api-key or --allow-unauthenticated-remote.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    model: Annotated[str, typer.Option(help="Embedded model name (smollm2-135m, gemma3-270m) or path to a .gguf file.")] = "smollm2-135m",
+    model_name: Annotated[Optional[str], typer.Option(help="Model id clients send (default: the model's name).")] = None,
+    backend: Annotated[str, typer.Option(help="Backend kind from the registry (llama-cpp; fake is for trying the API without a model).")] = "llama-cpp",
+    strategy: Annotated[str, typer.Option("--strategy", "-s", help=f"Default strategy: {', '.join(strategy_names())}.")] = "self-consistency",
+    k: Annotated[int, typer.Option("-k", "--k", help="Default samples for voting / best-of-n.")] = 4,
+    verifier: Annotated[str, typer.Option(help=f"Default verifier for best-of-n: {', '.join(verifier_names())}.")] = "certainty",
+    budget_tokens: Annotated[Optional[int], typer.Option(help="Default cap on processed tokens per request (prefilled + generated).")] = None,
+    max_budget_tokens: Annotated[int, typer.Option(help="Largest token budget a request may ask for.")] = 1_000_000,
+    max_k: Annotated[int, typer.Option(help="Largest k a request may ask for.")] = 64,
+    max_n: Annotated[int, typer.Option(help="Largest n (returned choices) per request.")] = 8,
+    max_tokens: Annotated[int, typer.Option(help="Default max_tokens per sample.")] = 256,
+    max_max_tokens: Annotated[int, typer.Option(help="Largest max_tokens a request may ask for.")] = 4096,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature when a request sends none.")] = 0.8,
+    max_concurrency: Annotated[int, typer.Option(help="Strategy runs executing at once.")] = 64,
+    max_queue: Annotated[int, typer.Option(help="Requests that may wait beyond --max-concurrency; more get 429.")] = 256,
+    timeout: Annotated[float, typer.Option(help="Per-request timeout in seconds (504 after it).")] = 600.0,
+    batch_window_ms: Annotated[float, typer.Option(help="Longest wait to batch concurrent requests' generations (ms).")] = 10.0,
+    max_body_bytes: Annotated[int, typer.Option(help="Largest accepted request body.")] = 1_000_000,
+    api_key: Annotated[Optional[str], typer.Option(envvar="TTSCALE_API_KEY", help="Require 'Authorization: Bearer <key>' (env TTSCALE_API_KEY).", show_default=False)] = None,
+    allow_unauthenticated_remote: Annotated[bool, typer.Option(help="Allow a non-loopback --host without --api-key.")] = False,
+    graceful_timeout: Annotated[float, typer.Option(help="Seconds in-flight requests get to finish on shutdown.")] = 30.0,
+    threads: Annotated[Optional[int], typer.Option(help="CPU threads for llama.cpp (default: all cores).")] = None,
+    n_ctx: Annotated[int, typer.Option(help="llama.cpp context size (KV cells shared by all batched samples).")] = 16384,
+    n_seq_max: Annotated[int, typer.Option(help="llama.cpp parallel sequences (samples decoded together).")] = 64,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+) -> None:
+    """Serve /v1/chat/completions and /v1/completions, each request answered by a test-time strategy.
+
+    Choose per request with extra_body={"ttscale": {"strategy": ..., "k": ..., "budget": {"tokens": ...}}},
+    a model prefix (model="sc8/<model>"), or X-Ttscale-Strategy / X-Ttscale-K / X-Ttscale-Budget-Tokens
+    headers. usage counts every token spent; the response's ttscale object breaks it down.
+    """
+    try:
+        import uvicorn
+
+        from ttscale.server.app import create_app
+        from ttscale.server.config import ServerConfig, check_bind
+    except ImportError as e:
+        fail(f"the server needs the 'server' extra: pip install 'ttscale[server]' ({e})")
+    from ttscale.registry import make_backend
+
+    check_bind(host, api_key, allow_unauthenticated_remote)
+    if strategy not in strategy_names():
+        fail(f"unknown strategy {strategy!r}; available: {', '.join(strategy_names())}")
+    opts: dict[str, object] = {}
+    if backend == "llama-cpp":
+        opts = {"n_ctx": n_ctx, "n_seq_max": n_seq_max} | ({"n_threads": threads} if threads else {})
+    be = make_backend(backend, model if backend == "llama-cpp" else None, **opts)
+    try:
+        config = ServerConfig(
+            backend=be, model_name=model_name, strategy=strategy, k=k, verifier=verifier, budget_tokens=budget_tokens,
+            max_budget_tokens=max_budget_tokens, max_k=max_k, max_n=max_n, temperature=temperature,
+            default_max_tokens=max_tokens, max_max_tokens=max_max_tokens, max_concurrency=max_concurrency,
+            max_queue=max_queue, timeout_s=timeout, batch_window_ms=batch_window_ms, api_key=api_key,
+            max_body_bytes=max_body_bytes,
+        )
+        app = create_app(config)
+        logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+        auth = "Bearer key required" if api_key else "no auth"
+        err_console.print(f"serving {config.served_model} on http://{host}:{port}/v1 ({auth}); "
+                          f"default strategy {strategy}" + (f" k={k}" if "k" in _knobs(strategy) else ""))
+        uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=graceful_timeout,
+                    limit_concurrency=max_concurrency + max_queue + 64, server_header=False)
+    finally:
+        be.close()
+
+
+def _knobs(strategy: str) -> tuple[str, ...]:
+    from ttscale.registry import STRATEGY_KNOBS
+
+    return STRATEGY_KNOBS.get(strategy, ())
