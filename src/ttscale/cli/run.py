@@ -25,7 +25,7 @@ from ttscale.registry import (
 )
 from ttscale.runner import RunSummary, solve_problems
 from ttscale.store import Store
-from ttscale.strategies.base import Sampling
+from ttscale.strategies.base import Result, Sampling
 
 
 def print_summary(s: RunSummary, chance: float | None = None) -> None:
@@ -54,7 +54,7 @@ def run(
     task: Annotated[str, typer.Option(help=f"Task: {', '.join(task_names())}.")] = "gsm-symbolic",
     strategy: Annotated[str, typer.Option("--strategy", "-s", help=f"Strategy: {', '.join(strategy_names())}.")] = "self-consistency",
     k: Annotated[Optional[int], typer.Option("-k", "--k", help="Samples per problem for voting / best-of-n.")] = None,
-    verifier: Annotated[Optional[str], typer.Option(help=f"Verifier for best-of-n: {', '.join(verifier_names())}.")] = None,
+    verifier: Annotated[Optional[str], typer.Option(help=f"Verifier for best-of-n and search: {', '.join(verifier_names())}.")] = None,
     model: Annotated[str, typer.Option(help="Embedded model name (smollm2-135m, gemma3-270m) or path to a .gguf file.")] = "smollm2-135m",
     limit: Annotated[Optional[int], typer.Option(help="Solve only the first N problems.")] = 20,
     style: Annotated[Optional[str], typer.Option(help="Prompt style: chat or completion (default: per task and model).")] = None,
@@ -74,6 +74,18 @@ def run(
     threads: Annotated[Optional[int], typer.Option(help="CPU threads for llama.cpp (default: all cores).")] = None,
     backend: Annotated[str, typer.Option(help="llama-cpp (embedded) or fake (scripted, for trying the CLI without a model).", hidden=True)] = "llama-cpp",
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    beam_width: Annotated[Optional[int], typer.Option(help="beam/dvts/best-first: M, continuations per path per step.")] = None,
+    m: Annotated[Optional[int], typer.Option("--m", help="short-m@k: vote over the first m samples to finish.")] = None,
+    threshold: Annotated[Optional[float], typer.Option(help="adaptive-consistency: stop at this posterior confidence.")] = None,
+    batch: Annotated[Optional[int], typer.Option(help="adaptive-consistency: samples drawn per round.")] = None,
+    rule: Annotated[Optional[str], typer.Option(help="adaptive-consistency stopping rule: beta or dirichlet.")] = None,
+    temperature_pf: Annotated[Optional[float], typer.Option(help="particle-filter: softmax temperature over scores.")] = None,
+    aggregate: Annotated[Optional[str], typer.Option(help="Search: step-score aggregate (last, min, prod, mean).")] = None,
+    step_tokens: Annotated[Optional[int], typer.Option(help="Search: cap on tokens per step.")] = None,
+    max_steps: Annotated[Optional[int], typer.Option(help="Search: a path is finished after this many steps.")] = None,
+    verifier_url: Annotated[Optional[str], typer.Option(help="remote-rm: base URL of a vLLM pooling server.")] = None,
+    verifications: Annotated[Optional[int], typer.Option(help="judge: verification chains per candidate (V).")] = None,
+    rollouts: Annotated[Optional[int], typer.Option(help="rollout verifier: rollouts per partial solution.")] = None,
 ) -> None:
     """Solve problems with a test-time strategy on a model; print accuracy, tokens, FLOPs and time.
 
@@ -89,6 +101,13 @@ def run(
         fail(f"strategy {strategy!r} takes no -k")
     if verifier is not None and "verifier" not in knobs:
         fail(f"strategy {strategy!r} takes no --verifier")
+    extra_knobs = {"beam_width": beam_width, "m": m, "threshold": threshold, "batch": batch, "rule": rule,
+                   "pf_temperature": temperature_pf, "aggregate": aggregate, "step_tokens": step_tokens,
+                   "max_steps": max_steps}
+    for knob, value in extra_knobs.items():
+        if value is not None and knob not in knobs:
+            flag = "--temperature-pf" if knob == "pf_temperature" else "--" + knob.replace("_", "-")
+            fail(f"strategy {strategy!r} takes no {flag}")
     if data is not None and task != "jsonl":
         fail("--data is only for --task jsonl")
     budget = Budget(tokens=max_tokens_per_problem, flops=max_flops_per_problem)
@@ -99,10 +118,11 @@ def run(
     info = be.model_info()
     t = make_task(task, style=style, shots=shots, max_tokens=max_tokens, seed=task_seed, subtask=subtask,
                   data=str(data) if data else None, chat_model=info.has_chat_template)
-    if getattr(t, "fmt").style == "chat" and not info.has_chat_template:
+    if t.fmt.style == "chat" and not info.has_chat_template:
         raise ConfigError(f"model {info.name} has no chat template: use --style completion")
-    v = make_verifier(verifier, t, be) if verifier else None
-    strat = make_strategy(strategy, k=k, verifier=v)
+    v = (make_verifier(verifier, t, be, url=verifier_url, verifications=verifications, rollouts=rollouts)
+         if verifier else None)
+    strat = make_strategy(strategy, k=k, verifier=v, **extra_knobs)
     rid = run_id or f"{task}-{strategy}{'-k' + str(k) if k else ''}-{info.name}-{time.strftime('%Y%m%d-%H%M%S')}"
 
     st = Store(store)
@@ -122,11 +142,10 @@ def run(
             job = bar.add_task(f"{strategy} on {task}", total=len(probs), acc="-")
             seen = {"n": 0, "ok": 0}
 
-            def on_progress(i: int, total: int, result: object) -> None:
-                r = result
-                if r is not None and getattr(r, "correct", None) is not None:
+            def on_progress(i: int, total: int, result: Result | None) -> None:
+                if result is not None and result.correct is not None:
                     seen["n"] += 1
-                    seen["ok"] += int(bool(getattr(r, "correct")))
+                    seen["ok"] += int(result.correct)
                 acc = f"{seen['ok'] / seen['n']:.2f}" if seen["n"] else "-"
                 bar.update(job, completed=i, acc=acc)
 

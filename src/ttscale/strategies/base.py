@@ -177,15 +177,48 @@ class SolveContext:
             decode_s=c.decode_s,
         )
 
+    def next_index(self) -> int:
+        """Index for a sample a strategy builds itself (search): after every stored or kept sample."""
+        return max([s.index for s in self._stored] + [s.index for s in self.samples], default=-1) + 1
+
+    def record(self, samples: Sequence[Sample]) -> None:
+        """Keep and persist samples a strategy built itself (search); their cost is already metered."""
+        self.samples.extend(samples)
+        if self._sink is not None and samples:
+            self._sink(self.problem, list(samples))
+
+    def result(
+        self,
+        strategy: str,
+        answer: str | None,
+        samples: Sequence[Sample],
+        votes: dict[str, float],
+        **meta: Any,
+    ) -> Result:
+        """The :class:`Result` for this problem: graded answer, evidence and the meter's usage."""
+        return Result(
+            problem_id=self.problem.id,
+            answer=answer,
+            correct=self.task.grade(self.problem, answer),
+            strategy=strategy,
+            samples=[s.index for s in samples],
+            votes=votes,
+            usage=self.meter.usage,
+            meta={"budget_exhausted": self.budget_exhausted, **meta},
+        )
+
     # -- the one method strategies call --------------------------------------------------------
 
-    def sample(self, n: int, request: GenerationRequest | None = None) -> list[Sample]:
+    def sample(
+        self, n: int, request: GenerationRequest | None = None, hooks: dict[str, Any] | None = None
+    ) -> list[Sample]:
         """Up to ``n`` new samples for this problem, never exceeding the budget.
 
         Stored samples (from an interrupted run) are returned first and charged to
         the meter at their recorded cost; the rest are generated in waves, each
         wave as large as the budget's worst case allows. Returns fewer than ``n``
-        when the budget runs out (``budget_exhausted`` is then set).
+        when the budget runs out (``budget_exhausted`` is then set). ``hooks`` are
+        passed to ``backend.generate`` (e.g. ``should_stop``/``on_finish`` for early stopping).
         """
         out: list[Sample] = []
         while self._stored and len(out) < n:
@@ -207,7 +240,7 @@ class SolveContext:
                 k = 1
             start = len(self.samples) + len(out)
             r = req.with_(n=k, max_tokens=max_tokens, seed=sample_seed(self.sampling.seed, self.problem.id, start))
-            gen = self.backend.generate([r])[0]
+            gen = self.backend.generate([r], **(hooks or {}))[0]
             self.meter.charge(generation_usage(gen, self.meter.info))
             p = gen.prompt_tokens
             prefill_flops = self.meter.info.flops_for_positions(p - gen.prefilled_tokens, p)

@@ -33,7 +33,7 @@ class BestOfN:
         samples = ctx.sample(self.k)
         scored = self.verifier.score(problem, samples)
         ctx.meter.charge(scored.usage)
-        for s, sc in zip(samples, scored.scores):
+        for s, sc in zip(samples, scored.scores, strict=False):
             s.scores[self.verifier.name] = sc
         answered = [(i, s) for i, s in enumerate(samples) if s.answer is not None]
         if self.weighted:
@@ -47,20 +47,14 @@ class BestOfN:
                 votes[s.answer] = max(votes.get(s.answer, float("-inf")), scored.scores[i])
         else:
             answer, votes = None, {}
-        return Result(
-            problem_id=problem.id,
-            answer=answer,
-            correct=ctx.task.grade(problem, answer),
-            strategy=self.name,
-            samples=[s.index for s in samples],
-            votes=votes,
-            usage=ctx.meter.usage,
-            meta={
-                "verifier": self.verifier.name,
-                "verifier_uses_reference": self.verifier.uses_reference,
-                "scores": scored.scores,
-                "budget_exhausted": ctx.budget_exhausted,
-            },
+        return ctx.result(
+            self.name,
+            answer,
+            samples,
+            votes,
+            verifier=self.verifier.name,
+            verifier_uses_reference=self.verifier.uses_reference,
+            scores=scored.scores,
         )
 
     def describe(self) -> dict[str, Any]:

@@ -50,16 +50,7 @@ class SelfConsistency:
     def solve(self, problem: Problem, ctx: SolveContext) -> Result:
         samples = ctx.sample(self.k)
         answer, votes = weighted_vote(samples)
-        return Result(
-            problem_id=problem.id,
-            answer=answer,
-            correct=ctx.task.grade(problem, answer),
-            strategy=self.name,
-            samples=[s.index for s in samples],
-            votes=votes,
-            usage=ctx.meter.usage,
-            meta={"budget_exhausted": ctx.budget_exhausted},
-        )
+        return ctx.result(self.name, answer, samples, votes)
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "k": self.k}
