@@ -132,7 +132,7 @@ def run_sweep(
         samples = ctx.samples
         for v in verifiers:
             scored = v.score(problem, samples)
-            for s, sc in zip(samples, scored.scores):
+            for s, sc in zip(samples, scored.scores, strict=True):
                 s.scores[v.name] = float(sc)
         if verifiers:
             store.update_scores(run_id, problem.id, samples)

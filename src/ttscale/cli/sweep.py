@@ -10,8 +10,9 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from ttscale.cli.common import DEFAULT_STORE, cli_errors, console, fail, human, write_json
+from ttscale.cli.remote_opts import BACKEND_HELP, BASE_URL_HELP, RAY_HELP, WORKERS_HELP, backend_specs, parallel_sweep
 from ttscale.errors import ConfigError
-from ttscale.registry import make_backend, make_task, make_verifier, task_names, verifier_names
+from ttscale.registry import make_task, make_verifier, task_names, verifier_names
 from ttscale.store import Store
 from ttscale.strategies.base import Sampling
 from ttscale.sweep import run_sweep
@@ -37,7 +38,13 @@ def sweep(
     store: Annotated[Path, typer.Option(help="SQLite file holding every run's samples.")] = DEFAULT_STORE,
     run_id: Annotated[Optional[str], typer.Option(help="Name of the sweep; an existing id resumes it.")] = None,
     threads: Annotated[Optional[int], typer.Option(help="CPU threads for llama.cpp (default: all cores).")] = None,
-    backend: Annotated[str, typer.Option(help="llama-cpp or fake (scripted, for trying the CLI without a model).", hidden=True)] = "llama-cpp",
+    backend: Annotated[str, typer.Option(help=BACKEND_HELP)] = "llama-cpp",
+    base_url: Annotated[Optional[list[str]], typer.Option(help=BASE_URL_HELP)] = None,
+    api_key: Annotated[Optional[str], typer.Option(envvar="OPENAI_API_KEY", help="openai backend: API key (default: $OPENAI_API_KEY).")] = None,
+    concurrency: Annotated[int, typer.Option(help="openai backend: HTTP requests in flight per backend.")] = 8,
+    workers: Annotated[int, typer.Option(help=WORKERS_HELP)] = 1,
+    ray: Annotated[bool, typer.Option("--ray", help=RAY_HELP)] = False,
+    ray_address: Annotated[Optional[str], typer.Option(help="Ray cluster address (default: start a local Ray).")] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar with time left.")] = True,
 ) -> None:
     """Generate K samples per problem into --store (resumable), for `ttscale curves` and `ttscale report`.
@@ -52,12 +59,14 @@ def sweep(
     if data is not None and task != "jsonl":
         fail("--data is only for --task jsonl")
     sampling = Sampling(temperature=temperature, top_p=top_p, seed=seed)
-    opts = {"n_threads": threads} if (threads and backend == "llama-cpp") else {}
-    be = make_backend(backend, model if backend == "llama-cpp" else None, **opts)
+    if workers < 1:
+        fail("--workers must be at least 1")
+    specs = backend_specs(backend, model, base_url, api_key, concurrency, threads)
+    be = specs[0].build()
     info = be.model_info()
     t = make_task(task, style=style, shots=shots, max_tokens=max_tokens, seed=task_seed, subtask=subtask,
                   data=str(data) if data else None, chat_model=info.has_chat_template)
-    if getattr(t, "fmt").style == "chat" and not info.has_chat_template:
+    if t.fmt.style == "chat" and not info.has_chat_template:
         raise ConfigError(f"model {info.name} has no chat template: use --style completion")
     verifiers = [make_verifier(v, t, be) for v in (verifier or [])]
     rid = run_id or f"sweep-{task}-k{k}-{info.name}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -73,8 +82,14 @@ def sweep(
             def on_progress(done: int, total: int) -> None:
                 bar.update(job, completed=done, total=total)
 
-            summary = run_sweep(task=t, backend=be, store=st, run_id=rid, k=k, limit=limit, sampling=sampling,
-                                verifiers=verifiers, wave=wave, progress=on_progress)
+            if ray or workers > 1:  # problems in flight at once: threads on one backend, or Ray workers
+                summary = parallel_sweep(task=t, k=k, wave=wave, verifiers=verifiers, store=st, run_id=rid,
+                                         limit=limit, sampling=sampling, workers=workers, ray=ray,
+                                         ray_address=ray_address, backend=be, specs=specs,
+                                         progress=lambda i, n: bar.update(job, completed=i, total=n))
+            else:
+                summary = run_sweep(task=t, backend=be, store=st, run_id=rid, k=k, limit=limit, sampling=sampling,
+                                    verifiers=verifiers, wave=wave, progress=on_progress)
     finally:
         st.close()
         be.close()

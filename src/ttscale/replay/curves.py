@@ -54,12 +54,13 @@ class StrategySpec:
         return self.kind == "pass" or (self.kind in ("bon", "weighted-bon", "weighted-majority") and self.score == "oracle")
 
 
+# Eight curves by default. Weighted best-of-N (`weighted-bon:score=NAME`) sums a verifier's
+# scores per answer; with the free certainty score it equals weighted-majority, so it is opt-in.
 DEFAULT_STRATEGIES: tuple[StrategySpec, ...] = (
     StrategySpec("pass@k", "pass"),
     StrategySpec("majority", "majority"),
     StrategySpec("weighted-majority", "weighted-majority", score="certainty"),
     StrategySpec("best-of-n", "bon", score="certainty"),
-    StrategySpec("weighted-best-of-n", "weighted-bon", score="certainty"),
     StrategySpec("rpc", "rpc"),
     StrategySpec("short-1", "short", m=1),
     StrategySpec("short-3", "short", m=3),
@@ -150,14 +151,19 @@ def _full_cost(pool: Pool, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, 
             pool.prefill_flops + k * pool.sample_flops.mean(axis=1))
 
 
-def _order_cost(pool: Pool, order: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, ...]:
-    """Per-problem mean cost of drawing the first ``lengths`` (P, N) samples of each ordering."""
-    mask = np.arange(order.shape[-1]) < lengths[..., None]
-    parts = []
+def _prefix_cost(pool: Pool, order: np.ndarray, lengths: np.ndarray, per: int) -> tuple[np.ndarray, ...]:
+    """Mean cost of drawing the first ``lengths`` samples of orderings (P, N, K).
+
+    ``lengths`` is (P, per * N): ``per`` budgets, N orderings each. Returns arrays (P, per).
+    """
+    P, N, K = order.shape
+    rows = np.tile(np.arange(N), per) + np.arange(P)[:, None] * N  # (P, per*N) ordering row ids
+    flat = rows * K + (lengths - 1)
+    out = [lengths.reshape(P, per, N).mean(2).astype(float)]
     for values in (pool.n_tokens, pool.sample_tokens, pool.sample_flops):
-        g = est._gather(values, order)
-        parts.append((g * mask).sum(-1).mean(1))
-    return lengths.mean(1).astype(float), parts[0], pool.prefill_tokens + parts[1], pool.prefill_flops + parts[2]
+        cum = np.cumsum(est._gather(values, order), axis=-1)
+        out.append(cum.reshape(-1)[flat].reshape(P, per, N).mean(2))
+    return out[0], out[1], pool.prefill_tokens[:, None] + out[2], pool.prefill_flops[:, None] + out[3]
 
 
 class _Replayer:
@@ -166,6 +172,14 @@ class _Replayer:
         self.ks = ks
         self.n_orders = n_orders
         self.orders = est.random_orders(pool.n_problems, pool.k, n_orders, np.random.default_rng(seed))
+        self._majority_prefix: np.ndarray | None = None
+
+    def majority_prefix(self) -> np.ndarray:
+        """Plain majority winners over the first k samples of each ordering (P, N, len(ks)); shared."""
+        if self._majority_prefix is None:
+            p = self.pool
+            self._majority_prefix = est.vote_winners(p.answer, self.orders, self.ks, p.n_answers, None, p.logprob)
+        return self._majority_prefix
 
     def _exact_ok(self, k: int) -> bool:
         return est.n_subsets(self.pool.k, k) <= self.n_orders
@@ -183,7 +197,12 @@ class _Replayer:
         pool, out = self.pool, {}
         lp = pool.logprob
         resampled = [k for k in self.ks if not self._exact_ok(k)]
-        if resampled:
+        if resampled and answer is pool.answer and weights is None:
+            w = self.majority_prefix()[..., [self.ks.index(k) for k in resampled]]
+            ok = est.winners_correct(pool.answer_correct, w).mean(axis=1)
+            for i, k in enumerate(resampled):
+                out[k] = (ok[:, i], False)
+        elif resampled:
             w = est.vote_winners(answer, self.orders, resampled, pool.n_answers, weights, lp)
             ok = est.winners_correct(pool.answer_correct, w).mean(axis=1)
             for i, k in enumerate(resampled):
@@ -216,35 +235,49 @@ class _Replayer:
             w = np.exp(pool.logprob - pool.logprob.max(axis=1, keepdims=True))
             return list(self.vote(answer, w))
         if spec.kind == "short":
-            out: list[_Raw | None] = []
-            for k in self.ks:
-                if k < spec.m:
-                    out.append(None)
-                    continue
-                exact = self._exact_ok(k)
-                order = np.broadcast_to(est.exact_orders(pool.k, k), (pool.n_problems, est.n_subsets(pool.k, k), k)) if exact else self.orders
-                chosen, gen = est.short_m_choice(pool.finish_rank, pool.n_tokens, order, k, spec.m)
-                w = est.vote_winners(pool.answer, chosen, [spec.m], pool.n_answers, None, pool.logprob)
-                acc = est.winners_correct(pool.answer_correct, w)[..., 0].mean(axis=1)
-                # Truncated samples: tokens as counted; FLOPs and per-sample prefill pro rata.
-                lengths = est._gather(pool.n_tokens, order[..., :k])
-                cut = np.minimum(lengths, est._gather(pool.n_tokens, chosen[..., -1:]))
-                frac = np.where(lengths > 0, cut / np.maximum(lengths, 1), 1.0)
-                extra = est._gather(pool.sample_tokens - pool.n_tokens, order[..., :k]).sum(-1).mean(1)
-                fl = (est._gather(pool.sample_flops, order[..., :k]) * frac).sum(-1).mean(1)
-                g = gen.mean(axis=1)
-                out.append(_Raw(acc, np.full(pool.n_problems, float(k)), g, pool.prefill_tokens + g + extra,
-                                pool.prefill_flops + fl, exact))
+            out: list[_Raw | None] = [None] * len(self.ks)
+            valid = [k for k in self.ks if k >= spec.m]
+            groups = [([k], True) for k in valid if self._exact_ok(k)]
+            resampled = [k for k in valid if not self._exact_ok(k)]
+            if resampled:
+                groups.append((resampled, False))
+            for ks, exact in groups:
+                order = est.exact_orders(pool.k, ks[0]) if exact else self.orders
+                order = np.broadcast_to(order, (pool.n_problems, *order.shape[-2:]))
+                chosen, gen = est.short_m_choice(pool.finish_rank, pool.n_tokens, order, ks, spec.m)
+                # prefix sums over each ordering: full-length tokens, FLOPs and per-sample prefill of the first k
+                cum = {n: np.cumsum(est._gather(v, order), axis=-1) for n, v in (
+                    ("tok", pool.n_tokens), ("fl", pool.sample_flops), ("extra", pool.sample_tokens - pool.n_tokens))}
+                for i, k in enumerate(ks):
+                    w = est.vote_winners(pool.answer, chosen[:, :, i], [spec.m], pool.n_answers, None, pool.logprob)
+                    acc = est.winners_correct(pool.answer_correct, w)[..., 0].mean(axis=1)
+                    # Truncated samples: FLOPs pro rata to the tokens they got; per-sample prefill in full.
+                    full = cum["tok"][..., k - 1]
+                    frac = np.where(full > 0, gen[:, :, i] / np.maximum(full, 1), 1.0)
+                    fl = (cum["fl"][..., k - 1] * frac).mean(1)
+                    extra = cum["extra"][..., k - 1].mean(1)
+                    g = gen[:, :, i].mean(axis=1)
+                    out[self.ks.index(k)] = _Raw(acc, np.full(pool.n_problems, float(k)), g,
+                                                 pool.prefill_tokens + g + extra, pool.prefill_flops + fl, exact)
             return out
         if spec.kind == "adaptive":
+            # With budget k the rule draws min(stop, k) samples: rows that stopped by k keep the
+            # vote at their stopping point, the others are a plain majority over the first k.
             stop = est.adaptive_stop(pool.answer, self.orders, spec.threshold)
+            at_stop = np.where(np.arange(pool.k) < stop[..., None], self.orders, -1)
+            w_stop = est.vote_winners(pool.answer, at_stop, [pool.k], pool.n_answers, None, pool.logprob)[..., 0]
+            w_k = self.majority_prefix()
+            lengths = np.stack([np.minimum(stop, k) for k in self.ks], axis=1)  # (P, nk, N)
+            costs = _prefix_cost(pool, self.orders, lengths.reshape(pool.n_problems, -1), per=len(self.ks))
             out = []
-            for k in self.ks:
-                lengths = np.minimum(stop, k)
-                order = np.where(np.arange(pool.k) < lengths[..., None], self.orders, -1)
-                w = est.vote_winners(pool.answer, order, [pool.k], pool.n_answers, None, pool.logprob)
-                acc = est.winners_correct(pool.answer_correct, w)[..., 0].mean(axis=1)
-                out.append(_Raw(acc, *_order_cost(pool, self.orders, lengths), exact=False))
+            for i, k in enumerate(self.ks):
+                if k == 1:  # one draw, no rule to apply: exactly a single random sample
+                    out.append(_Raw(pool.correct.mean(axis=1), *_full_cost(pool, 1), exact=True))
+                    continue
+                w = np.where(stop <= k, w_stop, w_k[..., i])
+                acc = est.winners_correct(pool.answer_correct, w).mean(axis=1)
+                n, gen, tok, fl = (c[:, i] for c in costs)
+                out.append(_Raw(acc, n, gen, tok, fl, exact=False))
             return out
         raise ConfigError(f"unknown replay strategy kind {spec.kind!r}")
 

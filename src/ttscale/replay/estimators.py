@@ -72,13 +72,10 @@ def random_orders(n_problems: int, K: int, n_orders: int, rng: np.random.Generat
 
 
 def _gather(values: np.ndarray, order: np.ndarray) -> np.ndarray:
-    """values (P, K) gathered by order (P, N, L) or (N, L); -1 entries give 0."""
-    P = values.shape[0]
-    if order.ndim == 2:
-        order = np.broadcast_to(order, (P, *order.shape))
-    safe = np.where(order < 0, 0, order)
-    out = np.take_along_axis(values[:, None, :], safe, axis=2)
-    return out
+    """values (P, K) gathered by order (P, N, L) or (N, L); -1 entries give values[p, 0]."""
+    P, K = values.shape
+    base = (np.arange(P) * K).reshape((P,) + (1,) * (order.ndim if order.ndim == 2 else order.ndim - 1))
+    return values.reshape(-1)[base + np.maximum(order, 0)]
 
 
 def vote_winners(
@@ -99,42 +96,42 @@ def vote_winners(
     P = answer.shape[0]
     if order.ndim == 2:
         order = np.broadcast_to(order, (P, *order.shape))
-    N = order.shape[1]
-    A = n_answers
-    rows = P * N
-    ans = _gather(answer, order)
-    ans = np.where(order < 0, -1, ans)
-    w = np.ones(ans.shape) if weights is None else _gather(weights, order)
-    lp = np.zeros(ans.shape) if logprob is None else _gather(logprob, order)
-    voted = ans >= 0
-    flat = (np.arange(rows).reshape(P, N, 1) * A + np.where(voted, ans, 0))
-    mass = np.zeros(rows * A)
-    count = np.zeros(rows * A)
-    lpsum = np.zeros(rows * A)
-    first = np.full(rows * A, np.iinfo(np.int64).max)
-    out = np.full((P, N, len(ks)), -1, dtype=np.int64)
+    N, L = order.shape[1], order.shape[2]
+    A, rows = n_answers, P * N
+    big = np.iinfo(np.int64).max
+    ans = np.where(order < 0, -1, _gather(answer, order)).reshape(rows, L)
+    w = None if weights is None else _gather(weights, order).reshape(rows, L)
+    lp = None if logprob is None else _gather(logprob, order).reshape(rows, L)
+    idx = np.asarray(order).reshape(rows, L)
+    # Answer-major layout (A + 1, rows): reductions over answers run along long contiguous rows, and
+    # samples without an answer go to an extra bucket A (never a candidate) instead of being masked out.
+    flat = np.where(ans < 0, A, ans) * rows + np.arange(rows)[:, None]
+    size = (A + 1) * rows
+    mass = np.zeros(size)
+    count = np.zeros(size)
+    lpsum = np.zeros(size)
+    first = np.full(size, big)
+    out = np.full((rows, len(ks)), -1, dtype=np.int64)
     prev = 0
     for i, k in enumerate(ks):
-        if k < prev or k > order.shape[2]:
-            raise ConfigError(f"budgets must be ascending and <= {order.shape[2]}, got {ks}")
-        sl = (slice(None), slice(None), slice(prev, k))
-        v = voted[sl]
-        f = flat[sl][v]
-        mass += np.bincount(f, weights=w[sl][v], minlength=rows * A)
-        count += np.bincount(f, minlength=rows * A)
-        lpsum += np.bincount(f, weights=lp[sl][v], minlength=rows * A)
-        np.minimum.at(first, f, np.broadcast_to(order, ans.shape)[sl][v])
+        if k < prev or k > L:
+            raise ConfigError(f"budgets must be ascending and <= {L}, got {ks}")
+        f = flat[:, prev:k].ravel()
+        c = np.bincount(f, minlength=size)
+        count += c
+        mass += c if w is None else np.bincount(f, weights=w[:, prev:k].ravel(), minlength=size)
+        if lp is not None:
+            lpsum += np.bincount(f, weights=lp[:, prev:k].ravel(), minlength=size)
+        np.minimum.at(first, f, idx[:, prev:k].ravel())
         prev = k
-        m = np.where(count > 0, mass, -np.inf).reshape(rows, A)
-        top = m.max(axis=1, keepdims=True)
+        m = np.where(count[: A * rows] > 0, mass[: A * rows], -np.inf).reshape(A, rows)
+        top = m.max(axis=0)
         cand = m == top
-        lp2 = np.where(cand, lpsum.reshape(rows, A), -np.inf)
-        cand &= lp2 == lp2.max(axis=1, keepdims=True)
-        first2 = np.where(cand, first.reshape(rows, A), np.iinfo(np.int64).max)
-        win = np.argmin(first2, axis=1)
-        win = np.where(np.isfinite(top[:, 0]), win, -1)
-        out[:, :, i] = win.reshape(P, N)
-    return out
+        lp2 = np.where(cand, lpsum[: A * rows].reshape(A, rows), -np.inf)
+        cand &= lp2 == lp2.max(axis=0)
+        win = np.argmin(np.where(cand, first[: A * rows].reshape(A, rows), big), axis=0)
+        out[:, i] = np.where(np.isfinite(top), win, -1)
+    return out.reshape(P, N, len(ks))
 
 
 def winners_correct(answer_correct: np.ndarray, winners: np.ndarray) -> np.ndarray:
@@ -217,19 +214,41 @@ def adaptive_stop(answer: np.ndarray, order: np.ndarray, threshold: float) -> np
     return stop.reshape(P, N)
 
 
-def short_m_choice(finish_rank: np.ndarray, n_tokens: np.ndarray, order: np.ndarray, k: int, m: int) -> tuple[np.ndarray, np.ndarray]:
-    """short-m@k on the first k samples of each ordering (Hassid et al. 2025).
+def short_m_choice(
+    finish_rank: np.ndarray, n_tokens: np.ndarray, order: np.ndarray, ks: list[int], m: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """short-m@k on the first k samples of each ordering (Hassid et al. 2025), for every k in ``ks``.
 
     The k samples decode together; when the m-th finishes, the rest are cut at
-    that length. Returns (the m finished sample ids (P, N, m), generated tokens
-    (P, N) = sum over the k samples of min(own length, the m-th finisher's length)).
+    that length. Returns the m finished sample ids, int (P, N, len(ks), m), and
+    generated tokens (P, N, len(ks)): sum over the k samples of min(own length,
+    the m-th finisher's length). The m earliest finishers of each growing prefix
+    are kept incrementally (an insertion network over m slots), so all ks cost
+    one pass.
     """
-    if not 1 <= m <= k:
-        raise ConfigError(f"short-m@k needs 1 <= m <= k, got m={m}, k={k}")
-    sub = order[..., :k]
-    rank = _gather(finish_rank, sub)
-    first_m = np.argsort(rank, axis=-1)[..., :m]
-    chosen = np.take_along_axis(np.broadcast_to(sub, rank.shape), first_m, axis=-1)
-    lengths = _gather(n_tokens, sub)
-    t_m = np.take_along_axis(lengths, first_m[..., -1:], axis=-1)
-    return chosen, np.minimum(lengths, t_m).sum(axis=-1)
+    P, K = finish_rank.shape
+    if order.ndim == 2:
+        order = np.broadcast_to(order, (P, *order.shape))
+    if not ks or ks[0] < m:
+        raise ConfigError(f"short-m@k needs k >= m, got m={m}, ks={ks}")
+    N = order.shape[1]
+    by_rank = np.argsort(finish_rank, axis=1)  # (P, K): sample id finishing r-th
+    ranks = _gather(finish_rank, order)  # (P, N, L)
+    lengths = _gather(n_tokens, order)
+    slots = np.full((m, P, N), K, dtype=np.int64)  # the m smallest ranks so far, ascending
+    chosen = np.zeros((P, N, len(ks), m), dtype=np.int64)
+    gen = np.zeros((P, N, len(ks)))
+    prev = 0
+    for i, k in enumerate(ks):
+        for j in range(prev, k):
+            x = ranks[:, :, j]
+            for s in range(m):
+                lo = np.minimum(slots[s], x)
+                x = np.maximum(slots[s], x)
+                slots[s] = lo
+        prev = k
+        ids = np.take_along_axis(by_rank, slots.transpose(1, 2, 0).reshape(P, N * m), axis=1)
+        chosen[:, :, i] = ids.reshape(P, N, m)
+        t_m = np.take_along_axis(n_tokens, ids.reshape(P, N, m)[:, :, -1], axis=1)
+        gen[:, :, i] = np.minimum(lengths[:, :, :k], t_m[..., None]).sum(-1)
+    return chosen, gen

@@ -114,6 +114,8 @@ def pool_from_samples(
         raise StoreError("no problem has graded samples: replay needs reference answers")
     width = min(len(ss) for ss in graded.values())
     if k is not None:
+        if k < 1:
+            raise StoreError(f"samples per problem must be >= 1, got {k}")
         if k > width:
             raise StoreError(f"asked for {k} samples per problem but some problem has only {width}")
         width = k

@@ -1,0 +1,110 @@
+"""``ttscale curves RUN`` and ``ttscale report RUN``: replay a stored pool into curves, fits, plots, HTML."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from ttscale.cli.common import DEFAULT_STORE, cli_errors, console, fail, human
+from ttscale.replay.analysis import Analysis, analyze
+from ttscale.replay.curves import DEFAULT_STRATEGIES, KINDS, parse_strategy
+from ttscale.replay.pool import load_pool
+from ttscale.store import Store
+
+_STRATEGY_HELP = (
+    f"Replayed strategy (repeatable): kind[:key=value,...], kinds {', '.join(KINDS)}; keys score (verifier name), "
+    "m (short), threshold (adaptive), prune (rpc). Default: " + ", ".join(s.name for s in DEFAULT_STRATEGIES) + "."
+)
+
+
+def _analysis(store: Path, run_id: str, strategy: list[str] | None, budgets: str | None, k: int | None,
+              orders: int, bootstrap: int, seed: int) -> Analysis:
+    if not store.exists():
+        fail(f"no store at {store} (run `ttscale sweep` first or pass --store)")
+    specs = [parse_strategy(s) for s in strategy] if strategy else list(DEFAULT_STRATEGIES)
+    ks: list[int] | None = None
+    if budgets:
+        try:
+            ks = [int(x) for x in budgets.split(",") if x.strip()]
+        except ValueError:
+            fail(f"--budgets must be comma-separated integers, got {budgets!r}")
+    st = Store(store)
+    try:
+        pool = load_pool(st, run_id, k=k)
+    finally:
+        st.close()
+    return analyze(pool, specs, ks, n_orders=orders, n_bootstrap=bootstrap, seed=seed)
+
+
+def _print(a: Analysis) -> None:
+    pool = a.curves.pool
+    console.print(f"pool {pool['run_id']}: {pool['problems']} problems x {pool['k']} samples"
+                  f" ({pool['dropped_problems']} left out), single-sample accuracy {pool['sample_accuracy']:.3f}")
+    t = Table(title="accuracy at the largest budget, and the frontier", title_justify="left")
+    for c in ("strategy", "k", "accuracy", "95% CI", "samples", "total tokens", "FLOPs"):
+        t.add_column(c)
+    for name in a.curves.strategies:
+        p = a.curves.curve(name)[-1]
+        t.add_row(name + (" (oracle)" if p.oracle else ""), str(p.k), f"{p.accuracy:.3f}",
+                  f"{p.ci_low:.3f}-{p.ci_high:.3f}", f"{p.samples:.1f}", f"{p.total_tokens:,.0f}", human(p.flops))
+    console.print(t)
+    if a.coverage_fit:
+        f = a.coverage_fit
+        console.print(f"coverage fit: log c(k) = {f.a:.4f} * k^{f.b:.4f}  (R^2 {f.r2:.4f}); "
+                      f"k for 90% coverage ~ {f.k_for(0.9):,.0f}")
+    if a.saturation_fit:
+        s = a.saturation_fit
+        console.print(f"majority@k saturates at {s.ceiling:.3f} (R^2 {s.r2:.3f})")
+    front = ", ".join(f"{p.strategy}@{p.k}" for p in a.frontier_tokens)
+    console.print(f"Pareto frontier (tokens): {front}")
+    for n in a.notes:
+        console.print(f"[yellow]note[/]: {n}")
+
+
+@cli_errors
+def curves(
+    run_id: Annotated[str, typer.Argument(help="Run (usually a sweep) whose samples form the pool.")],
+    store: Annotated[Path, typer.Option(help="SQLite file holding the pool.")] = DEFAULT_STORE,
+    out: Annotated[Optional[Path], typer.Option(help="Output prefix: writes PREFIX.csv and PREFIX.json (default runs/<run>-curves).")] = None,
+    strategy: Annotated[Optional[list[str]], typer.Option("--strategy", "-s", help=_STRATEGY_HELP)] = None,
+    budgets: Annotated[Optional[str], typer.Option(help="Comma-separated k values (default: ~12 log-spaced up to K).")] = None,
+    k: Annotated[Optional[int], typer.Option("-k", help="Use only the first K samples of each problem.")] = None,
+    orders: Annotated[int, typer.Option(help="Random orderings per problem for resampled estimates.")] = 64,
+    bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples over problems for the CIs.")] = 200,
+    seed: Annotated[int, typer.Option(help="Seed of the resampling.")] = 0,
+) -> None:
+    """Accuracy-vs-compute points of every strategy at every budget, from one stored pool (CSV + JSON)."""
+    a = _analysis(store, run_id, strategy, budgets, k, orders, bootstrap, seed)
+    prefix = out or store.parent / f"{run_id}-curves"
+    csv_path, json_path = prefix.with_name(prefix.name + ".csv"), prefix.with_name(prefix.name + ".json")
+    a.write_csv(csv_path)
+    a.write_json(json_path)
+    _print(a)
+    console.print(f"wrote {csv_path} and {json_path}")
+
+
+@cli_errors
+def report(
+    run_id: Annotated[str, typer.Argument(help="Run (usually a sweep) whose samples form the pool.")],
+    store: Annotated[Path, typer.Option(help="SQLite file holding the pool.")] = DEFAULT_STORE,
+    out: Annotated[Optional[Path], typer.Option(help="Output directory (default runs/<run>-report).")] = None,
+    strategy: Annotated[Optional[list[str]], typer.Option("--strategy", "-s", help=_STRATEGY_HELP)] = None,
+    budgets: Annotated[Optional[str], typer.Option(help="Comma-separated k values (default: ~12 log-spaced up to K).")] = None,
+    k: Annotated[Optional[int], typer.Option("-k", help="Use only the first K samples of each problem.")] = None,
+    orders: Annotated[int, typer.Option(help="Random orderings per problem for resampled estimates.")] = 64,
+    bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples over problems for the CIs.")] = 200,
+    seed: Annotated[int, typer.Option(help="Seed of the resampling.")] = 0,
+) -> None:
+    """PNG plots (accuracy vs tokens and FLOPs, coverage fit, Pareto frontier) and one self-contained HTML page."""
+    from ttscale.report.html import write_report
+
+    a = _analysis(store, run_id, strategy, budgets, k, orders, bootstrap, seed)
+    out_dir = out or store.parent / f"{run_id}-report"
+    path = write_report(a, out_dir)
+    a.write_csv(out_dir / "curves.csv")
+    a.write_json(out_dir / "curves.json")
+    _print(a)
+    console.print(f"wrote {path} (open it in a browser; it works offline) and PNGs in {out_dir}")
