@@ -8,7 +8,8 @@ from typing import Annotated, Optional
 import typer
 
 from ttscale.cli.common import cli_errors, err_console, fail
-from ttscale.registry import strategy_names, verifier_names
+from ttscale.registry import strategy_names
+from ttscale.server.config import SERVER_VERIFIERS
 
 
 @cli_errors
@@ -17,10 +18,13 @@ def serve(
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
     model: Annotated[str, typer.Option(help="Embedded model name (smollm2-135m, gemma3-270m) or path to a .gguf file.")] = "smollm2-135m",
     model_name: Annotated[Optional[str], typer.Option(help="Model id clients send (default: the model's name).")] = None,
-    backend: Annotated[str, typer.Option(help="Backend kind from the registry (llama-cpp; fake is for trying the API without a model).")] = "llama-cpp",
+    backend: Annotated[str, typer.Option(help="Engine: llama-cpp (embedded, default), openai (an OpenAI-compatible server, needs --base-url), vllm, or fake (scripted: try the API without a model).")] = "llama-cpp",
+    base_url: Annotated[Optional[str], typer.Option(help="openai backend: the engine's URL, e.g. http://127.0.0.1:8080/v1.")] = None,
+    backend_api_key: Annotated[Optional[str], typer.Option(envvar="OPENAI_API_KEY", help="openai backend: the engine's API key (default: $OPENAI_API_KEY).", show_default=False)] = None,
+    concurrency: Annotated[int, typer.Option(help="openai backend: HTTP requests in flight to the engine.")] = 8,
     strategy: Annotated[str, typer.Option("--strategy", "-s", help=f"Default strategy: {', '.join(strategy_names())}.")] = "self-consistency",
     k: Annotated[int, typer.Option("-k", "--k", help="Default samples for voting / best-of-n.")] = 4,
-    verifier: Annotated[str, typer.Option(help=f"Default verifier for best-of-n: {', '.join(verifier_names())}.")] = "certainty",
+    verifier: Annotated[str, typer.Option(help=f"Default verifier for strategies that take one: {', '.join(SERVER_VERIFIERS)}.")] = "certainty",
     budget_tokens: Annotated[Optional[int], typer.Option(help="Default cap on processed tokens per request (prefilled + generated).")] = None,
     max_budget_tokens: Annotated[int, typer.Option(help="Largest token budget a request may ask for.")] = 1_000_000,
     max_k: Annotated[int, typer.Option(help="Largest k a request may ask for.")] = 64,
@@ -31,11 +35,12 @@ def serve(
     max_concurrency: Annotated[int, typer.Option(help="Strategy runs executing at once.")] = 64,
     max_queue: Annotated[int, typer.Option(help="Requests that may wait beyond --max-concurrency; more get 429.")] = 256,
     timeout: Annotated[float, typer.Option(help="Per-request timeout in seconds (504 after it).")] = 600.0,
-    batch_window_ms: Annotated[float, typer.Option(help="Longest wait to batch concurrent requests' generations (ms).")] = 10.0,
+    batch_window_ms: Annotated[float, typer.Option(help="Longest wait to batch concurrent requests' generations (ms).")] = 20.0,
+    batch_min_wait_ms: Annotated[Optional[float], typer.Option(help="Shortest wait before each backend call (ms); default 10 for llama-cpp (its calls batch), 0 otherwise.")] = None,
     max_body_bytes: Annotated[int, typer.Option(help="Largest accepted request body.")] = 1_000_000,
     api_key: Annotated[Optional[str], typer.Option(envvar="TTSCALE_API_KEY", help="Require 'Authorization: Bearer <key>' (env TTSCALE_API_KEY).", show_default=False)] = None,
     allow_unauthenticated_remote: Annotated[bool, typer.Option(help="Allow a non-loopback --host without --api-key.")] = False,
-    graceful_timeout: Annotated[float, typer.Option(help="Seconds in-flight requests get to finish on shutdown.")] = 30.0,
+    graceful_timeout: Annotated[int, typer.Option(help="Seconds in-flight requests get to finish on shutdown.")] = 30,
     threads: Annotated[Optional[int], typer.Option(help="CPU threads for llama.cpp (default: all cores).")] = None,
     n_ctx: Annotated[int, typer.Option(help="llama.cpp context size (KV cells shared by all batched samples).")] = 16384,
     n_seq_max: Annotated[int, typer.Option(help="llama.cpp parallel sequences (samples decoded together).")] = 64,
@@ -59,16 +64,23 @@ def serve(
     check_bind(host, api_key, allow_unauthenticated_remote)
     if strategy not in strategy_names():
         fail(f"unknown strategy {strategy!r}; available: {', '.join(strategy_names())}")
-    opts: dict[str, object] = {}
     if backend == "llama-cpp":
-        opts = {"n_ctx": n_ctx, "n_seq_max": n_seq_max} | ({"n_threads": threads} if threads else {})
-    be = make_backend(backend, model if backend == "llama-cpp" else None, **opts)
+        opts: dict[str, object] = {"n_ctx": n_ctx, "n_seq_max": n_seq_max}
+        if threads:
+            opts["n_threads"] = threads
+        be = make_backend(backend, model, **opts)
+    else:
+        from ttscale.cli.remote_opts import backend_specs
+
+        be = backend_specs(backend, model, [base_url] if base_url else None, backend_api_key, concurrency,
+                           threads)[0].build()
     try:
         config = ServerConfig(
             backend=be, model_name=model_name, strategy=strategy, k=k, verifier=verifier, budget_tokens=budget_tokens,
             max_budget_tokens=max_budget_tokens, max_k=max_k, max_n=max_n, temperature=temperature,
             default_max_tokens=max_tokens, max_max_tokens=max_max_tokens, max_concurrency=max_concurrency,
             max_queue=max_queue, timeout_s=timeout, batch_window_ms=batch_window_ms, api_key=api_key,
+            batch_min_wait_ms=batch_min_wait_ms if batch_min_wait_ms is not None else (10.0 if backend == "llama-cpp" else 0.0),
             max_body_bytes=max_body_bytes,
         )
         app = create_app(config)

@@ -1,15 +1,18 @@
 """The micro-batcher: concurrent requests' generations go to the backend in one call.
 
 The embedded backend batches every request of one ``generate()`` call (shared
-prefix, one decode step for all samples) but is not thread-safe. So one worker
-thread owns the backend: strategy runs (one thread each) submit their
-:class:`GenerationRequest` here and block on a future; the worker gathers what is
-pending and calls ``generate()`` once for all of it.
+prefix, one decode step for all samples) but is not thread-safe. Strategy runs
+(one thread each) submit their :class:`GenerationRequest` here; at most one
+thread at a time, the *leader*, calls ``generate()`` for everything pending, and
+the others wait for their results. The leader is whichever waiting submitter finds
+the backend free, so no dedicated thread sits in the path (a hand-off between
+threads costs more than the fake backend's whole generation on a busy machine).
 
-How long to gather: the worker waits at most ``window_s``, and stops waiting as
-soon as every *active* strategy run has submitted (a run submits one request at a
-time, so there is nothing more to wait for). A lone request is therefore sent at
-once, and a burst of concurrent requests goes out as one batch.
+How long to gather: the leader waits at least ``min_wait_s`` (requests that
+arrived together may still be on their way to a worker thread), then at most until
+``window_s``, and stops waiting as soon as every *active* strategy run has
+submitted (a run submits one request at a time, so there is nothing more to wait
+for). With ``min_wait_s=0`` a lone request is sent at once.
 
 Cancellation: each job carries a ``should_stop`` check; a job already cancelled
 is dropped before the call, and the backend's own ``should_stop`` hook (polled
@@ -27,8 +30,10 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
+from typing import Any
 
 from ttscale.backends.base import Backend, Generation, GenerationRequest
+from ttscale.errors import ConfigError
 from ttscale.server.errors import RequestCancelled
 
 log = logging.getLogger("ttscale.server")
@@ -41,6 +46,9 @@ class _Job:
     request: GenerationRequest
     should_stop: StopCheck
     future: Future[Generation]
+    hooks: dict[str, Any] | None = None
+    """The strategy's own ``should_stop``/``on_finish`` (early stopping): such a job runs in a
+    backend call of its own, since the engine's hooks apply to a whole call."""
 
 
 class MicroBatcher:
@@ -49,17 +57,19 @@ class MicroBatcher:
         backend: Backend,
         *,
         window_s: float = 0.01,
+        min_wait_s: float = 0.0,
         max_batch: int = 64,
         on_batch: Callable[[list[Generation]], None] | None = None,
     ) -> None:
         self.backend = backend
         self.window_s = window_s
+        self.min_wait_s = min(min_wait_s, window_s)
         self.max_batch = max_batch
         self._on_batch = on_batch
         self._cv = threading.Condition()
         self._pending: deque[_Job] = deque()
         self._active = 0
-        self._thread: threading.Thread | None = None
+        self._leading = False
         self._closing = False
         self._hard_stop = False
         try:
@@ -80,75 +90,96 @@ class MicroBatcher:
             self._active -= 1
             self._cv.notify_all()
 
-    def submit(self, request: GenerationRequest, should_stop: StopCheck) -> Future[Generation]:
-        fut: Future[Generation] = Future()
+    def generate(self, requests: list[GenerationRequest], should_stop: StopCheck,
+                 hooks: dict[str, Any] | None = None) -> list[Generation]:
+        """Generate ``requests`` (batched with whatever else is pending); blocks until done.
+
+        ``hooks`` (``should_stop``, ``on_finish``) are the backend's per-call hooks; with them the
+        requests are generated in one call of their own.
+        """
+        if hooks and len(requests) != 1:
+            raise ConfigError("generation hooks are supported for one request at a time")
+        jobs = [_Job(r, should_stop, Future(), hooks or None) for r in requests]
         with self._cv:
             if self._closing:
-                fut.set_exception(RequestCancelled("server is shutting down"))
-                return fut
-            self._ensure_thread()
-            self._pending.append(_Job(request, should_stop, fut))
+                raise RequestCancelled("server is shutting down")
+            self._pending.extend(jobs)
             self._cv.notify_all()
-        return fut
+            while not all(j.future.done() for j in jobs):
+                if self._leading:
+                    self._cv.wait()
+                else:
+                    self._lead()
+        return [j.future.result() for j in jobs]
 
     @property
     def pending(self) -> int:
         return len(self._pending)
 
-    # ---- lifecycle --------------------------------------------------------------------------
-
-    def _ensure_thread(self) -> None:
-        # Started lazily so an app that is built but never served owns no thread.
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="ttscale-batcher", daemon=True)
-            self._thread.start()
-
     def close(self, cancel: bool = False, timeout: float = 30.0) -> None:
-        """Stop accepting work; finish (or with ``cancel``, stop) what is queued and running."""
+        """Stop accepting work; let the running call finish (or with ``cancel``, stop it)."""
+        deadline = time.monotonic() + timeout
         with self._cv:
             self._closing = True
             self._hard_stop = self._hard_stop or cancel
+            while self._pending and cancel:
+                self._pending.popleft().future.set_exception(RequestCancelled("server is shutting down"))
             self._cv.notify_all()
-            thread = self._thread
-        if thread is not None:
-            thread.join(timeout)
+            while self._leading and (remaining := deadline - time.monotonic()) > 0:
+                self._cv.wait(remaining)
 
-    # ---- worker -----------------------------------------------------------------------------
+    # ---- the leader -------------------------------------------------------------------------
 
-    def _next_batch(self) -> list[_Job] | None:
-        with self._cv:
-            while not self._pending and not self._closing:
-                self._cv.wait()
-            if not self._pending:
-                return None
-            deadline = time.monotonic() + self.window_s
+    def _lead(self) -> None:
+        """Take a batch from the queue and run it; called holding the lock, returns holding it."""
+        self._leading = True
+        try:
+            start = time.monotonic()
+            deadline = start + self.window_s
+            # Requests that arrived together may not have reached a worker yet: give them min_wait.
+            while (remaining := start + self.min_wait_s - time.monotonic()) > 0 and not self._closing \
+                    and len(self._pending) < self.max_batch:
+                self._cv.wait(remaining)
             while len(self._pending) < min(self.max_batch, self._active) and not self._closing:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
                 self._cv.wait(remaining)
-            n = min(self.max_batch, len(self._pending))
-            return [self._pending.popleft() for _ in range(n)]
-
-    def _run(self) -> None:
-        while (batch := self._next_batch()) is not None:
-            live = []
-            for job in batch:
-                if self._hard_stop or job.should_stop():
-                    job.future.set_exception(RequestCancelled("cancelled before generation"))
-                else:
-                    live.append(job)
-            if live:
-                self._execute(live)
+            batch = [self._pending.popleft() for _ in range(min(self.max_batch, len(self._pending)))]
+            self._cv.release()
+            try:
+                live = []
+                for job in batch:
+                    if self._hard_stop or job.should_stop():
+                        job.future.set_exception(RequestCancelled("cancelled before generation"))
+                    else:
+                        live.append(job)
+                plain = [j for j in live if j.hooks is None]
+                if plain:
+                    self._execute(plain)
+                for job in live:
+                    if job.hooks is not None:
+                        self._execute([job])
+            finally:
+                for job in batch:  # only if something escaped _execute (e.g. KeyboardInterrupt)
+                    if not job.future.done():
+                        job.future.set_exception(RequestCancelled("generation was interrupted"))
+                self._cv.acquire()
+        finally:
+            self._leading = False
+            self._cv.notify_all()
 
     def _generate(self, jobs: list[_Job]) -> list[Generation]:
         reqs = [j.request for j in jobs]
         self.calls += 1
+        hooks = dict(jobs[0].hooks or {}) if len(jobs) == 1 else {}
+        own_stop = hooks.pop("should_stop", None)
         if self._takes_stop:
             def stop() -> bool:
-                return self._hard_stop or all(j.should_stop() for j in jobs)
+                return (self._hard_stop or all(j.should_stop() for j in jobs)
+                        or (own_stop is not None and bool(own_stop())))
 
-            gens = self.backend.generate(reqs, should_stop=stop)  # type: ignore[call-arg]
+            gens = self.backend.generate(reqs, should_stop=stop, **hooks)  # type: ignore[call-arg]
         else:
             gens = self.backend.generate(reqs)
         if self._on_batch is not None:
@@ -167,5 +198,5 @@ class MicroBatcher:
             for job in jobs:
                 self._execute([job])
             return
-        for job, gen in zip(jobs, gens):
+        for job, gen in zip(jobs, gens, strict=True):
             job.future.set_result(gen)

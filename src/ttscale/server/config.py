@@ -13,6 +13,9 @@ from dataclasses import dataclass
 from ttscale.backends.base import Backend
 from ttscale.errors import ConfigError
 
+SERVER_VERIFIERS: tuple[str, ...] = ("certainty", "judge")
+"""Verifiers a request may name: they need no reference answer and no extra configuration."""
+
 
 @dataclass(frozen=True)
 class ServerConfig:
@@ -48,6 +51,9 @@ class ServerConfig:
     """Longest wait for other active requests' generations before a backend call.
     The wait ends early as soon as every active strategy run has submitted, so a lone
     request never waits."""
+    batch_min_wait_ms: float = 0.0
+    """Shortest wait before a backend call, so requests that arrive together reach the same
+    call. Worth a few ms for a batching engine whose calls take far longer; 0 for others."""
     max_batch: int = 64
     """Generation requests per backend call."""
     timeout_s: float = 600.0
@@ -70,12 +76,14 @@ class ServerConfig:
             raise ConfigError(f"max_queue must be >= 0, got {self.max_queue}")
         if self.budget_tokens is not None and not 0 < self.budget_tokens <= self.max_budget_tokens:
             raise ConfigError(f"budget_tokens must be in [1, {self.max_budget_tokens}], got {self.budget_tokens}")
-        if self.timeout_s <= 0 or self.batch_window_ms < 0:
-            raise ConfigError("timeout_s must be > 0 and batch_window_ms >= 0")
+        if self.timeout_s <= 0 or self.batch_window_ms < 0 or self.batch_min_wait_ms < 0:
+            raise ConfigError("timeout_s must be > 0, batch_window_ms and batch_min_wait_ms >= 0")
         if not 0 <= self.temperature <= 2:
             raise ConfigError(f"temperature must be in [0, 2], got {self.temperature}")
         if self.default_max_tokens > self.max_max_tokens:
             raise ConfigError("default_max_tokens exceeds max_max_tokens")
+        if self.verifier not in SERVER_VERIFIERS:
+            raise ConfigError(f"verifier {self.verifier!r} cannot serve requests; use one of {', '.join(SERVER_VERIFIERS)}")
         if self.api_key is not None and not self.api_key.strip():
             raise ConfigError("api_key must not be empty")
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from ttscale.registry import STRATEGY_KNOBS, strategy_names, verifier_names
-from ttscale.server.config import ServerConfig
+from ttscale.server.config import SERVER_VERIFIERS, ServerConfig
 from ttscale.server.errors import APIError
 from ttscale.server.schemas import TtscaleOptions
 
@@ -43,7 +44,14 @@ class Plan:
     budget_flops: float | None
     answer_mode: str
     source: str
+    options: tuple[tuple[str, Any], ...] = ()
+    """Further strategy knobs from ``ttscale.options``."""
     """Where the strategy choice came from: body, header, model, default."""
+
+
+def _known(strategy: str) -> bool:
+    # STRATEGY_KNOBS is a constant: checking it first avoids rebuilding the registry table per request.
+    return strategy in STRATEGY_KNOBS or strategy in strategy_names()
 
 
 def split_model(model: str, served: str) -> tuple[str | None, int | None]:
@@ -62,9 +70,9 @@ def split_model(model: str, served: str) -> tuple[str | None, int | None]:
         if m:
             name = ALIASES.get(m.group("name"), m.group("name"))
             k = int(m.group("k")) if m.group("k") else None
-            if name in strategy_names():
+            if _known(name):
                 return name, k
-            if prefix in strategy_names():  # full names that end in digits are not k
+            if _known(prefix):  # full names that end in digits are not k
                 return prefix, None
         raise APIError(404, f"unknown strategy prefix {prefix!r} in model {model!r}; use e.g. "
                        f"sc8/{served} ({', '.join(f'{a}=<{n}>' for a, n in ALIASES.items())}) or a full strategy name",
@@ -85,7 +93,7 @@ def _int_header(headers: Mapping[str, str], name: str) -> int | None:
 
 def resolve(opts: TtscaleOptions | None, headers: Mapping[str, str], model: str, cfg: ServerConfig) -> Plan:
     prefix_strategy, prefix_k = split_model(model, cfg.served_model)
-    o = opts or TtscaleOptions()
+    o = opts or TtscaleOptions.model_validate({})
     h_strategy = headers.get(HEADER_STRATEGY)
     h_k = _int_header(headers, HEADER_K)
     h_budget = _int_header(headers, HEADER_BUDGET)
@@ -95,14 +103,21 @@ def resolve(opts: TtscaleOptions | None, headers: Mapping[str, str], model: str,
     strategy, source = next(((s, src) for s, src in candidates if s), (cfg.strategy, "default"))
     strategy = ALIASES.get(strategy.strip(), strategy.strip())
     param = {"body": "ttscale.strategy", "header": HEADER_STRATEGY, "model": "model", "default": None}[source]
-    if strategy not in strategy_names():
+    if not _known(strategy):
         raise APIError(400, f"unknown strategy {strategy!r}; available: {', '.join(strategy_names())}",
                        param=param, code="unknown_strategy")
     knobs = STRATEGY_KNOBS.get(strategy, ())
 
-    explicit_k = next((x for x in (o.k, h_k, prefix_k) if x is not None), None)
+    rank = {"body": 0, "header": 1, "model": 2, "default": 3}
+    k_src = next(((x, src) for x, src in ((o.k, "body"), (h_k, "header"), (prefix_k, "model")) if x is not None),
+                 (None, "default"))
+    explicit_k = k_src[0]
     if explicit_k is not None and "k" not in knobs:
-        raise APIError(400, f"strategy {strategy!r} takes no k", param="ttscale.k", code="invalid_value")
+        # A k given with a strategy that takes none is an error; a k that came with a strategy
+        # choice this request overrode (e.g. "sc8/" under a body "single") is simply not used.
+        if rank[k_src[1]] <= rank[source]:
+            raise APIError(400, f"strategy {strategy!r} takes no k", param="ttscale.k", code="invalid_value")
+        explicit_k = None
     k = explicit_k if explicit_k is not None else (cfg.k if "k" in knobs else None)
     if k is not None and not 1 <= k <= cfg.max_k:
         raise APIError(400, f"k must be in [1, {cfg.max_k}], got {k}", param="ttscale.k", code="invalid_value")
@@ -111,9 +126,17 @@ def resolve(opts: TtscaleOptions | None, headers: Mapping[str, str], model: str,
     if explicit_v and "verifier" not in knobs:
         raise APIError(400, f"strategy {strategy!r} takes no verifier", param="ttscale.verifier", code="invalid_value")
     verifier = (explicit_v or cfg.verifier) if "verifier" in knobs else None
-    if verifier is not None and verifier not in verifier_names():
-        raise APIError(400, f"unknown verifier {verifier!r}; available: {', '.join(verifier_names())}",
+    if verifier is not None and verifier not in SERVER_VERIFIERS:
+        known = verifier in verifier_names()
+        why = "is not available for requests (it needs reference answers or extra setup)" if known else "is unknown"
+        raise APIError(400, f"verifier {verifier!r} {why}; available: {', '.join(SERVER_VERIFIERS)}",
                        param="ttscale.verifier", code="unknown_verifier")
+    options = tuple(sorted((o.options or {}).items()))
+    for name, _ in options:
+        if name not in knobs or name in ("k", "verifier"):
+            extra = [x for x in knobs if x not in ("k", "verifier")]
+            raise APIError(400, f"strategy {strategy!r} has no option {name!r}; options: {', '.join(extra) or 'none'}",
+                           param=f"ttscale.options.{name}", code="invalid_value")
 
     b = o.budget
     tokens = b.tokens if b is not None and b.tokens is not None else h_budget
@@ -123,4 +146,4 @@ def resolve(opts: TtscaleOptions | None, headers: Mapping[str, str], model: str,
         raise APIError(400, f"budget tokens must be in [1, {cfg.max_budget_tokens}], got {tokens}",
                        param="ttscale.budget.tokens", code="invalid_value")
     flops = b.flops if b is not None else None
-    return Plan(strategy, k, verifier, tokens, flops, o.answer, source)
+    return Plan(strategy, k, verifier, tokens, flops, o.answer, source, options)

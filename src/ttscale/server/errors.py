@@ -87,7 +87,7 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = list(exc.errors())
         if any(e.get("type") == "json_invalid" for e in errors):
-            return APIError(400, "request body is not valid JSON", code="invalid_json").response()
+            return APIError(400, "request body is not valid UTF-8 JSON", code="invalid_json").response()
         parts = []
         for e in errors[:3]:
             where = _param(tuple(e.get("loc", ())))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, field_validator
 
 Strict = ConfigDict(extra="forbid")
 
@@ -19,7 +19,7 @@ Strict = ConfigDict(extra="forbid")
 class BudgetSpec(BaseModel):
     model_config = Strict
     tokens: Optional[StrictInt] = Field(None, ge=1, description="Cap on processed tokens (prefilled + generated) for the request.")
-    flops: Optional[float] = Field(None, gt=0, allow_inf_nan=False, description="Cap on forward FLOPs for the request.")
+    flops: Optional[StrictFloat] = Field(None, gt=0, allow_inf_nan=False, description="Cap on forward FLOPs for the request.")
 
 
 class TtscaleOptions(BaseModel):
@@ -30,6 +30,8 @@ class TtscaleOptions(BaseModel):
     k: Optional[StrictInt] = Field(None, ge=1, description="Samples per choice for voting / best-of-n.")
     budget: Optional[BudgetSpec] = None
     verifier: Optional[str] = Field(None, max_length=64, description="Verifier for best-of-n strategies.")
+    options: Optional[dict[str, Union[StrictBool, StrictInt, StrictFloat, str]]] = Field(
+        None, description="Other knobs of the strategy, e.g. {\"m\": 2} for short-m@k (see `ttscale tasks`).")
     answer: Literal["auto", "numeric", "text"] = Field(
         "auto", description="How samples are compared for voting: the final number, the normalized text, or "
         "the number when there is one (auto).")
@@ -67,16 +69,16 @@ class _Common(BaseModel):
     model_config = Strict
     model: str = Field(..., min_length=1, max_length=256)
     n: StrictInt = Field(1, ge=1, description="Returned choices; each is an independent strategy run.")
-    temperature: Optional[float] = Field(None, ge=0, le=2, allow_inf_nan=False)
-    top_p: Optional[float] = Field(None, gt=0, le=1, allow_inf_nan=False)
+    temperature: Optional[StrictFloat] = Field(None, ge=0, le=2, allow_inf_nan=False)
+    top_p: Optional[StrictFloat] = Field(None, gt=0, le=1, allow_inf_nan=False)
     max_tokens: Optional[StrictInt] = Field(None, ge=1, description="Cap on generated tokens per sample.")
     stop: Stop = Field(None, description="Up to 4 stop strings.")
     seed: Optional[StrictInt] = Field(None, ge=0, le=2**31 - 1)
     stream: StrictBool = False
     stream_options: Optional[StreamOptions] = None
     user: Optional[str] = Field(None, max_length=256)
-    presence_penalty: Optional[float] = Field(None, ge=0, le=0, description="Only 0 is supported.")
-    frequency_penalty: Optional[float] = Field(None, ge=0, le=0, description="Only 0 is supported.")
+    presence_penalty: Optional[StrictFloat] = Field(None, ge=0, le=0, description="Only 0 is supported.")
+    frequency_penalty: Optional[StrictFloat] = Field(None, ge=0, le=0, description="Only 0 is supported.")
     ttscale: Optional[TtscaleOptions] = None
 
     def stop_list(self) -> tuple[str, ...]:
@@ -88,13 +90,27 @@ class _Common(BaseModel):
 class ChatCompletionRequest(_Common):
     messages: list[Message] = Field(..., min_length=1)
     max_completion_tokens: Optional[StrictInt] = Field(None, ge=1)
-    logprobs: Optional[Literal[False]] = Field(None, description="Log-probabilities are not returned.")
+    logprobs: Optional[StrictBool] = Field(None, description="Only false: log-probabilities are not returned.")
+
+    @field_validator("logprobs")
+    @classmethod
+    def _no_logprobs(cls, v: bool | None) -> bool | None:
+        if v:
+            raise ValueError("log-probabilities are not returned by this server")
+        return v
 
 
 class CompletionRequest(_Common):
     prompt: Union[str, list[str]] = Field(..., description="One prompt, or a list (choices for each, in order).")
-    echo: Optional[Literal[False]] = None
-    logprobs: Optional[Literal[0]] = Field(None, description="Log-probabilities are not returned.")
+    echo: Optional[StrictBool] = Field(None, description="Only false: the prompt is not echoed.")
+    logprobs: Optional[StrictInt] = Field(None, ge=0, le=0, description="Only 0: log-probabilities are not returned.")
+
+    @field_validator("echo")
+    @classmethod
+    def _no_echo(cls, v: bool | None) -> bool | None:
+        if v:
+            raise ValueError("echo is not supported")
+        return v
 
 
 # ---- responses ---------------------------------------------------------------------------------

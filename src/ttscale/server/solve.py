@@ -12,6 +12,8 @@ cancelled request stops at the next generation.
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import re
 import threading
 from collections.abc import Callable, Sequence
@@ -76,7 +78,11 @@ class RequestTask:
 
 
 class BatchedBackend:
-    """The Backend protocol over the micro-batcher, for one strategy run."""
+    """The Backend protocol over the micro-batcher, for one strategy run.
+
+    Other engine methods strategies probe for (``next_token_logprobs`` for judge
+    verifiers) go straight to the backend, which serializes them with its own lock.
+    """
 
     def __init__(self, inner: Backend, batcher: MicroBatcher, cancel: threading.Event,
                  progress: ProgressFn | None = None) -> None:
@@ -96,10 +102,12 @@ class BatchedBackend:
         return self._inner.count_prompt_tokens(request)
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
+        return self._generate(requests, None)
+
+    def _generate(self, requests: Sequence[GenerationRequest], hooks: dict[str, Any] | None) -> list[Generation]:
         if self._cancel.is_set():
             raise RequestCancelled("request cancelled")
-        futures = [self._batcher.submit(r, self._cancel.is_set) for r in requests]
-        gens = [f.result() for f in futures]
+        gens = self._batcher.generate(list(requests), self._cancel.is_set, hooks)
         if self._cancel.is_set():
             raise RequestCancelled("request cancelled")
         if self._progress is not None:
@@ -107,8 +115,43 @@ class BatchedBackend:
                             "generated_tokens": sum(g.generated_tokens for g in gens)})
         return gens
 
+    def __getattr__(self, name: str) -> Any:
+        if name == "next_token_logprobs" and hasattr(self._inner, name):
+            probe = getattr(self._inner, name)
+
+            def guarded(*args: Any, **kwargs: Any) -> Any:
+                if self._cancel.is_set():
+                    raise RequestCancelled("request cancelled")
+                return probe(*args, **kwargs)
+
+            return guarded
+        raise AttributeError(name)
+
     def close(self) -> None:
         pass
+
+
+class HookedBatchedBackend(BatchedBackend):
+    """For engines whose ``generate`` takes ``should_stop``/``on_finish``: early-stopping strategies
+    detect these parameters and pass their own hooks, which the batcher honours."""
+
+    def generate(self, requests: Sequence[GenerationRequest], should_stop: Callable[[], bool] | None = None,
+                 on_finish: Callable[[int, int], None] | None = None) -> list[Generation]:
+        hooks: dict[str, Any] = {}
+        if should_stop is not None:
+            hooks["should_stop"] = should_stop
+        if on_finish is not None:
+            hooks["on_finish"] = on_finish
+        return self._generate(requests, hooks or None)
+
+
+def takes_hooks(backend: Backend) -> bool:
+    """Whether ``backend.generate`` accepts ``should_stop`` and ``on_finish`` (early-stopping hooks)."""
+    try:
+        params = inspect.signature(backend.generate).parameters
+    except (TypeError, ValueError):
+        return False
+    return "should_stop" in params and "on_finish" in params
 
 
 @dataclass
@@ -140,6 +183,24 @@ def pick_text(result: Result, samples: Sequence[Sample], verifier: str | None) -
     return best.text, ("length" if best.finish_reason == "length" else "stop")
 
 
+def check_option_types(strategy: object, options: dict[str, Any]) -> None:
+    """Reject option values whose type differs from the knob's default (an int is fine for a float)."""
+    if not dataclasses.is_dataclass(strategy):
+        return
+    defaults = {f.name: f.default for f in dataclasses.fields(strategy)}
+    for name, value in options.items():
+        default = defaults.get(name, dataclasses.MISSING)
+        if default is dataclasses.MISSING or default is None:
+            continue
+        want = type(default)
+        ok = isinstance(value, want) and not (want is not bool and isinstance(value, bool))
+        if want is float and isinstance(value, int) and not isinstance(value, bool):
+            ok = True
+        if not ok:
+            raise APIError(400, f"option {name!r} must be a {want.__name__}, got {value!r}",
+                           param=f"ttscale.options.{name}", code="invalid_value")
+
+
 def solve_choice(
     *,
     template: GenerationRequest,
@@ -151,17 +212,25 @@ def solve_choice(
     seed: int,
     budget: Budget,
     progress: ProgressFn | None = None,
+    hooks: bool = False,
 ) -> ChoiceResult:
-    """Run the plan's strategy on one prompt (called in a worker thread)."""
+    """Run the plan's strategy on one prompt (called in a worker thread).
+
+    ``hooks``: the backend takes early-stopping hooks (see :func:`takes_hooks`; checked once per app).
+    """
     batcher.run_started()
     try:
-        proxy = BatchedBackend(backend, batcher, cancel, progress)
+        proxy = (HookedBatchedBackend if hooks else BatchedBackend)(backend, batcher, cancel, progress)
         task = RequestTask(template, plan.answer_mode)
         verifier = make_verifier(plan.verifier, task, proxy) if plan.verifier else None
         if verifier is not None and verifier.uses_reference:
             raise APIError(400, f"verifier {plan.verifier!r} reads reference answers, which requests do not have",
                            param="ttscale.verifier", code="invalid_value")
         strategy = make_strategy(plan.strategy, k=plan.k, verifier=verifier)
+        if plan.options:  # checked against the defaults before the strategy ever sees them
+            options = dict(plan.options)
+            check_option_types(strategy, options)
+            strategy = make_strategy(plan.strategy, k=plan.k, verifier=verifier, **options)
         problem = Problem(id=problem_id, prompt=template.prompt or "")
         sampling = Sampling(temperature=template.temperature, top_p=template.top_p, seed=seed,
                             max_tokens=template.max_tokens)
