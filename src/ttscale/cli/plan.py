@@ -1,0 +1,126 @@
+"""``ttscale plan``: fit a compute-optimal policy on a pool and evaluate it on held-out problems."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.table import Table
+
+from ttscale.cli.common import DEFAULT_STORE, cli_errors, console, fail
+from ttscale.planner.data import load_plan_pool
+from ttscale.planner.evaluate import evaluate_policy, split_problems
+from ttscale.planner.policy import Policy, fit_policy
+from ttscale.store import Store
+
+
+def _fmt_pt(p: dict[str, Any] | None) -> str:
+    return "-" if p is None else f"{p['strategy']}@{p['k']} {p['accuracy']:.3f} ({p['tokens']:.0f} tok)"
+
+
+def print_policy(policy: Policy) -> None:
+    t = Table(title="policy (fitted on the training split)", title_justify="left")
+    for col in ("budget tok/problem", "probe", "choice per bin (low -> high predicted pass rate)", "train acc", "train tok"):
+        t.add_column(col)
+    for lv in policy.levels:
+        t.add_row(f"{lv.budget:.0f}", str(lv.probe), ", ".join(b.choice.label for b in lv.bins),
+                  f"{lv.expected_accuracy:.3f}", f"{lv.expected_tokens:.0f}")
+    console.print(t)
+
+
+def print_evaluation(ev: dict[str, Any], title: str) -> None:
+    ref = ev["reference"]
+    t = Table(title=f"{title}: {len(ev['test_problems'])} held-out problems; reference {ref['label']} "
+                    f"{ref['accuracy']:.3f} [{ref['ci'][0]:.3f}, {ref['ci'][1]:.3f}] at {ref['tokens']:.0f} tok",
+              title_justify="left")
+    for col in ("budget", "policy acc [95% CI]", "policy tok", "best fixed within tokens", "majority within tokens",
+                "best-of-n within tokens"):
+        t.add_column(col)
+    for r in ev["levels"]:
+        t.add_row(f"{r['budget_tokens']:.0f}", f"{r['accuracy']:.3f} [{r['ci'][0]:.3f}, {r['ci'][1]:.3f}]",
+                  f"{r['tokens']:.0f}", _fmt_pt(r["best_fixed_within_tokens"]), _fmt_pt(r["majority_within_tokens"]),
+                  _fmt_pt(r["best_of_n_within_tokens"]))
+    console.print(t)
+    frac, fixed = ev["token_fraction"], ev["fixed_token_fraction"]
+    point = ev["token_fraction_point"]
+    console.print(f"policy reaches {ref['label']}'s accuracy within its CI with "
+                  + (f"{frac:.1%} of its tokens" if frac is not None else "no level")
+                  + (f" (its point accuracy with {point:.1%})" if point is not None else " (its point accuracy: no level)")
+                  + "; best fixed strategy: "
+                  + (f"{fixed:.1%} ({_fmt_pt(ev['cheapest_fixed_reaching_reference'])})" if fixed is not None else "none"))
+
+
+@cli_errors
+def plan(
+    pool: Annotated[list[str], typer.Option(help="Run id of a stored pool (a sweep); repeat to merge a mixed workload.")],
+    budget: Annotated[Optional[list[float]], typer.Option(help="Budget level: mean processed tokens per problem, probe included (repeatable; default: 10%-100% of majority@K's).")] = None,
+    probe: Annotated[Optional[list[int]], typer.Option(help="Probe size p to consider (repeatable; default 1, 2, 4).")] = None,
+    bins: Annotated[int, typer.Option(help="Difficulty bins (by predicted pass rate).")] = 4,
+    test_fraction: Annotated[float, typer.Option(help="Share of each pool's problems held out for evaluation.")] = 0.5,
+    no_split: Annotated[bool, typer.Option("--no-split", help="Fit on every problem of --pool (evaluate only on --eval-pool).")] = False,
+    eval_pool: Annotated[Optional[list[str]], typer.Option(help="Another pool to evaluate on, e.g. GSM-Symbolic instances of another seed (repeatable).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the split and of the replay orderings.")] = 0,
+    orders: Annotated[int, typer.Option(help="Random sample orderings per problem in replay.")] = 64,
+    k: Annotated[Optional[int], typer.Option("-k", "--k", help="Use the first K samples of each problem (default: all).")] = None,
+    store: Annotated[Path, typer.Option(help="SQLite file holding the pools.")] = DEFAULT_STORE,
+    output: Annotated[Path, typer.Option(help="Where to write the policy JSON (with its evidence and evaluation).")] = Path("policy.json"),
+) -> None:
+    """Fit which strategy and how many samples to use per difficulty bin and budget; check it on held-out problems.
+
+    The policy is fitted on one split of the pool's problems and evaluated on the other
+    (never on what it was fitted on), against majority voting, best-of-N and every other
+    fixed strategy replayed on the same held-out problems. Apply it with
+    `ttscale run --policy policy.json --budget-tokens B`.
+    """
+    if not 0 < test_fraction < 1:
+        fail("--test-fraction must be between 0 and 1")
+    if no_split and not eval_pool:
+        fail("--no-split needs --eval-pool: a policy must be evaluated on problems it was not fitted on")
+    if bins < 1 or orders < 1:
+        fail("--bins and --orders must be at least 1")
+    if not store.exists():
+        fail(f"store {store} does not exist (make a pool with `ttscale sweep` first)")
+    st = Store(store)
+    try:
+        pp = load_plan_pool(st, pool, k)
+        evals = {name: load_plan_pool(st, [name], pp.pool.k) for name in (eval_pool or [])}
+    finally:
+        st.close()
+    if no_split:
+        train_ids, test_ids = list(pp.problem_ids), []
+    else:
+        split = split_problems(pp.problem_ids, pp.group, test_fraction=test_fraction, seed=seed)
+        train_ids, test_ids = list(split.train), list(split.test)
+    train = pp.subset(train_ids)
+    source = {"pools": list(pool), "store": str(store), "model": pp.pool.model, "task": pp.pool.task,
+              "train_problems": train_ids, "test_problems": test_ids}
+    policy = fit_policy(train, budget, probes=probe or (1, 2, 4), n_bins=bins, n_orders=orders, seed=seed,
+                        source=source)
+    print_policy(policy)
+    evaluation: dict[str, Any] = {}
+    if test_ids:
+        evaluation["held_out_split"] = evaluate_policy(policy, pp.subset(test_ids), n_orders=orders, seed=seed)
+        print_evaluation(evaluation["held_out_split"], "held-out split")
+    for name, ep in evals.items():
+        evaluation[name] = evaluate_policy(policy, ep, n_orders=orders, seed=seed)
+        print_evaluation(evaluation[name], f"pool {name}")
+    policy.evaluation = evaluation
+    policy.save(output)
+    console.print(f"policy written to {output}; apply with: ttscale run --policy {output} --budget-tokens B")
+
+
+def print_policy_choices(results: list[dict[str, Any]]) -> None:
+    """One line per problem: what the policy's probe saw and what it chose (``ttscale run --explain``)."""
+    console.print("[bold]policy choices[/] (probe features -> predicted pass rate -> bin -> choice)")
+    for r in results:
+        pm = (r.get("meta") or {}).get("policy")
+        if not pm:
+            continue
+        f = pm["features"]
+        ok = {True: "correct", False: "wrong", None: "ungraded"}[r["correct"]]
+        console.print(
+            f"{r['problem_id']}: probe {pm['probe']} agreement {f['agreement']:.2f} entropy {f['entropy']:.2f} "
+            f"mean-logprob {f['mean_logprob']:.2f} -> pass {pm['predicted_pass_rate']:.2f} -> bin {pm['bin']} -> "
+            f"{pm['choice']}; {len(r['samples'])} samples, {r['usage'].get('total_tokens', 0)} tokens; "
+            f"answer {r['answer']} ({ok})", highlight=False, soft_wrap=True)

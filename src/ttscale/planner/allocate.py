@@ -1,0 +1,414 @@
+"""Adaptive allocation of one total token budget B over a batch of problems, online.
+
+Rounds, each one batched call to the engine:
+
+1. *probe*: ``probe`` samples for every problem (fewer problems if B cannot cover them all);
+2. then, while budget remains: every still-open problem gets a priority, the expected value of
+   more samples, and the highest-priority problems get ``step`` more samples each, as many as
+   the remaining budget's worst case allows.
+
+A problem closes when its vote is *settled* (adaptive consistency's Beta rule: P(leader's
+share > runner-up's) >= ``threshold``), when it looks *hopeless* (after ``hopeless_after``
+samples no answer has been given twice, so more votes have nothing to converge on), or when it
+reaches ``max_samples``. Priority of an open problem is ``1 - confidence``: the less settled
+the vote, the more a sample can change it.
+
+B is never exceeded: before every call the worst case of the call (each distinct prompt fully
+prefilled once plus ``n * max_tokens`` generated per request) must fit what is left, and the
+call is cut down until it does. Calls are sized to the engine's batch (``n_seq_max`` sequences,
+``n_ctx`` cells), so that one prompt is never prefilled twice within a call.
+
+A :class:`Sampler` hides where samples come from: :class:`BackendSampler` generates for real
+through a backend; :class:`PoolSampler` draws stored samples of a replay pool (tests, and a
+low-variance replay of the same rule).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from ttscale.backends.base import Backend, GenerationRequest
+from ttscale.cost import generation_usage
+from ttscale.errors import BudgetExceededError, ConfigError
+from ttscale.planner.features import probe_features
+from ttscale.planner.policy import Policy
+from ttscale.replay.pool import Pool
+from ttscale.strategies.base import Sample, Sampling, sample_seed
+from ttscale.strategies.early_stop import beta_confidence
+from ttscale.strategies.voting import weighted_vote
+from ttscale.tasks.base import Problem, Task
+
+
+@dataclass(frozen=True)
+class AllocationConfig:
+    budget_tokens: int
+    """B: processed tokens (prefill + generated) for the whole batch."""
+    probe: int = 2
+    step: int = 2
+    max_samples: int = 16
+    threshold: float = 0.9
+    hopeless_after: int = 4
+    min_gain: float = 0.0
+    """With a ``gain`` estimate: close a problem when more samples are expected to add less accuracy."""
+
+    def __post_init__(self) -> None:
+        if self.budget_tokens < 1:
+            raise ConfigError(f"the batch budget must be a positive token count, got {self.budget_tokens}")
+        if self.probe < 1 or self.step < 1 or self.max_samples < self.probe:
+            raise ConfigError("allocation needs probe >= 1, step >= 1 and max_samples >= probe")
+        if not 0.5 <= self.threshold < 1:
+            raise ConfigError(f"threshold must be in [0.5, 1), got {self.threshold}")
+
+
+class Sampler(Protocol):
+    n_problems: int
+
+    def worst_case(self, i: int, n: int) -> int:
+        """Most tokens (and KV cells) one request for ``n`` more samples of problem ``i`` can take on its own."""
+        ...
+
+    def call_cost(self, wants: Sequence[tuple[int, int]]) -> int:
+        """Most tokens one call holding these requests can cost (at most the sum of their worst cases)."""
+        ...
+
+    def capacity(self) -> tuple[int | None, int | None]:
+        """(samples, KV cells) one call may hold without splitting a prompt's prefill; None: no limit."""
+        ...
+
+    def group(self, i: int) -> Hashable:
+        """Problems of one group share a long prompt prefix (one task's few-shot header) and share calls."""
+        ...
+
+    def draw(self, wants: Sequence[tuple[int, int]]) -> list[tuple[list[Sample], int]]:
+        """One batched call: for each (problem, n) the new samples and the tokens they cost."""
+        ...
+
+    def grade(self, i: int, answer: str | None) -> bool | None: ...
+
+
+@dataclass
+class ProblemState:
+    samples: list[Sample] = field(default_factory=list)
+    tokens: int = 0
+    status: str = "waiting"
+    """waiting (no sample yet), open, settled, hopeless, no-gain, capped."""
+
+    def votes(self) -> Counter[str]:
+        return Counter(s.answer for s in self.samples if s.answer is not None)
+
+    def confidence(self) -> float:
+        ranked = [c for _, c in self.votes().most_common(2)]
+        if not ranked:
+            return 0.0
+        return beta_confidence(ranked[0], ranked[1] if len(ranked) > 1 else 0)
+
+
+@dataclass
+class Allocation:
+    answers: list[str | None]
+    correct: list[bool | None]
+    samples: list[int]
+    tokens: list[int]
+    status: list[str]
+    spent: int
+    budget: int
+    rounds: int
+    calls: int
+
+    @property
+    def accuracy(self) -> float | None:
+        graded = [c for c in self.correct if c is not None]
+        return sum(graded) / len(graded) if graded else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"budget_tokens": self.budget, "spent_tokens": self.spent, "accuracy": self.accuracy,
+                "rounds": self.rounds, "calls": self.calls, "samples": self.samples, "tokens": self.tokens,
+                "status": self.status, "answers": self.answers, "correct": self.correct,
+                "status_counts": dict(Counter(self.status))}
+
+
+@dataclass
+class _Call:
+    wants: list[tuple[int, int]] = field(default_factory=list)
+    n: int = 0
+    cells: int = 0
+    cost: int = 0
+
+
+def _close(st: ProblemState, cfg: AllocationConfig) -> None:
+    n = len(st.samples)
+    top = max(st.votes().values(), default=0)
+    if st.confidence() >= cfg.threshold:
+        st.status = "settled"
+    elif n >= cfg.max_samples:
+        st.status = "capped"
+    elif n >= cfg.hopeless_after and top <= 1:
+        st.status = "hopeless"
+    else:
+        st.status = "open"
+
+
+GainFn = Callable[[int, "ProblemState", int], float]
+"""(problem, its state, step) -> expected accuracy gain of ``step`` more samples."""
+
+
+def policy_gain(policy: Policy, probe: int, prompt_tokens: Sequence[float]) -> GainFn:
+    """Expected gain from a fitted policy: the problem's bin (from its first ``probe`` samples, the
+    policy's predictor for that probe size) and that bin's training majority@k curve."""
+    if probe not in policy.predictors or not policy.predictors[probe].majority_by_k:
+        raise ConfigError(f"the policy has no fitted curves for probe size {probe} (has {sorted(policy.predictors)})")
+    pred = policy.predictors[probe]
+    cache: dict[int, int] = {}
+
+    def gain(i: int, st: ProblemState, step: int) -> float:
+        if len(st.samples) < probe:
+            return 1.0
+        if i not in cache:
+            f = probe_features(st.samples[:probe], int(prompt_tokens[i]))
+            cache[i] = int(pred.bins(f.vector()[None, :])[0])
+        n = len(st.samples)
+        return pred.expected_majority(cache[i], n + step) - pred.expected_majority(cache[i], n)
+
+    return gain
+
+
+def allocate(sampler: Sampler, cfg: AllocationConfig, gain: GainFn | None = None) -> Allocation:
+    """Spend at most ``cfg.budget_tokens`` over the sampler's problems; see the module docstring.
+
+    Without ``gain`` open problems are ranked by ``1 - confidence``; with it, by the expected gain
+    of ``step`` more samples times ``1 - confidence``, and a problem whose expected gain is below
+    ``cfg.min_gain`` closes (status ``no-gain``).
+    """
+    states = [ProblemState() for _ in range(sampler.n_problems)]
+    spent = 0
+    rounds = calls = 0
+    max_n, max_cells = sampler.capacity()
+    while True:
+        if rounds == 0:
+            queue = [(i, cfg.probe) for i in range(sampler.n_problems)]
+        else:
+            value = {}
+            for i, st in enumerate(states):
+                if st.status != "open":
+                    continue
+                v = 1.0 - st.confidence()
+                if gain is not None:
+                    expected = gain(i, st, cfg.step)
+                    if expected < cfg.min_gain or expected <= 0:
+                        st.status = "no-gain"
+                        continue
+                    v *= expected
+                value[i] = v
+            open_ = sorted(value, key=lambda i: (-value[i], len(states[i].samples), i))
+            queue = [(i, min(cfg.step, cfg.max_samples - len(states[i].samples))) for i in open_]
+        if not queue:
+            break
+        # Admit requests in priority order while the round's worst case fits what is left (falling
+        # back to 1 sample). Requests are packed into calls per prompt group (same task: same few-shot
+        # prefix, prefilled once per call), each call fitting one engine batch.
+        left = cfg.budget_tokens - spent
+        done_calls: list[tuple[Hashable, list[tuple[int, int]]]] = []
+        open_calls: dict[Hashable, _Call] = {}
+        round_cost = 0
+        for i, n in queue:
+            n = min(n, max_n) if max_n else n  # one request never spans two engine batches
+            g = sampler.group(i)
+            for m in (n, 1) if n > 1 else (n,):
+                cur = open_calls.get(g)
+                cells = sampler.worst_case(i, m)
+                joins = cur is not None and not ((max_n is not None and cur.n + m > max_n)
+                                                 or (max_cells is not None and cur.cells + cells > max_cells))
+                delta = (sampler.call_cost([*cur.wants, (i, m)]) - cur.cost if joins and cur is not None
+                         else sampler.call_cost([(i, m)]))
+                if round_cost + delta > left:
+                    continue
+                if not joins:
+                    if cur is not None:
+                        done_calls.append((g, cur.wants))
+                    cur = open_calls[g] = _Call()
+                assert cur is not None
+                cur.wants.append((i, m))
+                cur.n, cur.cells, cur.cost = cur.n + m, cur.cells + cells, cur.cost + delta
+                round_cost += delta
+                break
+        done_calls += [(g, c.wants) for g, c in open_calls.items()]
+        if not done_calls:
+            break
+        # Calls of one group back to back, so the engine can keep their common prefix cached.
+        order = {g: j for j, g in enumerate(dict.fromkeys(g for g, _ in done_calls))}
+        calls_now = [w for _, w in sorted(done_calls, key=lambda gc: order[gc[0]])]
+        rounds += 1
+        for call in calls_now:
+            bound = sampler.call_cost(call)
+            got = sampler.draw(call)
+            calls += 1
+            used = sum(t for _, t in got)
+            if used > bound:  # the engine broke its own limits: stop rather than risk passing B
+                raise BudgetExceededError(f"a call cost {used} tokens, over its worst case {bound}")
+            spent += used
+            for (i, _), (new, t) in zip(call, got, strict=True):
+                st = states[i]
+                st.samples.extend(new)
+                st.tokens += t
+                _close(st, cfg)
+                if not new:  # the source has nothing more for this problem (a replay pool ran out)
+                    st.status = "capped"
+    answers = [weighted_vote(st.samples)[0] if st.samples else None for st in states]
+    return Allocation(
+        answers=answers,
+        correct=[sampler.grade(i, a) for i, a in enumerate(answers)],
+        samples=[len(st.samples) for st in states],
+        tokens=[st.tokens for st in states],
+        status=[st.status for st in states],
+        spent=spent, budget=cfg.budget_tokens, rounds=rounds, calls=calls,
+    )
+
+
+class BackendSampler:
+    """Real generation: one ``backend.generate`` call per batch of (problem, n) requests.
+
+    ``task`` is one task for every problem, or one task per problem (a mixed batch).
+    """
+
+    def __init__(self, backend: Backend, task: Task | Sequence[Task], problems: Sequence[Problem],
+                 sampling: Sampling | None = None, shared_prefix: bool | None = None) -> None:
+        self.backend = backend
+        self.problems = list(problems)
+        self.n_problems = len(self.problems)
+        self.tasks = list(task) if isinstance(task, Sequence) else [task] * self.n_problems
+        if len(self.tasks) != self.n_problems:
+            raise ConfigError("one task per problem, or one task for all")
+        self.sampling = sampling or Sampling()
+        self.info = backend.model_info()
+        self._requests = [self._request(t, p) for t, p in zip(self.tasks, self.problems, strict=True)]
+        self._prompt_tokens = [backend.count_prompt_tokens(r) for r in self._requests]
+        self._drawn = [0] * self.n_problems
+        if shared_prefix is None:
+            from ttscale.backends.llama_cpp import LlamaCppBackend
+
+            shared_prefix = isinstance(backend, LlamaCppBackend)
+        # Prompt token ids, where the engine prefills a call's common prefix once (llama.cpp backend).
+        self._tokens: list[list[int]] | None = None
+        if shared_prefix:
+            tok = backend.tokenize  # type: ignore[attr-defined]
+            render = backend.render  # type: ignore[attr-defined]
+            self._tokens = [tok(render(r)) for r in self._requests]
+
+    @property
+    def prompt_tokens(self) -> list[int]:
+        return list(self._prompt_tokens)
+
+    def _request(self, task: Task, problem: Problem) -> GenerationRequest:
+        req = task.request(problem)
+        s = self.sampling
+        return req.with_(temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_tokens or req.max_tokens)
+
+    def worst_case(self, i: int, n: int) -> int:
+        return self._prompt_tokens[i] + n * self._requests[i].max_tokens
+
+    def call_cost(self, wants: Sequence[tuple[int, int]]) -> int:
+        gen = sum(n * self._requests[i].max_tokens for i, n in wants)
+        if self._tokens is None or not wants:
+            return gen + sum(self._prompt_tokens[i] for i, _ in wants)
+        # One job: the common prefix (capped so each prompt keeps a token of its own) is prefilled at
+        # most once, then each prompt's remaining suffix.
+        prompts = [self._tokens[i] for i, _ in wants]
+        shared = min(len(p) for p in prompts) - 1
+        first = prompts[0]
+        for p in prompts[1:]:
+            j = 0
+            while j < shared and p[j] == first[j]:
+                j += 1
+            shared = j
+        return gen + shared + sum(len(p) - shared for p in prompts)
+
+    def capacity(self) -> tuple[int | None, int | None]:
+        return getattr(self.backend, "n_seq_max", None), getattr(self.backend, "n_ctx", None)
+
+    def group(self, i: int) -> Hashable:
+        return id(self.tasks[i])
+
+    def draw(self, wants: Sequence[tuple[int, int]]) -> list[tuple[list[Sample], int]]:
+        reqs = [self._requests[i].with_(n=n, seed=sample_seed(self.sampling.seed, self.problems[i].id, self._drawn[i]))
+                for i, n in wants]
+        gens = self.backend.generate(reqs)
+        out = []
+        for (i, _), gen in zip(wants, gens, strict=True):
+            usage = generation_usage(gen, self.info)
+            problem = self.problems[i]
+            new = []
+            for c in gen.completions:
+                answer = self.tasks[i].extract(c.text) if c.finish_reason != "error" else None
+                new.append(Sample(
+                    index=self._drawn[i] + c.index, text=c.text, answer=answer, correct=self.tasks[i].grade(problem, answer),
+                    n_tokens=c.n_tokens, prompt_tokens=c.prompt_tokens, prefilled_tokens=c.prefilled_tokens,
+                    flops=0.0, finish_reason=c.finish_reason, logprob=c.logprob, finish_order=c.finish_order,
+                ))
+            self._drawn[i] += len(gen.completions)
+            out.append((new, usage.total_tokens))
+        return out
+
+    def grade(self, i: int, answer: str | None) -> bool | None:
+        return self.tasks[i].grade(self.problems[i], answer)
+
+
+class PoolSampler:
+    """Replay: draws a problem's stored samples in a seeded random order, at their recorded cost.
+
+    With ``reprefill`` (default) every draw pays the problem's prompt prefill again, as an engine
+    call does online when other prompts were served in between; without it only the first does.
+    """
+
+    def __init__(self, pool: Pool, seed: int = 0, reprefill: bool = True) -> None:
+        self.pool = pool
+        self.reprefill = reprefill
+        self.n_problems = pool.n_problems
+        rng = np.random.default_rng(seed)
+        self._order = np.argsort(rng.random((pool.n_problems, pool.k)), axis=1)
+        self._drawn = [0] * pool.n_problems
+        self._max = pool.sample_tokens.max(axis=1)
+
+    def worst_case(self, i: int, n: int) -> int:
+        n = min(n, self.pool.k - self._drawn[i])
+        first = self._drawn[i] == 0 or self.reprefill
+        return int(np.ceil(self.pool.prefill_tokens[i] * first + n * self._max[i]))
+
+    def call_cost(self, wants: Sequence[tuple[int, int]]) -> int:
+        return sum(self.worst_case(i, n) for i, n in wants)
+
+    def capacity(self) -> tuple[int | None, int | None]:
+        return None, None
+
+    def group(self, i: int) -> Hashable:
+        return 0
+
+    def draw(self, wants: Sequence[tuple[int, int]]) -> list[tuple[list[Sample], int]]:
+        out = []
+        for i, n in wants:
+            start = self._drawn[i]
+            ids = self._order[i, start : start + n]
+            first = start == 0 or self.reprefill
+            cost = float(self.pool.sample_tokens[i, ids].sum()) + (float(self.pool.prefill_tokens[i]) if first else 0.0)
+            new = []
+            for j, sid in enumerate(ids):
+                a = int(self.pool.answer[i, sid])
+                new.append(Sample(
+                    index=start + j, text="", answer=None if a < 0 else str(a),
+                    correct=bool(self.pool.correct[i, sid]), n_tokens=int(self.pool.n_tokens[i, sid]),
+                    prompt_tokens=0, prefilled_tokens=0, flops=0.0, finish_reason="stop",
+                    logprob=float(self.pool.logprob[i, sid]),
+                ))
+            self._drawn[i] += len(ids)
+            out.append((new, int(np.ceil(cost))))
+        return out
+
+    def grade(self, i: int, answer: str | None) -> bool | None:
+        if answer is None:
+            return False
+        a = int(answer)
+        return bool(self.pool.answer_correct[i, a]) if a < self.pool.n_answers else False

@@ -1,0 +1,131 @@
+"""Pools for the planner: one or more stored runs merged, with prompt lengths and sources.
+
+Replay's :class:`~ttscale.replay.pool.Pool` holds everything the estimators need; the planner
+also needs each problem's prompt length (a difficulty feature) and the run it came from (so a
+train/test split can be stratified over a mixed workload). Several runs (say one sweep per
+BIG-bench subtask) merge into one pool; their problem ids are then prefixed ``run/``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from ttscale.errors import ConfigError, StoreError
+from ttscale.replay.pool import Pool, model_info_from_record, pool_from_samples
+from ttscale.store import Store
+from ttscale.strategies.base import Sample
+
+
+@dataclass
+class PlanPool:
+    pool: Pool
+    prompt_tokens: np.ndarray
+    """float (P,): rendered prompt length of each problem."""
+    group: list[str]
+    """Source run of each problem."""
+
+    @property
+    def problem_ids(self) -> list[str]:
+        return self.pool.problem_ids
+
+    @property
+    def n_problems(self) -> int:
+        return self.pool.n_problems
+
+    def subset(self, ids: Sequence[str]) -> PlanPool:
+        """The problems ``ids`` (in that order) as a pool of their own."""
+        pos = {pid: i for i, pid in enumerate(self.problem_ids)}
+        missing = [i for i in ids if i not in pos]
+        if missing:
+            raise ConfigError(f"problems not in the pool: {', '.join(missing[:5])}")
+        return self.take(np.array([pos[i] for i in ids], dtype=np.int64))
+
+    def take(self, idx: np.ndarray) -> PlanPool:
+        p = self.pool
+        sub = Pool(
+            problem_ids=[p.problem_ids[i] for i in idx], answer=p.answer[idx], answer_correct=p.answer_correct[idx],
+            n_tokens=p.n_tokens[idx], logprob=p.logprob[idx], finish_rank=p.finish_rank[idx],
+            prefill_tokens=p.prefill_tokens[idx], prefill_flops=p.prefill_flops[idx],
+            sample_tokens=p.sample_tokens[idx], sample_flops=p.sample_flops[idx],
+            scores={k: v[idx] for k, v in p.scores.items()}, run_id=p.run_id, task=p.task, model=p.model,
+        )
+        return PlanPool(sub, self.prompt_tokens[idx], [self.group[i] for i in idx])
+
+
+def merge(pools: Sequence[PlanPool]) -> PlanPool:
+    """Concatenate pools with the same samples per problem (scores kept where all have them)."""
+    if not pools:
+        raise ConfigError("no pools to merge")
+    if len(pools) == 1:
+        return pools[0]
+    ks = {pp.pool.k for pp in pools}
+    if len(ks) != 1:
+        raise ConfigError(f"pools to merge need the same samples per problem, got {sorted(ks)}")
+    A = max(pp.pool.n_answers for pp in pools)
+
+    def pad(a: np.ndarray) -> np.ndarray:
+        return np.pad(a, ((0, 0), (0, A - a.shape[1])))
+
+    cat = np.concatenate
+    ps = [pp.pool for pp in pools]
+    names = set.intersection(*(set(p.scores) for p in ps))
+    pool = Pool(
+        problem_ids=[i for p in ps for i in p.problem_ids], answer=cat([p.answer for p in ps]),
+        answer_correct=cat([pad(p.answer_correct) for p in ps]), n_tokens=cat([p.n_tokens for p in ps]),
+        logprob=cat([p.logprob for p in ps]), finish_rank=cat([p.finish_rank for p in ps]),
+        prefill_tokens=cat([p.prefill_tokens for p in ps]), prefill_flops=cat([p.prefill_flops for p in ps]),
+        sample_tokens=cat([p.sample_tokens for p in ps]), sample_flops=cat([p.sample_flops for p in ps]),
+        scores={n: cat([p.scores[n] for p in ps]) for n in sorted(names)},
+        run_id="+".join(p.run_id for p in ps), task="+".join(dict.fromkeys(p.task for p in ps)),
+        model="+".join(dict.fromkeys(p.model for p in ps)),
+    )
+    if len(set(pool.problem_ids)) != pool.n_problems:
+        raise ConfigError("merged pools share problem ids; prefix them by run")
+    return PlanPool(pool, cat([pp.prompt_tokens for pp in pools]), [g for pp in pools for g in pp.group])
+
+
+def load_plan_pool(store: Store, run_ids: Sequence[str], k: int | None = None) -> PlanPool:
+    """Load and merge stored runs (sweeps, or any run with samples) for planning."""
+    if not run_ids:
+        raise ConfigError("name at least one pool run (--pool RUN)")
+    loaded: list[tuple[str, dict[str, list[Sample]], dict[str, object]]] = []
+    for rid in run_ids:
+        rec = store.get_run(rid)
+        if rec is None:
+            known = ", ".join(r.run_id for r in store.list_runs()) or "none"
+            raise StoreError(f"no run {rid!r} in {store.path} (runs: {known})")
+        by_problem: dict[str, list[Sample]] = {p.id: [] for p in store.problems(rid)}
+        for pid, s in store.samples(rid):
+            by_problem.setdefault(pid, []).append(s)
+        by_problem = {pid: ss for pid, ss in by_problem.items() if ss}
+        if not by_problem:
+            raise StoreError(f"run {rid!r} has no samples")
+        task = rec.config.get("task", {})
+        name = str(task.get("task") or task.get("name") or "") if isinstance(task, dict) else str(task)
+        loaded.append((rid, by_problem, {"model": rec.model, "task": name}))
+    width = min(len(ss) for _, bp, _ in loaded for ss in bp.values())
+    if k is not None:
+        if k > width:
+            raise StoreError(f"asked for {k} samples per problem but some problem has only {width}")
+        width = k
+    prefix = len(loaded) > 1
+    parts = []
+    for rid, by_problem, meta in loaded:
+        model = meta["model"] if isinstance(meta["model"], dict) else {}
+        pool = pool_from_samples(
+            {f"{rid}/{pid}" if prefix else pid: ss for pid, ss in by_problem.items()},
+            info=model_info_from_record(model), k=width, run_id=rid, task=str(meta["task"]),
+            model=str(model.get("name", "")),
+        )
+        lengths = {f"{rid}/{pid}" if prefix else pid: float(ss[0].prompt_tokens) for pid, ss in by_problem.items()}
+        parts.append(PlanPool(pool, np.array([lengths[i] for i in pool.problem_ids]), [rid] * pool.n_problems))
+    return merge(parts)
+
+
+def from_pool(pool: Pool, prompt_tokens: np.ndarray | None = None, group: Sequence[str] | None = None) -> PlanPool:
+    """Wrap a replay pool (e.g. a synthetic one); prompt lengths default to the prefill."""
+    pt = np.asarray(prompt_tokens if prompt_tokens is not None else pool.prefill_tokens, dtype=float)
+    return PlanPool(pool, pt, list(group) if group is not None else [pool.run_id] * pool.n_problems)

@@ -1,0 +1,137 @@
+"""What a policy can choose after its probe, and what each choice is worth on a pool.
+
+A *choice* is an aggregation rule and a total sample count ``k >= p``: the ``p`` probe samples
+are kept and ``k - p`` more are drawn, then the ``k`` are aggregated (majority vote, certainty-
+weighted vote, or best-of-N by certainty). ``k == p`` means "stop after the probe".
+
+:func:`replay_options` estimates, for every problem of a pool and every choice, the expected
+accuracy and tokens by replay: the probe is the problem's first ``p`` samples (as online, where
+the probe is drawn first), the extra samples are random orderings of the rest of the pool.
+Votes use replay's estimators (:mod:`ttscale.replay.estimators`) and the voting tie rule.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from ttscale.errors import ConfigError
+from ttscale.planner.data import PlanPool
+from ttscale.planner.features import certainty
+from ttscale.replay import estimators as est
+from ttscale.strategies.base import Sample
+from ttscale.strategies.voting import weighted_vote
+
+CHOICE_KINDS: tuple[str, ...] = ("majority", "weighted-majority", "best-of-n")
+
+
+@dataclass(frozen=True)
+class Choice:
+    kind: str
+    k: int
+    score: str = "certainty"
+    """Score used by weighted-majority and best-of-n (the free certainty score)."""
+
+    def __post_init__(self) -> None:
+        if self.kind not in CHOICE_KINDS:
+            raise ConfigError(f"unknown choice kind {self.kind!r}; available: {', '.join(CHOICE_KINDS)}")
+        if self.k < 1:
+            raise ConfigError(f"a choice needs k >= 1, got {self.k}")
+        if self.score != "certainty":
+            raise ConfigError(f"only the free 'certainty' score can be applied online, got {self.score!r}")
+
+    @property
+    def label(self) -> str:
+        return f"{self.kind}@{self.k}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Choice:
+        return cls(kind=str(d["kind"]), k=int(d["k"]), score=str(d.get("score", "certainty")))
+
+
+def option_grid(p: int, K: int, kinds: Sequence[str] = CHOICE_KINDS) -> list[Choice]:
+    """Every kind at every k from the probe size ``p`` up to the pool's ``K`` (log-spaced past 16)."""
+    if not 1 <= p <= K:
+        raise ConfigError(f"probe size must be in 1..{K} (the pool's samples per problem), got {p}")
+    ks = sorted({k for k in range(p, K + 1) if k <= 16 or k == K or (k & (k - 1)) == 0 or k % 8 == 0})
+    return [Choice(kind, k) for kind in kinds for k in ks]
+
+
+@dataclass
+class OptionTable:
+    choices: list[Choice]
+    order: np.ndarray
+    """(P, N, K) sample orders replayed; the probe of ordering n is ``order[:, n, :p]``."""
+    acc: np.ndarray
+    """(P, N, O) accuracy of each choice on each problem under each ordering."""
+    tokens: np.ndarray
+    """(P, N, O) processed tokens (prefill once + every drawn sample)."""
+
+    def index(self, choice: Choice) -> int:
+        return self.choices.index(choice)
+
+
+def replay_options(pp: PlanPool, p: int, choices: Sequence[Choice], *, n_orders: int = 64, seed: int = 0) -> OptionTable:
+    """Every choice on every problem under ``n_orders`` random orderings of its samples.
+
+    Under ordering n the probe is its first ``p`` samples and choice (rule, k) aggregates its
+    first k, so a choice always contains the probe, as online. Averaging over orderings is the
+    expectation over which i.i.d. samples the probe happened to draw.
+    """
+    pool = pp.pool
+    P, K = pool.n_problems, pool.k
+    if any(c.k < p or c.k > K for c in choices):
+        raise ConfigError(f"choices need {p} <= k <= {K}")
+    order = est.random_orders(P, K, n_orders, np.random.default_rng(seed))
+    acc = np.zeros((P, n_orders, len(choices)))
+    tokens = np.zeros((P, n_orders, len(choices)))
+    cum = np.cumsum(est._gather(pool.sample_tokens, order), axis=-1)  # (P, N, K)
+    for kind in CHOICE_KINDS:
+        idx = [i for i, c in enumerate(choices) if c.kind == kind]
+        if not idx:
+            continue
+        ks = sorted({choices[i].k for i in idx})
+        if kind == "best-of-n":
+            s = np.where(pool.answer >= 0, pool.scores["certainty"], -np.inf)
+            sg = est._gather(s, order)
+            by_k = {}
+            for k in ks:
+                j = np.argmax(sg[..., :k], axis=-1)  # first best position (online: lowest index; same up to exact ties)
+                win = np.take_along_axis(order, j[..., None], axis=-1)[..., 0]
+                ok = np.take_along_axis(pool.correct, win.reshape(P, -1), axis=1).reshape(win.shape)
+                by_k[k] = ok.astype(float)
+        else:
+            weights = pool.scores["certainty"] if kind == "weighted-majority" else None
+            w = est.vote_winners(pool.answer, order, ks, pool.n_answers, weights, pool.logprob)
+            ok = est.winners_correct(pool.answer_correct, w).astype(float)  # (P, N, len(ks))
+            by_k = {k: ok[..., i] for i, k in enumerate(ks)}
+        for i in idx:
+            k = choices[i].k
+            acc[..., i] = by_k[k]
+            tokens[..., i] = pool.prefill_tokens[:, None] + cum[..., k - 1]
+    return OptionTable(list(choices), order, acc, tokens)
+
+
+def aggregate(choice: Choice, samples: Sequence[Sample]) -> tuple[str | None, dict[str, float]]:
+    """Apply a choice's rule to drawn samples (online), with the same tie rules as replay."""
+    if choice.kind == "majority":
+        return weighted_vote(samples)
+    scores = [certainty(s) for s in samples]
+    if choice.kind == "weighted-majority":
+        return weighted_vote(samples, scores)
+    answered = [(sc, s) for sc, s in zip(scores, samples, strict=True) if s.answer is not None]
+    if not answered:
+        return None, {}
+    best = max(answered, key=lambda t: (t[0], -t[1].index))[1]
+    votes: dict[str, float] = {}
+    for sc, s in answered:
+        assert s.answer is not None
+        votes[s.answer] = max(votes.get(s.answer, -math.inf), sc)
+    return best.answer, votes

@@ -1,0 +1,393 @@
+"""Fit a compute-optimal policy from a pool, save it as readable JSON, and apply it.
+
+Fitting (Snell et al. 2024, binned by *predicted* difficulty):
+
+1. For each probe size ``p``, compute the cheap probe features of every training problem
+   (:mod:`ttscale.planner.features`) and regress the oracle pass rate on them (ridge, on
+   standardized features). The prediction is the problem's difficulty; the oracle is only the
+   regression target, never an input.
+2. Bin problems by predicted pass rate (quantile edges, ``n_bins`` bins).
+3. For every bin and every choice (rule x k, :mod:`ttscale.planner.options`), estimate by
+   replay the expected accuracy and tokens, the probe included (its cost counts against the
+   budget because every choice starts from it).
+4. For each budget level (mean tokens per problem), pick one choice per bin maximizing the
+   expected accuracy over all problems subject to the mean cost staying within the budget: a
+   multiple-choice knapsack, solved greedily along each bin's convex hull of (tokens, accuracy)
+   and then topped up with any single swap that still fits. Budget is spread across bins, so
+   settled and hopeless bins get the probe only and the uncertain middle gets the samples.
+5. The probe size with the best training accuracy wins each level.
+
+The JSON keeps, per level and bin, the choice and its evidence: training problems in the bin,
+the accuracy and tokens of the choice and of the best alternatives, and the bin's oracle pass
+rate (labelled analysis-only).
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ttscale.errors import ConfigError
+from ttscale.planner.data import PlanPool
+from ttscale.planner.features import FEATURE_NAMES, ProbeFeatures, oracle_pass_rate, pool_probe_features
+from ttscale.planner.options import Choice, option_grid, replay_options
+
+FORMAT = "ttscale-policy/1"
+Z_CLIP = 3.0
+
+
+@dataclass
+class Predictor:
+    """Ridge regression from standardized probe features to pass rate, and the bin edges on it."""
+
+    probe: int
+    mean: list[float]
+    scale: list[float]
+    weights: list[float]
+    intercept: float
+    edges: list[float]
+    score: str = "certainty"
+    features: list[str] = field(default_factory=lambda: list(FEATURE_NAMES))
+    train_r2: float = 0.0
+    majority_by_k: list[list[float]] = field(default_factory=list)
+    """Per bin, training accuracy of majority@k for each k in ``majority_ks`` (made non-decreasing):
+    the expected gain of more samples, which adaptive allocation uses to stop where samples buy nothing."""
+    majority_ks: list[int] = field(default_factory=list)
+
+    def expected_majority(self, b: int, k: int) -> float:
+        """Training accuracy of majority@k in bin ``b`` (the largest fitted k <= ``k``)."""
+        j = max((i for i, kk in enumerate(self.majority_ks) if kk <= k), default=0)
+        return self.majority_by_k[b][j]
+
+    @property
+    def n_bins(self) -> int:
+        return len(self.edges) + 1
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        # z-scores clipped to +-3: a feature far outside the training range (a probe with a very low
+        # log-prob) must not extrapolate a linear fit into a confident prediction
+        Z = np.clip((np.atleast_2d(X) - np.array(self.mean)) / np.array(self.scale), -Z_CLIP, Z_CLIP)
+        return np.clip(Z @ np.array(self.weights) + self.intercept, 0.0, 1.0)
+
+    def bins(self, X: np.ndarray) -> np.ndarray:
+        return np.searchsorted(np.array(self.edges), self.predict(X), side="right")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"probe": self.probe, "features": self.features, "mean": self.mean, "scale": self.scale,
+                "weights": self.weights, "intercept": self.intercept, "edges": self.edges, "score": self.score,
+                "train_r2": self.train_r2, "majority_ks": self.majority_ks,
+                "majority_by_k": self.majority_by_k}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Predictor:
+        return cls(probe=int(d["probe"]), mean=list(d["mean"]), scale=list(d["scale"]), weights=list(d["weights"]),
+                   intercept=float(d["intercept"]), edges=list(d["edges"]), score=str(d.get("score", "certainty")),
+                   features=list(d.get("features", FEATURE_NAMES)), train_r2=float(d.get("train_r2", 0.0)),
+                   majority_by_k=[list(map(float, c)) for c in d.get("majority_by_k", [])],
+                   majority_ks=[int(k) for k in d.get("majority_ks", [])])
+
+
+def fit_predictor(X: np.ndarray, y: np.ndarray, probe: int, n_bins: int, ridge: float = 1.0) -> Predictor:
+    mean = X.mean(axis=0)
+    scale = X.std(axis=0)
+    scale = np.where(scale > 1e-9, scale, 1.0)
+    Z = np.clip((X - mean) / scale, -Z_CLIP, Z_CLIP)
+    yc = y - y.mean()
+    w = np.linalg.solve(Z.T @ Z + ridge * np.eye(Z.shape[1]), Z.T @ yc)
+    pred = np.clip(Z @ w + y.mean(), 0, 1)
+    ss = float(((y - y.mean()) ** 2).sum())
+    r2 = 1.0 - float(((y - pred) ** 2).sum()) / ss if ss > 0 else 0.0
+    qs = np.quantile(pred, [i / n_bins for i in range(1, n_bins)]) if n_bins > 1 else np.array([])
+    edges = sorted({round(float(q), 9) for q in qs if pred.min() < q <= pred.max()})
+    return Predictor(probe, mean.tolist(), scale.tolist(), w.tolist(), float(y.mean()), edges, train_r2=r2)
+
+
+@dataclass
+class BinRule:
+    index: int
+    pass_range: tuple[float, float]
+    """Predicted pass-rate interval [lo, hi) of the bin."""
+    choice: Choice
+    expected_accuracy: float
+    expected_tokens: float
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"bin": self.index, "predicted_pass_rate": list(self.pass_range), "choice": self.choice.to_dict(),
+                "label": self.choice.label, "expected_accuracy": self.expected_accuracy,
+                "expected_tokens": self.expected_tokens, "evidence": self.evidence}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> BinRule:
+        lo, hi = d["predicted_pass_rate"]
+        return cls(int(d["bin"]), (float(lo), float(hi)), Choice.from_dict(d["choice"]),
+                   float(d["expected_accuracy"]), float(d["expected_tokens"]), dict(d.get("evidence", {})))
+
+
+@dataclass
+class Level:
+    budget: float
+    """Mean processed tokens per problem this level may spend (probe included)."""
+    probe: int
+    expected_accuracy: float
+    expected_tokens: float
+    bins: list[BinRule]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"budget_tokens": self.budget, "probe": self.probe, "expected_accuracy": self.expected_accuracy,
+                "expected_tokens": self.expected_tokens, "bins": [b.to_dict() for b in self.bins]}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Level:
+        return cls(float(d["budget_tokens"]), int(d["probe"]), float(d["expected_accuracy"]),
+                   float(d["expected_tokens"]), [BinRule.from_dict(b) for b in d["bins"]])
+
+
+@dataclass
+class Policy:
+    predictors: dict[int, Predictor]
+    levels: list[Level]
+    source: dict[str, Any] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
+    evaluation: dict[str, Any] | None = None
+
+    def level_for(self, budget_tokens: float) -> Level:
+        """The richest level whose budget is within ``budget_tokens`` (mean tokens per problem)."""
+        fits = [lv for lv in self.levels if lv.budget <= budget_tokens + 1e-9]
+        if not fits:
+            lo = min(lv.budget for lv in self.levels)
+            raise ConfigError(f"budget {budget_tokens:g} tokens/problem is below the policy's smallest level "
+                              f"({lo:g}); refit with a smaller --budget")
+        return max(fits, key=lambda lv: lv.budget)
+
+    def decide(self, level: Level, features: ProbeFeatures) -> tuple[BinRule, float]:
+        """The bin rule for a problem with these probe features, and its predicted pass rate."""
+        pred = self.predictors[level.probe]
+        x = features.vector()[None, :]
+        b = int(pred.bins(x)[0])
+        return level.bins[b], float(pred.predict(x)[0])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": FORMAT, "source": self.source, "settings": self.settings,
+                "predictors": {str(p): pr.to_dict() for p, pr in sorted(self.predictors.items())},
+                "levels": [lv.to_dict() for lv in self.levels], "evaluation": self.evaluation}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Policy:
+        if d.get("format") != FORMAT:
+            raise ConfigError(f"not a ttscale policy (format {d.get('format')!r}, expected {FORMAT!r})")
+        try:
+            preds = {int(p): Predictor.from_dict(v) for p, v in d["predictors"].items()}
+            levels = [Level.from_dict(lv) for lv in d["levels"]]
+        except (KeyError, TypeError, ValueError) as e:
+            raise ConfigError(f"malformed policy: {e}") from e
+        for lv in levels:
+            if lv.probe not in preds or len(lv.bins) != preds[lv.probe].n_bins:
+                raise ConfigError(f"malformed policy: level {lv.budget:g} does not match its predictor")
+        if not levels:
+            raise ConfigError("malformed policy: no levels")
+        return cls(preds, levels, dict(d.get("source", {})), dict(d.get("settings", {})), d.get("evaluation"))
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: Path) -> Policy:
+        try:
+            data = json.loads(Path(path).read_text())
+        except FileNotFoundError as e:
+            raise ConfigError(f"policy file not found: {path}") from e
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{path}:{e.lineno}: not valid JSON: {e.msg}") from e
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: a policy is a JSON object")
+        return cls.from_dict(data)
+
+
+# -- fitting ------------------------------------------------------------------------------------
+
+
+@dataclass
+class ProbeFit:
+    """Everything fitted for one probe size on the training pool, one row per (problem, ordering)."""
+
+    predictor: Predictor
+    choices: list[Choice]
+    acc: np.ndarray
+    """(R, O) accuracy per row and choice."""
+    tokens: np.ndarray
+    bins: np.ndarray
+    """(R,) bin of each row."""
+    oracle: np.ndarray
+    """(R,) the row's problem pass rate: analysis only."""
+    problem: np.ndarray
+    """(R,) problem index of each row."""
+
+
+def fit_probe(train: PlanPool, p: int, n_bins: int, *, n_orders: int = 64, seed: int = 0) -> ProbeFit:
+    pool = train.pool
+    P = pool.n_problems
+    table = replay_options(train, p, option_grid(p, pool.k), n_orders=n_orders, seed=seed)
+    X = pool_probe_features(pool.answer, pool.mean_logprob, pool.scores["certainty"], train.prompt_tokens,
+                            table.order[..., :p]).reshape(P * n_orders, -1)
+    y = np.repeat(oracle_pass_rate(pool.correct), n_orders)
+    pred = fit_predictor(X, y, p, n_bins)
+    n_opt = len(table.choices)
+    acc = table.acc.reshape(-1, n_opt)
+    bins = pred.bins(X)
+    ks = [c.k for c in table.choices if c.kind == "majority"]
+    cols = [table.index(Choice("majority", k)) for k in ks]
+    pred.majority_ks = ks
+    overall = acc[:, cols].mean(axis=0)
+    pred.majority_by_k = [
+        np.maximum.accumulate(acc[bins == b][:, cols].mean(axis=0) if (bins == b).any() else overall).round(6).tolist()
+        for b in range(pred.n_bins)
+    ]
+    return ProbeFit(pred, table.choices, acc, table.tokens.reshape(-1, n_opt), bins, y, np.repeat(np.arange(P), n_orders))
+
+
+def _hull(cost: np.ndarray, acc: np.ndarray) -> list[int]:
+    """Option ids on the upper convex hull of (cost, accuracy), cheapest first, accuracy rising."""
+    order = sorted(range(len(cost)), key=lambda i: (cost[i], -acc[i]))
+    front: list[int] = []
+    for i in order:
+        if front and acc[i] <= acc[front[-1]] + 1e-12:
+            continue
+        while len(front) >= 2:
+            a, b = front[-2], front[-1]
+            # drop b if it lies on or below the segment a -> i
+            if (acc[b] - acc[a]) * (cost[i] - cost[a]) <= (acc[i] - acc[a]) * (cost[b] - cost[a]):
+                front.pop()
+            else:
+                break
+        front.append(i)
+    return front
+
+
+def choose_level(budget: float, fit: ProbeFit) -> Level | None:
+    """One choice per bin maximizing expected accuracy with mean tokens <= budget (None: probe alone is too dear)."""
+    choices = fit.choices
+    R = fit.acc.shape[0]
+    nb = fit.predictor.n_bins
+    members = [np.flatnonzero(fit.bins == b) for b in range(nb)]
+    w = np.array([len(m) / R for m in members])
+    A = np.array([fit.acc[m].mean(axis=0) if len(m) else np.zeros(len(choices)) for m in members])
+    C = np.array([fit.tokens[m].mean(axis=0) if len(m) else fit.tokens.mean(axis=0) for m in members])
+    hulls = [_hull(C[b], A[b]) for b in range(nb)]
+    pick = [int(h[0]) for h in hulls]
+    spend = float(sum(w[b] * C[b, pick[b]] for b in range(nb)))
+    if spend > budget + 1e-9:
+        return None
+    heap: list[tuple[float, int, int]] = []
+
+    def push(b: int, h: int) -> None:
+        if w[b] > 0 and h + 1 < len(hulls[b]):
+            i, j = hulls[b][h], hulls[b][h + 1]
+            heapq.heappush(heap, (-(A[b, j] - A[b, i]) / max(C[b, j] - C[b, i], 1e-9), b, h))
+
+    for b in range(nb):
+        push(b, 0)
+    while heap:
+        _, b, h = heapq.heappop(heap)
+        i, j = hulls[b][h], hulls[b][h + 1]
+        extra = w[b] * (C[b, j] - C[b, i])
+        if spend + extra <= budget + 1e-9:
+            spend += extra
+            pick[b] = j
+            push(b, h + 1)
+    improved = True
+    while improved:  # top up: any single swap that raises accuracy and still fits
+        improved = False
+        best: tuple[float, int, int] | None = None
+        for b in range(nb):
+            if w[b] == 0:
+                continue
+            room = budget - spend + w[b] * C[b, pick[b]]
+            ok = np.flatnonzero((w[b] * C[b] <= room + 1e-9) & (A[b] > A[b, pick[b]] + 1e-12))
+            for j in ok.tolist():
+                gain = float(w[b] * (A[b, j] - A[b, pick[b]]))
+                if best is None or gain > best[0]:
+                    best = (gain, b, int(j))
+        if best is not None:
+            _, b, j = best
+            spend += w[b] * (C[b, j] - C[b, pick[b]])
+            pick[b] = j
+            improved = True
+    edges = [0.0, *fit.predictor.edges, 1.0]
+    rules = []
+    for b in range(nb):
+        m = members[b]
+        j = pick[b]
+        alts = sorted(range(len(choices)), key=lambda o: (-A[b, o], C[b, o]))[:5]
+        probe_only = choices.index(Choice("majority", fit.predictor.probe))
+        probs = np.unique(fit.problem[m])
+        # Standard error across problems (rows of one problem are not independent).
+        per_problem = np.array([fit.acc[m][fit.problem[m] == q, j].mean() for q in probs])
+        se = float(per_problem.std(ddof=1) / np.sqrt(len(probs))) if len(probs) > 1 else None
+        rules.append(BinRule(b, (edges[b], edges[b + 1]), choices[j], float(A[b, j]), float(C[b, j]), {
+            "train_problems_seen": int(len(probs)),
+            "share_of_probes": float(w[b]),
+            "accuracy_standard_error": se,
+            "probe_only": {"label": choices[probe_only].label, "accuracy": float(A[b, probe_only]),
+                           "tokens": float(C[b, probe_only])},
+            "best_alternatives": [{"label": choices[o].label, "accuracy": float(A[b, o]), "tokens": float(C[b, o])}
+                                  for o in alts],
+            "oracle_pass_rate_analysis_only": float(fit.oracle[m].mean()) if len(m) else None,
+        }))
+    acc = float(sum(w[b] * A[b, pick[b]] for b in range(nb)))
+    return Level(float(budget), fit.predictor.probe, acc, spend, rules)
+
+
+def default_budgets(train: PlanPool, fractions: Sequence[float] = (0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.5, 0.75, 1.0)) -> list[float]:
+    """Budget levels as fractions of majority@K's mean tokens per problem on the training pool."""
+    pool = train.pool
+    full = float((pool.prefill_tokens + pool.sample_tokens.sum(axis=1)).mean())
+    return [round(f * full, 1) for f in fractions]
+
+
+def fit_policy(
+    train: PlanPool,
+    budgets: Sequence[float] | None = None,
+    *,
+    probes: Sequence[int] = (1, 2, 4),
+    n_bins: int = 4,
+    n_orders: int = 64,
+    seed: int = 0,
+    source: dict[str, Any] | None = None,
+) -> Policy:
+    """Fit a policy on ``train`` (never on the problems it will be evaluated on)."""
+    if n_bins < 1:
+        raise ConfigError(f"--bins must be >= 1, got {n_bins}")
+    K = train.pool.k
+    probes = sorted({p for p in probes if 1 <= p <= K})
+    if not probes:
+        raise ConfigError(f"probe sizes must lie in 1..{K}")
+    if train.n_problems < 2 * n_bins:
+        raise ConfigError(f"{train.n_problems} training problems are too few for {n_bins} bins")
+    budgets = sorted(set(budgets or default_budgets(train)))
+    if any(b <= 0 for b in budgets):
+        raise ConfigError("budgets must be positive token counts")
+    fits = {p: fit_probe(train, p, n_bins, n_orders=n_orders, seed=seed) for p in probes}
+    levels: list[Level] = []
+    for b in budgets:
+        cands = [lv for p in probes if (lv := choose_level(b, fits[p])) is not None]
+        if cands:
+            levels.append(max(cands, key=lambda lv: (round(lv.expected_accuracy, 9), -lv.expected_tokens)))
+    if not levels:
+        cheapest = min(float(f.tokens.mean(axis=0).min()) for f in fits.values())
+        raise ConfigError(f"every budget is below the cost of the cheapest probe (~{cheapest:.0f} tokens/problem)")
+    src = dict(source or {})
+    src.setdefault("train_problems", list(train.problem_ids))
+    src.setdefault("samples_per_problem", K)
+    settings = {"probes": probes, "bins": n_bins, "n_orders": n_orders, "seed": seed,
+                "budgets": budgets, "budget_unit": "mean processed tokens per problem (prefill + generated)",
+                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    return Policy({p: fits[p].predictor for p in probes}, levels, src, settings)

@@ -1,0 +1,123 @@
+"""Adaptive batch allocation never exceeds its budget, and spends where votes are unsettled."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ttscale.backends.fake import FakeBackend
+from ttscale.planner.allocate import AllocationConfig, BackendSampler, PoolSampler, allocate
+from ttscale.replay.synthetic import synthetic_pool
+from ttscale.strategies.base import Sampling
+from ttscale.tasks.base import PromptFormat
+from ttscale.tasks.jsonl import JsonlTask
+
+from .helpers import Group, known_pool
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    n=st.integers(1, 12), k=st.integers(1, 16), seed=st.integers(0, 1000), budget=st.integers(1, 4000),
+    probe=st.integers(1, 4), step=st.integers(1, 4), threshold=st.floats(0.5, 0.99),
+)
+def test_allocation_never_exceeds_the_budget(n: int, k: int, seed: int, budget: int, probe: int, step: int,
+                                             threshold: float) -> None:
+    pool = synthetic_pool(n, k, seed=seed)
+    cfg = AllocationConfig(budget, probe=min(probe, k), step=step, max_samples=max(k, probe), threshold=threshold)
+    out = allocate(PoolSampler(pool, seed=seed), cfg)
+    assert out.spent <= budget
+    assert sum(out.tokens) == out.spent
+    assert all(s <= k for s in out.samples)
+
+
+def test_settled_and_hopeless_problems_stop_early_uncertain_ones_get_more() -> None:
+    pp = known_pool([Group(10, 1.0), Group(10, 0.0, wrong=100_000), Group(10, 0.55, wrong=2)], k=16, seed=0)
+    out = allocate(PoolSampler(pp.pool), AllocationConfig(100_000, probe=2, step=2, max_samples=16, threshold=0.9))
+    settled, hopeless, middle = out.samples[:10], out.samples[10:20], out.samples[20:]
+    assert max(settled) <= 4  # 4-0 reaches 0.9
+    assert max(hopeless) <= 4  # every answer different after 4: nothing to converge on
+    assert sum(middle) > sum(settled) + sum(hopeless)
+    assert set(out.status[:10]) == {"settled"} and set(out.status[10:20]) == {"hopeless"}
+
+
+def _task(tmp_path: Path, n: int) -> JsonlTask:
+    p = tmp_path / "q.jsonl"
+    p.write_text("".join(f'{{"id": "q{i}", "prompt": "Problem {i} of the batch", "answer": "7"}}\n' for i in range(n)))
+    return JsonlTask(path=str(p), fmt=PromptFormat(style="completion", max_tokens=20))
+
+
+@settings(max_examples=25, deadline=None)
+@given(budget=st.integers(1, 1500), seed=st.integers(0, 50))
+def test_online_allocation_on_a_backend_never_exceeds_the_budget(tmp_path_factory, budget: int, seed: int) -> None:  # type: ignore[no-untyped-def]
+    tmp = tmp_path_factory.mktemp("alloc")
+    task = _task(tmp, 6)
+
+    def script(prompt: str) -> dict[str, float]:  # problems 0-1 settled, 2-3 contested, 4-5 scattered
+        i = int(prompt.split("Problem ")[-1].split()[0])
+        return {"7": 1.0} if i < 2 else {"7": 0.5, "8": 0.4, "9": 0.1} if i < 4 else {str(a): 1.0 for a in range(30)}
+
+    be = FakeBackend(answers=script, filler_tokens=lambda r: r.randint(1, 12))
+    sampler = BackendSampler(be, task, task.problems(), Sampling(seed=seed))
+    out = allocate(sampler, AllocationConfig(budget, probe=2, step=2, max_samples=12))
+    assert out.spent <= budget
+    assert sum(out.tokens) == out.spent
+
+
+def test_online_allocation_spends_on_the_contested_problems(tmp_path: Path) -> None:
+    task = _task(tmp_path, 6)
+
+    def script(prompt: str) -> dict[str, float]:
+        i = int(prompt.split("Problem ")[-1].split()[0])
+        return {"7": 1.0} if i < 2 else {"7": 0.5, "8": 0.4, "9": 0.1} if i < 4 else {str(a): 1.0 for a in range(30)}
+
+    be = FakeBackend(answers=script, filler_tokens=3)
+    out = allocate(BackendSampler(be, task, task.problems()), AllocationConfig(5000, probe=2, step=2, max_samples=16))
+    assert out.status[:2] == ["settled", "settled"]
+    assert out.samples[2] + out.samples[3] > out.samples[0] + out.samples[1]
+    assert out.correct[:2] == [True, True]
+    assert out.spent <= 5000
+    # the calls were batched: one call per round, not one per problem
+    assert out.calls == out.rounds
+
+
+def test_an_engine_that_breaks_its_worst_case_is_caught(tmp_path: Path) -> None:
+    import pytest
+
+    from ttscale.errors import BudgetExceededError
+
+    class Liar(FakeBackend):
+        """Claims to prefill a call's common prefix once (render/tokenize) but charges every prompt in full."""
+
+        def render(self, request):  # type: ignore[no-untyped-def]
+            return request.prompt
+
+        def tokenize(self, text: str) -> list[str]:
+            return text.split()
+
+    task = _task(tmp_path, 4)
+    be = Liar(answers={"7": 0.5, "8": 0.5}, filler_tokens=16)  # 20 words: exactly max_tokens
+    sampler = BackendSampler(be, task, task.problems(), shared_prefix=True)
+    assert sampler.call_cost([(0, 1), (1, 1)]) < sampler.worst_case(0, 1) + sampler.worst_case(1, 1)
+    with pytest.raises(BudgetExceededError, match="over its worst case"):
+        allocate(sampler, AllocationConfig(10_000, probe=1))
+
+
+def test_policy_gain_stops_where_the_fitted_curves_say_samples_buy_nothing() -> None:
+    from ttscale.planner.allocate import policy_gain
+    from ttscale.planner.policy import fit_policy
+
+    groups = [Group(20, 1.0, lp=-0.3), Group(20, 0.0, dominant=0.3, wrong=3, lp=-1.6), Group(20, 0.45, wrong=8, lp=-1.0)]
+    train = known_pool(groups, k=16, seed=1)
+    test = known_pool(groups, k=16, seed=2)
+    policy = fit_policy(train, probes=(2,), n_bins=3, n_orders=16)
+    gain = policy_gain(policy, 2, test.prompt_tokens)
+    cfg = AllocationConfig(10**6, probe=2, step=2, max_samples=16, threshold=0.95, min_gain=0.01)
+    with_gain = allocate(PoolSampler(test.pool), cfg, gain)
+    without = allocate(PoolSampler(test.pool), cfg)
+    # the hopeless group (a repeated wrong answer, low confidence) is dropped after the probe with the gain
+    assert sum(with_gain.samples[20:40]) < sum(without.samples[20:40])
+    assert "no-gain" in with_gain.status[20:40]
+    assert with_gain.spent < without.spent
+    assert (with_gain.accuracy or 0) >= (without.accuracy or 0) - 0.05

@@ -1,0 +1,126 @@
+"""`ttscale plan` and `ttscale run --policy --explain` end to end on the fake backend."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from ttscale.backends.fake import FakeBackend
+from ttscale.cli import app
+from ttscale.runner import solve_problems
+from ttscale.store import Store
+from ttscale.strategies.base import Sampling
+from ttscale.strategies.policy import PolicyStrategy
+from ttscale.sweep import run_sweep
+from ttscale.tasks.base import PromptFormat
+from ttscale.tasks.jsonl import JsonlTask
+
+runner = CliRunner()
+
+
+def script(prompt: str) -> dict[str, float]:
+    """Problem i: settled (i % 3 == 0), contested (1), scattered and wrong (2). The reference is 42."""
+    i = int(prompt.split("Problem ")[-1].split()[0])
+    if i % 3 == 0:
+        return {"42": 1.0}
+    if i % 3 == 1:
+        return {"42": 0.45, "41": 0.3, "40": 0.25}
+    return {str(a): 1.0 for a in range(100, 140)}
+
+
+def make_store(tmp_path: Path, n: int = 24) -> tuple[Path, Path, JsonlTask]:
+    data = tmp_path / "q.jsonl"
+    data.write_text("".join(f'{{"id": "q{i}", "prompt": "Problem {i} here", "answer": "42"}}\n' for i in range(n)))
+    task = JsonlTask(path=str(data), fmt=PromptFormat(style="completion", max_tokens=16))
+    store = tmp_path / "s.sqlite"
+    st = Store(store)
+    run_sweep(task=task, backend=FakeBackend(answers=script, filler_tokens=2), store=st, run_id="pool", k=8)
+    st.close()
+    return store, data, task
+
+
+def test_plan_writes_a_policy_with_held_out_evaluation(tmp_path: Path) -> None:
+    store, _, task = make_store(tmp_path)
+    out = tmp_path / "policy.json"
+    r = runner.invoke(app, ["plan", "--pool", "pool", "--store", str(store), "--bins", "3", "--probe", "2",
+                            "--orders", "8", "--output", str(out)])
+    assert r.exit_code == 0, r.output
+    assert "held-out split" in r.output and "policy written" in r.output
+    pol = json.loads(out.read_text())
+    held = pol["evaluation"]["held_out_split"]
+    assert set(held["test_problems"]).isdisjoint(pol["source"]["train_problems"])
+    assert len(held["test_problems"]) + len(pol["source"]["train_problems"]) == 24
+
+    # apply it through the library: contested problems get more samples than settled ones
+    budget = pol["levels"][-1]["budget_tokens"]
+    st = Store(tmp_path / "apply.sqlite")
+    strat = PolicyStrategy.from_file(out, budget)
+    summary = solve_problems(task=task, strategy=strat, backend=FakeBackend(answers=script, filler_tokens=2),
+                             store=st, run_id="apply", sampling=Sampling(seed=3))
+    used = {r["problem_id"]: len(r["samples"]) for r in summary.results}
+    assert all(r["meta"]["policy"]["choice"] for r in summary.results)
+    settled = [used[f"q{i}"] for i in range(0, 24, 3)]
+    contested = [used[f"q{i}"] for i in range(1, 24, 3)]
+    assert sum(contested) > sum(settled)
+    st.close()
+
+
+def test_run_with_policy_and_explain(tmp_path: Path) -> None:
+    store, data, _ = make_store(tmp_path)
+    out = tmp_path / "policy.json"
+    assert runner.invoke(app, ["plan", "--pool", "pool", "--store", str(store), "--bins", "2", "--probe", "1",
+                               "--orders", "4", "--output", str(out)]).exit_code == 0
+    budget = json.loads(out.read_text())["levels"][-1]["budget_tokens"]
+    r = runner.invoke(app, ["run", "--backend", "fake", "--task", "jsonl", "--data", str(data), "--limit", "3",
+                            "--policy", str(out), "--budget-tokens", str(budget), "--explain", "--no-progress",
+                            "--store", str(tmp_path / "r.sqlite")])
+    assert r.exit_code == 0, r.output
+    assert "policy choices" in r.output and "majority@" in r.output or "best-of-n@" in r.output
+
+
+def test_plan_and_run_errors_are_one_line(tmp_path: Path) -> None:
+    store, data, _ = make_store(tmp_path, n=6)
+    r = runner.invoke(app, ["plan", "--pool", "nope", "--store", str(store)])
+    assert r.exit_code != 0 and "no run 'nope'" in r.output and "Traceback" not in r.output
+    r = runner.invoke(app, ["plan", "--pool", "pool", "--store", str(tmp_path / "missing.sqlite")])
+    assert r.exit_code != 0 and "does not exist" in r.output
+    r = runner.invoke(app, ["plan", "--pool", "pool", "--store", str(store), "--no-split"])
+    assert r.exit_code != 0 and "--eval-pool" in r.output
+    r = runner.invoke(app, ["run", "--backend", "fake", "--task", "jsonl", "--data", str(data),
+                            "--policy", str(tmp_path / "nope.json")])
+    assert r.exit_code != 0 and "--budget-tokens" in r.output
+    r = runner.invoke(app, ["run", "--backend", "fake", "--task", "jsonl", "--data", str(data),
+                            "--policy", str(tmp_path / "nope.json"), "--budget-tokens", "50"])
+    assert r.exit_code != 0 and "policy file not found" in r.output
+
+
+def test_allocate_command_stays_within_budget(tmp_path: Path) -> None:
+    data = tmp_path / "q.jsonl"
+    data.write_text("".join(f'{{"id": "q{i}", "prompt": "Problem {i} here", "answer": "42"}}\n' for i in range(5)))
+    out = tmp_path / "alloc.json"
+    r = runner.invoke(app, ["allocate", "--backend", "fake", "--task", "jsonl", "--data", str(data),
+                            "--budget-tokens", "300", "--max-tokens", "16", "--output", str(out)])
+    assert r.exit_code == 0, r.output
+    d = json.loads(out.read_text())
+    assert d["spent_tokens"] <= 300 and d["accuracy"] == 1.0 and len(d["problems"]) == 5
+    r = runner.invoke(app, ["allocate", "--backend", "fake", "--task", "jsonl", "--data", str(data),
+                            "--budget-tokens", "0"])
+    assert r.exit_code != 0 and "positive token count" in r.output
+
+
+def test_allocate_command_with_a_policy_gain(tmp_path: Path) -> None:
+    store, data, _ = make_store(tmp_path)
+    pol = tmp_path / "policy.json"
+    assert runner.invoke(app, ["plan", "--pool", "pool", "--store", str(store), "--bins", "3", "--probe", "2",
+                               "--orders", "8", "--output", str(pol)]).exit_code == 0
+    out = tmp_path / "alloc.json"
+    r = runner.invoke(app, ["allocate", "--backend", "fake", "--task", "jsonl", "--data", str(data), "--max-tokens", "16",
+                            "--budget-tokens", "2000", "--policy", str(pol), "--min-gain", "0.01", "--output", str(out)])
+    assert r.exit_code == 0, r.output
+    d = json.loads(out.read_text())
+    assert d["spent_tokens"] <= 2000
+    r = runner.invoke(app, ["allocate", "--backend", "fake", "--task", "jsonl", "--data", str(data),
+                            "--budget-tokens", "100", "--min-gain", "0.1"])
+    assert r.exit_code != 0 and "--min-gain needs --policy" in r.output

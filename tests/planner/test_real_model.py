@@ -1,0 +1,50 @@
+"""The planner on the real embedded model: tiny pool -> policy -> applied run; online allocation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ttscale.planner.allocate import AllocationConfig, BackendSampler, allocate
+from ttscale.planner.data import load_plan_pool
+from ttscale.planner.policy import fit_policy
+from ttscale.registry import make_task
+from ttscale.runner import solve_problems
+from ttscale.store import Store
+from ttscale.strategies.base import Sampling
+from ttscale.strategies.policy import PolicyStrategy
+from ttscale.sweep import run_sweep
+
+pytestmark = pytest.mark.model
+
+
+def _task():  # type: ignore[no-untyped-def]
+    return make_task("bigbench", subtask="arithmetic/1_digit_addition", max_tokens=4, chat_model=False)
+
+
+def test_policy_fitted_on_a_real_pool_applies_online(smollm, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    task = _task()
+    st = Store(tmp_path / "s.sqlite")
+    probs = task.problems(limit=3)
+    run_sweep(task=task, backend=smollm, store=st, run_id="pool", k=2, problems=probs[:2])
+    pp = load_plan_pool(st, ["pool"])
+    assert pp.n_problems == 2 and pp.prompt_tokens.min() > 20
+    policy = fit_policy(pp, [1e6], probes=(1, 2), n_bins=1, n_orders=4)
+    strat = PolicyStrategy(policy, 1e6)
+    summary = solve_problems(task=task, strategy=strat, backend=smollm, store=st, run_id="apply",
+                             problems=probs[2:], sampling=Sampling(seed=1))
+    (res,) = summary.results
+    meta = res["meta"]["policy"]
+    assert len(res["samples"]) == int(meta["choice"].split("@")[1])
+    assert summary.usage.generated_tokens > 0
+    st.close()
+
+
+def test_online_allocation_on_the_real_model_stays_within_budget(smollm) -> None:  # type: ignore[no-untyped-def]
+    task = _task()
+    sampler = BackendSampler(smollm, task, task.problems(limit=2), Sampling(seed=0))
+    budget = sampler.worst_case(0, 2) + sampler.worst_case(1, 2) + 30
+    out = allocate(sampler, AllocationConfig(budget, probe=2, step=1, max_samples=4))
+    assert 0 < out.spent <= budget
+    assert all(n >= 1 for n in out.samples)
