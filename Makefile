@@ -7,9 +7,9 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml requirements-data.txt 2>/dev/null | cksum | cut -d' ' -f1)
 
-.PHONY: setup demo test bench lint clean
+.PHONY: setup demo test bench lint clean llama-server browser
 
-setup: $(STAMP)
+setup: $(STAMP) browser
 
 $(STAMP): pyproject.toml requirements-data.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,11 +26,26 @@ demo: setup
 	$(VENV)/bin/ttscale run --task gsm-symbolic --strategy self-consistency -k 8 --limit 20 --run-id demo-sc8
 	$(VENV)/bin/ttscale compare demo-single demo-sc8
 
+# Headless Chromium for the HTML report test (tests/report). Idempotent; never fails the build: without apt
+# (or root) the browser test skips and says why.
+browser:
+	@(command -v chromium >/dev/null && command -v chromedriver >/dev/null) || \
+	  ((apt-get update && apt-get install -y chromium chromium-driver) >/dev/null 2>&1) || \
+	  echo "note: could not install chromium + chromium-driver; the HTML report browser test will skip"
+
 test: setup
 	$(PY) -m pytest -q
 
+# llama.cpp's llama-server for the HTTP-backend tests and bench/remote.py: built from the sources vendored in
+# the llama-cpp-python sdist (~8 min on 2 cores), cached in ~/.cache/ttscale/bin. Not a dependency of `test`:
+# on a fresh machine the cache is empty, so tests/integration/test_llama_server.py builds it on first use.
+llama-server: setup
+	$(PY) -m ttscale.backends.llama_server build
+
 bench: setup
 	$(PY) bench/sampling.py
+	$(PY) bench/replay.py
+	$(PY) bench/server.py
 
 lint: setup
 	$(VENV)/bin/ruff check src tests bench

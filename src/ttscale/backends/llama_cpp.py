@@ -98,6 +98,9 @@ class _Sample:
 class LlamaCppBackend:
     """Batched, prefix-sharing generation on llama.cpp (CPU)."""
 
+    shares_prompt_prefix = True
+    """One call's common prompt prefix is evaluated at most once (budget bounds rely on it)."""
+
     def __init__(
         self,
         model: str = DEFAULT_MODEL,
@@ -330,7 +333,7 @@ class LlamaCppBackend:
             return []
         with self._lock:
             prompts = [self.tokenize(self.render(r)) for r in requests]
-            for r, toks in zip(requests, prompts):
+            for r, toks in zip(requests, prompts, strict=False):
                 if len(toks) + r.max_tokens + 1 > self.n_ctx:
                     raise ConfigError(
                         f"prompt of {len(toks)} tokens plus max_tokens={r.max_tokens} exceeds the context "
@@ -340,7 +343,7 @@ class LlamaCppBackend:
                     raise ConfigError("empty prompt")
             gens = [
                 Generation(request=r, completions=[], prompt_tokens=len(t), prefilled_tokens=0)
-                for r, t in zip(requests, prompts)
+                for r, t in zip(requests, prompts, strict=False)
             ]
             for job in self._plan(requests, prompts):
                 self._run_job(requests, prompts, gens, job, should_stop, on_finish)
@@ -517,14 +520,15 @@ class LlamaCppBackend:
             return []
         with self._lock:
             lc, mem = self._lc, self._mem
-            cand = {}
+            cand: dict[str, int] = {}
             for c in candidates:
                 data = c.encode("utf-8")
                 arr = (lc.llama_token * (len(data) + 8))()
                 n = lc.llama_tokenize(self._vocab, data, len(data), arr, len(data) + 8, False, False)
                 if n < 1:
                     raise ConfigError(f"candidate {c!r} does not tokenize")
-                cand[c] = int(arr[0])
+                if int(arr[0]) not in cand.values():  # candidates sharing a first token are reported once
+                    cand[c] = int(arr[0])
             prompts = [self.tokenize(self.render(r)) for r in requests]
             for toks in prompts:
                 if not toks or len(toks) + 1 > self.n_ctx:
@@ -567,7 +571,8 @@ class LlamaCppBackend:
                 pending: list[tuple[int, int, int, bool]] = []
                 ends: list[tuple[int, int]] = []
 
-                def flush() -> None:
+                def flush(pending: list[tuple[int, int, int, bool]], ends: list[tuple[int, int]],
+                          prefilled: dict[int, int]) -> None:
                     if not pending:
                         return
                     self._decode(pending)
@@ -585,14 +590,14 @@ class LlamaCppBackend:
                         lc.llama_memory_seq_cp(mem, 0, seq, -1, -1)
                         suffix = prompts[i][p:]
                         prefilled[i] += len(suffix)
-                        for j, t in enumerate(suffix):
+                        for j, tok in enumerate(suffix):
                             if len(pending) >= self.n_batch:
-                                flush()
+                                flush(pending, ends, prefilled)
                             last = j == len(suffix) - 1
-                            pending.append((t, p + j, seq, last))
+                            pending.append((tok, p + j, seq, last))
                             if last:
                                 ends.append((i, len(pending) - 1))
-                    flush()
+                    flush(pending, ends, prefilled)
                 finally:
                     for seq in range(1, len(group) + 1):
                         lc.llama_memory_seq_rm(mem, seq, -1, -1)

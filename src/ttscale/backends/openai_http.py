@@ -32,7 +32,15 @@ from typing import Any
 import httpx
 
 from ttscale.backends.base import Completion, Generation, GenerationRequest, ModelInfo
-from ttscale.backends.openai_wire import MalformedResponse, endpoint, parse_response, request_body, to_completions
+from ttscale.backends.openai_wire import (
+    MalformedResponse,
+    endpoint,
+    native_body,
+    parse_native,
+    parse_response,
+    request_body,
+    to_completions,
+)
 from ttscale.errors import BackendError, BudgetExceededError, ConfigError, UnsupportedFeatureError
 
 RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
@@ -124,6 +132,9 @@ class AsyncOpenAIClient:
         self.honours_n: bool | None = None
         """None until a multi-sample response shows whether the server returns all ``n`` choices."""
         self.has_logprobs: bool | None = None
+        self.flavor: str | None = None
+        """"llama-server" (detected from ``/props``) or "openai"; None until the first request."""
+        self._flavor_lock: asyncio.Lock | None = None
         self._rng = random.Random(jitter_seed)
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._headers = headers
@@ -206,19 +217,58 @@ class AsyncOpenAIClient:
 
     # ---- generation --------------------------------------------------------------------------
 
+    async def detect_flavor(self) -> str:
+        """llama-server answers ``/props`` with its generation settings; anything else is plain OpenAI."""
+        if self.flavor is None:
+            if self._flavor_lock is None:
+                self._flavor_lock = asyncio.Lock()
+            async with self._flavor_lock:
+                if self.flavor is None:
+                    flavor = "openai"
+                    try:
+                        r = await self._http().get(f"{self.root_url}/props")
+                        if r.status_code == 200 and "default_generation_settings" in r.json():
+                            flavor = "llama-server"
+                    except (httpx.HTTPError, ValueError, AttributeError):
+                        pass
+                    self.flavor = flavor
+        return self.flavor
+
+    async def _render(self, req: GenerationRequest) -> str:
+        if req.prompt is not None:
+            return req.prompt
+        msgs = [{"role": m.role, "content": m.content} for m in req.messages or ()]
+        data = await self.post_json(f"{self.root_url}/apply-template", {"messages": msgs})
+        if not isinstance(data, dict) or not isinstance(data.get("prompt"), str):
+            raise UnsupportedFeatureError(f"server {self.base_url} cannot render chat messages (/apply-template)")
+        return str(data["prompt"])
+
     async def _call(self, req: GenerationRequest, n: int, seed: int | None, first: int,
                     prompt_tokens: int | None) -> list[Completion]:
         """One request for ``n`` choices numbered from ``first`` (fewer may come back)."""
         want_lp = req.logprobs or n > 1  # several choices are counted from their log-prob entries
-        body = request_body(req, self.model, n, seed, want_lp)
+        llama_server = await self.detect_flavor() == "llama-server"
+        if llama_server and n > 1:
+            # llama-server's OpenAI-style answer keeps one choice's usage, and its log-probs drop the
+            # tokens of a matched stop string: its native endpoint reports each result's own count.
+            url = f"{self.root_url}/completion"
+            body = native_body(await self._render(req), req, n, seed, req.logprobs)
+            parse = parse_native
+        else:
+            url, parse = f"{self.base_url}/{endpoint(req)}", parse_response
+            body = request_body(req, self.model, n, seed, want_lp)
+            if llama_server:  # same sampler as the embedded backend: no top-k / min-p truncation
+                body |= {"top_k": 0, "min_p": 0.0}
         reserve = (prompt_tokens or 0) + n * req.max_tokens
         self.ledger.reserve(reserve)
         used = reserve  # a failed call may have spent anything up to its worst case
         try:
             t0 = time.perf_counter()
-            parsed = await self.post_json(f"{self.base_url}/{endpoint(req)}", body, parse_response)
+            parsed = await self.post_json(url, body, parse)
             lp_missing = any(c.token_logprobs is None for c in parsed.choices)
-            if want_lp and lp_missing:
+            if llama_server and n > 1 and not req.logprobs:
+                pass  # counted from tokens_predicted, log-probs not needed
+            elif want_lp and lp_missing:
                 self.has_logprobs = False
                 if req.logprobs:
                     raise UnsupportedFeatureError(
@@ -234,7 +284,7 @@ class AsyncOpenAIClient:
             counted = sum(c.n_tokens for c in comps)
             self.stats.counted_completion_tokens += counted
             self.stats.reported_completion_tokens += parsed.completion_tokens or 0
-            used = parsed.prompt_tokens - parsed.cached_tokens + counted
+            used = sum(c.prefilled_tokens for c in comps) + counted
             return comps[:n]
         finally:
             self.ledger.settle(reserve, used)
@@ -299,7 +349,7 @@ class AsyncOpenAIClient:
         if text is not None:
             for url, body in ((f"{self.root_url}/tokenize", {"content": text, "prompt": text, "model": self.model,
                                                              "add_special": True, "with_pieces": False}),
-                              (f"{self.base_url}/extras/tokenize", {"input": text})):
+                              (f"{self.root_url}/extras/tokenize", {"input": text})):
                 try:
                     r = await client.post(url, json=body)
                 except httpx.HTTPError:
@@ -342,6 +392,16 @@ class OpenAIHttpBackend:
     def stats(self) -> HttpStats:
         return self.client.stats
 
+    @property
+    def prefill_per_sample(self) -> bool:
+        """True unless the server is known to answer ``n`` choices from one prefill.
+
+        Budget planning (``SolveContext``) then assumes a prefill per sample, so a server that
+        ignores ``n`` (fanned out) cannot push a problem past its budget; until the first
+        multi-sample answer shows which kind of server this is, it plans conservatively.
+        """
+        return self.client.honours_n is not True
+
     def model_info(self) -> ModelInfo:
         if self._info is None:
             self._info = self._run(self._server_info())
@@ -383,6 +443,8 @@ class OpenAIHttpBackend:
             self._run(self.client.aclose())
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout=5)
+            if not self._thread.is_alive():
+                self._loop.close()
 
 
 def parse_prometheus(text: str) -> dict[str, float]:

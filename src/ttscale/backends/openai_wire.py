@@ -33,6 +33,8 @@ class ParsedChoice:
     finish_reason: FinishReason
     token_logprobs: list[float] | None
     """None when the server sent no log-probs for this choice."""
+    n_tokens: int | None = None
+    """The server's own decoded-token count for this choice, when it reports one (llama-server native)."""
 
 
 @dataclass
@@ -42,6 +44,8 @@ class ParsedResponse:
     cached_tokens: int
     completion_tokens: int | None
     """The server's reported total (unreliable for several choices, see module doc)."""
+    prefilled: int | None = None
+    """Prompt tokens evaluated, when the server reports it directly (else prompt - cached)."""
 
 
 def request_body(req: GenerationRequest, model: str, n: int, seed: int | None, want_logprobs: bool) -> dict[str, Any]:
@@ -123,18 +127,60 @@ def parse_response(data: Any) -> ParsedResponse:
         idx = ch.get("index", pos)
         choices.append(ParsedChoice(int(idx) if isinstance(idx, int) else pos, text,
                                     _finish(ch.get("finish_reason")), _token_logprobs(ch.get("logprobs"))))
-    usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
+    usage: dict[str, Any] = data["usage"] if isinstance(data.get("usage"), dict) else {}
     prompt_tokens = usage.get("prompt_tokens")
     if not isinstance(prompt_tokens, int):
         raise MalformedResponse("response has no usage.prompt_tokens")
     details = usage.get("prompt_tokens_details")
     cached = details.get("cached_tokens") if isinstance(details, dict) else None
     if not isinstance(cached, int):
-        timings = data.get("timings") if isinstance(data.get("timings"), dict) else {}
+        timings: dict[str, Any] = data["timings"] if isinstance(data.get("timings"), dict) else {}
         evaluated = timings.get("prompt_n")
         cached = prompt_tokens - evaluated if isinstance(evaluated, int) else 0
     ct = usage.get("completion_tokens")
     return ParsedResponse(choices, prompt_tokens, max(0, min(cached, prompt_tokens)), ct if isinstance(ct, int) else None)
+
+
+def native_body(text: str, req: GenerationRequest, n: int, seed: int | None, want_logprobs: bool) -> dict[str, Any]:
+    """Body for llama-server's native ``/completion``: like ``/v1/completions``, but every result
+    reports its own ``tokens_predicted`` (the OpenAI-style response keeps only the first one's usage,
+    and its log-probs omit the tokens of a matched stop string)."""
+    body: dict[str, Any] = {"prompt": text, "n_cmpl": n, "n_predict": req.max_tokens, "temperature": req.temperature,
+                            "top_p": req.top_p, "top_k": 0, "min_p": 0.0, "stream": False, "cache_prompt": True}
+    if req.stop:
+        body["stop"] = list(req.stop)
+    if seed is not None:
+        body["seed"] = int(seed)
+    if want_logprobs:
+        body["n_probs"] = 1
+    return body
+
+
+def parse_native(data: Any) -> ParsedResponse:
+    """Parse llama-server's native ``/completion`` answer (one object, or a list for ``n_cmpl > 1``)."""
+    results = data if isinstance(data, list) else [data]
+    if not results or not all(isinstance(r, dict) and isinstance(r.get("content"), str) for r in results):
+        raise MalformedResponse("native completion response has no 'content'")
+    choices: list[ParsedChoice] = []
+    prefilled = 0
+    for pos, r in enumerate(results):
+        n_tok = r.get("tokens_predicted")
+        if not isinstance(n_tok, int):
+            raise MalformedResponse("native completion result has no 'tokens_predicted'")
+        probs = r.get("completion_probabilities")
+        lps = [float(e["logprob"]) for e in probs if isinstance(e, dict) and "logprob" in e] \
+            if isinstance(probs, list) else None
+        stop_type = r.get("stop_type")
+        finish: FinishReason = "length" if stop_type == "limit" else "stop"
+        idx = r.get("index", pos)
+        choices.append(ParsedChoice(idx if isinstance(idx, int) else pos, r["content"], finish, lps, n_tok))
+        timings = r.get("timings") if isinstance(r.get("timings"), dict) else {}
+        # every result repeats the parent's prompt timings; the children copy its KV cells
+        prefilled = max(prefilled, int(timings.get("prompt_n", 0) or 0))  # type: ignore[union-attr]
+    prompt_tokens = results[0].get("tokens_evaluated")
+    if not isinstance(prompt_tokens, int):
+        raise MalformedResponse("native completion result has no 'tokens_evaluated'")
+    return ParsedResponse(choices, prompt_tokens, 0, None, prefilled)
 
 
 def to_completions(
@@ -146,9 +192,11 @@ def to_completions(
     """
     out: list[Completion] = []
     single = len(parsed.choices) == 1
-    prefilled = parsed.prompt_tokens - parsed.cached_tokens
+    prefilled = parsed.prefilled if parsed.prefilled is not None else parsed.prompt_tokens - parsed.cached_tokens
     for order, ch in enumerate(sorted(parsed.choices, key=lambda c: c.index)):
-        if ch.token_logprobs is not None:
+        if ch.n_tokens is not None:
+            n_tokens = ch.n_tokens
+        elif ch.token_logprobs is not None:
             n_tokens = len(ch.token_logprobs)
             if single and parsed.completion_tokens is not None:
                 n_tokens = max(n_tokens, parsed.completion_tokens)  # the server's count includes an EOS token

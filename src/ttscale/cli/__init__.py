@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import typer
 
+from ttscale.cli.allocate import allocate
 from ttscale.cli.compare import compare
+from ttscale.cli.curves import curves, report
 from ttscale.cli.info import models, tasks
+from ttscale.cli.plan import plan
 from ttscale.cli.run import run
 from ttscale.cli.serve import serve
 from ttscale.cli.sweep import sweep
@@ -24,6 +27,10 @@ app.command("tasks")(tasks)
 app.command("serve")(serve)
 app.command("compare")(compare)
 app.command("sweep")(sweep)
+app.command("plan")(plan)
+app.command("allocate")(allocate)
+app.command("curves")(curves)
+app.command("report")(report)
 
 
 def main() -> None:

@@ -11,11 +11,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from ttscale.cli.common import DEFAULT_STORE, cli_errors, console, fail, human, write_json
+from ttscale.cli.plan import print_policy_choices
+from ttscale.cli.remote_opts import BACKEND_HELP, BASE_URL_HELP, RAY_HELP, WORKERS_HELP, backend_specs
 from ttscale.cost import Budget
+from ttscale.distributed import run_parallel
 from ttscale.errors import ConfigError
 from ttscale.registry import (
     STRATEGY_KNOBS,
-    make_backend,
     make_strategy,
     make_task,
     make_verifier,
@@ -23,9 +25,10 @@ from ttscale.registry import (
     task_names,
     verifier_names,
 )
-from ttscale.runner import RunSummary, solve_problems
+from ttscale.runner import RunSummary, solve_problems, summarize
 from ttscale.store import Store
-from ttscale.strategies.base import Result, Sampling
+from ttscale.strategies.base import Result, Sampling, Strategy
+from ttscale.strategies.policy import PolicyStrategy
 
 
 def print_summary(s: RunSummary, chance: float | None = None) -> None:
@@ -72,7 +75,13 @@ def run(
     run_id: Annotated[Optional[str], typer.Option(help="Name of the run; an existing id resumes that run.")] = None,
     output: Annotated[Optional[Path], typer.Option(help="Write the JSON summary here (default: runs/<run-id>.json).")] = None,
     threads: Annotated[Optional[int], typer.Option(help="CPU threads for llama.cpp (default: all cores).")] = None,
-    backend: Annotated[str, typer.Option(help="llama-cpp (embedded) or fake (scripted, for trying the CLI without a model).", hidden=True)] = "llama-cpp",
+    backend: Annotated[str, typer.Option(help=BACKEND_HELP)] = "llama-cpp",
+    base_url: Annotated[Optional[list[str]], typer.Option(help=BASE_URL_HELP)] = None,
+    api_key: Annotated[Optional[str], typer.Option(envvar="OPENAI_API_KEY", help="openai backend: API key (default: $OPENAI_API_KEY).")] = None,
+    concurrency: Annotated[int, typer.Option(help="openai backend: HTTP requests in flight per backend.")] = 8,
+    workers: Annotated[int, typer.Option(help=WORKERS_HELP)] = 1,
+    ray: Annotated[bool, typer.Option("--ray", help=RAY_HELP)] = False,
+    ray_address: Annotated[Optional[str], typer.Option(help="Ray cluster address (default: start a local Ray).")] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
     beam_width: Annotated[Optional[int], typer.Option(help="beam/dvts/best-first: M, continuations per path per step.")] = None,
     m: Annotated[Optional[int], typer.Option("--m", help="short-m@k: vote over the first m samples to finish.")] = None,
@@ -86,6 +95,9 @@ def run(
     verifier_url: Annotated[Optional[str], typer.Option(help="remote-rm: base URL of a vLLM pooling server.")] = None,
     verifications: Annotated[Optional[int], typer.Option(help="judge: verification chains per candidate (V).")] = None,
     rollouts: Annotated[Optional[int], typer.Option(help="rollout verifier: rollouts per partial solution.")] = None,
+    policy: Annotated[Optional[Path], typer.Option(help="Apply a policy from `ttscale plan` instead of --strategy (needs --budget-tokens).")] = None,
+    budget_tokens: Annotated[Optional[float], typer.Option(help="--policy: mean processed tokens per problem; selects the policy's budget level.")] = None,
+    explain: Annotated[bool, typer.Option("--explain", help="--policy: print what the policy saw and chose for each problem.")] = False,
 ) -> None:
     """Solve problems with a test-time strategy on a model; print accuracy, tokens, FLOPs and time.
 
@@ -94,6 +106,12 @@ def run(
     """
     if limit is not None and limit < 1:
         fail("--limit must be at least 1")
+    if policy is not None and budget_tokens is None:
+        fail("--policy needs --budget-tokens (mean tokens per problem)")
+    if policy is None and (budget_tokens is not None or explain):
+        fail("--budget-tokens and --explain go with --policy")
+    if policy is not None and (k is not None or verifier is not None):
+        fail("--policy chooses the strategy and k itself: drop -k / --verifier")
     if strategy not in strategy_names():
         fail(f"unknown strategy {strategy!r}; available: {', '.join(strategy_names())}")
     knobs = STRATEGY_KNOBS[strategy]
@@ -113,8 +131,10 @@ def run(
     budget = Budget(tokens=max_tokens_per_problem, flops=max_flops_per_problem)
     sampling = Sampling(temperature=temperature, top_p=top_p, seed=seed)
 
-    opts = {"n_threads": threads} if (threads and backend == "llama-cpp") else {}
-    be = make_backend(backend, model if backend == "llama-cpp" else None, **opts)
+    if workers < 1:
+        fail("--workers must be at least 1")
+    specs = backend_specs(backend, model, base_url, api_key, concurrency, threads)
+    be = specs[0].build()
     info = be.model_info()
     t = make_task(task, style=style, shots=shots, max_tokens=max_tokens, seed=task_seed, subtask=subtask,
                   data=str(data) if data else None, chat_model=info.has_chat_template)
@@ -122,7 +142,15 @@ def run(
         raise ConfigError(f"model {info.name} has no chat template: use --style completion")
     v = (make_verifier(verifier, t, be, url=verifier_url, verifications=verifications, rollouts=rollouts)
          if verifier else None)
-    strat = make_strategy(strategy, k=k, verifier=v, **extra_knobs)
+    strat: Strategy
+    if policy is not None:
+        pstrat = PolicyStrategy.from_file(policy, float(budget_tokens or 0))
+        fitted_on = str(pstrat.policy.source.get("model") or "")
+        if fitted_on and info.name not in fitted_on and fitted_on not in info.name:
+            console.print(f"[yellow]warning:[/] the policy was fitted on {fitted_on}, this run uses {info.name}")
+        strat, strategy = pstrat, "policy"
+    else:
+        strat = make_strategy(strategy, k=k, verifier=v, **extra_knobs)
     rid = run_id or f"{task}-{strategy}{'-k' + str(k) if k else ''}-{info.name}-{time.strftime('%Y%m%d-%H%M%S')}"
 
     st = Store(store)
@@ -149,14 +177,31 @@ def run(
                 acc = f"{seen['ok'] / seen['n']:.2f}" if seen["n"] else "-"
                 bar.update(job, completed=i, acc=acc)
 
-            summary = solve_problems(task=t, strategy=strat, backend=be, store=st, run_id=rid, problems=probs,
-                                     sampling=sampling, budget=budget, progress=on_progress)
+            if ray or workers > 1:  # problems in flight at once: threads on one backend, or Ray workers
+                par = run_parallel(task=t, strategy=strat, store=st, run_id=rid, problems=probs, sampling=sampling,
+                                   budget=budget, workers=workers, mode="ray" if ray else "threads",
+                                   backend=None if ray else be, backend_specs=specs, ray_address=ray_address,
+                                   progress=lambda i, n: bar.update(job, completed=i))
+                summary = summarize(st, rid, task, strategy, info.name, skipped=par.skipped,
+                                    wall_s=par.wall_s, only={p.id for p in probs})
+                for pid, err in par.failures.items():
+                    console.print(f"[red]problem {pid} failed (left pending; rerun with --run-id {rid}): {err}")
+            else:
+                summary = solve_problems(task=t, strategy=strat, backend=be, store=st, run_id=rid, problems=probs,
+                                         sampling=sampling, budget=budget, progress=on_progress)
     finally:
         st.close()
         be.close()
     chance_fn = getattr(t, "chance_accuracy", None)
     chance = chance_fn(probs) if callable(chance_fn) else None
     print_summary(summary, chance)
+    if explain:
+        print_policy_choices(summary.results)
+    http_stats = getattr(be, "stats", None)
+    if http_stats is not None and hasattr(http_stats, "failures"):  # the HTTP backend: retried failures by kind
+        d = http_stats.to_dict()
+        console.print(f"http: {d['responses']} responses, {d['retries']} retries, failures {d['failures'] or 'none'}, "
+                      f"{d['fanout_requests']} fanned-out requests")
     out = output or store.parent / f"{rid}.json"
     data_out = summary.to_dict() | {
         "config": {"task": t.describe(), "strategy": strat.describe(), "sampling": sampling.__dict__,

@@ -1,0 +1,69 @@
+"""Engine selection shared by ``ttscale run`` and ``ttscale sweep``: backend specs and parallel execution."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ttscale.backends.base import Backend
+from ttscale.backends.models import EMBEDDED_MODELS
+from ttscale.distributed import BackendSpec
+from ttscale.errors import BackendError, ConfigError
+from ttscale.store import Store
+from ttscale.strategies.base import Sampling
+from ttscale.tasks.base import Task
+from ttscale.verifiers.base import Verifier
+
+if TYPE_CHECKING:
+    from ttscale.sweep import SweepSummary
+
+BACKEND_HELP = ("Engine: llama-cpp (embedded, default), openai (any OpenAI-compatible server: vLLM, SGLang, "
+                "llama-server, hosted APIs; needs --base-url), vllm (offline vLLM, GPU only), fake (scripted).")
+BASE_URL_HELP = ("openai backend: server URL such as http://127.0.0.1:8080/v1; repeat to spread Ray workers "
+                 "over several endpoints (round-robin).")
+WORKERS_HELP = "Problems in flight at once: threads sharing one backend, or Ray workers with --ray."
+RAY_HELP = "Fan problems out over a Ray cluster (local unless --ray-address); each worker holds its own backend."
+
+
+def backend_specs(backend: str, model: str, base_urls: list[str] | None, api_key: str | None,
+                  concurrency: int, threads: int | None) -> list[BackendSpec]:
+    """One spec per endpoint (openai) or a single spec (other engines)."""
+    if base_urls and backend != "openai":
+        raise ConfigError("--base-url is only for --backend openai")
+    if backend == "openai":
+        if not base_urls:
+            raise ConfigError("--backend openai needs --base-url (e.g. http://127.0.0.1:8080/v1)")
+        opts: dict[str, Any] = {"concurrency": concurrency}
+        if api_key:
+            opts["api_key"] = api_key
+        if model in EMBEDDED_MODELS or model.endswith(".gguf"):
+            opts["info_model"] = model  # the same model runs remotely: read its shapes locally for FLOPs
+            model_id = Path(model).stem if model.endswith(".gguf") else model
+        else:
+            model_id = model
+        return [BackendSpec("openai", model_id, opts | {"base_url": u}) for u in base_urls]
+    if backend == "llama-cpp":
+        return [BackendSpec("llama-cpp", model, {"n_threads": threads} if threads else {})]
+    if backend == "vllm":
+        return [BackendSpec("vllm", model, {})]
+    return [BackendSpec(backend, None, {})]
+
+
+def parallel_sweep(*, task: Task, k: int, wave: int, verifiers: Sequence[Verifier], store: Store, run_id: str,
+                   limit: int | None, sampling: Sampling, workers: int, ray: bool, ray_address: str | None,
+                   backend: Backend, specs: list[BackendSpec], progress: Callable[[int, int], None]) -> SweepSummary:
+    """``ttscale sweep --workers N`` / ``--ray``: the same pool as :func:`run_sweep`, problems in parallel."""
+    from ttscale.distributed import PoolStrategy, run_parallel
+    from ttscale.sweep import SweepSummary, sweep_config
+
+    par = run_parallel(task=task, strategy=PoolStrategy(k, wave, tuple(verifiers)), store=store, run_id=run_id,
+                       limit=limit, sampling=sampling, workers=workers, mode="ray" if ray else "threads",
+                       backend=None if ray else backend, backend_specs=specs, ray_address=ray_address,
+                       config=sweep_config(task, k, sampling, verifiers), kind="sweep", progress=progress)
+    if par.failures:
+        first = next(iter(par.failures.items()))
+        raise BackendError(f"{len(par.failures)} problem(s) failed and stay pending (rerun with --run-id {run_id}); "
+                           f"first: {first[0]}: {first[1]}")
+    return SweepSummary(run_id, par.problems, k, store.sample_count(run_id), par.samples_written, par.usage,
+                        par.wall_s, par.skipped > 0)
