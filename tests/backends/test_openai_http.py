@@ -78,7 +78,7 @@ def test_server_ignoring_n_is_detected_and_fanned_out() -> None:
     # every request prefilled the prompt again: counted honestly, once per request
     assert gen.prefilled_tokens + gen2.prefilled_tokens == srv.delivered_prompt_tokens
     seeds = [b["seed"] for b in srv.bodies[1:4]]
-    assert seeds == [6, 7, 8]  # sample i seeded with seed + i
+    assert sorted(seeds) == [6, 7, 8]  # sample i seeded with seed + i; fan-out requests run concurrently
 
 
 def test_missing_logprobs_is_a_clear_error_or_a_fanout() -> None:

@@ -10,8 +10,9 @@ from rich.table import Table
 
 from ttscale.cli.common import DEFAULT_STORE, cli_errors, console, fail, human
 from ttscale.replay.analysis import Analysis, analyze
+from ttscale.replay.code_analysis import CodeAnalysis, analyze_pool
 from ttscale.replay.curves import DEFAULT_STRATEGIES, KINDS, parse_strategy
-from ttscale.replay.pool import load_pool
+from ttscale.replay.pool import Pool, load_pool
 from ttscale.store import Store
 
 _STRATEGY_HELP = (
@@ -21,7 +22,7 @@ _STRATEGY_HELP = (
 
 
 def _analysis(store: Path, run_id: str, strategy: list[str] | None, budgets: str | None, k: int | None,
-              orders: int, bootstrap: int, seed: int) -> Analysis:
+              orders: int, bootstrap: int, seed: int) -> tuple[Analysis, Pool]:
     if not store.exists():
         fail(f"no store at {store} (run `ttscale sweep` first or pass --store)")
     specs = [parse_strategy(s) for s in strategy] if strategy else list(DEFAULT_STRATEGIES)
@@ -36,7 +37,20 @@ def _analysis(store: Path, run_id: str, strategy: list[str] | None, budgets: str
         pool = load_pool(st, run_id, k=k)
     finally:
         st.close()
-    return analyze(pool, specs, ks, n_orders=orders, n_bootstrap=bootstrap, seed=seed)
+    return analyze(pool, specs, ks, n_orders=orders, n_bootstrap=bootstrap, seed=seed), pool
+
+
+# A pool swept with this verifier carries visible-test scores next to the hidden-test grade.
+CODE_VERIFIER = "unit-tests"
+
+
+def _print_code(c: CodeAnalysis) -> None:
+    fp = c.false_positives
+    cov = ", ".join(f"@{k} {v:.3f}" for k, v in c.coverage.items())
+    bon = ", ".join(f"@{k} {v:.3f}" for k, v in c.best_of_n_visible.items())
+    console.print(f"unit-test verifier: coverage {cov}; best-of-k (visible tests, graded by hidden) {bon}")
+    console.print(f"false positives {fp.false_positive}/{fp.visible_pass} visible passes (rate {fp.rate:.3f}); "
+                  f"accuracy ceiling of verifier-filtered resampling {c.accuracy_ceiling:.3f}")
 
 
 def _print(a: Analysis) -> None:
@@ -77,7 +91,7 @@ def curves(
     seed: Annotated[int, typer.Option(help="Seed of the resampling.")] = 0,
 ) -> None:
     """Accuracy-vs-compute points of every strategy at every budget, from one stored pool (CSV + JSON)."""
-    a = _analysis(store, run_id, strategy, budgets, k, orders, bootstrap, seed)
+    a, _ = _analysis(store, run_id, strategy, budgets, k, orders, bootstrap, seed)
     prefix = out or store.parent / f"{run_id}-curves"
     csv_path, json_path = prefix.with_name(prefix.name + ".csv"), prefix.with_name(prefix.name + ".json")
     a.write_csv(csv_path)
@@ -98,13 +112,21 @@ def report(
     bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples over problems for the CIs.")] = 200,
     seed: Annotated[int, typer.Option(help="Seed of the resampling.")] = 0,
 ) -> None:
-    """PNG plots (accuracy vs tokens and FLOPs, coverage fit, Pareto frontier) and one self-contained HTML page."""
+    """PNG plots (accuracy vs tokens and FLOPs, coverage fit, Pareto frontier) and one self-contained HTML page.
+
+    Pools swept with --verifier unit-tests also get the false-positive analysis (coverage, verifier, ceiling)."""
+    import json
+
     from ttscale.report.html import write_report
 
-    a = _analysis(store, run_id, strategy, budgets, k, orders, bootstrap, seed)
+    a, pool = _analysis(store, run_id, strategy, budgets, k, orders, bootstrap, seed)
+    code = analyze_pool(pool, CODE_VERIFIER) if CODE_VERIFIER in pool.scores else None
     out_dir = out or store.parent / f"{run_id}-report"
-    path = write_report(a, out_dir)
+    path = write_report(a, out_dir, code)
     a.write_csv(out_dir / "curves.csv")
     a.write_json(out_dir / "curves.json")
     _print(a)
+    if code is not None:
+        (out_dir / "code_analysis.json").write_text(json.dumps(code.to_dict(), indent=2))
+        _print_code(code)
     console.print(f"wrote {path} (open it in a browser; it works offline) and PNGs in {out_dir}")

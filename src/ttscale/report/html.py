@@ -9,7 +9,8 @@ import time
 from pathlib import Path
 
 from ttscale.replay.analysis import Analysis
-from ttscale.report.plots import write_plots
+from ttscale.replay.code_analysis import CodeAnalysis
+from ttscale.report.plots import coverage_fit_skipped, write_plots
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1100px;color:#222;padding:0 1rem}
@@ -36,9 +37,53 @@ def _img(path: Path, name: str, caption: str) -> str:
             f"<figcaption>{html.escape(caption)}</figcaption></figure>")
 
 
-def render_html(a: Analysis, fig_dir: Path) -> str:
-    """The report page as a string (figures are written to ``fig_dir`` and embedded)."""
-    figs = write_plots(a, fig_dir)
+def _code_section(c: CodeAnalysis, fig: Path) -> list[str]:
+    """Coverage, best-of-k with the visible-test verifier vs hidden-test truth, false positives, ceiling."""
+    esc = html.escape
+    fp = c.false_positives
+    parts = ["<h2>Unit-test verifier: coverage and false positives</h2>",
+             "<p>Samples were scored by the <code>unit-tests</code> verifier, which runs only the visible tests; "
+             "the grade runs all (hidden) tests. A false positive passes the visible tests and fails the hidden ones "
+             "(Stroebl et al. 2024): best-of-k then returns a wrong program, and no number of samples lifts accuracy "
+             "above the precision of the visible tests, while coverage keeps climbing.</p>"]
+    ks = list(c.coverage)
+    parts.append("<table id='code-curves'><thead><tr><th class='s'>k</th>" + "".join(f"<th>{k}</th>" for k in ks)
+                 + "</tr></thead><tbody>"
+                 + "<tr><td class='s'>coverage (pass@k, hidden tests)</td>"
+                 + "".join(f"<td>{c.coverage[k]:.3f}</td>" for k in ks) + "</tr>"
+                 + "<tr><td class='s'>best-of-k, visible-test verifier, graded by hidden tests</td>"
+                 + "".join(f"<td>{c.best_of_n_visible[k]:.3f}</td>" for k in ks) + "</tr></tbody></table>")
+    f = c.coverage_fit
+    if f is not None:
+        targets = ", ".join(f"{int(float(t) * 100)}%: k≈{_fmt(v, 0)}" for t, v in f["k_for"].items())
+        parts.append(f"<p id='code-coverage-fit'>log coverage(k) = a·k<sup>b</sup> with a = {f['a']:.4f}, "
+                     f"b = {f['b']:.4f}, R² = {f['r2']:.4f} ({f['n_points']} points). "
+                     f"Extrapolated samples for coverage {esc(targets)}.</p>")
+    else:
+        parts.append(f"<p id='code-coverage-fit' class='note'>Coverage fit skipped: {esc(str(coverage_fit_skipped(c)))}.</p>")
+    per = "–" if fp.per_problem_rate is None else f"{fp.per_problem_rate:.3f}"
+    parts.append("<table id='code-verifier'><tbody>" + "".join(
+        f"<tr><th class='s'>{esc(k)}</th><td>{v}</td></tr>" for k, v in [
+            ("problems × samples", f"{c.problems} × {c.samples}"),
+            ("samples passing the visible tests", f"{fp.visible_pass} ({c.visible_pass_at_1:.3f} of all)"),
+            ("of those, failing the hidden tests", f"{fp.false_positive}"),
+            ("false-positive rate (pooled)", f"{fp.rate:.3f}"),
+            ("false-positive rate (mean over problems with a visible pass)", per),
+            ("problems with a false positive / with a visible pass",
+             f"{fp.problems_with_false_positive} / {fp.problems_with_visible_pass}"),
+            ("accuracy ceiling of verifier-filtered resampling (k → ∞)", f"{c.accuracy_ceiling:.3f}"),
+        ]) + "</tbody></table>")
+    parts.append(_img(fig, "code_verifier", "Left: coverage against k with the exponentiated power-law fit when there "
+                      "is one. Right: best-of-k with the visible-test verifier, graded by the hidden tests, against "
+                      "a perfect verifier (coverage) and the ceiling the false positives imply."))
+    return parts
+
+
+def render_html(a: Analysis, fig_dir: Path, code: CodeAnalysis | None = None) -> str:
+    """The report page as a string (figures are written to ``fig_dir`` and embedded).
+
+    ``code`` (from :func:`ttscale.replay.code_analysis.analyze_pool`) adds the unit-test verifier section."""
+    figs = write_plots(a, fig_dir, code)
     pool = a.curves.pool
     esc = html.escape
     parts = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>ttscale replay: {esc(str(pool['run_id']))}</title>"
@@ -77,6 +122,8 @@ def render_html(a: Analysis, fig_dir: Path) -> str:
                          f"by k ≈ {_fmt(s.k_for_fraction(0.95), 0)}.</p>")
         parts.append(_img(figs["coverage"], "coverage", "Coverage (pass@k) and majority@k with their fits, "
                                                          "extrapolated past the pool size."))
+    if code is not None:
+        parts.extend(_code_section(code, figs["code_verifier"]))
     parts.append("<h2>Pareto frontier</h2>")
     parts.append(_img(figs["frontier"], "frontier", "Non-dominated (strategy, k) points against tokens and FLOPs."))
     for title, rows, cost in (("tokens", a.cheapest_tokens, "total tokens"), ("flops", a.cheapest_flops, "FLOPs")):
@@ -106,10 +153,10 @@ def render_html(a: Analysis, fig_dir: Path) -> str:
     return "".join(parts)
 
 
-def write_report(a: Analysis, out_dir: Path) -> Path:
+def write_report(a: Analysis, out_dir: Path, code: CodeAnalysis | None = None) -> Path:
     """``out_dir/report.html`` (self-contained) plus the PNGs next to it."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    page = render_html(a, out_dir)
+    page = render_html(a, out_dir, code)
     path = out_dir / "report.html"
     path.write_text(page, encoding="utf-8")
     return path

@@ -7,12 +7,14 @@ shaded bootstrap confidence band.
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import numpy as np
 
 from ttscale.errors import ConfigError
 from ttscale.replay.analysis import Analysis
+from ttscale.replay.code_analysis import CodeAnalysis
 
 COST_LABELS = {
     "total_tokens": "total tokens per problem (prefill + generated, log scale)",
@@ -133,6 +135,9 @@ def plot_frontier(a: Analysis, path: Path) -> Path:
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.6), dpi=110)
     for ax, cost, front in ((axes[0], "total_tokens", a.frontier_tokens), (axes[1], "flops", a.frontier_flops)):
         allp = [p for p in a.curves.points if not p.oracle]
+        if not allp:  # only oracle curves were replayed: there is no frontier, and no data for a log axis
+            ax.text(0.5, 0.5, "no non-oracle strategy replayed", ha="center", transform=ax.transAxes)
+            continue
         ax.scatter([getattr(p, cost) for p in allp], [p.accuracy for p in allp], s=10, color="lightgrey",
                    label="all strategies × budgets")
         ax.step([getattr(p, cost) for p in front], [p.accuracy for p in front], where="post", color="C3", lw=1.5,
@@ -154,8 +159,64 @@ def plot_frontier(a: Analysis, path: Path) -> Path:
     return path
 
 
-def write_plots(a: Analysis, out_dir: Path) -> dict[str, Path]:
-    """All figures into ``out_dir``; returns name -> path."""
+def coverage_fit_skipped(c: CodeAnalysis) -> str | None:
+    """Why the code pool's coverage fit is missing (``None`` when there is a fit)."""
+    if c.coverage_fit is not None:
+        return None
+    vals = list(c.coverage.values())
+    if all(v == 0 for v in vals):
+        return "coverage is 0 at every k (no sample passes the hidden tests), so there is nothing to fit"
+    if all(v == 1 for v in vals):
+        return "coverage is 1 at every k, so there is nothing to fit"
+    return "the fit needs at least 2 values of k with 0 < coverage < 1"
+
+
+def plot_code_verifier(c: CodeAnalysis, path: Path, title: str) -> Path:
+    """Code pools: coverage with its fit (left); best-of-k with the visible-test verifier, graded by
+    the hidden tests, against coverage (a perfect verifier) and the false-positive ceiling (right)."""
+    plt = _plt()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.6), dpi=110)
+    k = np.array(list(c.coverage), dtype=float)
+    cov = np.array(list(c.coverage.values()))
+    left.plot(k, cov, "o", color="C0", label="coverage (pass@k, hidden tests)")
+    f = c.coverage_fit
+    if f is not None:
+        xs = np.geomspace(1, k.max() * 8, 200)
+        left.plot(xs, np.exp(f["a"] * xs ** f["b"]), "-", color="C0", alpha=0.8,
+                  label=f"fit: log c = {f['a']:.3f}·k^{f['b']:.3f} (R²={f['r2']:.3f})")
+    else:
+        # Say why on the figure itself: a PNG read alone must not look like a fit was forgotten.
+        left.text(0.03, 0.95, textwrap.fill("fit skipped: " + str(coverage_fit_skipped(c)), 60),
+                  transform=left.transAxes, fontsize=8, va="top", color="#7a4b00")
+    right.plot(k, cov, "o--", color="C0", ms=4, label="perfect verifier (= coverage)")
+    right.plot(list(c.best_of_n_visible), list(c.best_of_n_visible.values()), "s-", color="C3", ms=4,
+               label="best-of-k, visible-test verifier (graded by hidden tests)")
+    right.axhline(c.accuracy_ceiling, color="C3", ls=":", lw=1.2,
+                  label=f"ceiling of verifier-filtered resampling: {c.accuracy_ceiling:.3f}")
+    fp = c.false_positives
+    right.text(0.03, 0.95, f"false positives: {fp.false_positive}/{fp.visible_pass} visible passes = {fp.rate:.3f}",
+               transform=right.transAxes, fontsize=8, va="top")
+    for ax, sub in ((left, "Coverage"), (right, "Best-of-k with an imperfect verifier")):
+        ax.axvline(k.max(), color="grey", lw=0.8, ls="--")
+        _log_x(ax)
+        if ax is right or f is None:
+            ax.set_xticks(k)  # few budgets: label each one (the 1-2-5 ticks would skip k = 4)
+        ax.set_ylim(-0.02, 1.02)  # points at 0 stay visible above the axis
+        ax.set_xlabel("samples per problem k (log scale)")
+        ax.set_ylabel("fraction of problems")
+        ax.set_title(sub, fontsize=9)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7, loc="best")
+    fig.suptitle(f"Unit-test verifier — {title}", fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def write_plots(a: Analysis, out_dir: Path, code: CodeAnalysis | None = None) -> dict[str, Path]:
+    """All figures into ``out_dir``; returns name -> path. ``code`` adds the unit-test verifier figure."""
     figs = {
         "accuracy_vs_tokens": plot_accuracy_vs_cost(a, out_dir / "accuracy_vs_tokens.png", "total_tokens"),
         "accuracy_vs_flops": plot_accuracy_vs_cost(a, out_dir / "accuracy_vs_flops.png", "flops"),
@@ -163,4 +224,6 @@ def write_plots(a: Analysis, out_dir: Path) -> dict[str, Path]:
     }
     if a.curves.curve("pass@k"):
         figs["coverage"] = plot_coverage_fit(a, out_dir / "coverage.png")
+    if code is not None:
+        figs["code_verifier"] = plot_code_verifier(code, out_dir / "code_verifier.png", _title(a))
     return figs

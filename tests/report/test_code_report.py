@@ -1,0 +1,92 @@
+"""The report's unit-test verifier section: a pool with known visible/hidden outcomes, numbers checked in the HTML."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from ttscale.replay import analyze
+from ttscale.replay.code_analysis import analyze_pool
+from ttscale.replay.curves import StrategySpec
+from ttscale.replay.pool import Pool
+from ttscale.replay.synthetic import synthetic_pool
+from ttscale.report.html import write_report
+
+T, F = True, False
+# a = visible & hidden, b = visible & ~hidden (false positives) per problem:
+# p0 a=2 b=1, p1 a=0 b=1, p2 a=1 b=0, p3 nothing passes anything.
+HIDDEN = np.array([[T, T, F, F], [F, F, F, F], [T, F, F, F], [F, F, F, F]])
+VISIBLE = np.array([[T, T, T, F], [T, F, F, F], [T, F, F, F], [F, F, F, F]])
+
+
+def code_pool(visible: np.ndarray, hidden: np.ndarray) -> Pool:
+    """A synthetic pool whose grade is ``hidden`` and whose ``unit-tests`` score is ``visible``."""
+    pool = synthetic_pool(*hidden.shape, seed=1)
+    # Every sample its own answer id, so the grade is exactly the hidden matrix.
+    pool.answer = np.tile(np.arange(hidden.shape[1]), (hidden.shape[0], 1))
+    pool.answer_correct = hidden.copy()
+    pool.scores["unit-tests"] = visible.astype(float)
+    pool.task, pool.run_id = "humaneval", "code-test"
+    return pool
+
+
+def page_for(pool: Pool, out: Path) -> str:
+    specs = [StrategySpec("pass@k", "pass"), StrategySpec("bon-unit", "bon", score="unit-tests")]
+    a = analyze(pool, specs, n_orders=8, n_bootstrap=10)
+    return write_report(a, out, analyze_pool(pool)).read_text()
+
+
+def test_known_pool_numbers_in_html(tmp_path: Path) -> None:
+    pool = code_pool(VISIBLE, HIDDEN)
+    assert (pool.correct == HIDDEN).all()
+    page = page_for(pool, tmp_path)
+    # coverage: mean pass@k = (2/4 + 1/4)/4 at k=1; (5/6 + 1/2)/4 at k=2; 2/4 at k=4
+    assert "<td>0.188</td><td>0.333</td><td>0.500</td>" in page
+    # best-of-1 is a random sample = coverage@1; at k=4 every visible pass is seen:
+    # p0 2/3, p1 0, p2 1, p3 falls back to a random (wrong) sample -> 5/12 = the ceiling
+    assert re.search(r"graded by hidden tests</td><td>0\.188</td><td>[0-9.]+</td><td>0\.417</td>", page)
+    assert "<th class='s'>false-positive rate (pooled)</th><td>0.400</td>" in page  # 2 of 5 visible passes
+    assert "<td>2 / 3</td>" in page  # problems with a false positive / with a visible pass
+    assert "(k → ∞)</th><td>0.417</td>" in page
+    fit = analyze_pool(pool).coverage_fit
+    assert fit is not None and f"a = {fit['a']:.4f}" in page and "Coverage fit skipped" not in page
+    srcs = re.findall(r'src="([^"]*)"', page)
+    assert len(srcs) == 5 and all(s.startswith("data:image/png;base64,") for s in srcs)
+    assert (tmp_path / "code_verifier.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_zero_coverage_says_why_the_fit_is_skipped(tmp_path: Path) -> None:
+    # Like the real SmolLM2 pool: nothing passes the hidden tests, one sample fools the visible ones.
+    hidden = np.zeros((3, 4), dtype=bool)
+    visible = hidden.copy()
+    visible[1, 2] = True
+    page = page_for(code_pool(visible, hidden), tmp_path)
+    assert "Coverage fit skipped: coverage is 0 at every k" in page
+    assert "<th class='s'>false-positive rate (pooled)</th><td>1.000</td>" in page
+    assert "(k → ∞)</th><td>0.000</td>" in page
+
+
+def test_report_without_unit_test_scores_has_no_code_section(tmp_path: Path) -> None:
+    a = analyze(synthetic_pool(10, 4), [StrategySpec("pass@k", "pass")], n_orders=4, n_bootstrap=10)
+    page = write_report(a, tmp_path).read_text()
+    assert "Unit-test verifier" not in page and not (tmp_path / "code_verifier.png").exists()
+
+
+REAL_STORE = Path(__file__).resolve().parents[2] / "runs" / "humaneval.sqlite"
+
+
+@pytest.mark.skipif(not REAL_STORE.exists(), reason="no real HumanEval pool (make it with the sweep in docs/code.md)")
+def test_cli_report_on_the_real_pool(tmp_path: Path) -> None:
+    from ttscale.cli import app
+
+    res = CliRunner().invoke(app, ["report", "humaneval-smollm-k4", "--store", str(REAL_STORE), "--out",
+                                   str(tmp_path), "--bootstrap", "10", "--orders", "4"])
+    assert res.exit_code == 0, res.output
+    assert "false positives" in res.output
+    page = (tmp_path / "report.html").read_text()
+    assert "Unit-test verifier: coverage and false positives" in page
+    assert (tmp_path / "code_verifier.png").exists() and (tmp_path / "code_analysis.json").exists()
