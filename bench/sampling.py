@@ -19,7 +19,6 @@ from ttscale.backends.llama_cpp import LlamaCppBackend
 from ttscale.tasks.base import PromptFormat
 from ttscale.tasks.gsm_symbolic import DEFAULT_INSTRUCTION, GsmSymbolicTask
 
-
 # Both sides sample from the same distribution: temperature 0.8 over the full vocabulary
 # (Llama's default top_k=40 and min_p=0.05 are switched off to match).
 

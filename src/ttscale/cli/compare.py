@@ -24,7 +24,7 @@ def compare(
     st = Store(store)
     try:
         records = st.list_runs() if not run_ids else [st.get_run(r) for r in run_ids]
-        missing = [r for r, rec in zip(run_ids or [], records) if rec is None]
+        missing = [r for r, rec in zip(run_ids or [], records, strict=False) if rec is None]
         if missing:
             fail(f"unknown run id(s): {', '.join(missing)}")
         t = Table(title=f"runs in {store}")

@@ -231,7 +231,12 @@ class SolveContext:
         while len(out) < n:
             want = n - len(out)
             max_tokens = req.max_tokens
-            k = self.meter.affordable_samples(prompt_tokens, max_tokens, want)
+            if getattr(self.backend, "prefill_per_sample", False):
+                # a server that ignores n gets one request per sample, each prefilling the prompt:
+                # worst case n * (prompt + max_tokens), the same as n prompt-free samples of that length
+                k = self.meter.affordable_samples(0, prompt_tokens + max_tokens, want)
+            else:
+                k = self.meter.affordable_samples(prompt_tokens, max_tokens, want)
             if k == 0:
                 max_tokens = self.meter.affordable_max_tokens(prompt_tokens, max_tokens)
                 if max_tokens < 1:

@@ -47,13 +47,13 @@ def load_jsonl_problems(path: str | Path) -> list[Problem]:
                 continue
             pid, prompt, answer = obj["id"], obj["prompt"], obj.get("answer")
             if not isinstance(pid, (str, int)) or isinstance(pid, bool):
-                errors.append((lineno, f"'id' must be a string or integer"))
+                errors.append((lineno, "'id' must be a string or integer"))
                 continue
             if not isinstance(prompt, str) or not prompt.strip():
-                errors.append((lineno, f"'prompt' must be a non-empty string"))
+                errors.append((lineno, "'prompt' must be a non-empty string"))
                 continue
             if answer is not None and not isinstance(answer, (str, int, float)):
-                errors.append((lineno, f"'answer' must be a string or number"))
+                errors.append((lineno, "'answer' must be a string or number"))
                 continue
             sid = str(pid)
             if sid in seen:

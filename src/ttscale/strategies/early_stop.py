@@ -1,0 +1,158 @@
+"""Online early stopping: short-m@k and adaptive consistency.
+
+Both really stop generating, not only in replay:
+
+- **short-m@k** (Hassid et al. 2025, "Don't Overthink it"): start k samples in one
+  batch and cancel the rest as soon as the first m have finished; majority vote
+  over those m (voting's tie rule). On a backend with cancellation hooks
+  (``generate(..., should_stop=, on_finish=)``, as the llama.cpp backend has) the
+  unfinished samples stop decoding at that step and only their tokens so far are
+  counted; on a backend without them the k samples run to the end (and are
+  charged in full) and the first m by finish order are used.
+- **adaptive consistency** (Aggarwal et al. 2023): draw samples in batches of
+  ``batch``; after each batch, stop when the posterior probability that the
+  current leading answer is the true majority answer reaches ``threshold``.
+  ``beta`` rule: with v1, v2 votes for the top two answers, p ~ Beta(v1+1, v2+1)
+  and the confidence is P(p > 1/2) (exact, from the binomial sum). ``dirichlet``
+  rule: counts c over the answers seen, p ~ Dirichlet(c + 1), confidence =
+  P(the leader has the largest p), by seeded Monte Carlo.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ttscale.errors import ConfigError
+from ttscale.strategies.base import Result, Sample, SolveContext, sample_seed
+from ttscale.strategies.voting import weighted_vote
+from ttscale.tasks.base import Problem
+
+
+def supports_cancellation(backend: object) -> bool:
+    try:
+        params = inspect.signature(backend.generate).parameters  # type: ignore[attr-defined]
+    except (TypeError, ValueError, AttributeError):
+        return False
+    return "should_stop" in params and "on_finish" in params
+
+
+@dataclass
+class ShortMAtK:
+    k: int = 8
+    m: int = 1
+    name: str = "short-m@k"
+
+    def __post_init__(self) -> None:
+        if self.k < 1 or not 1 <= self.m <= self.k:
+            raise ConfigError(f"short-m@k needs 1 <= m <= k, got m={self.m}, k={self.k}")
+
+    def solve(self, problem: Problem, ctx: SolveContext) -> Result:
+        done: list[int] = []
+        hooks: dict[str, Any] | None = None
+        if supports_cancellation(ctx.backend):
+            hooks = {"should_stop": lambda: len(done) >= self.m, "on_finish": lambda _r, i: done.append(i)}
+        samples = ctx.sample(self.k, hooks=hooks)
+        finished = [s for s in samples if s.finish_reason not in ("cancelled", "error")]
+        first_m = sorted(finished, key=lambda s: (s.wave, s.finish_order, s.index))[: self.m]
+        answer, votes = weighted_vote(first_m)
+        return Result(
+            problem_id=problem.id,
+            answer=answer,
+            correct=ctx.task.grade(problem, answer),
+            strategy=self.name,
+            samples=[s.index for s in first_m],
+            votes=votes,
+            usage=ctx.meter.usage,
+            meta={"started": len(samples), "finished": len(finished), "cancelled": len(samples) - len(finished),
+                  "online_cancellation": hooks is not None, "budget_exhausted": ctx.budget_exhausted},
+        )
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "k": self.k, "m": self.m}
+
+
+def beta_confidence(v1: int, v2: int) -> float:
+    """P(p > 1/2) for p ~ Beta(v1 + 1, v2 + 1): the leader's share beats the runner-up's.
+
+    For integer parameters a, b this is ``sum_{j<a} C(a+b-1, j) / 2^(a+b-1)``.
+
+    >>> beta_confidence(4, 0)
+    0.96875
+    """
+    a, b = v1 + 1, v2 + 1
+    n = a + b - 1
+    return math.fsum(math.comb(n, j) for j in range(a)) / 2.0**n
+
+
+def dirichlet_confidence(counts: Sequence[int], draws: int = 4000, seed: int = 0) -> float:
+    """P(the answer with the most votes has the largest share) under Dirichlet(counts + 1), by Monte Carlo."""
+    if len(counts) <= 1:
+        # One answer seen: the rule needs an alternative; compare against an unseen one with 0 votes.
+        counts = [*counts, 0]
+    rng = np.random.default_rng(seed)
+    p = rng.dirichlet(np.asarray(counts, dtype=float) + 1.0, size=draws)
+    leader = int(np.argmax(counts))
+    return float((p.argmax(axis=1) == leader).mean())
+
+
+@dataclass
+class AdaptiveConsistency:
+    k: int = 16
+    """Maximum number of samples."""
+    batch: int = 1
+    """Samples drawn per round before the stopping rule is checked."""
+    threshold: float = 0.95
+    rule: str = "beta"
+    name: str = "adaptive-consistency"
+
+    def __post_init__(self) -> None:
+        if self.k < 1 or self.batch < 1:
+            raise ConfigError("adaptive consistency needs k >= 1 and batch >= 1")
+        if not 0.5 <= self.threshold < 1.0:
+            raise ConfigError(f"threshold must be in [0.5, 1), got {self.threshold}")
+        if self.rule not in ("beta", "dirichlet"):
+            raise ConfigError(f"unknown stopping rule {self.rule!r}; available: beta, dirichlet")
+
+    def confidence(self, samples: Sequence[Sample], seed: int = 0) -> float:
+        counts = Counter(s.answer for s in samples if s.answer is not None)
+        if not counts:
+            return 0.0
+        ranked = [c for _, c in counts.most_common()]
+        if self.rule == "beta":
+            return beta_confidence(ranked[0], ranked[1] if len(ranked) > 1 else 0)
+        return dirichlet_confidence(ranked, seed=seed)
+
+    def solve(self, problem: Problem, ctx: SolveContext) -> Result:
+        samples: list[Sample] = []
+        trace: list[float] = []
+        seed = sample_seed(ctx.sampling.seed, problem.id, 2)
+        while len(samples) < self.k:
+            new = ctx.sample(min(self.batch, self.k - len(samples)))
+            if not new:
+                break
+            samples += new
+            trace.append(self.confidence(samples, seed))
+            if trace[-1] >= self.threshold:
+                break
+        answer, votes = weighted_vote(samples)
+        return Result(
+            problem_id=problem.id,
+            answer=answer,
+            correct=ctx.task.grade(problem, answer),
+            strategy=self.name,
+            samples=[s.index for s in samples],
+            votes=votes,
+            usage=ctx.meter.usage,
+            meta={"stopped_at": len(samples), "confidence": trace, "rule": self.rule,
+                  "budget_exhausted": ctx.budget_exhausted},
+        )
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "k": self.k, "batch": self.batch, "threshold": self.threshold, "rule": self.rule}
