@@ -5,7 +5,7 @@ calls to ``llama_cpp.Llama.create_completion`` on the same model with the same
 threads and sampling settings, in one run. Prints generated tokens/s for both
 and the ratio; the last line is ``bench: sampling_speedup = <ratio>``.
 
-    python bench/sampling.py [--model smollm2-135m] [--n 16] [--max-tokens 128]
+    python bench/sampling.py [--model smollm2-135m] [--n 16] [--max-tokens 128] [--threads N]
 """
 
 from __future__ import annotations
@@ -29,8 +29,9 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=16)
     ap.add_argument("--max-tokens", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="llama.cpp threads for both sides")
     args = ap.parse_args()
-    threads = os.cpu_count() or 1
+    threads = args.threads
 
     task = GsmSymbolicTask(fmt=PromptFormat(style="completion", shots=2, instruction=DEFAULT_INSTRUCTION))
     problem = task.problems(limit=1)[0]

@@ -130,3 +130,32 @@ def test_budget_too_small_for_anything(task) -> None:  # type: ignore[no-untyped
     r = make_strategy("self-consistency", k=4).solve(problem, ctx)
     assert r.answer is None and r.samples == [] and backend.history == []
     assert r.meta["budget_exhausted"] is True
+
+
+class _CostlyVerifier:
+    """Each score costs 30 prefilled tokens, and says so in advance."""
+
+    name = "costly"
+    uses_reference = False
+
+    def score(self, problem, candidates):  # type: ignore[no-untyped-def]
+        from ttscale.cost import Usage
+        from ttscale.verifiers.base import Scores
+
+        return Scores([1.0] * len(candidates), Usage(prefilled_tokens=30 * len(candidates)))
+
+    def cost_bound(self, problem, candidates, extra_tokens=0):  # type: ignore[no-untyped-def]
+        from ttscale.cost import Usage
+
+        return Usage(prefilled_tokens=30 * len(candidates))
+
+
+@pytest.mark.parametrize("budget", [60, 150, 400, 1000])
+def test_best_of_n_reserves_the_verifier_cost(task, budget: int) -> None:  # type: ignore[no-untyped-def]
+    from ttscale.strategies.best_of_n import BestOfN
+
+    backend = FakeBackend(answers={"42": 1.0}, filler_tokens=5)
+    problem, ctx = _ctx(task, backend, Budget(tokens=budget))
+    r = BestOfN(verifier=_CostlyVerifier(), k=16).solve(problem, ctx)  # type: ignore[arg-type]
+    assert ctx.meter.usage.total_tokens <= budget
+    assert len(r.meta["scores"]) == len(r.samples)

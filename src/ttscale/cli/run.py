@@ -11,6 +11,21 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from ttscale.cli.common import DEFAULT_STORE, cli_errors, console, fail, human, write_json
+from ttscale.cli.options import (
+    DataOpt,
+    MaxTokensOpt,
+    ModelOpt,
+    SeedOpt,
+    ShotsOpt,
+    StoreOpt,
+    StyleOpt,
+    SubtaskOpt,
+    TaskOpt,
+    TaskSeedOpt,
+    TemperatureOpt,
+    ThreadsOpt,
+    TopPOpt,
+)
 from ttscale.cli.plan import print_policy_choices
 from ttscale.cli.remote_opts import BACKEND_HELP, BASE_URL_HELP, RAY_HELP, WORKERS_HELP, backend_specs
 from ttscale.cost import Budget
@@ -22,7 +37,6 @@ from ttscale.registry import (
     make_task,
     make_verifier,
     strategy_names,
-    task_names,
     verifier_names,
 )
 from ttscale.runner import RunSummary, solve_problems, summarize
@@ -54,27 +68,27 @@ def print_summary(s: RunSummary, chance: float | None = None) -> None:
 
 @cli_errors
 def run(
-    task: Annotated[str, typer.Option(help=f"Task: {', '.join(task_names())}.")] = "gsm-symbolic",
+    task: TaskOpt = "gsm-symbolic",
     strategy: Annotated[str, typer.Option("--strategy", "-s", help=f"Strategy: {', '.join(strategy_names())}.")] = "self-consistency",
     k: Annotated[Optional[int], typer.Option("-k", "--k", help="Samples per problem for voting / best-of-n.")] = None,
     verifier: Annotated[Optional[str], typer.Option(help=f"Verifier for best-of-n and search: {', '.join(verifier_names())}.")] = None,
-    model: Annotated[str, typer.Option(help="Embedded model name (smollm2-135m, gemma3-270m) or path to a .gguf file.")] = "smollm2-135m",
+    model: ModelOpt = "smollm2-135m",
     limit: Annotated[Optional[int], typer.Option(help="Solve only the first N problems.")] = 20,
-    style: Annotated[Optional[str], typer.Option(help="Prompt style: chat or completion (default: per task and model).")] = None,
-    shots: Annotated[Optional[int], typer.Option(help="Few-shot exemplars in the prompt.")] = None,
-    max_tokens: Annotated[Optional[int], typer.Option(help="Cap on generated tokens per sample.")] = None,
-    temperature: Annotated[float, typer.Option(help="Sampling temperature (0 = greedy).")] = 0.8,
-    top_p: Annotated[float, typer.Option(help="Nucleus sampling mass.")] = 1.0,
-    seed: Annotated[int, typer.Option(help="Sampling seed; the run is reproducible given it.")] = 0,
-    task_seed: Annotated[Optional[int], typer.Option(help="gsm-symbolic: generate instances with this seed (unset: original GSM8K questions). bigbench: shuffle seed.")] = None,
-    subtask: Annotated[Optional[str], typer.Option(help="bigbench: task path, e.g. arithmetic/1_digit_addition.")] = None,
-    data: Annotated[Optional[Path], typer.Option(help="jsonl: path to a file of {id, prompt, answer} lines.")] = None,
+    style: StyleOpt = None,
+    shots: ShotsOpt = None,
+    max_tokens: MaxTokensOpt = None,
+    temperature: TemperatureOpt = 0.8,
+    top_p: TopPOpt = 1.0,
+    seed: SeedOpt = 0,
+    task_seed: TaskSeedOpt = None,
+    subtask: SubtaskOpt = None,
+    data: DataOpt = None,
     max_tokens_per_problem: Annotated[Optional[int], typer.Option(help="Hard cap on processed tokens (prefilled + generated) per problem.")] = None,
     max_flops_per_problem: Annotated[Optional[float], typer.Option(help="Hard cap on forward FLOPs per problem.")] = None,
-    store: Annotated[Path, typer.Option(help="SQLite file holding every run's samples.")] = DEFAULT_STORE,
+    store: StoreOpt = DEFAULT_STORE,
     run_id: Annotated[Optional[str], typer.Option(help="Name of the run; an existing id resumes that run.")] = None,
     output: Annotated[Optional[Path], typer.Option(help="Write the JSON summary here (default: runs/<run-id>.json).")] = None,
-    threads: Annotated[Optional[int], typer.Option(help="CPU threads for llama.cpp (default: all cores).")] = None,
+    threads: ThreadsOpt = None,
     backend: Annotated[str, typer.Option(help=BACKEND_HELP)] = "llama-cpp",
     base_url: Annotated[Optional[list[str]], typer.Option(help=BASE_URL_HELP)] = None,
     api_key: Annotated[Optional[str], typer.Option(envvar="OPENAI_API_KEY", help="openai backend: API key (default: $OPENAI_API_KEY).")] = None,

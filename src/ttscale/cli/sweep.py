@@ -3,16 +3,30 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from ttscale.cli.common import DEFAULT_STORE, cli_errors, console, fail, human, write_json
+from ttscale.cli.options import (
+    DataOpt,
+    MaxTokensOpt,
+    ModelOpt,
+    SeedOpt,
+    ShotsOpt,
+    StoreOpt,
+    StyleOpt,
+    SubtaskOpt,
+    TaskOpt,
+    TaskSeedOpt,
+    TemperatureOpt,
+    ThreadsOpt,
+    TopPOpt,
+)
 from ttscale.cli.remote_opts import BACKEND_HELP, BASE_URL_HELP, RAY_HELP, WORKERS_HELP, backend_specs, parallel_sweep
 from ttscale.errors import ConfigError
-from ttscale.registry import make_task, make_verifier, task_names, verifier_names
+from ttscale.registry import make_task, make_verifier, verifier_names
 from ttscale.store import Store
 from ttscale.strategies.base import Sampling
 from ttscale.sweep import run_sweep
@@ -20,24 +34,24 @@ from ttscale.sweep import run_sweep
 
 @cli_errors
 def sweep(
-    task: Annotated[str, typer.Option(help=f"Task: {', '.join(task_names())}.")] = "gsm-symbolic",
+    task: TaskOpt = "gsm-symbolic",
     k: Annotated[int, typer.Option("-k", "--k", help="Samples per problem in the pool.")] = 32,
-    model: Annotated[str, typer.Option(help="Embedded model name (smollm2-135m, gemma3-270m) or path to a .gguf file.")] = "smollm2-135m",
+    model: ModelOpt = "smollm2-135m",
     limit: Annotated[Optional[int], typer.Option(help="Only the first N problems.")] = 50,
-    style: Annotated[Optional[str], typer.Option(help="Prompt style: chat or completion (default: per task and model).")] = None,
-    shots: Annotated[Optional[int], typer.Option(help="Few-shot exemplars in the prompt.")] = None,
-    max_tokens: Annotated[Optional[int], typer.Option(help="Cap on generated tokens per sample.")] = None,
-    temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = 0.8,
-    top_p: Annotated[float, typer.Option(help="Nucleus sampling mass.")] = 1.0,
-    seed: Annotated[int, typer.Option(help="Sampling seed; the pool is reproducible given it.")] = 0,
-    task_seed: Annotated[Optional[int], typer.Option(help="gsm-symbolic: instance seed; bigbench: shuffle seed.")] = None,
-    subtask: Annotated[Optional[str], typer.Option(help="bigbench: task path, e.g. arithmetic/1_digit_multiplication.")] = None,
-    data: Annotated[Optional[Path], typer.Option(help="jsonl: path to a file of {id, prompt, answer} lines.")] = None,
+    style: StyleOpt = None,
+    shots: ShotsOpt = None,
+    max_tokens: MaxTokensOpt = None,
+    temperature: TemperatureOpt = 0.8,
+    top_p: TopPOpt = 1.0,
+    seed: SeedOpt = 0,
+    task_seed: TaskSeedOpt = None,
+    subtask: SubtaskOpt = None,
+    data: DataOpt = None,
     verifier: Annotated[Optional[list[str]], typer.Option(help=f"Score every sample with this verifier (repeatable): {', '.join(verifier_names())}.")] = None,
     wave: Annotated[int, typer.Option(help="Samples per batched request; each wave is committed before the next.")] = 32,
-    store: Annotated[Path, typer.Option(help="SQLite file holding every run's samples.")] = DEFAULT_STORE,
+    store: StoreOpt = DEFAULT_STORE,
     run_id: Annotated[Optional[str], typer.Option(help="Name of the sweep; an existing id resumes it.")] = None,
-    threads: Annotated[Optional[int], typer.Option(help="CPU threads for llama.cpp (default: all cores).")] = None,
+    threads: ThreadsOpt = None,
     backend: Annotated[str, typer.Option(help=BACKEND_HELP)] = "llama-cpp",
     base_url: Annotated[Optional[list[str]], typer.Option(help=BASE_URL_HELP)] = None,
     api_key: Annotated[Optional[str], typer.Option(envvar="OPENAI_API_KEY", help="openai backend: API key (default: $OPENAI_API_KEY).")] = None,

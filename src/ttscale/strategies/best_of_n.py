@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from ttscale.errors import ConfigError
-from ttscale.strategies.base import Result, SolveContext
+from ttscale.strategies.base import Result, Sample, SolveContext
 from ttscale.strategies.voting import weighted_vote
 from ttscale.tasks.base import Problem
-from ttscale.verifiers.base import Verifier
+from ttscale.verifiers.base import Verifier, verifier_bound
 
 
 @dataclass
@@ -29,8 +29,24 @@ class BestOfN:
         if self.verifier is None:
             raise ConfigError(f"strategy {self.name} needs a verifier")
 
+    def _affordable_k(self, problem: Problem, ctx: SolveContext) -> int:
+        """Largest n <= k whose sampling worst case plus the verifier's worst case fits the budget."""
+        max_tokens = ctx.base_request().max_tokens
+        prompt = ctx.prompt_tokens()
+        for n in range(self.k, 0, -1):
+            blanks = [Sample(i, "", None, None, 0, prompt, 0, 0.0, "stop") for i in range(n)]
+            need = ctx.meter.worst_case(prompt, n, max_tokens) + verifier_bound(self.verifier, problem, blanks, max_tokens)
+            if ctx.meter.fits(need):
+                return n
+        return 0
+
     def solve(self, problem: Problem, ctx: SolveContext) -> Result:
-        samples = ctx.sample(self.k)
+        # Scoring is paid from the same budget: reserve the verifier's worst case before sampling,
+        # and score only as many samples as the budget still covers (the cap is hard).
+        limited = not ctx.meter.budget.unlimited
+        samples = ctx.sample(self._affordable_k(problem, ctx) if limited else self.k)
+        while limited and samples and not ctx.meter.fits(verifier_bound(self.verifier, problem, samples)):
+            samples = samples[:-1]
         scored = self.verifier.score(problem, samples)
         ctx.meter.charge(scored.usage)
         for s, sc in zip(samples, scored.scores, strict=False):

@@ -16,7 +16,7 @@ from typing import Any
 from ttscale.backends.base import ChatMessage, GenerationRequest
 from ttscale.errors import ConfigError
 from ttscale.strategies.base import Result, Sample, SolveContext
-from ttscale.strategies.search_common import verifier_bound
+from ttscale.verifiers.base import verifier_bound
 from ttscale.strategies.voting import weighted_vote
 from ttscale.tasks.base import Problem
 from ttscale.verifiers.base import Verifier

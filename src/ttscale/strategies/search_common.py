@@ -18,7 +18,7 @@ from ttscale.errors import ConfigError
 from ttscale.steps import DEFAULT_DELIMITER, Partial, as_sample, step_generator
 from ttscale.strategies.base import Result, Sample, SolveContext
 from ttscale.verifiers.aggregate import aggregate, check_aggregate
-from ttscale.verifiers.base import Verifier
+from ttscale.verifiers.base import Verifier, verifier_bound
 
 
 @dataclass
@@ -37,12 +37,6 @@ class SearchKnobs:
         check_aggregate(self.aggregate)
         if self.step_tokens < 1 or self.max_steps < 1:
             raise ConfigError("step_tokens and max_steps must be >= 1")
-
-
-def verifier_bound(verifier: Verifier, problem: Any, parents: Sequence[Sample], extra_tokens: int) -> Usage:
-    """The verifier's worst case for scoring children of ``parents`` (zero if it cannot say: free verifiers)."""
-    bound = getattr(verifier, "cost_bound", None)
-    return bound(problem, parents, extra_tokens) if callable(bound) else Usage()
 
 
 class Search:

@@ -26,3 +26,13 @@ class Verifier(Protocol):
     """True for verifiers that read the reference answer: for evaluation only, never deployment."""
 
     def score(self, problem: Problem, candidates: Sequence[Sample]) -> Scores: ...
+
+
+def verifier_bound(verifier: Verifier, problem: Problem, candidates: Sequence[Sample], extra_tokens: int = 0) -> Usage:
+    """The most scoring ``candidates`` can cost if each first grows by ``extra_tokens``.
+
+    Verifiers that spend compute (an LLM judge) implement ``cost_bound``; the others
+    are free and bound at zero.
+    """
+    bound = getattr(verifier, "cost_bound", None)
+    return bound(problem, candidates, extra_tokens) if callable(bound) else Usage()
