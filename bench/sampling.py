@@ -1,6 +1,6 @@
 """Batched, prefix-sharing sampling vs independent calls to llama-cpp-python's plain API.
 
-16 samples of one GSM8K prompt through ttscale's embedded backend, against 16
+16 samples of one GSM8K prompt (ttscale's default 4-shot completion prompt) through ttscale's embedded backend, against 16
 calls to ``llama_cpp.Llama.create_completion`` on the same model with the same
 threads and sampling settings, in one run. Prints generated tokens/s for both
 and the ratio; the last line is ``bench: sampling_speedup = <ratio>``.
@@ -16,8 +16,8 @@ import time
 
 from ttscale.backends.base import GenerationRequest
 from ttscale.backends.llama_cpp import LlamaCppBackend
-from ttscale.tasks.base import PromptFormat
-from ttscale.tasks.gsm_symbolic import DEFAULT_INSTRUCTION, GsmSymbolicTask
+from ttscale.registry import make_task
+from ttscale.tasks.gsm_symbolic import GsmSymbolicTask
 
 # Both sides sample from the same distribution: temperature 0.8 over the full vocabulary
 # (Llama's default top_k=40 and min_p=0.05 are switched off to match).
@@ -33,7 +33,9 @@ def main() -> None:
     args = ap.parse_args()
     threads = args.threads
 
-    task = GsmSymbolicTask(fmt=PromptFormat(style="completion", shots=2, instruction=DEFAULT_INSTRUCTION))
+    # ttscale's default GSM8K completion prompt (4 worked exemplars, as `make_task` builds it for base models).
+    task = make_task("gsm-symbolic", style="completion")
+    assert isinstance(task, GsmSymbolicTask)
     problem = task.problems(limit=1)[0]
     base_req = task.request(problem)
     backend = LlamaCppBackend(args.model, n_threads=threads)
