@@ -22,9 +22,13 @@ $(STAMP): pyproject.toml requirements-data.txt
 	touch $@
 
 demo: setup
-	$(VENV)/bin/ttscale run --task gsm-symbolic --strategy single --limit 20 --run-id demo-single
-	$(VENV)/bin/ttscale run --task gsm-symbolic --strategy self-consistency -k 8 --limit 20 --run-id demo-sc8
-	$(VENV)/bin/ttscale compare demo-single demo-sc8
+	# BIG-bench 1-digit multiplication: in the middle of the embedded model's range, where voting helps.
+	$(VENV)/bin/ttscale run --task bigbench --subtask arithmetic/1_digit_multiplication --strategy single --limit 20 --run-id demo-bb-single
+	$(VENV)/bin/ttscale run --task bigbench --subtask arithmetic/1_digit_multiplication --strategy self-consistency -k 8 --limit 20 --run-id demo-bb-sc8
+	# GSM8K test questions: near the floor for a 135M model (coverage grows, votes rarely agree).
+	$(VENV)/bin/ttscale run --task gsm-symbolic --strategy single --limit 20 --run-id demo-gsm-single
+	$(VENV)/bin/ttscale run --task gsm-symbolic --strategy self-consistency -k 8 --limit 20 --run-id demo-gsm-sc8
+	$(VENV)/bin/ttscale compare demo-bb-single demo-bb-sc8 demo-gsm-single demo-gsm-sc8
 
 # Headless Chromium for the HTML report test (tests/report). Idempotent; never fails the build: without apt
 # (or root) the browser test skips and says why.
