@@ -16,7 +16,8 @@ from ttscale.errors import TtscaleError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-console = Console(stderr=False)
+# Rich wraps tables at 80 columns when output is not a terminal (make demo, CI logs): give them room.
+console = Console(stderr=False, width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True)
 
 DEFAULT_STORE = Path("runs") / "ttscale.sqlite"

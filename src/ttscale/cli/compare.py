@@ -30,7 +30,8 @@ def compare(
         t = Table(title=f"runs in {store}")
         for col in ("run", "task", "strategy", "model", "problems", "accuracy", "prefilled/problem",
                     "generated/problem", "FLOPs/problem", "wall s/problem"):
-            t.add_column(col, justify="right" if col not in ("run", "task", "strategy", "model") else "left")
+            t.add_column(col, justify="right" if col not in ("run", "task", "strategy", "model") else "left",
+                         overflow="fold")
         for rec in records:
             assert rec is not None
             cfg = rec.config
