@@ -16,10 +16,9 @@ from typing import Any
 from ttscale.backends.base import ChatMessage, GenerationRequest
 from ttscale.errors import ConfigError
 from ttscale.strategies.base import Result, Sample, SolveContext
-from ttscale.verifiers.base import verifier_bound
 from ttscale.strategies.voting import weighted_vote
 from ttscale.tasks.base import Problem
-from ttscale.verifiers.base import Verifier
+from ttscale.verifiers.base import Verifier, verifier_bound
 
 REVISE_PROMPT = (
     "Check your previous answer step by step. If it has a mistake, correct it; otherwise keep it. "
