@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from ttscale.cli.common import DEFAULT_STORE, cli_errors, console, fail, human
+from ttscale.cli.options import BootstrapOpt, BudgetsOpt, OrdersOpt, PoolKOpt, PoolRunArg, PoolStoreOpt, ResampleSeedOpt
 from ttscale.replay.analysis import Analysis, analyze
 from ttscale.replay.code_analysis import CodeAnalysis, analyze_pool
 from ttscale.replay.curves import DEFAULT_STRATEGIES, KINDS, parse_strategy
@@ -80,15 +81,15 @@ def _print(a: Analysis) -> None:
 
 @cli_errors
 def curves(
-    run_id: Annotated[str, typer.Argument(help="Run (usually a sweep) whose samples form the pool.")],
-    store: Annotated[Path, typer.Option(help="SQLite file holding the pool.")] = DEFAULT_STORE,
+    run_id: PoolRunArg,
+    store: PoolStoreOpt = DEFAULT_STORE,
     out: Annotated[Optional[Path], typer.Option(help="Output prefix: writes PREFIX.csv and PREFIX.json (default runs/<run>-curves).")] = None,
     strategy: Annotated[Optional[list[str]], typer.Option("--strategy", "-s", help=_STRATEGY_HELP)] = None,
-    budgets: Annotated[Optional[str], typer.Option(help="Comma-separated k values (default: ~12 log-spaced up to K).")] = None,
-    k: Annotated[Optional[int], typer.Option("-k", help="Use only the first K samples of each problem.")] = None,
-    orders: Annotated[int, typer.Option(help="Random orderings per problem for resampled estimates.")] = 64,
-    bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples over problems for the CIs.")] = 200,
-    seed: Annotated[int, typer.Option(help="Seed of the resampling.")] = 0,
+    budgets: BudgetsOpt = None,
+    k: PoolKOpt = None,
+    orders: OrdersOpt = 64,
+    bootstrap: BootstrapOpt = 200,
+    seed: ResampleSeedOpt = 0,
 ) -> None:
     """Accuracy-vs-compute points of every strategy at every budget, from one stored pool (CSV + JSON)."""
     a, _ = _analysis(store, run_id, strategy, budgets, k, orders, bootstrap, seed)
@@ -102,15 +103,15 @@ def curves(
 
 @cli_errors
 def report(
-    run_id: Annotated[str, typer.Argument(help="Run (usually a sweep) whose samples form the pool.")],
-    store: Annotated[Path, typer.Option(help="SQLite file holding the pool.")] = DEFAULT_STORE,
+    run_id: PoolRunArg,
+    store: PoolStoreOpt = DEFAULT_STORE,
     out: Annotated[Optional[Path], typer.Option(help="Output directory (default runs/<run>-report).")] = None,
     strategy: Annotated[Optional[list[str]], typer.Option("--strategy", "-s", help=_STRATEGY_HELP)] = None,
-    budgets: Annotated[Optional[str], typer.Option(help="Comma-separated k values (default: ~12 log-spaced up to K).")] = None,
-    k: Annotated[Optional[int], typer.Option("-k", help="Use only the first K samples of each problem.")] = None,
-    orders: Annotated[int, typer.Option(help="Random orderings per problem for resampled estimates.")] = 64,
-    bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples over problems for the CIs.")] = 200,
-    seed: Annotated[int, typer.Option(help="Seed of the resampling.")] = 0,
+    budgets: BudgetsOpt = None,
+    k: PoolKOpt = None,
+    orders: OrdersOpt = 64,
+    bootstrap: BootstrapOpt = 200,
+    seed: ResampleSeedOpt = 0,
 ) -> None:
     """PNG plots (accuracy vs tokens and FLOPs, coverage fit, Pareto frontier) and one self-contained HTML page.
 

@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from ttscale.cli.remote_opts import BACKEND_HELP, BASE_URL_HELP, RAY_HELP, WORKERS_HELP
 from ttscale.registry import task_names
 
 TaskOpt = Annotated[str, typer.Option(help=f"Task: {', '.join(task_names())}.")]
@@ -25,3 +26,21 @@ SubtaskOpt = Annotated[Optional[str], typer.Option(help="bigbench: task path, e.
 DataOpt = Annotated[Optional[Path], typer.Option(help="jsonl: path to a file of {id, prompt, answer} lines.")]
 StoreOpt = Annotated[Path, typer.Option(help="SQLite file holding every run's samples.")]
 ThreadsOpt = Annotated[Optional[int], typer.Option(help="CPU threads for llama.cpp (default: all cores).")]
+
+# Engine selection and parallelism (``run`` and ``sweep``); help texts live with the logic in remote_opts.
+BackendOpt = Annotated[str, typer.Option(help=BACKEND_HELP)]
+BaseUrlOpt = Annotated[Optional[list[str]], typer.Option(help=BASE_URL_HELP)]
+ApiKeyOpt = Annotated[Optional[str], typer.Option(envvar="OPENAI_API_KEY", help="openai backend: API key (default: $OPENAI_API_KEY).")]
+ConcurrencyOpt = Annotated[int, typer.Option(help="openai backend: HTTP requests in flight per backend.")]
+WorkersOpt = Annotated[int, typer.Option(help=WORKERS_HELP)]
+RayOpt = Annotated[bool, typer.Option("--ray", help=RAY_HELP)]
+RayAddressOpt = Annotated[Optional[str], typer.Option(help="Ray cluster address (default: start a local Ray).")]
+
+# Replaying a stored pool (``curves`` and ``report``).
+PoolRunArg = Annotated[str, typer.Argument(help="Run (usually a sweep) whose samples form the pool.")]
+PoolStoreOpt = Annotated[Path, typer.Option(help="SQLite file holding the pool.")]
+BudgetsOpt = Annotated[Optional[str], typer.Option(help="Comma-separated k values (default: ~12 log-spaced up to K).")]
+PoolKOpt = Annotated[Optional[int], typer.Option("-k", help="Use only the first K samples of each problem.")]
+OrdersOpt = Annotated[int, typer.Option(help="Random orderings per problem for resampled estimates.")]
+BootstrapOpt = Annotated[int, typer.Option(help="Bootstrap resamples over problems for the CIs.")]
+ResampleSeedOpt = Annotated[int, typer.Option(help="Seed of the resampling.")]

@@ -12,9 +12,15 @@ from rich.table import Table
 
 from ttscale.cli.common import DEFAULT_STORE, cli_errors, console, fail, human, write_json
 from ttscale.cli.options import (
+    ApiKeyOpt,
+    BackendOpt,
+    BaseUrlOpt,
+    ConcurrencyOpt,
     DataOpt,
     MaxTokensOpt,
     ModelOpt,
+    RayAddressOpt,
+    RayOpt,
     SeedOpt,
     ShotsOpt,
     StoreOpt,
@@ -25,9 +31,10 @@ from ttscale.cli.options import (
     TemperatureOpt,
     ThreadsOpt,
     TopPOpt,
+    WorkersOpt,
 )
 from ttscale.cli.plan import print_policy_choices
-from ttscale.cli.remote_opts import BACKEND_HELP, BASE_URL_HELP, RAY_HELP, WORKERS_HELP, backend_specs
+from ttscale.cli.remote_opts import backend_specs
 from ttscale.cost import Budget
 from ttscale.distributed import run_parallel
 from ttscale.errors import ConfigError
@@ -89,13 +96,13 @@ def run(
     run_id: Annotated[Optional[str], typer.Option(help="Name of the run; an existing id resumes that run.")] = None,
     output: Annotated[Optional[Path], typer.Option(help="Write the JSON summary here (default: runs/<run-id>.json).")] = None,
     threads: ThreadsOpt = None,
-    backend: Annotated[str, typer.Option(help=BACKEND_HELP)] = "llama-cpp",
-    base_url: Annotated[Optional[list[str]], typer.Option(help=BASE_URL_HELP)] = None,
-    api_key: Annotated[Optional[str], typer.Option(envvar="OPENAI_API_KEY", help="openai backend: API key (default: $OPENAI_API_KEY).")] = None,
-    concurrency: Annotated[int, typer.Option(help="openai backend: HTTP requests in flight per backend.")] = 8,
-    workers: Annotated[int, typer.Option(help=WORKERS_HELP)] = 1,
-    ray: Annotated[bool, typer.Option("--ray", help=RAY_HELP)] = False,
-    ray_address: Annotated[Optional[str], typer.Option(help="Ray cluster address (default: start a local Ray).")] = None,
+    backend: BackendOpt = "llama-cpp",
+    base_url: BaseUrlOpt = None,
+    api_key: ApiKeyOpt = None,
+    concurrency: ConcurrencyOpt = 8,
+    workers: WorkersOpt = 1,
+    ray: RayOpt = False,
+    ray_address: RayAddressOpt = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
     beam_width: Annotated[Optional[int], typer.Option(help="beam/dvts/best-first: M, continuations per path per step.")] = None,
     m: Annotated[Optional[int], typer.Option("--m", help="short-m@k: vote over the first m samples to finish.")] = None,

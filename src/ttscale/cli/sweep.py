@@ -10,9 +10,15 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from ttscale.cli.common import DEFAULT_STORE, cli_errors, console, fail, human, write_json
 from ttscale.cli.options import (
+    ApiKeyOpt,
+    BackendOpt,
+    BaseUrlOpt,
+    ConcurrencyOpt,
     DataOpt,
     MaxTokensOpt,
     ModelOpt,
+    RayAddressOpt,
+    RayOpt,
     SeedOpt,
     ShotsOpt,
     StoreOpt,
@@ -23,8 +29,9 @@ from ttscale.cli.options import (
     TemperatureOpt,
     ThreadsOpt,
     TopPOpt,
+    WorkersOpt,
 )
-from ttscale.cli.remote_opts import BACKEND_HELP, BASE_URL_HELP, RAY_HELP, WORKERS_HELP, backend_specs, parallel_sweep
+from ttscale.cli.remote_opts import backend_specs, parallel_sweep
 from ttscale.errors import ConfigError
 from ttscale.registry import make_task, make_verifier, verifier_names
 from ttscale.store import Store
@@ -52,13 +59,13 @@ def sweep(
     store: StoreOpt = DEFAULT_STORE,
     run_id: Annotated[Optional[str], typer.Option(help="Name of the sweep; an existing id resumes it.")] = None,
     threads: ThreadsOpt = None,
-    backend: Annotated[str, typer.Option(help=BACKEND_HELP)] = "llama-cpp",
-    base_url: Annotated[Optional[list[str]], typer.Option(help=BASE_URL_HELP)] = None,
-    api_key: Annotated[Optional[str], typer.Option(envvar="OPENAI_API_KEY", help="openai backend: API key (default: $OPENAI_API_KEY).")] = None,
-    concurrency: Annotated[int, typer.Option(help="openai backend: HTTP requests in flight per backend.")] = 8,
-    workers: Annotated[int, typer.Option(help=WORKERS_HELP)] = 1,
-    ray: Annotated[bool, typer.Option("--ray", help=RAY_HELP)] = False,
-    ray_address: Annotated[Optional[str], typer.Option(help="Ray cluster address (default: start a local Ray).")] = None,
+    backend: BackendOpt = "llama-cpp",
+    base_url: BaseUrlOpt = None,
+    api_key: ApiKeyOpt = None,
+    concurrency: ConcurrencyOpt = 8,
+    workers: WorkersOpt = 1,
+    ray: RayOpt = False,
+    ray_address: RayAddressOpt = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar with time left.")] = True,
 ) -> None:
     """Generate K samples per problem into --store (resumable), for `ttscale curves` and `ttscale report`.
