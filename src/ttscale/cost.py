@@ -112,6 +112,10 @@ class Meter:
     def charge(self, usage: Usage) -> None:
         self.usage = self.usage + usage
 
+    def for_model(self, info: ModelInfo) -> Meter:
+        """A view of this meter for another model: the same budget and running usage, its own FLOPs."""
+        return _MeterView(self, info)
+
     def charge_generations(self, gens: Iterable[Generation]) -> Usage:
         spent = Usage.total(generation_usage(g, self.info) for g in gens)
         self.charge(spent)
@@ -154,3 +158,20 @@ class Meter:
             else:
                 hi = mid - 1
         return lo
+
+
+class _MeterView(Meter):
+    """Charges go to the parent meter; worst cases use this model's shapes."""
+
+    def __init__(self, parent: Meter, info: ModelInfo) -> None:  # noqa: super().__init__ would reset usage
+        self._parent = parent
+        self.info = info
+        self.budget = parent.budget
+
+    @property  # type: ignore[override]
+    def usage(self) -> Usage:
+        return self._parent.usage
+
+    @usage.setter
+    def usage(self, value: Usage) -> None:
+        self._parent.usage = value

@@ -10,6 +10,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from ttscale.backends.base import Backend
 from ttscale.cli.common import DEFAULT_STORE, cli_errors, console, fail, human, write_json
 from ttscale.cli.options import (
     ApiKeyOpt,
@@ -38,6 +39,7 @@ from ttscale.cli.remote_opts import backend_specs
 from ttscale.cost import Budget
 from ttscale.distributed import run_parallel
 from ttscale.errors import ConfigError
+from ttscale.planner.policy import Policy
 from ttscale.registry import (
     STRATEGY_KNOBS,
     make_strategy,
@@ -50,6 +52,7 @@ from ttscale.runner import RunSummary, solve_problems, summarize
 from ttscale.store import Store
 from ttscale.strategies.base import Result, Sampling, Strategy
 from ttscale.strategies.policy import PolicyStrategy
+from ttscale.tasks.base import Task
 
 
 def print_summary(s: RunSummary, chance: float | None = None) -> None:
@@ -164,12 +167,23 @@ def run(
     v = (make_verifier(verifier, t, be, url=verifier_url, verifications=verifications, rollouts=rollouts)
          if verifier else None)
     strat: Strategy
+    extra_backends: list[Backend] = []
     if policy is not None:
-        pstrat = PolicyStrategy.from_file(policy, float(budget_tokens or 0))
-        fitted_on = str(pstrat.policy.source.get("model") or "")
+        pol = Policy.load(policy)
+        fitted_on = pol.primary_model
         if fitted_on and info.name not in fitted_on and fitted_on not in info.name:
             console.print(f"[yellow]warning:[/] the policy was fitted on {fitted_on}, this run uses {info.name}")
-        strat, strategy = pstrat, "policy"
+        alternates: dict[str, tuple[Backend, Task]] = {}
+        for other in pol.models(pol.level_for(float(budget_tokens or 0))):
+            if ray:
+                fail(f"this policy level switches to {other}: run it without --ray")
+            ob = backend_specs(backend, other, base_url, api_key, concurrency, threads)[0].build()
+            extra_backends.append(ob)
+            oi = ob.model_info()
+            alternates[other] = (ob, make_task(task, style=style if oi.has_chat_template else None, shots=shots,
+                                               max_tokens=max_tokens, seed=task_seed, subtask=subtask,
+                                               data=str(data) if data else None, chat_model=oi.has_chat_template))
+        strat, strategy = PolicyStrategy(pol, float(budget_tokens or 0), alternates), "policy"
     else:
         strat = make_strategy(strategy, k=k, verifier=v, **extra_knobs)
     rid = run_id or f"{task}-{strategy}{'-k' + str(k) if k else ''}-{info.name}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -213,6 +227,8 @@ def run(
     finally:
         st.close()
         be.close()
+        for ob in extra_backends:
+            ob.close()
     chance_fn = getattr(t, "chance_accuracy", None)
     chance = chance_fn(probs) if callable(chance_fn) else None
     print_summary(summary, chance)

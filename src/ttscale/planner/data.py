@@ -9,7 +9,7 @@ BIG-bench subtask) merge into one pool; their problem ids are then prefixed ``ru
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -26,6 +26,9 @@ class PlanPool:
     """float (P,): rendered prompt length of each problem."""
     group: list[str]
     """Source run of each problem."""
+    alts: dict[str, PlanPool] = field(default_factory=dict)
+    """Other models' pools of the *same* problems, row by row (model name -> pool): choices a
+    policy can switch to after the probe (:func:`align_alternate`)."""
 
     @property
     def problem_ids(self) -> list[str]:
@@ -52,7 +55,8 @@ class PlanPool:
             sample_tokens=p.sample_tokens[idx], sample_flops=p.sample_flops[idx],
             scores={k: v[idx] for k, v in p.scores.items()}, run_id=p.run_id, task=p.task, model=p.model,
         )
-        return PlanPool(sub, self.prompt_tokens[idx], [self.group[i] for i in idx])
+        return PlanPool(sub, self.prompt_tokens[idx], [self.group[i] for i in idx],
+                        {m: a.take(idx) for m, a in self.alts.items()})
 
 
 def merge(pools: Sequence[PlanPool]) -> PlanPool:
@@ -123,6 +127,39 @@ def load_plan_pool(store: Store, run_ids: Sequence[str], k: int | None = None) -
         lengths = {f"{rid}/{pid}" if prefix else pid: float(ss[0].prompt_tokens) for pid, ss in by_problem.items()}
         parts.append(PlanPool(pool, np.array([lengths[i] for i in pool.problem_ids]), [rid] * pool.n_problems))
     return merge(parts)
+
+
+def raw_id(problem_id: str, group: str) -> str:
+    """A merged pool's problem id without its ``run/`` prefix."""
+    return problem_id[len(group) + 1:] if problem_id.startswith(group + "/") else problem_id
+
+
+def align_alternate(primary: PlanPool, other: PlanPool, model: str) -> PlanPool:
+    """``primary`` with ``other`` (another model's pool of the same problems) attached as ``alts[model]``.
+
+    Pools are matched run by run in order (the i-th run of ``other`` holds the problems of the
+    i-th run of ``primary``) and rows are reordered to follow ``primary``.
+    """
+    if model in primary.alts:
+        raise ConfigError(f"model {model!r} already has a pool attached")
+    if other.pool.k != primary.pool.k:
+        raise ConfigError(f"the {model} pool has {other.pool.k} samples per problem, the primary {primary.pool.k}")
+    p_runs, o_runs = list(dict.fromkeys(primary.group)), list(dict.fromkeys(other.group))
+    if len(p_runs) != len(o_runs):
+        raise ConfigError(f"{len(o_runs)} {model} pools for {len(p_runs)} primary pools: give one per primary pool, "
+                          "in the same order")
+    run_of = dict(zip(p_runs, o_runs, strict=True))
+    where = {(g, raw_id(pid, g)): i for i, (pid, g) in enumerate(zip(other.problem_ids, other.group, strict=True))}
+    idx = []
+    for pid, g in zip(primary.problem_ids, primary.group, strict=True):
+        key = (run_of[g], raw_id(pid, g))
+        if key not in where:
+            raise ConfigError(f"problem {key[1]!r} of {g} is missing from the {model} pool {run_of[g]}")
+        idx.append(where[key])
+    if len(set(idx)) != len(idx):
+        raise ConfigError(f"the {model} pools repeat a problem")
+    return PlanPool(primary.pool, primary.prompt_tokens, primary.group,
+                    {**primary.alts, model: other.take(np.array(idx, dtype=np.int64))})
 
 
 def from_pool(pool: Pool, prompt_tokens: np.ndarray | None = None, group: Sequence[str] | None = None) -> PlanPool:

@@ -160,4 +160,10 @@ def evaluate_policy(policy: Policy, test: PlanPool, *, n_orders: int = 64, seed:
         "levels": rows,
         "curves": {name: [{"k": p.k, "accuracy": p.accuracy, "tokens": p.total_tokens} for p in curves.curve(name)]
                    for name in curves.strategies},
+        "alternate_majority": {
+            model: [{"k": p.k, "accuracy": p.accuracy, "ci": [p.ci_low, p.ci_high], "tokens": p.total_tokens}
+                    for p in compute_curves(alt.pool, BASELINES[:1], list(range(1, K + 1)), n_orders=n_orders,
+                                            seed=seed).curve("majority")]
+            for model, alt in test.alts.items()
+        },
     }

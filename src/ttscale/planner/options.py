@@ -3,6 +3,8 @@
 A *choice* is an aggregation rule and a total sample count ``k >= p``: the ``p`` probe samples
 are kept and ``k - p`` more are drawn, then the ``k`` are aggregated (majority vote, certainty-
 weighted vote, or best-of-N by certainty). ``k == p`` means "stop after the probe".
+A choice may instead name another ``model``: after the probe (made with the primary model,
+its cost paid), ``k`` fresh samples of that model are aggregated and the probe is set aside.
 
 :func:`replay_options` estimates, for every problem of a pool and every choice, the expected
 accuracy and tokens by replay: the probe is the problem's first ``p`` samples (as online, where
@@ -23,6 +25,7 @@ from ttscale.errors import ConfigError
 from ttscale.planner.data import PlanPool
 from ttscale.planner.features import certainty
 from ttscale.replay import estimators as est
+from ttscale.replay.pool import Pool
 from ttscale.strategies.base import Sample
 from ttscale.strategies.voting import weighted_vote
 
@@ -35,6 +38,8 @@ class Choice:
     k: int
     score: str = "certainty"
     """Score used by weighted-majority and best-of-n (the free certainty score)."""
+    model: str | None = None
+    """Another model to switch to after the probe (None: the primary model, probe kept)."""
 
     def __post_init__(self) -> None:
         if self.kind not in CHOICE_KINDS:
@@ -46,14 +51,16 @@ class Choice:
 
     @property
     def label(self) -> str:
-        return f"{self.kind}@{self.k}"
+        return f"{self.model}:{self.kind}@{self.k}" if self.model else f"{self.kind}@{self.k}"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Choice:
-        return cls(kind=str(d["kind"]), k=int(d["k"]), score=str(d.get("score", "certainty")))
+        model = d.get("model")
+        return cls(kind=str(d["kind"]), k=int(d["k"]), score=str(d.get("score", "certainty")),
+                   model=str(model) if model else None)
 
 
 def option_grid(p: int, K: int, kinds: Sequence[str] = CHOICE_KINDS) -> list[Choice]:
@@ -62,6 +69,12 @@ def option_grid(p: int, K: int, kinds: Sequence[str] = CHOICE_KINDS) -> list[Cho
         raise ConfigError(f"probe size must be in 1..{K} (the pool's samples per problem), got {p}")
     ks = sorted({k for k in range(p, K + 1) if k <= 16 or k == K or (k & (k - 1)) == 0 or k % 8 == 0})
     return [Choice(kind, k) for kind in kinds for k in ks]
+
+
+def alternate_grid(model: str, K: int, kinds: Sequence[str] = CHOICE_KINDS) -> list[Choice]:
+    """Every kind at every k from 1 to ``K`` (log-spaced past 16) on another model."""
+    ks = sorted({k for k in range(1, K + 1) if k <= 16 or k == K or (k & (k - 1)) == 0 or k % 8 == 0})
+    return [Choice(kind, k, model=model) for kind in kinds for k in ks]
 
 
 @dataclass
@@ -78,44 +91,61 @@ class OptionTable:
         return self.choices.index(choice)
 
 
+def _rule_outcomes(pool: Pool, order: np.ndarray, kind: str, ks: Sequence[int]) -> dict[int, np.ndarray]:
+    """(P, N) correctness of rule ``kind`` over the first k samples of each ordering, for each k."""
+    P = pool.n_problems
+    if kind == "best-of-n":
+        s = np.where(pool.answer >= 0, pool.scores["certainty"], -np.inf)
+        sg = est._gather(s, order)
+        by_k = {}
+        for k in ks:
+            j = np.argmax(sg[..., :k], axis=-1)  # first best position (online: lowest index; same up to exact ties)
+            win = np.take_along_axis(order, j[..., None], axis=-1)[..., 0]
+            ok = np.take_along_axis(pool.correct, win.reshape(P, -1), axis=1).reshape(win.shape)
+            by_k[k] = ok.astype(float)
+        return by_k
+    weights = pool.scores["certainty"] if kind == "weighted-majority" else None
+    w = est.vote_winners(pool.answer, order, list(ks), pool.n_answers, weights, pool.logprob)
+    ok = est.winners_correct(pool.answer_correct, w).astype(float)  # (P, N, len(ks))
+    return {k: ok[..., i] for i, k in enumerate(ks)}
+
+
 def replay_options(pp: PlanPool, p: int, choices: Sequence[Choice], *, n_orders: int = 64, seed: int = 0) -> OptionTable:
     """Every choice on every problem under ``n_orders`` random orderings of its samples.
 
     Under ordering n the probe is its first ``p`` samples and choice (rule, k) aggregates its
     first k, so a choice always contains the probe, as online. Averaging over orderings is the
-    expectation over which i.i.d. samples the probe happened to draw.
+    expectation over which i.i.d. samples the probe happened to draw. A choice on another model
+    pays the probe, then that model's prompt and its first k samples under an independent ordering.
     """
     pool = pp.pool
     P, K = pool.n_problems, pool.k
-    if any(c.k < p or c.k > K for c in choices):
-        raise ConfigError(f"choices need {p} <= k <= {K}")
-    order = est.random_orders(P, K, n_orders, np.random.default_rng(seed))
+    if any(c.k > K or (c.model is None and c.k < p) for c in choices):
+        raise ConfigError(f"choices need {p} <= k <= {K} (k <= {K} on another model)")
+    missing = sorted({c.model for c in choices if c.model is not None and c.model not in pp.alts})
+    if missing:
+        raise ConfigError(f"choices use model(s) {', '.join(missing)} but no pool of theirs is attached "
+                          f"(have: {', '.join(pp.alts) or 'none'})")
+    rng = np.random.default_rng(seed)
+    order = est.random_orders(P, K, n_orders, rng)
     acc = np.zeros((P, n_orders, len(choices)))
     tokens = np.zeros((P, n_orders, len(choices)))
     cum = np.cumsum(est._gather(pool.sample_tokens, order), axis=-1)  # (P, N, K)
-    for kind in CHOICE_KINDS:
-        idx = [i for i, c in enumerate(choices) if c.kind == kind]
-        if not idx:
-            continue
-        ks = sorted({choices[i].k for i in idx})
-        if kind == "best-of-n":
-            s = np.where(pool.answer >= 0, pool.scores["certainty"], -np.inf)
-            sg = est._gather(s, order)
-            by_k = {}
-            for k in ks:
-                j = np.argmax(sg[..., :k], axis=-1)  # first best position (online: lowest index; same up to exact ties)
-                win = np.take_along_axis(order, j[..., None], axis=-1)[..., 0]
-                ok = np.take_along_axis(pool.correct, win.reshape(P, -1), axis=1).reshape(win.shape)
-                by_k[k] = ok.astype(float)
-        else:
-            weights = pool.scores["certainty"] if kind == "weighted-majority" else None
-            w = est.vote_winners(pool.answer, order, ks, pool.n_answers, weights, pool.logprob)
-            ok = est.winners_correct(pool.answer_correct, w).astype(float)  # (P, N, len(ks))
-            by_k = {k: ok[..., i] for i, k in enumerate(ks)}
-        for i in idx:
-            k = choices[i].k
-            acc[..., i] = by_k[k]
-            tokens[..., i] = pool.prefill_tokens[:, None] + cum[..., k - 1]
+    probe_cost = pool.prefill_tokens[:, None] + cum[..., p - 1]
+    for model in dict.fromkeys(c.model for c in choices):
+        src = pool if model is None else pp.alts[model].pool
+        o = order if model is None else est.random_orders(P, K, n_orders, rng)
+        c_cum = cum if model is None else np.cumsum(est._gather(src.sample_tokens, o), axis=-1)
+        for kind in CHOICE_KINDS:
+            idx = [i for i, c in enumerate(choices) if c.kind == kind and c.model == model]
+            if not idx:
+                continue
+            by_k = _rule_outcomes(src, o, kind, sorted({choices[i].k for i in idx}))
+            for i in idx:
+                k = choices[i].k
+                acc[..., i] = by_k[k]
+                tokens[..., i] = (pool.prefill_tokens[:, None] + cum[..., k - 1] if model is None
+                                  else probe_cost + src.prefill_tokens[:, None] + c_cum[..., k - 1])
     return OptionTable(list(choices), order, acc, tokens)
 
 

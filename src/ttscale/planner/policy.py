@@ -7,9 +7,10 @@ Fitting (Snell et al. 2024, binned by *predicted* difficulty):
    standardized features). The prediction is the problem's difficulty; the oracle is only the
    regression target, never an input.
 2. Bin problems by predicted pass rate (quantile edges, ``n_bins`` bins).
-3. For every bin and every choice (rule x k, :mod:`ttscale.planner.options`), estimate by
-   replay the expected accuracy and tokens, the probe included (its cost counts against the
-   budget because every choice starts from it).
+3. For every bin and every choice (rule x k, :mod:`ttscale.planner.options`; with other
+   models' pools attached, also "switch to that model for k samples"), estimate by replay the
+   expected accuracy and tokens, the probe included (its cost counts against the budget
+   because every choice starts from it).
 4. For each budget level (mean tokens per problem), pick one choice per bin maximizing the
    expected accuracy over all problems subject to the mean cost staying within the budget: a
    multiple-choice knapsack, solved greedily along each bin's convex hull of (tokens, accuracy)
@@ -37,7 +38,7 @@ import numpy as np
 from ttscale.errors import ConfigError
 from ttscale.planner.data import PlanPool
 from ttscale.planner.features import FEATURE_NAMES, ProbeFeatures, oracle_pass_rate, pool_probe_features
-from ttscale.planner.options import Choice, option_grid, replay_options
+from ttscale.planner.options import Choice, alternate_grid, option_grid, replay_options
 
 FORMAT = "ttscale-policy/1"
 Z_CLIP = 3.0
@@ -158,6 +159,16 @@ class Policy:
     settings: dict[str, Any] = field(default_factory=dict)
     evaluation: dict[str, Any] | None = None
 
+    @property
+    def primary_model(self) -> str:
+        """The model the policy was fitted for: it runs the probe and every choice without a model."""
+        return str(self.source.get("model", ""))
+
+    def models(self, level: Level | None = None) -> list[str]:
+        """Other models the policy (or one level of it) may switch to."""
+        levels = [level] if level is not None else self.levels
+        return sorted({b.choice.model for lv in levels for b in lv.bins if b.choice.model})
+
     def level_for(self, budget_tokens: float) -> Level:
         """The richest level whose budget is within ``budget_tokens`` (mean tokens per problem)."""
         fits = [lv for lv in self.levels if lv.budget <= budget_tokens + 1e-9]
@@ -235,7 +246,8 @@ class ProbeFit:
 def fit_probe(train: PlanPool, p: int, n_bins: int, *, n_orders: int = 64, seed: int = 0) -> ProbeFit:
     pool = train.pool
     P = pool.n_problems
-    table = replay_options(train, p, option_grid(p, pool.k), n_orders=n_orders, seed=seed)
+    grid = option_grid(p, pool.k) + [c for m in train.alts for c in alternate_grid(m, pool.k)]
+    table = replay_options(train, p, grid, n_orders=n_orders, seed=seed)
     X = pool_probe_features(pool.answer, pool.mean_logprob, pool.scores["certainty"], train.prompt_tokens,
                             table.order[..., :p]).reshape(P * n_orders, -1)
     y = np.repeat(oracle_pass_rate(pool.correct), n_orders)
@@ -243,7 +255,7 @@ def fit_probe(train: PlanPool, p: int, n_bins: int, *, n_orders: int = 64, seed:
     n_opt = len(table.choices)
     acc = table.acc.reshape(-1, n_opt)
     bins = pred.bins(X)
-    ks = [c.k for c in table.choices if c.kind == "majority"]
+    ks = [c.k for c in table.choices if c.kind == "majority" and c.model is None]
     cols = [table.index(Choice("majority", k)) for k in ks]
     pred.majority_ks = ks
     overall = acc[:, cols].mean(axis=0)
@@ -387,6 +399,9 @@ def fit_policy(
     src = dict(source or {})
     src.setdefault("train_problems", list(train.problem_ids))
     src.setdefault("samples_per_problem", K)
+    src.setdefault("model", train.pool.model)
+    if train.alts:
+        src.setdefault("alternate_models", sorted(train.alts))
     settings = {"probes": probes, "bins": n_bins, "n_orders": n_orders, "seed": seed,
                 "budgets": budgets, "budget_unit": "mean processed tokens per problem (prefill + generated)",
                 "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}

@@ -126,6 +126,7 @@ class SolveContext:
         sampling: Sampling | None = None,
         stored: Sequence[Sample] = (),
         sink: SampleSink | None = None,
+        index_offset: int = 0,
     ) -> None:
         self.problem = problem
         self.backend = backend
@@ -137,6 +138,7 @@ class SolveContext:
         self._sink = sink
         self._prompt_tokens: int | None = None
         self.budget_exhausted = False
+        self._offset = index_offset
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -176,6 +178,19 @@ class SolveContext:
             wave=wave,
             decode_s=c.decode_s,
         )
+
+    def fork(self, backend: Backend, task: Task, index_offset: int) -> SolveContext:
+        """A context for the same problem on another model: same budget and usage (that model's FLOPs),
+        same store; its samples are numbered from ``index_offset`` so they never collide with ours,
+        and stored samples in that range (an interrupted run) move over to it."""
+        theirs = [s for s in self._stored if s.index >= index_offset]
+        self._stored = [s for s in self._stored if s.index < index_offset]
+        if index_offset < self.next_index():
+            raise ConfigError(f"index offset {index_offset} overlaps this context's samples")
+        child = SolveContext(self.problem, backend, task, self.meter.for_model(backend.model_info()), self.sampling,
+                             theirs, self._sink, index_offset)
+        child.budget_exhausted = self.budget_exhausted
+        return child
 
     def next_index(self) -> int:
         """Index for a sample a strategy builds itself (search): after every stored or kept sample."""
@@ -243,7 +258,7 @@ class SolveContext:
                     self.budget_exhausted = True
                     break
                 k = 1
-            start = len(self.samples) + len(out)
+            start = self._offset + len(self.samples) + len(out)
             r = req.with_(n=k, max_tokens=max_tokens, seed=sample_seed(self.sampling.seed, self.problem.id, start))
             gen = self.backend.generate([r], **(hooks or {}))[0]
             self.meter.charge(generation_usage(gen, self.meter.info))
