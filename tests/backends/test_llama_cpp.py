@@ -84,6 +84,24 @@ def test_chat_template_and_cancellation(smollm) -> None:  # type: ignore[no-unty
     )
 
 
+def test_one_request_cancelled_inside_a_shared_call_while_the_other_goes_on(smollm) -> None:  # type: ignore[no-untyped-def]
+    count = GenerationRequest(prompt="Count from 1 to 50: 1, 2, 3,", n=2, temperature=0, max_tokens=24)
+    other = GenerationRequest(prompt="List the numbers from 10 to 60: 10, 11, 12,", temperature=0, max_tokens=24)
+    polls = {"n": 0}
+
+    def cancelled(i: int) -> bool:
+        if i == 0:
+            polls["n"] += 1
+        return i == 0 and polls["n"] > 3  # request 0 is dropped after its third decode step
+
+    g0, g1 = smollm.generate([count, other], cancelled=cancelled)
+    assert [c.finish_reason for c in g0.completions] == ["cancelled", "cancelled"]
+    assert all(c.n_tokens <= 4 for c in g0.completions)
+    (c1,) = g1.completions
+    assert c1.finish_reason == "length" and c1.n_tokens == 24  # the batch-mate ran to its end
+    assert "13" in c1.text
+
+
 def test_base_model_rejects_chat(gemma) -> None:  # type: ignore[no-untyped-def]
     req = GenerationRequest(messages=(ChatMessage("user", "hi"),))
     with pytest.raises(UnsupportedFeatureError, match="no chat template"):

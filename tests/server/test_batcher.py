@@ -116,6 +116,32 @@ def test_cancelled_jobs_are_dropped_and_closed_batcher_refuses() -> None:
         b.generate([GenerationRequest(prompt="x")], lambda: False)
 
 
+def test_a_job_cancelled_during_a_shared_call_stops_alone() -> None:
+    be = FakeBackend(answers={"42": 1.0})
+    b = MicroBatcher(be, window_s=30.0, max_batch=8)
+    polls = {"n": 0}
+
+    def gone() -> bool:  # passes the check before the call, then the client disconnects
+        polls["n"] += 1
+        return polls["n"] > 1
+
+    out: dict[str, Generation] = {}
+    b.run_started()
+    b.run_started()
+    threads = [threading.Thread(target=lambda key=key, stop=stop: out.__setitem__(
+        key, b.generate([GenerationRequest(prompt=key, n=2)], stop)[0])) for key, stop in
+        (("leaving", gone), ("staying", lambda: False))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    b.close()
+    assert len(be.history) == 2 and b.calls == 1  # one shared call
+    assert {c.finish_reason for c in out["leaving"].completions} == {"cancelled"}
+    assert {c.finish_reason for c in out["staying"].completions} == {"stop"}
+    assert sum(c.n_tokens for c in out["leaving"].completions) == 0
+
+
 CFG = ServerConfig(backend=FakeBackend(), model_name="m", k=4, max_k=16, budget_tokens=500)
 
 

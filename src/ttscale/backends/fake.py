@@ -110,9 +110,11 @@ class FakeBackend:
             index=i,
         )
 
-    def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
+    def generate(self, requests: Sequence[GenerationRequest],
+                 cancelled: Callable[[int], bool] | None = None) -> list[Generation]:
+        """``cancelled(i)``, checked as request ``i`` starts (after ``delay_s``), ends its samples at once."""
         out: list[Generation] = []
-        for request in requests:
+        for ri, request in enumerate(requests):
             self.history.append(request)
             start = time.perf_counter()
             if self.delay_s:
@@ -120,6 +122,9 @@ class FakeBackend:
             prompt = _render(request)
             seed = request.seed if request.seed is not None else random.randrange(2**31)
             comps = [self._sample(prompt, request, i, seed) for i in range(request.n)]
+            if cancelled is not None and cancelled(ri):
+                comps = [Completion(text="", n_tokens=0, finish_reason="cancelled", prompt_tokens=c.prompt_tokens,
+                                    index=c.index) for c in comps]
             order = sorted(range(len(comps)), key=lambda j: (comps[j].n_tokens, j))
             for rank, j in enumerate(order):
                 comps[j].finish_order = rank

@@ -35,6 +35,8 @@ from ttscale.errors import BackendError, ConfigError, UnsupportedFeatureError
 
 ShouldStop = Callable[[], bool]
 OnFinish = Callable[[int, int], None]
+Cancelled = Callable[[int], bool]
+"""(request index) -> whether that request's remaining samples should stop now."""
 """Called as ``on_finish(request_index, sample_index)`` when a sample finishes (see ``generate``)."""
 
 
@@ -321,6 +323,7 @@ class LlamaCppBackend:
         requests: Sequence[GenerationRequest],
         should_stop: ShouldStop | None = None,
         on_finish: OnFinish | None = None,
+        cancelled: Cancelled | None = None,
     ) -> list[Generation]:
         """Generate all requests, batching their samples together where they fit.
 
@@ -328,6 +331,8 @@ class LlamaCppBackend:
         remaining samples end with ``finish_reason="cancelled"`` (their tokens are
         still counted: they were computed). ``on_finish(request, index)`` is called as
         each sample finishes, so a caller can stop after the first m (short-m@k).
+        ``cancelled(request)`` is polled per request between decode steps: a request whose
+        client went away stops there (``"cancelled"``) while the rest of the batch goes on.
         """
         if not requests:
             return []
@@ -346,7 +351,7 @@ class LlamaCppBackend:
                 for r, t in zip(requests, prompts, strict=False)
             ]
             for job in self._plan(requests, prompts):
-                self._run_job(requests, prompts, gens, job, should_stop, on_finish)
+                self._run_job(requests, prompts, gens, job, should_stop, on_finish, cancelled)
             for g in gens:
                 g.completions.sort(key=lambda c: c.index)
                 order = sorted(g.completions, key=lambda c: (c.decode_s, c.index))
@@ -382,6 +387,7 @@ class LlamaCppBackend:
         job: list[tuple[int, int]],
         should_stop: ShouldStop | None,
         on_finish: OnFinish | None = None,
+        cancelled: Cancelled | None = None,
     ) -> None:
         lc, mem = self._lc, self._mem
         t0 = time.perf_counter()
@@ -463,6 +469,15 @@ class LlamaCppBackend:
                     for s in live:
                         s.finish = "cancelled"
                     break
+                if cancelled is not None:
+                    gone = {ri for ri in {s.req for s in live} if cancelled(ri)}
+                    for s in live:
+                        if s.req in gone:
+                            s.finish, s.decode_s = "cancelled", time.perf_counter() - t_dec
+                            lc.llama_memory_seq_rm(mem, s.seq, -1, -1)
+                    live = [s for s in live if s.finish is None]
+                    if not live:
+                        break
                 self._decode([(s.next_token, s.pos, s.seq, True) for s in live])
                 kv_now += len(live)
                 peak = max(peak, kv_now)

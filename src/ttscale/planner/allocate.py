@@ -11,7 +11,10 @@ A problem closes when its vote is *settled* (adaptive consistency's Beta rule: P
 share > runner-up's) >= ``threshold``), when it looks *hopeless* (after ``hopeless_after``
 samples no answer has been given twice, so more votes have nothing to converge on), or when it
 reaches ``max_samples``. Priority of an open problem is ``1 - confidence``: the less settled
-the vote, the more a sample can change it.
+the vote, the more a sample can change it. With an expected-gain estimate (a fitted policy's
+per-bin majority curves), priority is that gain per token spent, and problems whose gain per
+token falls below a floor close: on a mixed batch a long chain of thought has to buy more
+accuracy than a six-token answer to be worth sampling again.
 
 B is never exceeded: before every call the worst case of the call (each distinct prompt fully
 prefilled once plus ``n * max_tokens`` generated per request) must fit what is left, and the
@@ -55,12 +58,17 @@ class AllocationConfig:
     hopeless_after: int = 4
     min_gain: float = 0.0
     """With a ``gain`` estimate: close a problem when more samples are expected to add less accuracy."""
+    min_gain_per_ktok: float = 0.0
+    """With a ``gain`` estimate: close a problem when ``step`` more samples are expected to add less
+    accuracy than this per 1,000 tokens they would cost (its samples so far give the cost)."""
 
     def __post_init__(self) -> None:
         if self.budget_tokens < 1:
             raise ConfigError(f"the batch budget must be a positive token count, got {self.budget_tokens}")
         if self.probe < 1 or self.step < 1 or self.max_samples < self.probe:
             raise ConfigError("allocation needs probe >= 1, step >= 1 and max_samples >= probe")
+        if self.min_gain < 0 or self.min_gain_per_ktok < 0:
+            raise ConfigError("min_gain and min_gain_per_ktok must be >= 0")
         if not 0.5 <= self.threshold < 1:
             raise ConfigError(f"threshold must be in [0.5, 1), got {self.threshold}")
 
@@ -181,8 +189,9 @@ def allocate(sampler: Sampler, cfg: AllocationConfig, gain: GainFn | None = None
     """Spend at most ``cfg.budget_tokens`` over the sampler's problems; see the module docstring.
 
     Without ``gain`` open problems are ranked by ``1 - confidence``; with it, by the expected gain
-    of ``step`` more samples times ``1 - confidence``, and a problem whose expected gain is below
-    ``cfg.min_gain`` closes (status ``no-gain``).
+    of ``step`` more samples per token they would cost, times ``1 - confidence``, and a problem
+    whose expected gain is below ``cfg.min_gain`` (or below ``cfg.min_gain_per_ktok`` per 1,000
+    tokens) closes (status ``no-gain``).
     """
     states = [ProblemState() for _ in range(sampler.n_problems)]
     spent = 0
@@ -198,11 +207,15 @@ def allocate(sampler: Sampler, cfg: AllocationConfig, gain: GainFn | None = None
                     continue
                 v = 1.0 - st.confidence()
                 if gain is not None:
-                    expected = gain(i, st, cfg.step)
-                    if expected < cfg.min_gain or expected <= 0:
+                    step = min(cfg.step, cfg.max_samples - len(st.samples))
+                    expected = gain(i, st, step)
+                    # what `step` more samples will cost, judged by what this problem's samples cost so far
+                    cost = step * st.tokens / max(len(st.samples), 1)
+                    per_ktok = 1000.0 * expected / max(cost, 1.0)
+                    if expected <= 0 or expected < cfg.min_gain or per_ktok < cfg.min_gain_per_ktok:
                         st.status = "no-gain"
                         continue
-                    v *= expected
+                    v *= per_ktok  # accuracy per token: a long chain of thought must earn its cost
                 value[i] = v
             open_ = sorted(value, key=lambda i: (-value[i], len(states[i].samples), i))
             queue = [(i, min(cfg.step, cfg.max_samples - len(states[i].samples))) for i in open_]

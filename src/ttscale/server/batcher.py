@@ -15,9 +15,11 @@ submitted (a run submits one request at a time, so there is nothing more to wait
 for). With ``min_wait_s=0`` a lone request is sent at once.
 
 Cancellation: each job carries a ``should_stop`` check; a job already cancelled
-is dropped before the call, and the backend's own ``should_stop`` hook (polled
-between decode steps) fires when every job of the running batch is cancelled,
-or when the batcher is closed with ``cancel=True``.
+is dropped before the call. During the call, a backend that takes a per-request
+``cancelled`` hook (the embedded engine) stops just that job's samples at the next
+decode step while its batch-mates go on; the backend's own ``should_stop`` hook
+fires when every job of the running batch is cancelled, or when the batcher is
+closed with ``cancel=True``.
 """
 
 from __future__ import annotations
@@ -73,9 +75,11 @@ class MicroBatcher:
         self._closing = False
         self._hard_stop = False
         try:
-            self._takes_stop = "should_stop" in inspect.signature(backend.generate).parameters
+            params = inspect.signature(backend.generate).parameters
+            self._takes_stop = "should_stop" in params
+            self._takes_cancelled = "cancelled" in params
         except (TypeError, ValueError):
-            self._takes_stop = False
+            self._takes_stop = self._takes_cancelled = False
         self.calls = 0
         """Backend calls made (for tests and metrics)."""
 
@@ -172,16 +176,18 @@ class MicroBatcher:
     def _generate(self, jobs: list[_Job]) -> list[Generation]:
         reqs = [j.request for j in jobs]
         self.calls += 1
-        hooks = dict(jobs[0].hooks or {}) if len(jobs) == 1 else {}
+        # a backend without generation hooks gets none of the strategy's (it cannot stop early)
+        hooks = dict(jobs[0].hooks or {}) if len(jobs) == 1 and self._takes_stop else {}
         own_stop = hooks.pop("should_stop", None)
         if self._takes_stop:
             def stop() -> bool:
                 return (self._hard_stop or all(j.should_stop() for j in jobs)
                         or (own_stop is not None and bool(own_stop())))
 
-            gens = self.backend.generate(reqs, should_stop=stop, **hooks)  # type: ignore[call-arg]
-        else:
-            gens = self.backend.generate(reqs)
+            hooks["should_stop"] = stop
+        if self._takes_cancelled:
+            hooks["cancelled"] = lambda i: jobs[i].should_stop()
+        gens = self.backend.generate(reqs, **hooks) if hooks else self.backend.generate(reqs)
         if self._on_batch is not None:
             self._on_batch(gens)
         return gens
