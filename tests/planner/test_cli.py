@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 from typer.testing import CliRunner
 
-from ttscale.backends.fake import FakeBackend
+from ttscale.backends.fake import FAKE_MODEL_INFO, FakeBackend
 from ttscale.cli import app
 from ttscale.runner import solve_problems
 from ttscale.store import Store
@@ -80,6 +81,36 @@ def test_run_with_policy_and_explain(tmp_path: Path) -> None:
     assert "policy choices" in r.output and "majority@" in r.output or "best-of-n@" in r.output
 
 
+def test_plan_with_another_models_pool_and_run_it(tmp_path: Path) -> None:
+    store, data, task = make_store(tmp_path)
+    st = Store(store)
+    strong = FakeBackend(answers={"42": 1.0}, filler_tokens=2,
+                         info=dataclasses.replace(FAKE_MODEL_INFO, name="strong", n_params=10**7))
+    run_sweep(task=task, backend=strong, store=st, run_id="strong-pool", k=8)
+    st.close()
+    out = tmp_path / "policy.json"
+    r = runner.invoke(app, ["plan", "--pool", "pool", "--alt-pool", "strong-pool", "--store", str(store),
+                            "--bins", "3", "--probe", "2", "--orders", "8", "--output", str(out)])
+    assert r.exit_code == 0, r.output
+    pol = json.loads(out.read_text())
+    assert pol["source"]["alternate_models"] == ["strong"]
+    top = pol["levels"][-1]
+    assert any(b["label"].startswith("strong:") for b in top["bins"]), [b["label"] for b in top["bins"]]
+    # one bin: every problem switches (the other model is right everywhere, the primary on 2/3)
+    assert runner.invoke(app, ["plan", "--pool", "pool", "--alt-pool", "strong-pool", "--store", str(store), "--bins",
+                               "1", "--probe", "1", "--orders", "8", "--output", str(out)]).exit_code == 0
+    top = json.loads(out.read_text())["levels"][-1]
+    assert top["bins"][0]["label"].startswith("strong:")
+    # `run --backend fake` builds a fake backend for the other model too (the CLI's own wiring)
+    r = runner.invoke(app, ["run", "--backend", "fake", "--task", "jsonl", "--data", str(data), "--limit", "3",
+                            "--policy", str(out), "--budget-tokens", str(top["budget_tokens"]), "--explain",
+                            "--no-progress", "--store", str(tmp_path / "r.sqlite")])
+    assert r.exit_code == 0, r.output
+    assert r.output.count("-> strong:") == 3, r.output
+    r = runner.invoke(app, ["plan", "--pool", "pool", "--alt-pool", "pool", "--store", str(store)])
+    assert r.exit_code != 0 and "primary model" in r.output
+
+
 def test_plan_and_run_errors_are_one_line(tmp_path: Path) -> None:
     store, data, _ = make_store(tmp_path, n=6)
     r = runner.invoke(app, ["plan", "--pool", "nope", "--store", str(store)])
@@ -123,4 +154,4 @@ def test_allocate_command_with_a_policy_gain(tmp_path: Path) -> None:
     assert d["spent_tokens"] <= 2000
     r = runner.invoke(app, ["allocate", "--backend", "fake", "--task", "jsonl", "--data", str(data),
                             "--budget-tokens", "100", "--min-gain", "0.1"])
-    assert r.exit_code != 0 and "--min-gain needs --policy" in r.output
+    assert r.exit_code != 0 and "need --policy" in r.output

@@ -38,6 +38,7 @@ def allocate(
     hopeless_after: Annotated[int, typer.Option(help="Give up on a problem when no answer repeats after this many samples.")] = 4,
     policy: Annotated[Optional[Path], typer.Option(help="A policy from `ttscale plan`: its difficulty bins and majority@k curves estimate the gain of more samples.")] = None,
     min_gain: Annotated[float, typer.Option(help="--policy: stop a problem when more samples are expected to add less accuracy than this.")] = 0.0,
+    min_gain_per_ktok: Annotated[float, typer.Option(help="--policy: stop a problem when more samples are expected to add less accuracy than this per 1,000 tokens they cost.")] = 0.0,
     threads: Annotated[Optional[int], typer.Option(help="CPU threads for llama.cpp (default: all cores).")] = None,
     backend: Annotated[str, typer.Option(help="llama-cpp or fake (scripted, for trying the CLI without a model).", hidden=True)] = "llama-cpp",
     output: Annotated[Optional[Path], typer.Option(help="Write per-problem results as JSON here.")] = None,
@@ -47,10 +48,11 @@ def allocate(
         fail("--limit must be at least 1")
     if data is not None and task != "jsonl":
         fail("--data is only for --task jsonl")
-    if min_gain and policy is None:
-        fail("--min-gain needs --policy")
+    if (min_gain or min_gain_per_ktok) and policy is None:
+        fail("--min-gain and --min-gain-per-ktok need --policy")
     cfg = AllocationConfig(budget_tokens, probe=probe, step=step, max_samples=max_samples, threshold=threshold,
-                           hopeless_after=hopeless_after, min_gain=min_gain)
+                           hopeless_after=hopeless_after, min_gain=min_gain,
+                           min_gain_per_ktok=min_gain_per_ktok)
     fitted = Policy.load(policy) if policy is not None else None
     opts = {"n_threads": threads} if (threads and backend == "llama-cpp") else {}
     be = make_backend(backend, model if backend == "llama-cpp" else None, **opts)

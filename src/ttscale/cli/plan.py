@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from ttscale.cli.common import DEFAULT_STORE, cli_errors, console, fail
-from ttscale.planner.data import load_plan_pool
+from ttscale.planner.data import align_alternate, load_plan_pool
 from ttscale.planner.evaluate import evaluate_policy, split_problems
 from ttscale.planner.policy import Policy, fit_policy
 from ttscale.store import Store
@@ -60,6 +60,7 @@ def plan(
     test_fraction: Annotated[float, typer.Option(help="Share of each pool's problems held out for evaluation.")] = 0.5,
     no_split: Annotated[bool, typer.Option("--no-split", help="Fit on every problem of --pool (evaluate only on --eval-pool).")] = False,
     eval_pool: Annotated[Optional[list[str]], typer.Option(help="Another pool to evaluate on, e.g. GSM-Symbolic instances of another seed (repeatable).")] = None,
+    alt_pool: Annotated[Optional[list[str]], typer.Option(help="Another model's pool of the same problems, one per --pool in the same order (repeatable; several models allowed): the policy may switch to that model after the probe.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the split and of the replay orderings.")] = 0,
     orders: Annotated[int, typer.Option(help="Random sample orderings per problem in replay.")] = 64,
     k: Annotated[Optional[int], typer.Option("-k", "--k", help="Use the first K samples of each problem (default: all).")] = None,
@@ -84,16 +85,28 @@ def plan(
     st = Store(store)
     try:
         pp = load_plan_pool(st, pool, k)
+        by_model: dict[str, list[str]] = {}
+        for rid in alt_pool or []:
+            rec = st.get_run(rid)
+            name = str(rec.model.get("name", "")) if rec is not None else ""
+            by_model.setdefault(name or rid, []).append(rid)
+        for model, runs in by_model.items():
+            if model == pp.pool.model:
+                fail(f"--alt-pool {runs[0]} is from the primary model {model}: give another model's pools")
+            pp = align_alternate(pp, load_plan_pool(st, runs, pp.pool.k), model)
         evals = {name: load_plan_pool(st, [name], pp.pool.k) for name in (eval_pool or [])}
     finally:
         st.close()
+    if eval_pool and pp.alts:
+        fail("--eval-pool cannot be combined with --alt-pool (the other model's pool of those problems is unknown)")
     if no_split:
         train_ids, test_ids = list(pp.problem_ids), []
     else:
         split = split_problems(pp.problem_ids, pp.group, test_fraction=test_fraction, seed=seed)
         train_ids, test_ids = list(split.train), list(split.test)
     train = pp.subset(train_ids)
-    source = {"pools": list(pool), "store": str(store), "model": pp.pool.model, "task": pp.pool.task,
+    source = {"pools": list(pool), "alternate_pools": list(alt_pool or []), "store": str(store),
+              "model": pp.pool.model, "task": pp.pool.task,
               "train_problems": train_ids, "test_problems": test_ids}
     policy = fit_policy(train, budget, probes=probe or (1, 2, 4), n_bins=bins, n_orders=orders, seed=seed,
                         source=source)
