@@ -23,7 +23,7 @@ from typing import Any
 
 from ttscale.backends.base import Completion, Generation, GenerationRequest, ModelInfo
 from ttscale.backends.fake import FAKE_MODEL_INFO
-from ttscale.backends.llama_cpp import TokenProbe
+from ttscale.backends.llama_probe import TokenProbe
 
 _STEP_RE = re.compile(r"Step (\d+):")
 

@@ -30,32 +30,15 @@ from pathlib import Path
 import numpy as np
 
 from ttscale.backends.base import Completion, Generation, GenerationRequest, ModelInfo
+from ttscale.backends.llama_probe import NextTokenProbes, _lcp
 from ttscale.backends.models import DEFAULT_MODEL, resolve_model_path
 from ttscale.errors import BackendError, ConfigError, UnsupportedFeatureError
 
 ShouldStop = Callable[[], bool]
 OnFinish = Callable[[int, int], None]
+"""Called as ``on_finish(request_index, sample_index)`` when a sample finishes (see ``generate``)."""
 Cancelled = Callable[[int], bool]
 """(request index) -> whether that request's remaining samples should stop now."""
-"""Called as ``on_finish(request_index, sample_index)`` when a sample finishes (see ``generate``)."""
-
-
-def _lcp(a: Sequence[int], b: Sequence[int]) -> int:
-    n = min(len(a), len(b))
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i
-
-
-@dataclass
-class TokenProbe:
-    """Next-token log-probabilities of candidate strings after one prompt, and what it cost."""
-
-    logprobs: dict[str, float]
-    """Candidate string -> log-probability of its first token (full-vocabulary softmax)."""
-    prompt_tokens: int
-    prefilled_tokens: int
 
 
 _LOG_CALLBACKS: dict[bool, object] = {}  # keeps the ctypes callbacks alive for the process
@@ -97,7 +80,7 @@ class _Sample:
     decode_s: float = 0.0
 
 
-class LlamaCppBackend:
+class LlamaCppBackend(NextTokenProbes):
     """Batched, prefix-sharing generation on llama.cpp (CPU)."""
 
     shares_prompt_prefix = True
@@ -258,6 +241,18 @@ class LlamaCppBackend:
         if rc != 0:
             raise BackendError(f"llama_decode failed with code {rc} (KV cache full or bad batch)")
 
+    def _hold_prefix(self, shared: list[int]) -> int:
+        """Make the holder sequence (seq 0) hold exactly ``shared``, keeping what it already has in
+        common with it; returns the tokens prefilled now."""
+        reuse = _lcp(self._cached, shared)
+        self._lc.llama_memory_seq_rm(self._mem, 0, reuse, -1)
+        self._cached = self._cached[:reuse]
+        for start in range(reuse, len(shared), self.n_batch):
+            chunk = shared[start : start + self.n_batch]
+            self._decode([(t, start + i, 0, False) for i, t in enumerate(chunk)])
+        self._cached = list(shared)
+        return len(shared) - reuse
+
     def _logprob(self, idx: int, token: int) -> float:
         ptr = self._lc.llama_get_logits_ith(self._ctx, idx)
         logits = np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))
@@ -396,14 +391,7 @@ class LlamaCppBackend:
         shared = prompts[distinct[0]][: len(prompts[distinct[0]]) - 1]
         for ri in distinct[1:]:
             shared = shared[: min(_lcp(shared, prompts[ri]), len(prompts[ri]) - 1)]
-        reuse = _lcp(self._cached, shared)
-        lc.llama_memory_seq_rm(mem, 0, reuse, -1)
-        self._cached = self._cached[:reuse]
-        for start in range(reuse, len(shared), self.n_batch):
-            chunk = shared[start : start + self.n_batch]
-            self._decode([(t, start + i, 0, False) for i, t in enumerate(chunk)])
-        self._cached = list(shared)
-        gens[distinct[0]].prefilled_tokens += len(shared) - reuse
+        gens[distinct[0]].prefilled_tokens += self._hold_prefix(shared)
         p = len(shared)
 
         samples: list[_Sample] = []
@@ -519,110 +507,6 @@ class LlamaCppBackend:
             for s in samples:
                 lc.llama_memory_seq_rm(mem, s.seq, -1, -1)
                 lc.llama_sampler_free(s.sampler)
-
-    # ---- next-token probes (LLM-as-judge) -------------------------------------------------
-
-    def next_token_logprobs(
-        self, requests: Sequence[GenerationRequest], candidates: Sequence[str]
-    ) -> list[TokenProbe]:
-        """Log-probability of each candidate's first token as the token right after each prompt.
-
-        Used by generative verifiers (P("Yes")). Prompts share the holder prefix exactly
-        as in :meth:`generate`; each distinct prompt suffix is evaluated once, and only
-        its last position's logits are read. Nothing is sampled or generated.
-        """
-        if not requests:
-            return []
-        with self._lock:
-            lc, mem = self._lc, self._mem
-            cand: dict[str, int] = {}
-            for c in candidates:
-                data = c.encode("utf-8")
-                arr = (lc.llama_token * (len(data) + 8))()
-                n = lc.llama_tokenize(self._vocab, data, len(data), arr, len(data) + 8, False, False)
-                if n < 1:
-                    raise ConfigError(f"candidate {c!r} does not tokenize")
-                if int(arr[0]) not in cand.values():  # candidates sharing a first token are reported once
-                    cand[c] = int(arr[0])
-            prompts = [self.tokenize(self.render(r)) for r in requests]
-            for toks in prompts:
-                if not toks or len(toks) + 1 > self.n_ctx:
-                    raise ConfigError(f"probe prompt of {len(toks)} tokens does not fit the context of {self.n_ctx}")
-            out: list[TokenProbe | None] = [None] * len(prompts)
-            first: dict[tuple[int, ...], int] = {}
-            distinct: list[int] = []
-            for i, t in enumerate(prompts):
-                key = tuple(t)
-                if key in first:
-                    continue
-                first[key] = i
-                distinct.append(i)
-            # Groups of distinct prompts that fit the sequences and the KV cells together.
-            groups: list[list[int]] = []
-            cur: list[int] = []
-            cells = 0
-            for i in distinct:
-                if cur and (len(cur) >= self.n_seq_max or cells + len(prompts[i]) > self.n_ctx):
-                    groups.append(cur)
-                    cur, cells = [], 0
-                cur.append(i)
-                cells += len(prompts[i])
-            if cur:
-                groups.append(cur)
-            for group in groups:
-                shared = prompts[group[0]][: len(prompts[group[0]]) - 1]
-                for i in group[1:]:
-                    shared = shared[: min(_lcp(shared, prompts[i]), len(prompts[i]) - 1)]
-                reuse = _lcp(self._cached, shared)
-                lc.llama_memory_seq_rm(mem, 0, reuse, -1)
-                self._cached = self._cached[:reuse]
-                for start in range(reuse, len(shared), self.n_batch):
-                    chunk = shared[start : start + self.n_batch]
-                    self._decode([(t, start + j, 0, False) for j, t in enumerate(chunk)])
-                self._cached = list(shared)
-                prefilled = {i: 0 for i in group}
-                prefilled[group[0]] += len(shared) - reuse
-                p = len(shared)
-                pending: list[tuple[int, int, int, bool]] = []
-                ends: list[tuple[int, int]] = []
-
-                def flush(pending: list[tuple[int, int, int, bool]], ends: list[tuple[int, int]],
-                          prefilled: dict[int, int]) -> None:
-                    if not pending:
-                        return
-                    self._decode(pending)
-                    for i, idx in ends:
-                        ptr = lc.llama_get_logits_ith(self._ctx, idx)
-                        row = np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))
-                        m = float(row.max())
-                        lse = m + float(np.log(np.exp(row - m, dtype=np.float32).sum(dtype=np.float64)))
-                        out[i] = TokenProbe({c: float(row[t]) - lse for c, t in cand.items()}, len(prompts[i]), prefilled[i])
-                    pending.clear()
-                    ends.clear()
-
-                try:
-                    for seq, i in enumerate(group, start=1):
-                        lc.llama_memory_seq_cp(mem, 0, seq, -1, -1)
-                        suffix = prompts[i][p:]
-                        prefilled[i] += len(suffix)
-                        for j, tok in enumerate(suffix):
-                            if len(pending) >= self.n_batch:
-                                flush(pending, ends, prefilled)
-                            last = j == len(suffix) - 1
-                            pending.append((tok, p + j, seq, last))
-                            if last:
-                                ends.append((i, len(pending) - 1))
-                    flush(pending, ends, prefilled)
-                finally:
-                    for seq in range(1, len(group) + 1):
-                        lc.llama_memory_seq_rm(mem, seq, -1, -1)
-            # Repeated prompts reuse the first one's logits: nothing was prefilled for them.
-            for i, t in enumerate(prompts):
-                src = out[first[tuple(t)]]
-                assert src is not None
-                if out[i] is None:
-                    out[i] = TokenProbe(dict(src.logprobs), src.prompt_tokens, 0)
-            return [o for o in out if o is not None]
 
     def close(self) -> None:
         lc = self._lc
