@@ -7,13 +7,14 @@ from pathlib import Path
 import pytest
 
 from ttscale.planner.allocate import AllocationConfig, BackendSampler, allocate
-from ttscale.planner.data import load_plan_pool
+from ttscale.planner.data import align_alternate, load_plan_pool
+from ttscale.planner.options import Choice
 from ttscale.planner.policy import fit_policy
 from ttscale.registry import make_task
 from ttscale.runner import solve_problems
 from ttscale.store import Store
 from ttscale.strategies.base import Sampling
-from ttscale.strategies.policy import PolicyStrategy
+from ttscale.strategies.policy import ALTERNATE_INDEX_OFFSET, PolicyStrategy
 from ttscale.sweep import run_sweep
 
 pytestmark = pytest.mark.model
@@ -48,3 +49,26 @@ def test_online_allocation_on_the_real_model_stays_within_budget(smollm) -> None
     out = allocate(sampler, AllocationConfig(budget, probe=2, step=1, max_samples=4))
     assert 0 < out.spent <= budget
     assert all(n >= 1 for n in out.samples)
+
+
+def test_policy_switching_to_the_second_embedded_model_runs_both_engines(smollm, gemma, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    task = _task()
+    st = Store(tmp_path / "s.sqlite")
+    probs = task.problems(limit=3)
+    run_sweep(task=task, backend=smollm, store=st, run_id="small", k=2, problems=probs[:2])
+    run_sweep(task=task, backend=gemma, store=st, run_id="big", k=2, problems=probs[:2])
+    pp = align_alternate(load_plan_pool(st, ["small"]), load_plan_pool(st, ["big"]), "gemma3-270m")
+    policy = fit_policy(pp, [1e6], probes=(1,), n_bins=1, n_orders=4)
+    # force the switch, whatever the two tiny pools say: the point is the online path on both engines
+    rule = policy.levels[0].bins[0]
+    rule.choice = Choice("majority", 2, model="gemma3-270m")
+    strat = PolicyStrategy(policy, 1e6, {"gemma3-270m": (gemma, task)})
+    summary = solve_problems(task=task, strategy=strat, backend=smollm, store=st, run_id="apply",
+                             problems=probs[2:], sampling=Sampling(seed=1))
+    (res,) = summary.results
+    assert res["meta"]["policy"]["model"] == "gemma3-270m" and len(res["samples"]) == 3
+    stored = sorted((s for _, s in st.samples("apply")), key=lambda s: s.index)
+    assert [s.index for s in stored] == [0, ALTERNATE_INDEX_OFFSET, ALTERNATE_INDEX_OFFSET + 1]
+    # usage is what both engines reported, on one meter
+    assert summary.usage.total_tokens == sum(s.n_tokens + s.prefilled_tokens for s in stored)
+    st.close()
