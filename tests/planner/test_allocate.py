@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ttscale.backends.fake import FakeBackend
+from ttscale.errors import ConfigError
 from ttscale.planner.allocate import AllocationConfig, BackendSampler, PoolSampler, allocate
 from ttscale.replay.synthetic import synthetic_pool
 from ttscale.strategies.base import Sampling
@@ -83,7 +86,6 @@ def test_online_allocation_spends_on_the_contested_problems(tmp_path: Path) -> N
 
 
 def test_an_engine_that_breaks_its_worst_case_is_caught(tmp_path: Path) -> None:
-    import pytest
 
     from ttscale.errors import BudgetExceededError
 
@@ -121,3 +123,44 @@ def test_policy_gain_stops_where_the_fitted_curves_say_samples_buy_nothing() -> 
     assert "no-gain" in with_gain.status[20:40]
     assert with_gain.spent < without.spent
     assert (with_gain.accuracy or 0) >= (without.accuracy or 0) - 0.05
+
+
+def test_probe_tokens_probe_long_answers_once_and_short_ones_fully() -> None:
+    short = known_pool([Group(6, 0.5, wrong=2)], k=8, seed=3, tokens=6)
+    long_ = known_pool([Group(6, 0.5, wrong=2)], k=8, seed=4, tokens=200)
+    from ttscale.planner.data import merge
+
+    pool = merge([dataclasses.replace(short, group=["s"] * 6),
+                  dataclasses.replace(long_, group=["l"] * 6,
+                                      pool=dataclasses.replace(long_.pool, problem_ids=[f"l{i}" for i in range(6)]))]).pool
+    first_round = AllocationConfig(10**6, probe=4, step=1, max_samples=4, threshold=0.99, probe_tokens=64)
+    out = allocate(PoolSampler(pool), first_round)
+    assert out.samples[:6] == [4] * 6  # 4 x 6 tokens fit 64: the full probe
+    assert all(1 <= n for n in out.samples[6:])
+    one_round = allocate(PoolSampler(pool), dataclasses.replace(first_round, budget_tokens=6 * (20 + 24) + 6 * (20 + 200)))
+    assert one_round.samples[6:] == [1] * 6  # 200-token samples: one each, the budget allows no more
+    with pytest.raises(ConfigError, match="probe_tokens"):
+        AllocationConfig(100, probe_tokens=0)
+
+
+def test_policy_gain_uses_the_largest_predictor_the_samples_allow() -> None:
+    from ttscale.planner.allocate import ProblemState, policy_gain
+    from ttscale.planner.policy import fit_policy
+    from ttscale.strategies.base import Sample
+
+    groups = [Group(20, 1.0, lp=-0.3), Group(20, 0.45, wrong=8, lp=-1.0)]
+    policy = fit_policy(known_pool(groups, k=16, seed=1), probes=(1, 4), n_bins=2, n_orders=8)
+    seen: list[int] = []
+    for p, pred in policy.predictors.items():
+        real = pred.bins
+
+        def spy(X, p=p, real=real):  # type: ignore[no-untyped-def]
+            seen.append(p)
+            return real(X)
+
+        pred.bins = spy  # type: ignore[method-assign]
+    gain = policy_gain(policy, 1, [50.0, 50.0])
+    samples = [Sample(i, "", "1", None, 5, 10, 0, 0.0, "stop", logprob=-2.0) for i in range(5)]
+    gain(0, ProblemState(samples=samples[:2], tokens=30), 2)  # 2 samples: the probe-1 predictor
+    gain(1, ProblemState(samples=samples, tokens=60), 2)  # 5 samples: the probe-4 predictor
+    assert seen == [1, 4]

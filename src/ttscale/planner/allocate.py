@@ -2,7 +2,8 @@
 
 Rounds, each one batched call to the engine:
 
-1. *probe*: ``probe`` samples for every problem (fewer problems if B cannot cover them all);
+1. *probe*: ``probe`` samples for every problem (fewer problems if B cannot cover them all; with
+   ``probe_tokens``, fewer samples for problems whose samples can be long);
 2. then, while budget remains: every still-open problem gets a priority, the expected value of
    more samples, and the highest-priority problems get ``step`` more samples each, as many as
    the remaining budget's worst case allows.
@@ -61,12 +62,18 @@ class AllocationConfig:
     min_gain_per_ktok: float = 0.0
     """With a ``gain`` estimate: close a problem when ``step`` more samples are expected to add less
     accuracy than this per 1,000 tokens they would cost (its samples so far give the cost)."""
+    probe_tokens: int | None = None
+    """Size the probe in tokens instead: each problem's probe is ``probe`` samples, cut down (to at
+    least one) so that their worst-case generation stays within this many tokens. A long chain of
+    thought is probed once, a six-token answer ``probe`` times."""
 
     def __post_init__(self) -> None:
         if self.budget_tokens < 1:
             raise ConfigError(f"the batch budget must be a positive token count, got {self.budget_tokens}")
         if self.probe < 1 or self.step < 1 or self.max_samples < self.probe:
             raise ConfigError("allocation needs probe >= 1, step >= 1 and max_samples >= probe")
+        if self.probe_tokens is not None and self.probe_tokens < 1:
+            raise ConfigError(f"probe_tokens must be >= 1, got {self.probe_tokens}")
         if self.min_gain < 0 or self.min_gain_per_ktok < 0:
             raise ConfigError("min_gain and min_gain_per_ktok must be >= 0")
         if not 0.5 <= self.threshold < 1:
@@ -161,26 +168,39 @@ def _close(st: ProblemState, cfg: AllocationConfig) -> None:
         st.status = "open"
 
 
+def _probe_size(sampler: Sampler, i: int, cfg: AllocationConfig) -> int:
+    if cfg.probe_tokens is None:
+        return cfg.probe
+    per_sample = max(sampler.worst_case(i, 1) - sampler.worst_case(i, 0), 1)
+    return max(1, min(cfg.probe, cfg.probe_tokens // per_sample))
+
+
 GainFn = Callable[[int, "ProblemState", int], float]
 """(problem, its state, step) -> expected accuracy gain of ``step`` more samples."""
 
 
 def policy_gain(policy: Policy, probe: int, prompt_tokens: Sequence[float]) -> GainFn:
-    """Expected gain from a fitted policy: the problem's bin (from its first ``probe`` samples, the
-    policy's predictor for that probe size) and that bin's training majority@k curve."""
-    if probe not in policy.predictors or not policy.predictors[probe].majority_by_k:
-        raise ConfigError(f"the policy has no fitted curves for probe size {probe} (has {sorted(policy.predictors)})")
-    pred = policy.predictors[probe]
-    cache: dict[int, int] = {}
+    """Expected gain from a fitted policy: the problem's bin and that bin's training majority@k curve.
+
+    The bin comes from the problem's first ``p`` samples through the policy's predictor for probe
+    size ``p``, the largest fitted size the problem has samples for (at least ``probe``), so a
+    problem's difficulty estimate sharpens as its samples accumulate."""
+    sizes = sorted(p for p, pr in policy.predictors.items() if pr.majority_by_k)
+    if probe not in sizes:
+        raise ConfigError(f"the policy has no fitted curves for probe size {probe} (has {sizes})")
+    cache: dict[tuple[int, int], int] = {}
 
     def gain(i: int, st: ProblemState, step: int) -> float:
-        if len(st.samples) < probe:
-            return 1.0
-        if i not in cache:
-            f = probe_features(st.samples[:probe], int(prompt_tokens[i]))
-            cache[i] = int(pred.bins(f.vector()[None, :])[0])
         n = len(st.samples)
-        return pred.expected_majority(cache[i], n + step) - pred.expected_majority(cache[i], n)
+        if n < probe:
+            return 1.0
+        p = max(s for s in sizes if s <= n)
+        pred = policy.predictors[p]
+        if (i, p) not in cache:
+            f = probe_features(st.samples[:p], int(prompt_tokens[i]))
+            cache[(i, p)] = int(pred.bins(f.vector()[None, :])[0])
+        b = cache[(i, p)]
+        return pred.expected_majority(b, n + step) - pred.expected_majority(b, n)
 
     return gain
 
@@ -199,7 +219,7 @@ def allocate(sampler: Sampler, cfg: AllocationConfig, gain: GainFn | None = None
     max_n, max_cells = sampler.capacity()
     while True:
         if rounds == 0:
-            queue = [(i, cfg.probe) for i in range(sampler.n_problems)]
+            queue = [(i, _probe_size(sampler, i, cfg)) for i in range(sampler.n_problems)]
         else:
             value = {}
             for i, st in enumerate(states):
