@@ -86,7 +86,6 @@ def test_online_allocation_spends_on_the_contested_problems(tmp_path: Path) -> N
 
 
 def test_an_engine_that_breaks_its_worst_case_is_caught(tmp_path: Path) -> None:
-
     from ttscale.errors import BudgetExceededError
 
     class Liar(FakeBackend):
