@@ -91,7 +91,7 @@ def level_outcomes(policy: Policy, level: Level, pp: PlanPool, *, n_orders: int 
     choices = list(dict.fromkeys(r.choice for r in level.bins))
     table = replay_options(pp, p, choices, n_orders=n_orders, seed=seed)
     X = pool_probe_features(pool.answer, pool.mean_logprob, pool.scores["certainty"], pp.prompt_tokens,
-                            table.order[..., :p])
+                            table.order[..., :p], pool.n_tokens)
     P, N = X.shape[:2]
     bins = pred.bins(X.reshape(P * N, -1)).reshape(P, N)
     col = np.vectorize(lambda b: table.index(level.bins[b].choice))(bins)

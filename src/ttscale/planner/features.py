@@ -9,7 +9,9 @@ None of these reads the reference answer, so a policy can use them online:
 - ``mean_logprob``: mean over the probe of each sample's mean token log-probability;
 - ``verifier``: mean verifier score over the probe (default ``certainty`` = exp(mean log-prob),
   which is free; another stored score name can be used when the pool has it);
-- ``prompt_tokens``: length of the rendered prompt.
+- ``prompt_tokens``: length of the rendered prompt;
+- ``log_length``: mean over the probe of log(1 + tokens generated): a long chain of thought
+  costs more per sample and, on a mixed workload, tends to mark a harder problem.
 
 :func:`oracle_pass_rate` is the *oracle* difficulty (pass rate over the whole pool). It reads the
 reference answers and is for analysis only: fitting uses it as the target the cheap features are
@@ -27,7 +29,9 @@ import numpy as np
 
 from ttscale.strategies.base import Sample
 
-FEATURE_NAMES: tuple[str, ...] = ("agreement", "entropy", "answered", "mean_logprob", "verifier", "prompt_tokens")
+FEATURE_NAMES: tuple[str, ...] = (
+    "agreement", "entropy", "answered", "mean_logprob", "verifier", "prompt_tokens", "log_length",
+)
 
 
 @dataclass(frozen=True)
@@ -38,6 +42,7 @@ class ProbeFeatures:
     mean_logprob: float
     verifier: float
     prompt_tokens: float
+    log_length: float = 0.0
 
     def vector(self) -> np.ndarray:
         return np.array([getattr(self, n) for n in FEATURE_NAMES], dtype=float)
@@ -69,7 +74,7 @@ def probe_features(samples: Sequence[Sample], prompt_tokens: int, score: str = "
     """
     n = len(samples)
     if n == 0:
-        return ProbeFeatures(0.0, 0.0, 0.0, 0.0, 0.0, float(prompt_tokens))
+        return ProbeFeatures(0.0, 0.0, 0.0, 0.0, 0.0, float(prompt_tokens), 0.0)
     votes = Counter(s.answer for s in samples if s.answer is not None)
     missing = n - sum(votes.values())
     outcomes = [*votes.values()] + ([missing] if missing else [])
@@ -85,16 +90,19 @@ def probe_features(samples: Sequence[Sample], prompt_tokens: int, score: str = "
         mean_logprob=float(np.mean(mlps)),
         verifier=float(np.mean(ver)),
         prompt_tokens=float(prompt_tokens),
+        log_length=float(np.mean([math.log1p(s.n_tokens) for s in samples])),
     )
 
 
 def pool_probe_features(
-    answer: np.ndarray, mean_logprob: np.ndarray, score: np.ndarray, prompt_tokens: np.ndarray, probe: np.ndarray
+    answer: np.ndarray, mean_logprob: np.ndarray, score: np.ndarray, prompt_tokens: np.ndarray, probe: np.ndarray,
+    n_tokens: np.ndarray | None = None,
 ) -> np.ndarray:
     """Feature array (P, N, F) for probes drawn from a pool: ``probe`` (P, N, p) holds sample ids.
 
     Arrays are the pool's: ``answer`` int (P, K) with -1 for no answer, ``mean_logprob`` and
-    ``score`` float (P, K), ``prompt_tokens`` (P,). Each of the N probes of a problem is one
+    ``score`` float (P, K), ``prompt_tokens`` (P,), ``n_tokens`` (P, K) generated tokens (zeros if
+    not given). Each of the N probes of a problem is one
     possible first ``p`` samples; online the probe is the first ``p`` samples drawn.
     Vectorized: the count of each probe sample's answer within its probe gives agreement
     (max count) and entropy (sum over samples of -log(count / p) / p).
@@ -114,6 +122,7 @@ def pool_probe_features(
     return np.stack([
         count.max(axis=-1) / p, ent, ans.mean(axis=-1), g(mean_logprob), g(score),
         np.broadcast_to(np.asarray(prompt_tokens, dtype=float)[:, None], (P, N)),
+        g(np.log1p(n_tokens)) if n_tokens is not None else np.zeros((P, N)),
     ], axis=-1)
 
 

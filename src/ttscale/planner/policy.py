@@ -72,9 +72,12 @@ class Predictor:
         return len(self.edges) + 1
 
     def predict(self, X: np.ndarray) -> np.ndarray:
+        """Predicted pass rate of rows of features in :data:`FEATURE_NAMES` order (the predictor uses
+        the columns it was fitted on, so a policy saved before a feature was added still applies)."""
+        cols = [FEATURE_NAMES.index(n) for n in self.features]
         # z-scores clipped to +-3: a feature far outside the training range (a probe with a very low
         # log-prob) must not extrapolate a linear fit into a confident prediction
-        Z = np.clip((np.atleast_2d(X) - np.array(self.mean)) / np.array(self.scale), -Z_CLIP, Z_CLIP)
+        Z = np.clip((np.atleast_2d(X)[:, cols] - np.array(self.mean)) / np.array(self.scale), -Z_CLIP, Z_CLIP)
         return np.clip(Z @ np.array(self.weights) + self.intercept, 0.0, 1.0)
 
     def bins(self, X: np.ndarray) -> np.ndarray:
@@ -249,7 +252,7 @@ def fit_probe(train: PlanPool, p: int, n_bins: int, *, n_orders: int = 64, seed:
     grid = option_grid(p, pool.k) + [c for m in train.alts for c in alternate_grid(m, pool.k)]
     table = replay_options(train, p, grid, n_orders=n_orders, seed=seed)
     X = pool_probe_features(pool.answer, pool.mean_logprob, pool.scores["certainty"], train.prompt_tokens,
-                            table.order[..., :p]).reshape(P * n_orders, -1)
+                            table.order[..., :p], pool.n_tokens).reshape(P * n_orders, -1)
     y = np.repeat(oracle_pass_rate(pool.correct), n_orders)
     pred = fit_predictor(X, y, p, n_bins)
     n_opt = len(table.choices)
