@@ -140,6 +140,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--pools-only", action="store_true", help="make (or complete) the pools and stop")
     ap.add_argument("--no-online", action="store_true", help="replay the adaptive allocation instead of generating")
+    ap.add_argument("--online-runs", type=int, default=3,
+                    help="online allocation runs (sampling seeds 101, 102, ...); the figure uses their mean")
     ap.add_argument("--bins", type=int, default=4)
     ap.add_argument("--problems", type=int, default=20, help="problems per subtask")
     ap.add_argument("--k", type=int, default=16)
@@ -223,20 +225,26 @@ def main() -> None:
             grp = by_run[g]
             held.append((grp.tasks[primary], grp.problems[raw_id(pid, g)]))
         backend = LlamaCppBackend(primary, n_threads=args.threads, n_ctx=8192, n_seq_max=32)
-        ta = time.perf_counter()
-        online = allocate(BackendSampler(backend, [t for t, _ in held], [p for _, p in held], Sampling(seed=101)),
-                          cfg, gain)
+        accs, toks = [], []
+        for run in range(args.online_runs):
+            ta = time.perf_counter()
+            sampler = BackendSampler(backend, [t for t, _ in held], [p for _, p in held], Sampling(seed=101 + run))
+            online = allocate(sampler, cfg, gain)
+            accs.append(float(online.accuracy or 0.0))
+            toks.append(online.spent / n_test)
+            print(f"adaptive allocation ONLINE run {run + 1} (sampling seed {101 + run}) on {n_test} held-out problems, "
+                  f"B={budget} tokens: acc {accs[-1]:.3f}, {online.spent} tokens ({toks[-1]:.1f}/problem), "
+                  f"{sum(online.samples)} samples, {online.rounds} rounds, {online.calls} calls, "
+                  f"status {online.to_dict()['status_counts']}, {time.perf_counter() - ta:.0f} s", flush=True)
+            for g in dict.fromkeys(test.group):
+                rows = [i for i, gg in enumerate(test.group) if gg == g]
+                acc_g = np.mean([bool(online.correct[i]) for i in rows])
+                print(f"  {by_run[g].name:24s}: acc {acc_g:.2f}, {sum(online.tokens[i] for i in rows) / len(rows):7.1f} "
+                      f"tok/problem, {np.mean([online.samples[i] for i in rows]):.1f} samples/problem "
+                      f"(majority@{args.k} there: {maj_by_group(test, rows, args.k):.2f})")
         backend.close()
-        a_acc, a_tok = float(online.accuracy or 0.0), online.spent / n_test
-        print(f"adaptive allocation ONLINE on {n_test} held-out problems, B={budget} tokens: acc {a_acc:.3f}, "
-              f"{online.spent} tokens ({a_tok:.1f}/problem), {sum(online.samples)} samples, {online.rounds} rounds, "
-              f"{online.calls} calls, status {online.to_dict()['status_counts']}, {time.perf_counter() - ta:.0f} s")
-        for g in dict.fromkeys(test.group):
-            rows = [i for i, gg in enumerate(test.group) if gg == g]
-            acc_g = np.mean([bool(online.correct[i]) for i in rows])
-            print(f"  {by_run[g].name:24s}: acc {acc_g:.2f}, {sum(online.tokens[i] for i in rows) / len(rows):7.1f} "
-                  f"tok/problem, {np.mean([online.samples[i] for i in rows]):.1f} samples/problem "
-                  f"(majority@{args.k} there: {maj_by_group(test, rows, args.k):.2f})")
+        a_acc, a_tok = float(np.mean(accs)), float(np.mean(toks))
+        print(f"adaptive allocation ONLINE, mean of {args.online_runs} runs: acc {a_acc:.3f} at {a_tok:.1f} tok/problem")
     for k in sorted(maj):
         print(f"  fixed majority@{k:2d} (replay, held-out): acc {maj[k]['accuracy']:.3f} at {maj[k]['tokens']:.1f} tok/problem")
     saving, k_star, reached = saving_vs_majority(maj, a_acc, a_tok)
