@@ -1,20 +1,22 @@
 """Compute-optimal planner on a mixed workload: policy vs fixed strategies, adaptive allocation vs majority@k.
 
-Workload: BIG-bench arithmetic subtasks from settled to hopeless for the embedded model
-(default 1-digit addition, multiplication, subtraction, 2-digit addition), 5-shot completion
-prompts, ``--k`` samples per problem stored as pools (``ttscale sweep``; resumable, so a rerun
-reuses them). Problems are split in half per subtask (disjoint by construction):
+Workload, as real traffic is mixed: BIG-bench arithmetic subtasks from settled to hopeless for the
+embedded models (1-digit addition, multiplication, subtraction, 2-digit addition; 5-shot completion
+prompts, ``--problems`` each, split in half by a seeded hash) plus GSM-Symbolic instances (chain of
+thought; ``--gsm`` generated with seed 1 for fitting and as many with seed 2 held out). Every model
+in ``--models`` gets ``--k`` samples per problem, stored as pools (resumable, so a rerun reuses them);
+the first model runs the probe, the others are choices the policy may switch to.
 
-1. the policy is fitted on the train half and replayed on the held-out half against every fixed
-   strategy; ``policy_token_fraction`` = tokens of the cheapest policy level whose held-out
-   accuracy reaches majority@K's (within its 95% CI), over majority@K's tokens (lower is better;
-   the issue's target is <= 0.35);
-2. adaptive allocation (knobs picked by replay on the train half) runs ONLINE on the held-out
-   problems under a total budget B, generating for real; ``adaptive_token_saving`` = tokens of the
-   cheapest fixed majority@k (replayed on the same held-out problems) that reaches the adaptive
-   run's accuracy, over the adaptive run's tokens (higher is better; target >= 2).
+1. The policy is fitted on the training problems and replayed on the held-out ones against every
+   fixed strategy; ``policy_token_fraction`` = tokens of the cheapest policy level whose held-out
+   accuracy reaches majority@K's within its 95% CI, over majority@K's tokens (target <= 0.35).
+2. Adaptive allocation (knobs picked by replay on the training problems only) runs ONLINE on the
+   held-out problems under a total budget B, generating for real, ``--online-runs`` times with
+   different sampling seeds; ``adaptive_token_saving`` = tokens of the cheapest fixed majority@k
+   (replayed on the same held-out problems) reaching the runs' mean accuracy, over their mean tokens
+   (target >= 2).
 
-    python bench/planner.py [--problems 20] [--k 16] [--max-tokens 6] [--store runs/bench-planner.sqlite]
+    python bench/planner.py [--problems 40] [--gsm 12] [--k 16] [--threads 1] [--no-online]
 """
 
 from __future__ import annotations
