@@ -163,3 +163,27 @@ def test_policy_gain_uses_the_largest_predictor_the_samples_allow() -> None:
     gain(0, ProblemState(samples=samples[:2], tokens=30), 2)  # 2 samples: the probe-1 predictor
     gain(1, ProblemState(samples=samples, tokens=60), 2)  # 5 samples: the probe-4 predictor
     assert seen == [1, 4]
+
+
+def test_neighbor_gain_tells_a_hopeless_long_problem_from_a_contested_short_one() -> None:
+    from ttscale.planner.allocate import ProblemState, policy_gain
+    from ttscale.planner.data import merge
+    from ttscale.planner.policy import fit_policy
+    from ttscale.strategies.base import Sample
+
+    # both kinds are rarely right in one sample; only the short one has a plurality to find
+    short = known_pool([Group(30, 0.25, wrong=30, lp=-1.2)], k=16, seed=5, tokens=6)
+    long_ = known_pool([Group(30, 0.02, wrong=30, lp=-1.2)], k=16, seed=6, tokens=200)
+    long_ = dataclasses.replace(long_, group=["l"] * 30,
+                                pool=dataclasses.replace(long_.pool, problem_ids=[f"l{i}" for i in range(30)]))
+    train = merge([dataclasses.replace(short, group=["s"] * 30), long_])
+    policy = fit_policy(train, probes=(2,), n_bins=1, n_orders=8)
+
+    def state(tokens: int) -> ProblemState:
+        return ProblemState(samples=[Sample(i, "", str(i + 7), None, tokens, 50, 0, 0.0, "stop", logprob=-1.2 * tokens)
+                                     for i in range(2)], tokens=2 * tokens)
+
+    near = policy_gain(policy, 2, [50.0, 50.0], neighbors=10)
+    binned = policy_gain(policy, 2, [50.0, 50.0])
+    assert near(0, state(6), 8) > 0.1 > near(1, state(200), 8)
+    assert binned(0, state(6), 8) == binned(1, state(200), 8)  # one bin: the same curve for both

@@ -152,6 +152,13 @@ def test_allocate_command_with_a_policy_gain(tmp_path: Path) -> None:
     assert r.exit_code == 0, r.output
     d = json.loads(out.read_text())
     assert d["spent_tokens"] <= 2000
+    r = runner.invoke(app, ["allocate", "--backend", "fake", "--task", "jsonl", "--data", str(data), "--max-tokens", "16",
+                            "--budget-tokens", "2000", "--policy", str(pol), "--neighbors", "5", "--probe-tokens", "40",
+                            "--min-gain-per-ktok", "0.5", "--output", str(out)])
+    assert r.exit_code == 0, r.output
+    d2 = json.loads(out.read_text())
+    assert d2["spent_tokens"] <= 2000
+    assert min(d2["samples"]) >= 1 and max(d2["samples"]) <= 16
     r = runner.invoke(app, ["allocate", "--backend", "fake", "--task", "jsonl", "--data", str(data),
                             "--budget-tokens", "100", "--min-gain", "0.1"])
     assert r.exit_code != 0 and "need --policy" in r.output

@@ -32,6 +32,7 @@ def allocate(
     subtask: Annotated[Optional[str], typer.Option(help="bigbench: task path, e.g. arithmetic/1_digit_addition.")] = None,
     data: Annotated[Optional[Path], typer.Option(help="jsonl: path to a file of {id, prompt, answer} lines.")] = None,
     probe: Annotated[int, typer.Option(help="Samples every problem gets first.")] = 2,
+    probe_tokens: Annotated[Optional[int], typer.Option(help="Size each problem's probe in tokens: fewer probe samples (at least 1) where samples can be long.")] = None,
     step: Annotated[int, typer.Option(help="Samples added per round to each unsettled problem.")] = 2,
     max_samples: Annotated[int, typer.Option(help="Most samples one problem may get.")] = 16,
     threshold: Annotated[float, typer.Option(help="A vote is settled at this Beta-rule confidence.")] = 0.9,
@@ -39,6 +40,7 @@ def allocate(
     policy: Annotated[Optional[Path], typer.Option(help="A policy from `ttscale plan`: its difficulty bins and majority@k curves estimate the gain of more samples.")] = None,
     min_gain: Annotated[float, typer.Option(help="--policy: stop a problem when more samples are expected to add less accuracy than this.")] = 0.0,
     min_gain_per_ktok: Annotated[float, typer.Option(help="--policy: stop a problem when more samples are expected to add less accuracy than this per 1,000 tokens they cost.")] = 0.0,
+    neighbors: Annotated[Optional[int], typer.Option(help="--policy: estimate the gain from this many nearest training problems instead of the difficulty bin.")] = None,
     threads: Annotated[Optional[int], typer.Option(help="CPU threads for llama.cpp (default: all cores).")] = None,
     backend: Annotated[str, typer.Option(help="llama-cpp or fake (scripted, for trying the CLI without a model).", hidden=True)] = "llama-cpp",
     output: Annotated[Optional[Path], typer.Option(help="Write per-problem results as JSON here.")] = None,
@@ -48,11 +50,13 @@ def allocate(
         fail("--limit must be at least 1")
     if data is not None and task != "jsonl":
         fail("--data is only for --task jsonl")
-    if (min_gain or min_gain_per_ktok) and policy is None:
-        fail("--min-gain and --min-gain-per-ktok need --policy")
+    if (min_gain or min_gain_per_ktok or neighbors) and policy is None:
+        fail("--min-gain, --min-gain-per-ktok and --neighbors need --policy")
+    if neighbors is not None and neighbors < 1:
+        fail("--neighbors must be at least 1")
     cfg = AllocationConfig(budget_tokens, probe=probe, step=step, max_samples=max_samples, threshold=threshold,
                            hopeless_after=hopeless_after, min_gain=min_gain,
-                           min_gain_per_ktok=min_gain_per_ktok)
+                           min_gain_per_ktok=min_gain_per_ktok, probe_tokens=probe_tokens)
     fitted = Policy.load(policy) if policy is not None else None
     opts = {"n_threads": threads} if (threads and backend == "llama-cpp") else {}
     be = make_backend(backend, model if backend == "llama-cpp" else None, **opts)
@@ -66,7 +70,8 @@ def allocate(
         if not probs:
             fail("the task yielded no problems")
         sampler = BackendSampler(be, t, probs, Sampling(temperature=temperature, seed=seed))
-        gain = policy_gain(fitted, probe, sampler.prompt_tokens) if fitted is not None else None
+        first = 1 if probe_tokens else probe  # a token-sized probe may give a problem a single sample
+        gain = policy_gain(fitted, first, sampler.prompt_tokens, neighbors) if fitted is not None else None
         out = run_allocation(sampler, cfg, gain)
     finally:
         be.close()

@@ -179,15 +179,17 @@ GainFn = Callable[[int, "ProblemState", int], float]
 """(problem, its state, step) -> expected accuracy gain of ``step`` more samples."""
 
 
-def policy_gain(policy: Policy, probe: int, prompt_tokens: Sequence[float]) -> GainFn:
+def policy_gain(policy: Policy, probe: int, prompt_tokens: Sequence[float], neighbors: int | None = None) -> GainFn:
     """Expected gain from a fitted policy: the problem's bin and that bin's training majority@k curve.
 
     The bin comes from the problem's first ``p`` samples through the policy's predictor for probe
     size ``p``, the largest fitted size the problem has samples for (at least ``probe``), so a
-    problem's difficulty estimate sharpens as its samples accumulate."""
+    problem's difficulty estimate sharpens as its samples accumulate. With ``neighbors``, the curve
+    is instead the mean of the that many training problems whose probe features are nearest."""
     sizes = sorted(p for p, pr in policy.predictors.items() if pr.majority_by_k)
-    if probe not in sizes:
-        raise ConfigError(f"the policy has no fitted curves for probe size {probe} (has {sizes})")
+    if not sizes:
+        raise ConfigError("the policy has no fitted majority curves (refit it with `ttscale plan`)")
+    probe = max(probe, sizes[0])  # before the smallest fitted probe there is no estimate: keep sampling
     cache: dict[tuple[int, int], int] = {}
 
     def gain(i: int, st: ProblemState, step: int) -> float:
@@ -196,9 +198,11 @@ def policy_gain(policy: Policy, probe: int, prompt_tokens: Sequence[float]) -> G
             return 1.0
         p = max(s for s in sizes if s <= n)
         pred = policy.predictors[p]
+        x = probe_features(st.samples[:p], int(prompt_tokens[i])).vector()
+        if neighbors:
+            return pred.expected_majority_near(x, n + step, neighbors) - pred.expected_majority_near(x, n, neighbors)
         if (i, p) not in cache:
-            f = probe_features(st.samples[:p], int(prompt_tokens[i]))
-            cache[(i, p)] = int(pred.bins(f.vector()[None, :])[0])
+            cache[(i, p)] = int(pred.bins(x[None, :])[0])
         b = cache[(i, p)]
         return pred.expected_majority(b, n + step) - pred.expected_majority(b, n)
 

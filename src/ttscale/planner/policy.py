@@ -61,11 +61,32 @@ class Predictor:
     """Per bin, training accuracy of majority@k for each k in ``majority_ks`` (made non-decreasing):
     the expected gain of more samples, which adaptive allocation uses to stop where samples buy nothing."""
     majority_ks: list[int] = field(default_factory=list)
+    neighbor_points: list[list[float]] = field(default_factory=list)
+    """Per training problem, its mean standardized (clipped) probe features over probe draws."""
+    neighbor_curves: list[list[float]] = field(default_factory=list)
+    """Per training problem, its majority@k accuracy for each k in ``majority_ks`` (non-decreasing)."""
+
+    def _k_index(self, k: int) -> int:
+        return max((i for i, kk in enumerate(self.majority_ks) if kk <= k), default=0)
 
     def expected_majority(self, b: int, k: int) -> float:
         """Training accuracy of majority@k in bin ``b`` (the largest fitted k <= ``k``)."""
-        j = max((i for i, kk in enumerate(self.majority_ks) if kk <= k), default=0)
-        return self.majority_by_k[b][j]
+        return self.majority_by_k[b][self._k_index(k)]
+
+    def expected_majority_near(self, x: np.ndarray, k: int, n: int = 10) -> float:
+        """Mean majority@k accuracy of the ``n`` training problems whose probe features are nearest
+        ``x`` (a full feature row): unlike a bin, it tells a long chain of thought from a short
+        answer of the same predicted pass rate."""
+        if not self.neighbor_points:
+            raise ConfigError("this policy has no per-problem training curves (refit it)")
+        z = self._z(np.atleast_2d(x))[0]
+        d = ((np.array(self.neighbor_points) - z) ** 2).sum(axis=1)
+        near = np.argsort(d, kind="stable")[:n]
+        return float(np.array(self.neighbor_curves)[near, self._k_index(k)].mean())
+
+    def _z(self, X: np.ndarray) -> np.ndarray:
+        cols = [FEATURE_NAMES.index(n) for n in self.features]
+        return np.clip((X[:, cols] - np.array(self.mean)) / np.array(self.scale), -Z_CLIP, Z_CLIP)
 
     @property
     def n_bins(self) -> int:
@@ -74,10 +95,9 @@ class Predictor:
     def predict(self, X: np.ndarray) -> np.ndarray:
         """Predicted pass rate of rows of features in :data:`FEATURE_NAMES` order (the predictor uses
         the columns it was fitted on, so a policy saved before a feature was added still applies)."""
-        cols = [FEATURE_NAMES.index(n) for n in self.features]
         # z-scores clipped to +-3: a feature far outside the training range (a probe with a very low
         # log-prob) must not extrapolate a linear fit into a confident prediction
-        Z = np.clip((np.atleast_2d(X)[:, cols] - np.array(self.mean)) / np.array(self.scale), -Z_CLIP, Z_CLIP)
+        Z = self._z(np.atleast_2d(X))
         return np.clip(Z @ np.array(self.weights) + self.intercept, 0.0, 1.0)
 
     def bins(self, X: np.ndarray) -> np.ndarray:
@@ -87,7 +107,8 @@ class Predictor:
         return {"probe": self.probe, "features": self.features, "mean": self.mean, "scale": self.scale,
                 "weights": self.weights, "intercept": self.intercept, "edges": self.edges, "score": self.score,
                 "train_r2": self.train_r2, "majority_ks": self.majority_ks,
-                "majority_by_k": self.majority_by_k}
+                "majority_by_k": self.majority_by_k, "neighbor_points": self.neighbor_points,
+                "neighbor_curves": self.neighbor_curves}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Predictor:
@@ -95,7 +116,9 @@ class Predictor:
                    intercept=float(d["intercept"]), edges=list(d["edges"]), score=str(d.get("score", "certainty")),
                    features=list(d.get("features", FEATURE_NAMES)), train_r2=float(d.get("train_r2", 0.0)),
                    majority_by_k=[list(map(float, c)) for c in d.get("majority_by_k", [])],
-                   majority_ks=[int(k) for k in d.get("majority_ks", [])])
+                   majority_ks=[int(k) for k in d.get("majority_ks", [])],
+                   neighbor_points=[list(map(float, r)) for r in d.get("neighbor_points", [])],
+                   neighbor_curves=[list(map(float, r)) for r in d.get("neighbor_curves", [])])
 
 
 def fit_predictor(X: np.ndarray, y: np.ndarray, probe: int, n_bins: int, ridge: float = 1.0) -> Predictor:
@@ -266,6 +289,11 @@ def fit_probe(train: PlanPool, p: int, n_bins: int, *, n_orders: int = 64, seed:
         np.maximum.accumulate(acc[bins == b][:, cols].mean(axis=0) if (bins == b).any() else overall).round(6).tolist()
         for b in range(pred.n_bins)
     ]
+    # per training problem: where its probes fall (mean over draws) and what majority voting buys it
+    Zp = pred._z(X).reshape(P, n_orders, -1).mean(axis=1)
+    curves = np.maximum.accumulate(acc[:, cols].reshape(P, n_orders, -1).mean(axis=1), axis=1)
+    pred.neighbor_points = Zp.round(5).tolist()
+    pred.neighbor_curves = curves.round(5).tolist()
     return ProbeFit(pred, table.choices, acc, table.tokens.reshape(-1, n_opt), bins, y, np.repeat(np.arange(P), n_orders))
 
 
