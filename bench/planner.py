@@ -13,8 +13,10 @@ the first model runs the probe, the others are choices the policy may switch to.
 2. Adaptive allocation (knobs picked by replay on the training problems only) runs ONLINE on the
    held-out problems under a total budget B, generating for real, ``--online-runs`` times with
    different sampling seeds; ``adaptive_token_saving`` = tokens of the cheapest fixed majority@k
-   (replayed on the same held-out problems) reaching the runs' mean accuracy, over their mean tokens
-   (target >= 2).
+   reaching the runs' mean accuracy, over their mean tokens (target >= 2). Fixed majority@k is
+   replayed on the held-out problems' stored pool averaged with ``--reference-sweeps`` fresh sweeps
+   of them: the online runs draw fresh samples, so one stored draw alone would be a noisier
+   reference (and the one replay also reuses).
 
     python bench/planner.py [--problems 40] [--gsm 12] [--k 16] [--threads 1] [--no-online]
 """
@@ -99,7 +101,7 @@ def saving_vs_majority(maj: dict[int, dict], acc: float, tokens: float) -> tuple
     return (maj[k]["tokens"] / tokens if tokens > 0 else float("nan")), k, bool(reach)
 
 
-def tune_allocation(train: PlanPool, policy: Policy, budget_per_problem: float) -> AllocationConfig:
+def tune_allocation(train: PlanPool, policy: Policy, budget_per_problem: float) -> tuple[AllocationConfig, int | None]:
     """Pick the allocation knobs by replay on the TRAIN problems only: the best token saving against the
     train problems' own majority@k curve, among settings at least as accurate as their majority@K
     less ``ACCURACY_TOLERANCE`` (if none is, the most accurate). The expected gain of more samples comes from the policy fitted on
@@ -110,24 +112,25 @@ def tune_allocation(train: PlanPool, policy: Policy, budget_per_problem: float) 
     maj = {p.k: {"accuracy": p.accuracy, "tokens": p.total_tokens} for p in curves.curve("majority")}
     n = train_pool.n_problems
     rows = []
-    grid = itertools.product((1, 2, 4), (2, 4), (0.9, 0.95), (4, 8, K), (0.0, 0.02, 0.05, 0.1, 0.2, 0.5), (None, 64))
-    for probe, step, threshold, hopeless, per_ktok, probe_tokens in grid:
+    grid = itertools.product((2, 4), (2, 4), (0.9, 0.95), (4, K), (0.02, 0.05, 0.1, 0.2), (None, 64), (None, 10))
+    for probe, step, threshold, hopeless, per_ktok, probe_tokens, neighbors in grid:
         cfg = AllocationConfig(int(budget_per_problem * n), probe=probe, step=step, max_samples=K,
                                threshold=threshold, hopeless_after=hopeless, min_gain_per_ktok=per_ktok,
                                probe_tokens=probe_tokens)
-        gain = policy_gain(policy, 1 if probe_tokens else probe, train.prompt_tokens)
+        gain = policy_gain(policy, 1 if probe_tokens else probe, train.prompt_tokens, neighbors)
         runs = [allocate(PoolSampler(train_pool, seed=s), cfg, gain) for s in range(4)]
         acc = float(np.mean([r.accuracy for r in runs]))
         tok = float(np.mean([r.spent for r in runs])) / n
-        rows.append((saving_vs_majority(maj, acc, tok)[0], acc, tok, cfg))
+        rows.append((saving_vs_majority(maj, acc, tok)[0], acc, tok, (cfg, neighbors)))
     ok = [r for r in rows if r[1] >= maj[K]["accuracy"] - ACCURACY_TOLERANCE]
-    ratio, acc, tok, cfg = max(ok, key=lambda r: (r[0], r[1])) if ok else max(rows, key=lambda r: (r[1], r[0]))
+    ratio, acc, tok, (cfg, neighbors) = max(ok, key=lambda r: (r[0], r[1])) if ok else max(rows, key=lambda r: (r[1], r[0]))
     print(f"allocation knobs (replay on train): probe={cfg.probe} step={cfg.step} threshold={cfg.threshold} "
-          f"hopeless_after={cfg.hopeless_after} probe_tokens={cfg.probe_tokens} "
+          f"hopeless_after={cfg.hopeless_after} probe_tokens={cfg.probe_tokens} gain_from="
+          f"{f'{neighbors} nearest training problems' if neighbors else 'bins'} "
           f"min_gain={cfg.min_gain} min_gain_per_ktok={cfg.min_gain_per_ktok} -> train acc {acc:.3f} at {tok:.1f} "
           f"tok/problem (train majority@{K}: {maj[K]['accuracy']:.3f} at {maj[K]['tokens']:.1f}), saving {ratio:.2f} "
           f"vs the cheapest train majority@k as accurate")
-    return cfg
+    return cfg, neighbors
 
 
 def main() -> None:
@@ -142,6 +145,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--pools-only", action="store_true", help="make (or complete) the pools and stop")
     ap.add_argument("--no-online", action="store_true", help="replay the adaptive allocation instead of generating")
+    ap.add_argument("--reference-sweeps", type=int, default=1,
+                    help="fresh sweeps of the held-out problems averaged into the fixed majority@k reference")
     ap.add_argument("--online-runs", type=int, default=3,
                     help="online allocation runs (sampling seeds 101, 102, ...); the figure uses their mean")
     ap.add_argument("--bins", type=int, default=4)
@@ -211,9 +216,9 @@ def main() -> None:
     maj = {p["k"]: p for p in ev["curves"]["majority"]}
     n_test = test.n_problems
     budget = int(args.budget_fraction * maj[args.k]["tokens"] * n_test)
-    cfg = tune_allocation(train, policy, args.budget_fraction * maj[args.k]["tokens"])
+    cfg, neighbors = tune_allocation(train, policy, args.budget_fraction * maj[args.k]["tokens"])
     cfg = dataclasses.replace(cfg, budget_tokens=budget, max_samples=args.k)
-    gain = policy_gain(policy, 1 if cfg.probe_tokens else cfg.probe, test.prompt_tokens)
+    gain = policy_gain(policy, 1 if cfg.probe_tokens else cfg.probe, test.prompt_tokens, neighbors)
     replay = [allocate(PoolSampler(test.pool, seed=s), cfg, gain) for s in range(8)]
     r_acc = float(np.mean([r.accuracy for r in replay]))
     r_tok = float(np.mean([r.spent for r in replay])) / n_test
@@ -247,8 +252,12 @@ def main() -> None:
         backend.close()
         a_acc, a_tok = float(np.mean(accs)), float(np.mean(toks))
         print(f"adaptive allocation ONLINE, mean of {args.online_runs} runs: acc {a_acc:.3f} at {a_tok:.1f} tok/problem")
+    if not args.no_online and args.reference_sweeps:
+        # The stored pool's majority@k is one draw of 16 samples per problem, and replay reuses those
+        # very samples; online runs draw fresh ones. Estimate fixed majority@k from more fresh draws too.
+        maj = reference_majority(args, test, by_run, primary, maj)
     for k in sorted(maj):
-        print(f"  fixed majority@{k:2d} (replay, held-out): acc {maj[k]['accuracy']:.3f} at {maj[k]['tokens']:.1f} tok/problem")
+        print(f"  fixed majority@{k:2d} (held-out): acc {maj[k]['accuracy']:.3f} at {maj[k]['tokens']:.1f} tok/problem")
     saving, k_star, reached = saving_vs_majority(maj, a_acc, a_tok)
     note = "" if reached else f" (no majority@k reaches it: ratio against majority@{args.k}, a lower bound)"
     print(f"cheapest fixed majority@k reaching the adaptive accuracy: k={k_star}{note}")
@@ -257,6 +266,34 @@ def main() -> None:
     print(f"wall time {time.perf_counter() - t0:.0f} s (2 shared CPU cores; timings are noisy, token counts are not)")
     print(f"bench: policy_token_fraction = {frac:.3f}" if frac is not None else "bench: policy_token_fraction = nan")
     print(f"bench: adaptive_token_saving = {saving:.2f}")
+
+
+def reference_majority(args: argparse.Namespace, test: PlanPool, by_run: dict[str, Group], primary: str,
+                       maj: dict[int, dict]) -> dict[int, dict]:  # type: ignore[type-arg]
+    """Majority@k on the held-out problems, averaged over the stored pool and ``--reference-sweeps``
+    more sweeps of them (fresh sampling seeds, stored as ``<pool>-ref<i>``, resumable)."""
+    st = Store(args.store)
+    backend = LlamaCppBackend(primary, n_threads=args.threads, n_ctx=8192, n_seq_max=32)
+    curves = [maj]
+    for r in range(1, args.reference_sweeps + 1):
+        runs = []
+        for rid in dict.fromkeys(test.group):
+            g = by_run[rid]
+            probs = [g.problems[raw_id(pid, gg)] for pid, gg in zip(test.problem_ids, test.group, strict=True) if gg == rid]
+            ref = f"{rid}-ref{r}"
+            run_sweep(task=g.tasks[primary], backend=backend, store=st, run_id=ref, k=args.k, problems=probs,
+                      sampling=Sampling(seed=1000 + r), wave=args.k)
+            runs.append(ref)
+        pool = load_plan_pool(st, runs, args.k).pool
+        c = compute_curves(pool, [StrategySpec("majority", "majority")], sorted(maj), n_orders=32)
+        curves.append({p.k: {"k": p.k, "accuracy": p.accuracy, "tokens": p.total_tokens} for p in c.curve("majority")})
+        top = curves[-1][args.k]
+        print(f"reference sweep {r} (sampling seed {1000 + r}): held-out majority@{args.k} {top['accuracy']:.3f} "
+              f"at {top['tokens']:.1f} tok/problem", flush=True)
+    backend.close()
+    st.close()
+    return {k: {"k": k, "accuracy": float(np.mean([c[k]["accuracy"] for c in curves])),
+                "tokens": float(np.mean([c[k]["tokens"] for c in curves]))} for k in sorted(maj)}
 
 
 def maj_by_group(pp: PlanPool, rows: list[int], k: int) -> float:
