@@ -23,7 +23,7 @@ def test_model_info_from_gguf(smollm, gemma) -> None:  # type: ignore[no-untyped
 
 
 def test_samples_share_one_prefill(smollm) -> None:  # type: ignore[no-untyped-def]
-    smollm._cached = []
+    smollm.forget_prefixes()
     req = GenerationRequest(prompt=PROMPT, n=4, seed=7, max_tokens=12, stop=("\nQuestion",))
     [gen] = smollm.generate([req])
     n_prompt = len(smollm.tokenize(PROMPT))
@@ -57,7 +57,7 @@ def test_seeded_and_greedy(smollm) -> None:  # type: ignore[no-untyped-def]
 
 
 def test_two_prompts_in_one_call(smollm) -> None:  # type: ignore[no-untyped-def]
-    smollm._cached = []
+    smollm.forget_prefixes()
     r1 = GenerationRequest(prompt=PROMPT, n=2, seed=1, max_tokens=6)
     r2 = GenerationRequest(prompt=PROMPT.replace("7 times 8", "2 times 9"), n=3, seed=1, max_tokens=6)
     g1, g2 = smollm.generate([r1, r2])
@@ -100,6 +100,29 @@ def test_one_request_cancelled_inside_a_shared_call_while_the_other_goes_on(smol
     (c1,) = g1.completions
     assert c1.finish_reason == "length" and c1.n_tokens == 24  # the batch-mate ran to its end
     assert "13" in c1.text
+
+
+def test_prefixes_of_alternating_calls_are_kept_and_not_prefilled_again(smollm) -> None:  # type: ignore[no-untyped-def]
+    smollm.forget_prefixes()
+    head_a = "".join(f"Q: What is {i} plus {i + 1}?\nA: {2 * i + 1}\n\n" for i in range(6))
+    head_b = "".join(f"Q: What is {i + 2} times {i}?\nA: {(i + 2) * i}\n\n" for i in range(6))
+
+    def call(head: str, q: str) -> int:
+        reqs = [GenerationRequest(prompt=head + f"Q: {q} {j}?\nA:", n=2, seed=j, max_tokens=3) for j in (1, 2)]
+        return sum(g.prefilled_tokens for g in smollm.generate(reqs))
+
+    first_a, first_b = call(head_a, "What is 7 plus"), call(head_b, "What is 5 times")
+    again_a, again_b = call(head_a, "What is 8 plus"), call(head_b, "What is 6 times")
+    n_head = len(smollm.tokenize(head_a))
+    assert first_a > n_head and first_b > len(smollm.tokenize(head_b))
+    # the second visit to each header prefills only the two questions' own tokens
+    assert again_a < first_a - n_head // 2 and again_b < first_b - n_head // 2
+    # and the outputs are the same as from a cold cache (greedy)
+    greedy = GenerationRequest(prompt=head_a + "Q: What is 9 plus 10?\nA:", temperature=0, max_tokens=4)
+    warm = smollm.generate([greedy])[0].completions[0].text
+    smollm.forget_prefixes()
+    cold = smollm.generate([greedy])[0]
+    assert cold.completions[0].text == warm and cold.prefilled_tokens == cold.prompt_tokens
 
 
 def test_base_model_rejects_chat(gemma) -> None:  # type: ignore[no-untyped-def]

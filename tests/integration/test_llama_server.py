@@ -99,6 +99,7 @@ def test_greedy_matches_in_process_backend(http: OpenAIHttpBackend, smollm: obje
     """Same model, same prompt, greedy: same text and the same token count (EOS included) as in-process."""
     req = GenerationRequest(prompt=PROMPT, n=1, max_tokens=12, temperature=0.0)
     remote = http.generate([req])[0].completions[0]
+    smollm.forget_prefixes()  # type: ignore[attr-defined]  # prefill the whole prompt in one batch, as the server does
     local = smollm.generate([req])[0].completions[0]  # type: ignore[attr-defined]
     assert remote.text == local.text
     assert remote.n_tokens == local.n_tokens and remote.finish_reason == local.finish_reason

@@ -94,6 +94,7 @@ class LlamaCppBackend(NextTokenProbes):
         n_seq_max: int = 64,
         n_batch: int = 512,
         n_threads: int | None = None,
+        prefix_slots: int = 4,
         verbose: bool = False,
     ) -> None:
         import llama_cpp as lc
@@ -103,8 +104,8 @@ class LlamaCppBackend(NextTokenProbes):
         self.model_ref = model
         self.path = resolve_model_path(model)
         self._lock = threading.Lock()
-        if n_seq_max < 1 or n_ctx < 64:
-            raise ConfigError("n_seq_max must be >= 1 and n_ctx >= 64")
+        if n_seq_max < 1 or n_ctx < 64 or prefix_slots < 0:
+            raise ConfigError("n_seq_max must be >= 1, n_ctx >= 64 and prefix_slots >= 0")
         lc.llama_backend_init()
         mparams = lc.llama_model_default_params()
         mparams.n_gpu_layers = 0
@@ -120,7 +121,8 @@ class LlamaCppBackend(NextTokenProbes):
         cparams.n_ctx = n_ctx
         cparams.n_batch = n_batch
         cparams.n_ubatch = n_batch
-        cparams.n_seq_max = n_seq_max + 1  # +1: the holder sequence for the shared prefix
+        # +1: the holder sequence for the shared prefix; then the slots that keep earlier prefixes
+        cparams.n_seq_max = n_seq_max + 1 + prefix_slots
         cparams.n_threads = threads
         cparams.n_threads_batch = threads
         cparams.kv_unified = True
@@ -134,6 +136,11 @@ class LlamaCppBackend(NextTokenProbes):
         self._mem = lc.llama_get_memory(self._ctx)
         self._batch = lc.llama_batch_init(max(n_batch, n_seq_max), 0, 1)
         self._cached: list[int] = []  # tokens held by seq 0
+        # Earlier holder prefixes kept in their own sequences (most recently used last), so that
+        # calls alternating between a few few-shot headers do not prefill them again each time.
+        self._slots = list(range(n_seq_max + 1, n_seq_max + 1 + prefix_slots))
+        self._stash: list[tuple[int, list[int]]] = []
+        self._stash_limit = n_ctx // 8  # KV cells the kept prefixes may hold at most
         self._template = lc.llama_model_chat_template(self._model, None)
         self._info = self._read_info()
         self._piece_buf = ctypes.create_string_buffer(256)
@@ -241,10 +248,68 @@ class LlamaCppBackend(NextTokenProbes):
         if rc != 0:
             raise BackendError(f"llama_decode failed with code {rc} (KV cache full or bad batch)")
 
+    def forget_prefixes(self) -> None:
+        """Drop every cached prefix (the holder's and the kept ones): the next call prefills in full."""
+        self._lc.llama_memory_seq_rm(self._mem, 0, -1, -1)
+        self._drop_kept_prefixes()
+        self._cached = []
+
+    def _make_room(self, cells: int) -> None:
+        """Free the kept prefixes if a job of ``cells`` KV cells might not fit next to them."""
+        if self._stash and cells + sum(len(t) for _, t in self._stash) > self.n_ctx:
+            self._drop_kept_prefixes()
+
+    def _drop_kept_prefixes(self) -> None:
+        for seq, _ in self._stash:
+            self._lc.llama_memory_seq_rm(self._mem, seq, -1, -1)
+        self._stash.clear()
+
+    def _keep_current_prefix(self, protect: int | None = None) -> None:
+        """Before seq 0 is cut back, keep what it holds in a prefix slot (least recently used slots
+        are freed when all are taken or the kept cells would pass their limit; ``protect`` is not)."""
+        lc, mem = self._lc, self._mem
+        toks = self._cached
+        if len(toks) < 16 or not self._slots or len(toks) > self._stash_limit:
+            return  # too short to be worth a slot, or too long to keep
+        if any(t[: len(toks)] == toks for _, t in self._stash):
+            return  # a kept prefix already covers it
+        for q, t in [e for e in self._stash if e[1] == toks[: len(e[1])] and e[0] != protect]:
+            lc.llama_memory_seq_rm(mem, q, -1, -1)  # covered by the longer one kept now
+            self._stash.remove((q, t))
+        while True:
+            over = (len(self._stash) >= len(self._slots)
+                    or sum(len(t) for _, t in self._stash) + len(toks) > self._stash_limit)
+            victims = [e for e in self._stash if e[0] != protect]
+            if not over or not victims:
+                break
+            q, t = victims[0]
+            lc.llama_memory_seq_rm(mem, q, -1, -1)
+            self._stash.remove((q, t))
+        used = {q for q, _ in self._stash}
+        free = next((q for q in self._slots if q not in used), None)
+        if free is None:
+            return
+        lc.llama_memory_seq_rm(mem, free, -1, -1)
+        lc.llama_memory_seq_cp(mem, 0, free, -1, -1)  # tags seq 0's cells: nothing is copied
+        self._stash.append((free, list(toks)))
+
     def _hold_prefix(self, shared: list[int]) -> int:
-        """Make the holder sequence (seq 0) hold exactly ``shared``, keeping what it already has in
-        common with it; returns the tokens prefilled now."""
+        """Make the holder sequence (seq 0) hold exactly ``shared``, starting from whichever cached
+        prefix (the holder's own or a kept one) has the most in common with it; returns the tokens
+        prefilled now."""
         reuse = _lcp(self._cached, shared)
+        best = max(self._stash, key=lambda e: _lcp(e[1], shared), default=None)
+        switch = best is not None and _lcp(best[1], shared) > reuse
+        if reuse < len(self._cached) or switch:
+            self._keep_current_prefix(protect=best[0] if switch and best is not None else None)
+        if switch and best is not None:
+            seq, toks = best
+            self._lc.llama_memory_seq_rm(self._mem, 0, -1, -1)
+            self._lc.llama_memory_seq_cp(self._mem, seq, 0, -1, -1)
+            self._cached = list(toks)
+            self._stash.remove(best)
+            self._stash.append(best)  # most recently used
+            reuse = _lcp(self._cached, shared)
         self._lc.llama_memory_seq_rm(self._mem, 0, reuse, -1)
         self._cached = self._cached[:reuse]
         for start in range(reuse, len(shared), self.n_batch):
@@ -391,6 +456,9 @@ class LlamaCppBackend(NextTokenProbes):
         shared = prompts[distinct[0]][: len(prompts[distinct[0]]) - 1]
         for ri in distinct[1:]:
             shared = shared[: min(_lcp(shared, prompts[ri]), len(prompts[ri]) - 1)]
+        need = len(prompts[distinct[0]]) + sum(len(prompts[ri]) for ri in distinct[1:]) + sum(
+            requests[ri].max_tokens for ri, _ in job)
+        self._make_room(need)
         gens[distinct[0]].prefilled_tokens += self._hold_prefix(shared)
         p = len(shared)
 

@@ -54,6 +54,7 @@ class NextTokenProbes:
         def render(self, request: GenerationRequest) -> str: ...
         def _decode(self, items: list[tuple[int, int, int, bool]]) -> None: ...
         def _hold_prefix(self, shared: list[int]) -> int: ...
+        def _make_room(self, cells: int) -> None: ...
 
     def next_token_logprobs(
         self, requests: Sequence[GenerationRequest], candidates: Sequence[str]
@@ -107,6 +108,7 @@ class NextTokenProbes:
                 for i in group[1:]:
                     shared = shared[: min(_lcp(shared, prompts[i]), len(prompts[i]) - 1)]
                 prefilled = {i: 0 for i in group}
+                self._make_room(sum(len(prompts[i]) for i in group))
                 prefilled[group[0]] += self._hold_prefix(shared)
                 p = len(shared)
                 pending: list[tuple[int, int, int, bool]] = []
