@@ -62,17 +62,8 @@ class ShortMAtK:
         finished = [s for s in samples if s.finish_reason not in ("cancelled", "error")]
         first_m = sorted(finished, key=lambda s: (s.wave, s.finish_order, s.index))[: self.m]
         answer, votes = weighted_vote(first_m)
-        return Result(
-            problem_id=problem.id,
-            answer=answer,
-            correct=ctx.task.grade(problem, answer),
-            strategy=self.name,
-            samples=[s.index for s in first_m],
-            votes=votes,
-            usage=ctx.meter.usage,
-            meta={"started": len(samples), "finished": len(finished), "cancelled": len(samples) - len(finished),
-                  "online_cancellation": hooks is not None, "budget_exhausted": ctx.budget_exhausted},
-        )
+        return ctx.result(self.name, answer, first_m, votes, started=len(samples), finished=len(finished),
+                          cancelled=len(samples) - len(finished), online_cancellation=hooks is not None)
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "k": self.k, "m": self.m}
@@ -142,17 +133,7 @@ class AdaptiveConsistency:
             if trace[-1] >= self.threshold:
                 break
         answer, votes = weighted_vote(samples)
-        return Result(
-            problem_id=problem.id,
-            answer=answer,
-            correct=ctx.task.grade(problem, answer),
-            strategy=self.name,
-            samples=[s.index for s in samples],
-            votes=votes,
-            usage=ctx.meter.usage,
-            meta={"stopped_at": len(samples), "confidence": trace, "rule": self.rule,
-                  "budget_exhausted": ctx.budget_exhausted},
-        )
+        return ctx.result(self.name, answer, samples, votes, stopped_at=len(samples), confidence=trace, rule=self.rule)
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "k": self.k, "batch": self.batch, "threshold": self.threshold, "rule": self.rule}

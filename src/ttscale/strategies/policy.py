@@ -67,24 +67,12 @@ class PolicyStrategy:
                     if rule.choice.k > len(probe) and not ctx.budget_exhausted else [])
             samples = probe + more
             answer, votes = aggregate(rule.choice, samples[: rule.choice.k])
-        return Result(
-            problem_id=problem.id,
-            answer=answer,
-            correct=ctx.task.grade(problem, answer),
-            strategy=self.name,
-            samples=[s.index for s in samples],
-            votes=votes,
-            usage=ctx.meter.usage,
-            meta={
-                "policy": {
-                    "level_budget_tokens": lv.budget, "probe": lv.probe, "features": feats.to_dict(),
-                    "predicted_pass_rate": round(predicted, 4), "bin": rule.index, "choice": rule.choice.label,
-                    "model": model or self.policy.primary_model,
-                    "expected_accuracy_in_bin": rule.expected_accuracy, "expected_tokens_in_bin": rule.expected_tokens,
-                },
-                "budget_exhausted": ctx.budget_exhausted,
-            },
-        )
+        return ctx.result(self.name, answer, samples, votes, policy={
+            "level_budget_tokens": lv.budget, "probe": lv.probe, "features": feats.to_dict(),
+            "predicted_pass_rate": round(predicted, 4), "bin": rule.index, "choice": rule.choice.label,
+            "model": model or self.policy.primary_model,
+            "expected_accuracy_in_bin": rule.expected_accuracy, "expected_tokens_in_bin": rule.expected_tokens,
+        })
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "budget_tokens": self.budget_tokens, "level_budget_tokens": self.level.budget,

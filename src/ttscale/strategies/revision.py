@@ -76,17 +76,8 @@ class SequentialRevision:
                 votes[a] = max(votes.get(a, float("-inf")), scores[i])
         else:
             answer, votes = weighted_vote(chain)
-        return Result(
-            problem_id=problem.id,
-            answer=answer,
-            correct=ctx.task.grade(problem, answer),
-            strategy=self.name,
-            samples=[s.index for s in chain],
-            votes=votes,
-            usage=ctx.meter.usage,
-            meta={"chain": [s.answer for s in chain], "scores": scores, "budget_exhausted": ctx.budget_exhausted,
-                  "selection": "verifier" if self.verifier is not None else "vote"},
-        )
+        return ctx.result(self.name, answer, chain, votes, chain=[s.answer for s in chain], scores=scores,
+                          selection="verifier" if self.verifier is not None else "vote")
 
     def _affordable(self, problem: Problem, ctx: SolveContext, req: GenerationRequest, chain: list[Sample]) -> bool:
         """Whether one more attempt, and then verifying the whole chain, fits the budget in the worst case."""

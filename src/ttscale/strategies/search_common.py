@@ -109,23 +109,15 @@ class Search:
                     votes[a] = max(votes.get(a, float("-inf")), self.value(pool[i]))
             if answer is None:  # best path has no extractable answer: take the best one that has
                 answer = next((samples[i].answer for i in order if samples[i].answer is not None), None)
-        return Result(
-            problem_id=ctx.problem.id,
-            answer=answer,
-            correct=ctx.task.grade(ctx.problem, answer),
-            strategy=name,
-            samples=[s.index for s in samples],
-            votes=votes,
-            usage=ctx.meter.usage,
-            meta={
-                "verifier": self.verifier.name,
-                "verifier_uses_reference": self.verifier.uses_reference,
-                "aggregate": self.knobs.aggregate,
-                "steps": self.steps_taken,
-                "finished_paths": len(finished),
-                "budget_exhausted": self.stopped_by_budget,
-                "step_stats": self.gen.stats.to_dict(),
-                "verifier_usage": self.verifier_usage.to_dict(),
-                **(meta or {}),
-            },
+        return ctx.result(
+            name, answer, samples, votes,
+            verifier=self.verifier.name,
+            verifier_uses_reference=self.verifier.uses_reference,
+            aggregate=self.knobs.aggregate,
+            steps=self.steps_taken,
+            finished_paths=len(finished),
+            budget_exhausted=self.stopped_by_budget,  # the search's own budget stop, not only sampling's
+            step_stats=self.gen.stats.to_dict(),
+            verifier_usage=self.verifier_usage.to_dict(),
+            **(meta or {}),
         )
