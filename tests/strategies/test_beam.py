@@ -2,37 +2,21 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from ttscale.backends.fake_steps import ScriptedRewardModel, ScriptedStepBackend
-from ttscale.cost import Budget, Meter
+from ttscale.cost import Budget
 from ttscale.errors import ConfigError
-from ttscale.strategies.base import SolveContext
 from ttscale.strategies.beam import BeamSearch
-from ttscale.tasks.base import PromptFormat
-from ttscale.tasks.jsonl import JsonlTask
 
-
-@pytest.fixture
-def task(tmp_path):
-    p = tmp_path / "p.jsonl"
-    p.write_text(json.dumps({"id": "p1", "prompt": "What is 6 times 7?", "answer": "42"}) + "\n")
-    return JsonlTask(path=str(p), fmt=PromptFormat(style="completion", max_tokens=64))
-
-
-def _solve(strategy, task, backend, budget=None):
-    prob = task.problems()[0]
-    ctx = SolveContext(prob, backend, task, Meter(backend.model_info(), budget or Budget()))
-    return strategy.solve(prob, ctx), ctx
+from .helpers import solve
 
 
 def test_keeps_exactly_the_top_n_over_m_each_step(task) -> None:
     be = ScriptedStepBackend(answers={"42": 0.5, "41": 0.5}, depth=3)
     rm = ScriptedRewardModel()
     st = BeamSearch(verifier=rm, k=8, beam_width=2, max_steps=10)
-    res, _ = _solve(st, task, be)
+    res, _ = solve(st, task, be)
     assert len(st.trace) == len(rm.calls) == 4  # 3 reasoning steps + the answer step
     for kept, call in zip(st.trace, rm.calls, strict=False):
         scores = sorted((s for _, s in call), reverse=True)
@@ -48,7 +32,7 @@ def test_keeps_exactly_the_top_n_over_m_each_step(task) -> None:
 def test_answer_is_the_best_finished_path(task) -> None:
     be = ScriptedStepBackend(answers={"42": 0.5, "41": 0.5}, depth=1)
     rm = ScriptedRewardModel(lambda _c, _i, t: 0.9 if "42" in t else 0.1)
-    res, ctx = _solve(BeamSearch(verifier=rm, k=4, beam_width=2), task, be)
+    res, ctx = solve(BeamSearch(verifier=rm, k=4, beam_width=2), task, be)
     assert res.answer == "42" and res.correct
     assert ctx.samples and all(s.finish_reason == "stop" for s in ctx.samples)
 
@@ -56,7 +40,7 @@ def test_answer_is_the_best_finished_path(task) -> None:
 def test_budget_is_a_hard_cap(task) -> None:
     be = ScriptedStepBackend(depth=30)
     for cap in (150, 400, 700):
-        res, ctx = _solve(BeamSearch(verifier=ScriptedRewardModel(), k=4, beam_width=2, step_tokens=16, max_steps=40),
+        res, ctx = solve(BeamSearch(verifier=ScriptedRewardModel(), k=4, beam_width=2, step_tokens=16, max_steps=40),
                           task, be,
                           Budget(tokens=cap))
         assert ctx.meter.usage.total_tokens <= cap
@@ -81,7 +65,7 @@ def test_real_model_beam_with_judge(smollm) -> None:
 
     t = make_task("bigbench", style="chat", shots=0, instruction=DEFAULT_INSTRUCTION, chat_model=True)
     st = BeamSearch(verifier=JudgeVerifier(smollm), k=2, beam_width=1, step_tokens=6, max_steps=2)
-    res, ctx = _solve(st, t, smollm, Budget(tokens=2000))
+    res, ctx = solve(st, t, smollm, Budget(tokens=2000))
     assert ctx.meter.usage.total_tokens <= 2000
     assert res.meta["steps"] >= 1 and res.samples
     assert res.meta["verifier_usage"]["prefilled_tokens"] > 0

@@ -2,29 +2,13 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from ttscale.backends.fake_steps import ScriptedRewardModel, ScriptedStepBackend
-from ttscale.cost import Budget, Meter
-from ttscale.strategies.base import SolveContext
+from ttscale.cost import Budget
 from ttscale.strategies.best_first import BestFirstSearch
-from ttscale.tasks.base import PromptFormat
-from ttscale.tasks.jsonl import JsonlTask
 
-
-@pytest.fixture
-def task(tmp_path):
-    p = tmp_path / "p.jsonl"
-    p.write_text(json.dumps({"id": "p1", "prompt": "What is 6 times 7?", "answer": "42"}) + "\n")
-    return JsonlTask(path=str(p), fmt=PromptFormat(style="completion", max_tokens=64))
-
-
-def _solve(st, task, be, budget=None):
-    prob = task.problems()[0]
-    ctx = SolveContext(prob, be, task, Meter(be.model_info(), budget or Budget()))
-    return st.solve(prob, ctx), ctx
+from .helpers import solve
 
 
 def test_pops_in_priority_order_and_stops_at_first_finished(task) -> None:
@@ -32,7 +16,7 @@ def test_pops_in_priority_order_and_stops_at_first_finished(task) -> None:
     # Deeper is better: the search dives (depth-first under this priority) and finishes in depth+1 expansions.
     rm = ScriptedRewardModel(lambda _c, _i, t: 0.2 + 0.2 * t.count("Step") + (0.3 if "answer is" in t else 0))
     st = BestFirstSearch(verifier=rm, k=20, beam_width=2, max_steps=10)
-    res, _ = _solve(st, task, be)
+    res, _ = solve(st, task, be)
     assert res.meta["expansions"] == 3 and res.meta["finished_paths"] == 1
     assert len(rm.calls) == 3 and res.answer in ("41", "42")
     # Every pop is the best node on the frontier at that moment: replay with the logged scores.
@@ -48,14 +32,14 @@ def test_shallow_priority_explores_breadth_and_stops_at_k(task) -> None:
     be = ScriptedStepBackend(depth=3)
     rm = ScriptedRewardModel(lambda _c, _i, t: 1.0 - 0.2 * t.count("Step"))  # shallower is better: breadth-first
     st = BestFirstSearch(verifier=rm, k=4, beam_width=2, max_steps=10)
-    res, _ = _solve(st, task, be)
+    res, _ = solve(st, task, be)
     assert res.meta["expansions"] == 4 and res.meta["finished_paths"] == 0
     assert res.samples  # the best partial so far is recorded and answers
 
 
 def test_budget_is_a_hard_cap(task) -> None:
     be = ScriptedStepBackend(depth=30)
-    res, ctx = _solve(BestFirstSearch(verifier=ScriptedRewardModel(), k=50, step_tokens=16, max_steps=40), task, be,
+    res, ctx = solve(BestFirstSearch(verifier=ScriptedRewardModel(), k=50, step_tokens=16, max_steps=40), task, be,
                       Budget(tokens=250))
     assert ctx.meter.usage.total_tokens <= 250 and res.meta["budget_exhausted"]
 
@@ -67,6 +51,6 @@ def test_real_model_best_first(smollm) -> None:
     from ttscale.verifiers.judge import JudgeVerifier
 
     t = make_task("bigbench", style="chat", shots=0, instruction=DEFAULT_INSTRUCTION, chat_model=True)
-    res, ctx = _solve(BestFirstSearch(verifier=JudgeVerifier(smollm), k=2, beam_width=2, step_tokens=6, max_steps=2),
+    res, ctx = solve(BestFirstSearch(verifier=JudgeVerifier(smollm), k=2, beam_width=2, step_tokens=6, max_steps=2),
                       t, smollm, Budget(tokens=2000))
     assert ctx.meter.usage.total_tokens <= 2000 and 1 <= res.meta["expansions"] <= 2

@@ -2,29 +2,13 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from ttscale.backends.fake_steps import ScriptedRewardModel, ScriptedStepBackend, text_hash_score
-from ttscale.cost import Budget, Meter
-from ttscale.strategies.base import SolveContext
+from ttscale.cost import Budget
 from ttscale.strategies.dvts import DiverseVerifierTreeSearch
-from ttscale.tasks.base import PromptFormat
-from ttscale.tasks.jsonl import JsonlTask
 
-
-@pytest.fixture
-def task(tmp_path):
-    p = tmp_path / "p.jsonl"
-    p.write_text(json.dumps({"id": "p1", "prompt": "What is 6 times 7?", "answer": "42"}) + "\n")
-    return JsonlTask(path=str(p), fmt=PromptFormat(style="completion", max_tokens=64))
-
-
-def _solve(strategy, task, backend, budget=None):
-    prob = task.problems()[0]
-    ctx = SolveContext(prob, backend, task, Meter(backend.model_info(), budget or Budget()))
-    return strategy.solve(prob, ctx), ctx
+from .helpers import solve
 
 
 def test_subtrees_stay_independent(task) -> None:
@@ -39,7 +23,7 @@ def test_subtrees_stay_independent(task) -> None:
 
     rm = ScriptedRewardModel(score)
     st = DiverseVerifierTreeSearch(verifier=rm, k=6, beam_width=2, max_steps=10)
-    res, _ = _solve(st, task, be)
+    res, _ = solve(st, task, be)
     assert len(st.paths) == 3
     for g, path in enumerate(st.paths):
         assert path and all(p.group == g for p in path)
@@ -61,7 +45,7 @@ def test_subtrees_stay_independent(task) -> None:
 
 def test_budget_is_a_hard_cap(task) -> None:
     be = ScriptedStepBackend(depth=30)
-    res, ctx = _solve(DiverseVerifierTreeSearch(verifier=ScriptedRewardModel(), k=4, beam_width=2, step_tokens=16,
+    res, ctx = solve(DiverseVerifierTreeSearch(verifier=ScriptedRewardModel(), k=4, beam_width=2, step_tokens=16,
                                                 max_steps=40), task, be, Budget(tokens=300))
     assert ctx.meter.usage.total_tokens <= 300 and res.meta["budget_exhausted"]
 
@@ -74,7 +58,7 @@ def test_real_model_dvts(smollm) -> None:
 
     t = make_task("bigbench", style="chat", shots=0, instruction=DEFAULT_INSTRUCTION, chat_model=True)
     st = DiverseVerifierTreeSearch(verifier=CertaintyVerifier(), k=4, beam_width=2, step_tokens=8, max_steps=2)
-    res, ctx = _solve(st, t, smollm, Budget(tokens=2000))
+    res, ctx = solve(st, t, smollm, Budget(tokens=2000))
     assert ctx.meter.usage.total_tokens <= 2000
     assert len(st.paths) == 2 and all(p for p in st.paths)
     assert res.meta["step_stats"]["prefilled_tokens"] < res.meta["step_stats"]["full_prompt_tokens"]

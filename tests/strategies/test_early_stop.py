@@ -7,9 +7,7 @@ from scipy import stats
 
 from ttscale.backends.fake import FakeBackend
 from ttscale.backends.fake_steps import ScriptedStepBackend
-from ttscale.cost import Budget, Meter
 from ttscale.errors import ConfigError
-from ttscale.strategies.base import SolveContext
 from ttscale.strategies.early_stop import (
     AdaptiveConsistency,
     ShortMAtK,
@@ -17,21 +15,8 @@ from ttscale.strategies.early_stop import (
     dirichlet_confidence,
     supports_cancellation,
 )
-from ttscale.tasks.base import PromptFormat
-from ttscale.tasks.jsonl import JsonlTask
 
-
-@pytest.fixture
-def task(tmp_path):
-    p = tmp_path / "p.jsonl"
-    p.write_text('{"id": "p1", "prompt": "What is 6 times 7?", "answer": "42"}\n')
-    return JsonlTask(path=str(p), fmt=PromptFormat(style="completion", max_tokens=64))
-
-
-def _solve(st, task, be, budget=None):
-    prob = task.problems()[0]
-    ctx = SolveContext(prob, be, task, Meter(be.model_info(), budget or Budget()))
-    return st.solve(prob, ctx), ctx
+from .helpers import solve
 
 
 @pytest.mark.parametrize(("v1", "v2"), [(0, 0), (3, 1), (4, 0), (7, 5), (20, 3)])
@@ -48,7 +33,7 @@ def test_short_m_at_k_cancels_once_m_finished(task) -> None:
     lengths = [10, 3, 7, 5, 9, 2]  # filler tokens; each sample adds 4 answer tokens
     be = ScriptedStepBackend(lengths=lambda i: lengths[i])
     assert supports_cancellation(be)
-    res, ctx = _solve(ShortMAtK(k=6, m=2), task, be)
+    res, ctx = solve(ShortMAtK(k=6, m=2), task, be)
     # The two shortest finish at steps 6 and 7; the other four are cancelled after step 7.
     assert sorted(s.n_tokens for s in ctx.samples if s.finish_reason == "stop") == [6, 7]
     assert all(s.n_tokens == 7 for s in ctx.samples if s.finish_reason == "cancelled")
@@ -59,7 +44,7 @@ def test_short_m_at_k_cancels_once_m_finished(task) -> None:
 def test_short_m_at_k_without_hooks_runs_all_k(task) -> None:
     be = FakeBackend(answers={"42": 1.0}, filler_tokens=lambda rng: rng.randrange(1, 20))
     assert not supports_cancellation(be)
-    res, ctx = _solve(ShortMAtK(k=5, m=2), task, be)
+    res, ctx = solve(ShortMAtK(k=5, m=2), task, be)
     assert res.meta["cancelled"] == 0 and not res.meta["online_cancellation"]
     firsts = sorted(ctx.samples, key=lambda s: s.finish_order)[:2]
     assert res.samples == [s.index for s in firsts] and res.answer == "42"
@@ -67,18 +52,18 @@ def test_short_m_at_k_without_hooks_runs_all_k(task) -> None:
 
 def test_adaptive_stops_where_the_beta_rule_says(task) -> None:
     # Unanimous answers: confidence after v votes is 1 - 2^-(v+1): 0.75, 0.875, 0.9375, 0.96875 -> stop at 4.
-    res, ctx = _solve(AdaptiveConsistency(k=16, batch=1, threshold=0.95), task, FakeBackend(answers={"42": 1.0}))
+    res, ctx = solve(AdaptiveConsistency(k=16, batch=1, threshold=0.95), task, FakeBackend(answers={"42": 1.0}))
     assert res.meta["stopped_at"] == 4 == len(ctx.samples)
     assert res.meta["confidence"] == pytest.approx([0.75, 0.875, 0.9375, 0.96875])
     # Batches of 3: checked after 3 (0.9375) and 6 samples.
-    res, _ = _solve(AdaptiveConsistency(k=16, batch=3, threshold=0.95), task, FakeBackend(answers={"42": 1.0}))
+    res, _ = solve(AdaptiveConsistency(k=16, batch=3, threshold=0.95), task, FakeBackend(answers={"42": 1.0}))
     assert res.meta["stopped_at"] == 6
 
 
 def test_adaptive_runs_to_max_k_when_answers_disagree(task) -> None:
-    res, ctx = _solve(AdaptiveConsistency(k=10, threshold=0.99), task, FakeBackend(answers={"1": 1, "2": 1, "3": 1}))
+    res, ctx = solve(AdaptiveConsistency(k=10, threshold=0.99), task, FakeBackend(answers={"1": 1, "2": 1, "3": 1}))
     assert res.meta["stopped_at"] == 10 and len(ctx.samples) == 10
-    res, _ = _solve(AdaptiveConsistency(k=16, threshold=0.95, rule="dirichlet"), task, FakeBackend(answers={"42": 1.0}))
+    res, _ = solve(AdaptiveConsistency(k=16, threshold=0.95, rule="dirichlet"), task, FakeBackend(answers={"42": 1.0}))
     assert res.meta["stopped_at"] < 16 and res.meta["confidence"][-1] >= 0.95
 
 
@@ -97,7 +82,7 @@ def test_real_model_short_m_at_k_cancels(smollm) -> None:
     from ttscale.tasks.gsm_symbolic import DEFAULT_INSTRUCTION
 
     t = make_task("bigbench", style="chat", shots=0, instruction=DEFAULT_INSTRUCTION, max_tokens=16, chat_model=True)
-    res, ctx = _solve(ShortMAtK(k=4, m=1), t, smollm)
+    res, ctx = solve(ShortMAtK(k=4, m=1), t, smollm)
     assert res.meta["online_cancellation"] and len(res.samples) == 1
     done = [s for s in ctx.samples if s.finish_reason != "cancelled"]
     assert done and ctx.meter.usage.generated_tokens <= 4 * 16
@@ -111,5 +96,5 @@ def test_real_model_adaptive(smollm) -> None:
     from ttscale.registry import make_task
 
     t = make_task("bigbench", max_tokens=4, chat_model=True)  # few-shot completion: short answers
-    res, ctx = _solve(AdaptiveConsistency(k=4, batch=2, threshold=0.9), t, smollm)
+    res, ctx = solve(AdaptiveConsistency(k=4, batch=2, threshold=0.9), t, smollm)
     assert res.meta["stopped_at"] == len(ctx.samples) <= 4 and len(res.meta["confidence"]) >= 1

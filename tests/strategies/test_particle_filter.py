@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import random
 from collections import Counter
@@ -14,15 +13,6 @@ from ttscale.cost import Budget, Meter
 from ttscale.errors import ConfigError
 from ttscale.strategies.base import Sampling, SolveContext
 from ttscale.strategies.particle_filter import ParticleFilter, resample, softmax_weights
-from ttscale.tasks.base import PromptFormat
-from ttscale.tasks.jsonl import JsonlTask
-
-
-@pytest.fixture
-def task(tmp_path):
-    p = tmp_path / "p.jsonl"
-    p.write_text(json.dumps({"id": "p1", "prompt": "What is 6 times 7?", "answer": "42"}) + "\n")
-    return JsonlTask(path=str(p), fmt=PromptFormat(style="completion", max_tokens=64))
 
 
 def test_softmax_weights() -> None:
