@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ttscale.errors import ConfigError, StoreError
-from ttscale.replay.pool import Pool, model_info_from_record, pool_from_samples
+from ttscale.replay.pool import Pool, model_info_from_record, pool_from_samples, read_run
 from ttscale.store import Store
 from ttscale.strategies.base import Sample
 
@@ -97,18 +97,8 @@ def load_plan_pool(store: Store, run_ids: Sequence[str], k: int | None = None) -
         raise ConfigError("name at least one pool run (--pool RUN)")
     loaded: list[tuple[str, dict[str, list[Sample]], dict[str, object]]] = []
     for rid in run_ids:
-        rec = store.get_run(rid)
-        if rec is None:
-            known = ", ".join(r.run_id for r in store.list_runs()) or "none"
-            raise StoreError(f"no run {rid!r} in {store.path} (runs: {known})")
-        by_problem: dict[str, list[Sample]] = {p.id: [] for p in store.problems(rid)}
-        for pid, s in store.samples(rid):
-            by_problem.setdefault(pid, []).append(s)
+        rec, by_problem, name = read_run(store, rid)
         by_problem = {pid: ss for pid, ss in by_problem.items() if ss}
-        if not by_problem:
-            raise StoreError(f"run {rid!r} has no samples")
-        task = rec.config.get("task", {})
-        name = str(task.get("task") or task.get("name") or "") if isinstance(task, dict) else str(task)
         loaded.append((rid, by_problem, {"model": rec.model, "task": name}))
     width = min(len(ss) for _, bp, _ in loaded for ss in bp.values())
     if k is not None:

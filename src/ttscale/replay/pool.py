@@ -17,7 +17,7 @@ import numpy as np
 
 from ttscale.backends.base import ModelInfo
 from ttscale.errors import StoreError
-from ttscale.store import Store
+from ttscale.store import RunRecord, Store
 from ttscale.strategies.base import Sample
 
 
@@ -176,8 +176,9 @@ def pool_from_samples(
     return pool
 
 
-def load_pool(store: Store, run_id: str, k: int | None = None) -> Pool:
-    """Load a run's samples (any kind of run; sweeps are made for this) as a :class:`Pool`."""
+def read_run(store: Store, run_id: str) -> tuple[RunRecord, dict[str, list[Sample]], str]:
+    """A stored run's record, its samples by problem (every problem of the run, possibly with none)
+    and its task's name; a missing run or one without any sample is a :class:`StoreError`."""
     rec = store.get_run(run_id)
     if rec is None:
         known = ", ".join(r.run_id for r in store.list_runs()) or "none"
@@ -188,8 +189,14 @@ def load_pool(store: Store, run_id: str, k: int | None = None) -> Pool:
     if not any(by_problem.values()):
         raise StoreError(f"run {run_id!r} has no samples")
     task = rec.config.get("task", {})
+    name = str(task.get("task") or task.get("name") or "") if isinstance(task, dict) else str(task)
+    return rec, by_problem, name
+
+
+def load_pool(store: Store, run_id: str, k: int | None = None) -> Pool:
+    """Load a run's samples (any kind of run; sweeps are made for this) as a :class:`Pool`."""
+    rec, by_problem, task = read_run(store, run_id)
     return pool_from_samples(
-        by_problem, info=model_info_from_record(rec.model), k=k, run_id=run_id,
-        task=str(task.get("task") or task.get("name") or "") if isinstance(task, dict) else str(task),
+        by_problem, info=model_info_from_record(rec.model), k=k, run_id=run_id, task=task,
         model=str(rec.model.get("name", "")),
     )
