@@ -10,7 +10,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from ttscale.backends.base import Backend
+from ttscale.backends.base import Backend, ModelInfo
 from ttscale.cli.common import DEFAULT_STORE, cli_errors, console, fail, human, write_json
 from ttscale.cli.options import (
     ApiKeyOpt,
@@ -160,8 +160,12 @@ def run(
     specs = backend_specs(backend, model, base_url, api_key, concurrency, threads)
     be = specs[0].build()
     info = be.model_info()
-    t = make_task(task, style=style, shots=shots, max_tokens=max_tokens, seed=task_seed, subtask=subtask,
-                  data=str(data) if data else None, chat_model=info.has_chat_template)
+
+    def task_for(model: ModelInfo, fmt_style: str | None) -> Task:
+        return make_task(task, style=fmt_style, shots=shots, max_tokens=max_tokens, seed=task_seed, subtask=subtask,
+                         data=str(data) if data else None, chat_model=model.has_chat_template)
+
+    t = task_for(info, style)
     if t.fmt.style == "chat" and not info.has_chat_template:
         raise ConfigError(f"model {info.name} has no chat template: use --style completion")
     v = (make_verifier(verifier, t, be, url=verifier_url, verifications=verifications, rollouts=rollouts)
@@ -180,9 +184,8 @@ def run(
             ob = backend_specs(backend, other, base_url, api_key, concurrency, threads)[0].build()
             extra_backends.append(ob)
             oi = ob.model_info()
-            alternates[other] = (ob, make_task(task, style=style if oi.has_chat_template else None, shots=shots,
-                                               max_tokens=max_tokens, seed=task_seed, subtask=subtask,
-                                               data=str(data) if data else None, chat_model=oi.has_chat_template))
+            # a base model gets its default (completion) format even when --style chat was asked for
+            alternates[other] = (ob, task_for(oi, style if oi.has_chat_template else None))
         strat, strategy = PolicyStrategy(pol, float(budget_tokens or 0), alternates), "policy"
     else:
         strat = make_strategy(strategy, k=k, verifier=v, **extra_knobs)
