@@ -22,8 +22,8 @@ SIZES = (1, 2, 4, 8, 16)
 
 def step_seconds(be: LlamaCppBackend, n: int, steps: int) -> float:
     """Median seconds of one decode step advancing ``n`` sequences by one token."""
-    be._lc.llama_memory_clear(be._mem, True)
-    be._cached = []  # the holder sequence was cleared with everything else
+    be.forget_prefixes()  # cached prefixes go, and their bookkeeping with them
+    be._lc.llama_memory_clear(be._mem, True)  # and the sequences of the previous size
     for s in range(n):
         be._decode([(100 + j, j, s + 1, j == 31) for j in range(32)])
     times = []
