@@ -9,7 +9,7 @@ BIG-bench subtask) merge into one pool; their problem ids are then prefixed ``ru
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -116,6 +116,44 @@ def load_plan_pool(store: Store, run_ids: Sequence[str], k: int | None = None) -
         )
         lengths = {f"{rid}/{pid}" if prefix else pid: float(ss[0].prompt_tokens) for pid, ss in by_problem.items()}
         parts.append(PlanPool(pool, np.array([lengths[i] for i in pool.problem_ids]), [rid] * pool.n_problems))
+    return merge(parts)
+
+
+def load_stacked_pool(store: Store, stacks: Sequence[Sequence[str]], k: int) -> PlanPool:
+    """Pools with more samples per problem: each stack is a list of runs over the same problems
+    (say a sweep and two more sweeps of it with other sampling seeds), and every problem present
+    in all runs of its stack gets the first ``k`` samples of each, ``k * len(stack)`` in all (so
+    every stack needs as many runs).
+
+    Problem ids are the first run's (prefixed ``run/`` when there are several stacks, as
+    :func:`load_plan_pool` does), so rows line up with a pool loaded from the first runs alone.
+    """
+    if not stacks or any(not runs for runs in stacks):
+        raise ConfigError("give at least one run per stack")
+    if k < 1:
+        raise ConfigError(f"samples per run must be >= 1, got {k}")
+    parts = []
+    for runs in stacks:
+        read = [read_run(store, rid) for rid in runs]
+        first = runs[0]
+        common = [pid for pid in read[0][1] if all(len(bp.get(pid, [])) >= k for _, bp, _ in read)]
+        if not common:
+            raise StoreError(f"no problem has {k} samples in every run of {', '.join(runs)}")
+        by_problem: dict[str, list[Sample]] = {}
+        for j, (_, bp, _) in enumerate(read):
+            for pid in common:
+                # renumbered so that every run's samples (and the waves their prefill belongs to) stay distinct
+                by_problem.setdefault(pid, []).extend(
+                    replace(s, index=j * k + n, wave=j * k + s.wave)
+                    for n, s in enumerate(sorted(bp[pid], key=lambda s: s.index)[:k]))
+        rec, _, task = read[0]
+        model = rec.model if isinstance(rec.model, dict) else {}
+        prefix = f"{first}/" if len(stacks) > 1 else ""
+        pool = pool_from_samples({prefix + pid: ss for pid, ss in by_problem.items()},
+                                 info=model_info_from_record(model), k=k * len(runs), run_id=first, task=task,
+                                 model=str(model.get("name", "")))
+        lengths = {prefix + pid: float(ss[0].prompt_tokens) for pid, ss in by_problem.items()}
+        parts.append(PlanPool(pool, np.array([lengths[i] for i in pool.problem_ids]), [first] * pool.n_problems))
     return merge(parts)
 
 

@@ -269,10 +269,12 @@ class ProbeFit:
     """(R,) problem index of each row."""
 
 
-def fit_probe(train: PlanPool, p: int, n_bins: int, *, n_orders: int = 64, seed: int = 0) -> ProbeFit:
+def fit_probe(train: PlanPool, p: int, n_bins: int, *, n_orders: int = 64, seed: int = 0,
+              max_k: int | None = None) -> ProbeFit:
     pool = train.pool
     P = pool.n_problems
-    grid = option_grid(p, pool.k) + [c for m in train.alts for c in alternate_grid(m, pool.k)]
+    top = min(pool.k, max_k or pool.k)
+    grid = option_grid(p, top) + [c for m in train.alts for c in alternate_grid(m, min(top, train.alts[m].pool.k))]
     table = replay_options(train, p, grid, n_orders=n_orders, seed=seed)
     X = pool_probe_features(pool.answer, pool.mean_logprob, pool.scores["certainty"], train.prompt_tokens,
                             table.order[..., :p], pool.n_tokens).reshape(P * n_orders, -1)
@@ -389,10 +391,13 @@ def choose_level(budget: float, fit: ProbeFit) -> Level | None:
     return Level(float(budget), fit.predictor.probe, acc, spend, rules)
 
 
-def default_budgets(train: PlanPool, fractions: Sequence[float] = (0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.5, 0.75, 1.0)) -> list[float]:
-    """Budget levels as fractions of majority@K's mean tokens per problem on the training pool."""
+def default_budgets(train: PlanPool, fractions: Sequence[float] = (0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.5, 0.75, 1.0),
+                    k: int | None = None) -> list[float]:
+    """Budget levels as fractions of majority@K's mean tokens per problem on the training pool
+    (``k``: of majority@k's, for k below the pool's samples per problem)."""
     pool = train.pool
-    full = float((pool.prefill_tokens + pool.sample_tokens.sum(axis=1)).mean())
+    k = min(k or pool.k, pool.k)
+    full = float((pool.prefill_tokens + pool.sample_tokens.mean(axis=1) * k).mean())
     return [round(f * full, 1) for f in fractions]
 
 
@@ -405,20 +410,27 @@ def fit_policy(
     n_orders: int = 64,
     seed: int = 0,
     source: dict[str, Any] | None = None,
+    max_k: int | None = None,
 ) -> Policy:
-    """Fit a policy on ``train`` (never on the problems it will be evaluated on)."""
+    """Fit a policy on ``train`` (never on the problems it will be evaluated on).
+
+    ``max_k`` caps the samples per problem a choice may use below the pool's own: a pool with more
+    samples than that (several sweeps of the same problems) then estimates every choice by drawing
+    its samples from the larger set, which makes the per-bin curves less noisy."""
     if n_bins < 1:
         raise ConfigError(f"--bins must be >= 1, got {n_bins}")
-    K = train.pool.k
+    if max_k is not None and max_k < 1:
+        raise ConfigError(f"max_k must be >= 1, got {max_k}")
+    K = min(train.pool.k, max_k or train.pool.k)
     probes = sorted({p for p in probes if 1 <= p <= K})
     if not probes:
         raise ConfigError(f"probe sizes must lie in 1..{K}")
     if train.n_problems < 2 * n_bins:
         raise ConfigError(f"{train.n_problems} training problems are too few for {n_bins} bins")
-    budgets = sorted(set(budgets or default_budgets(train)))
+    budgets = sorted(set(budgets or default_budgets(train, k=K)))
     if any(b <= 0 for b in budgets):
         raise ConfigError("budgets must be positive token counts")
-    fits = {p: fit_probe(train, p, n_bins, n_orders=n_orders, seed=seed) for p in probes}
+    fits = {p: fit_probe(train, p, n_bins, n_orders=n_orders, seed=seed, max_k=K) for p in probes}
     levels: list[Level] = []
     for b in budgets:
         cands = [lv for p in probes if (lv := choose_level(b, fits[p])) is not None]

@@ -1,0 +1,78 @@
+"""Stacking several sweeps of the same problems into one wider pool, and fitting on it with ``max_k``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ttscale.backends.fake import FakeBackend
+from ttscale.errors import ConfigError, StoreError
+from ttscale.planner.data import load_plan_pool, load_stacked_pool
+from ttscale.planner.policy import fit_policy
+from ttscale.store import Store
+from ttscale.strategies.base import Sampling
+from ttscale.sweep import run_sweep
+from ttscale.tasks.base import PromptFormat
+from ttscale.tasks.jsonl import JsonlTask
+
+from .test_cli import script
+
+
+def _sweeps(tmp_path: Path) -> tuple[Store, JsonlTask]:
+    data = tmp_path / "q.jsonl"
+    data.write_text("".join(f'{{"id": "q{i}", "prompt": "Problem {i} here", "answer": "42"}}\n' for i in range(12)))
+    task = JsonlTask(path=str(data), fmt=PromptFormat(style="completion", max_tokens=16))
+    st = Store(tmp_path / "s.sqlite")
+    be = FakeBackend(answers=script, filler_tokens=2)
+    probs = task.problems()
+    run_sweep(task=task, backend=be, store=st, run_id="a", k=4, problems=probs, sampling=Sampling(seed=0))
+    # the second sweep covers only the first 8 problems, as a sweep of one split's problems would
+    run_sweep(task=task, backend=be, store=st, run_id="a-more", k=4, problems=probs[:8], sampling=Sampling(seed=9))
+    run_sweep(task=task, backend=be, store=st, run_id="b", k=4, problems=probs[:6], sampling=Sampling(seed=1))
+    run_sweep(task=task, backend=be, store=st, run_id="b-more", k=4, problems=probs[:6], sampling=Sampling(seed=2))
+    return st, task
+
+
+def test_stacked_pool_holds_every_runs_samples_of_the_common_problems(tmp_path: Path) -> None:
+    st, _ = _sweeps(tmp_path)
+    wide = load_stacked_pool(st, [["a", "a-more"]], 4)
+    one = load_plan_pool(st, ["a"], 4)
+    assert wide.pool.k == 8 and wide.n_problems == 8  # only the problems both runs have
+    rows = [one.problem_ids.index(p) for p in wide.problem_ids]
+    # the first four samples are run a's, untouched; the rest come from the other seed
+    assert (wide.pool.n_tokens[:, :4] == one.pool.n_tokens[rows]).all()
+    assert (wide.pool.correct[:, :4] == one.pool.correct[rows]).all()
+    # the prompt is charged once per problem, as a wave of one run
+    assert (wide.pool.prefill_tokens == one.pool.prefill_tokens[rows]).all()
+    assert np.allclose(wide.prompt_tokens, one.prompt_tokens[rows])
+    st.close()
+
+
+def test_stacks_of_several_pools_are_prefixed_like_a_merged_pool(tmp_path: Path) -> None:
+    st, _ = _sweeps(tmp_path)
+    wide = load_stacked_pool(st, [["a", "a-more"], ["b", "b-more"]], 4)
+    merged = load_plan_pool(st, ["a", "b"], 4)
+    assert set(wide.problem_ids) <= set(merged.problem_ids)
+    assert wide.group == ["a"] * 8 + ["b"] * 6
+    with pytest.raises(ConfigError, match="same samples per problem"):
+        load_stacked_pool(st, [["a", "a-more"], ["b"]], 4)  # stacks of different heights
+    with pytest.raises(StoreError, match="no problem has 5 samples"):
+        load_stacked_pool(st, [["a", "a-more"]], 5)
+    with pytest.raises(ConfigError):
+        load_stacked_pool(st, [[]], 4)
+    st.close()
+
+
+def test_fitting_a_wide_pool_with_max_k_uses_choices_up_to_max_k(tmp_path: Path) -> None:
+    st, _ = _sweeps(tmp_path)
+    wide = load_stacked_pool(st, [["a", "a-more"]], 4)
+    policy = fit_policy(wide, probes=(1, 2), n_bins=2, n_orders=8, max_k=4)
+    assert policy.source["samples_per_problem"] == 4
+    assert all(rule.choice.k <= 4 for level in policy.levels for rule in level.bins)
+    for pred in policy.predictors.values():
+        assert max(pred.majority_ks) == 4
+    with pytest.raises(ConfigError, match="max_k"):
+        fit_policy(wide, probes=(1,), n_bins=2, n_orders=8, max_k=0)
+    st.close()
