@@ -187,3 +187,22 @@ def test_neighbor_gain_tells_a_hopeless_long_problem_from_a_contested_short_one(
     binned = policy_gain(policy, 2, [50.0, 50.0])
     assert near(0, state(6), 8) > 0.1 > near(1, state(200), 8)
     assert binned(0, state(6), 8) == binned(1, state(200), 8)  # one bin: the same curve for both
+
+
+def test_one_gain_estimate_serves_many_allocations_each_with_its_own_bins() -> None:
+    from ttscale.planner.allocate import ProblemState, policy_gain
+    from ttscale.planner.policy import fit_policy
+    from ttscale.strategies.base import Sample
+
+    groups = [Group(20, 1.0, lp=-0.3), Group(20, 0.45, wrong=8, lp=-1.0)]
+    policy = fit_policy(known_pool(groups, k=16, seed=1), probes=(2,), n_bins=2, n_orders=8)
+    gain = policy_gain(policy, 2, [50.0])
+
+    def state(answers: list[str], lp: float) -> ProblemState:
+        return ProblemState(samples=[Sample(i, "", a, None, 5, 50, 0, 0.0, "stop", logprob=lp)
+                                     for i, a in enumerate(answers)], tokens=10)
+
+    settled = gain(0, state(["1", "1"], -0.3), 4)
+    contested = gain(0, state(["1", "2"], -5.0), 4)  # the same problem in another run, other samples
+    assert contested > settled
+    assert gain(0, state(["1", "1"], -0.3), 4) == settled

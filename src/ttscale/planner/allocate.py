@@ -112,6 +112,8 @@ class ProblemState:
     tokens: int = 0
     status: str = "waiting"
     """waiting (no sample yet), open, settled, hopeless, no-gain, capped."""
+    bins: dict[int, int] = field(default_factory=dict)
+    """Difficulty bin per probe size, from this problem's own first samples (computed once)."""
 
     def votes(self) -> Counter[str]:
         return Counter(s.answer for s in self.samples if s.answer is not None)
@@ -190,7 +192,6 @@ def policy_gain(policy: Policy, probe: int, prompt_tokens: Sequence[float], neig
     if not sizes:
         raise ConfigError("the policy has no fitted majority curves (refit it with `ttscale plan`)")
     probe = max(probe, sizes[0])  # before the smallest fitted probe there is no estimate: keep sampling
-    cache: dict[tuple[int, int], int] = {}
 
     def gain(i: int, st: ProblemState, step: int) -> float:
         n = len(st.samples)
@@ -201,9 +202,11 @@ def policy_gain(policy: Policy, probe: int, prompt_tokens: Sequence[float], neig
         x = probe_features(st.samples[:p], int(prompt_tokens[i])).vector()
         if neighbors:
             return pred.expected_majority_near(x, n + step, neighbors) - pred.expected_majority_near(x, n, neighbors)
-        if (i, p) not in cache:
-            cache[(i, p)] = int(pred.bins(x[None, :])[0])
-        b = cache[(i, p)]
+        # memoized on the problem's state, not here: the same estimate serves many allocations (replay
+        # orderings, online runs), each with its own samples and so its own bins
+        if p not in st.bins:
+            st.bins[p] = int(pred.bins(x[None, :])[0])
+        b = st.bins[p]
         return pred.expected_majority(b, n + step) - pred.expected_majority(b, n)
 
     return gain
