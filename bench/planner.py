@@ -10,13 +10,15 @@ the first model runs the probe, the others are choices the policy may switch to.
 1. The policy is fitted on the training problems and replayed on the held-out ones against every
    fixed strategy; ``policy_token_fraction`` = tokens of the cheapest policy level whose held-out
    accuracy reaches majority@K's within its 95% CI, over majority@K's tokens (target <= 0.35).
-2. Adaptive allocation (knobs picked by replay on the training problems only) runs ONLINE on the
-   held-out problems under a total budget B, generating for real, ``--online-runs`` times with
-   different sampling seeds; ``adaptive_token_saving`` = tokens of the cheapest fixed majority@k
-   reaching the runs' mean accuracy, over their mean tokens (target >= 2). Fixed majority@k is
-   replayed on the held-out problems' stored pool averaged with ``--reference-sweeps`` fresh sweeps
-   of them: the online runs draw fresh samples, so one stored draw alone would be a noisier
-   reference (and the one replay also reuses).
+2. Adaptive allocation runs ONLINE on the held-out problems under a total budget B, generating for
+   real, ``--online-runs`` times with different sampling seeds; ``adaptive_token_saving`` = tokens
+   of the cheapest fixed majority@k reaching the runs' mean accuracy, over their mean tokens
+   (target >= 2). Majority voting's held-out curve is flat here (a few points of accuracy from k=4
+   to k=16) and one draw of 16 samples per problem moves it by about as much, so both sides use
+   more than one sweep: the training problems get ``--fit-sweeps`` more sweeps (fresh seeds), and
+   the allocation's gain estimates and knobs are fitted and tuned by replay on all of them; the
+   held-out problems get ``--reference-sweeps`` more, and fixed majority@k is replayed on all of
+   those (each ordering draws its k samples from the stack), which is the reference.
 
     python bench/planner.py [--problems 40] [--gsm 12] [--k 16] [--threads 1] [--no-online]
 """
@@ -35,7 +37,7 @@ import numpy as np
 
 from ttscale.backends.llama_cpp import LlamaCppBackend
 from ttscale.planner.allocate import AllocationConfig, BackendSampler, PoolSampler, allocate, policy_gain
-from ttscale.planner.data import PlanPool, align_alternate, load_plan_pool, raw_id
+from ttscale.planner.data import PlanPool, align_alternate, load_plan_pool, load_stacked_pool, raw_id
 from ttscale.planner.evaluate import Split, evaluate_policy, split_problems
 from ttscale.planner.policy import Policy, fit_policy
 from ttscale.registry import make_task
@@ -48,7 +50,11 @@ from ttscale.tasks.base import Problem, Task
 SUBTASKS = ("1_digit_addition", "1_digit_multiplication", "1_digit_subtraction", "2_digit_addition")
 PRIMARY = "smollm2-135m"
 ACCURACY_TOLERANCE = 0.005
-"""Tuning may give up this much training accuracy against majority@K (half a problem in 92)."""
+"""Tuning may give up this much training accuracy against majority@K (one problem in 203)."""
+REPLAY_ORDERS = 32
+TUNING_ORDERS = 16
+"""Sample orderings each knob setting is replayed with: with 4, one setting's training accuracy moved
+by 0.01 between orderings, enough to let a lucky setting win the tuning and then fall short held out."""
 
 
 @dataclass
@@ -101,24 +107,29 @@ def saving_vs_majority(maj: dict[int, dict], acc: float, tokens: float) -> tuple
     return (maj[k]["tokens"] / tokens if tokens > 0 else float("nan")), k, bool(reach)
 
 
-def tune_allocation(train: PlanPool, policy: Policy, budget_per_problem: float) -> tuple[AllocationConfig, int | None]:
+def majority_curve(pp: PlanPool, k: int, n_orders: int = 64) -> dict[int, dict]:  # type: ignore[type-arg]
+    """Majority@1..k replayed on ``pp`` (which may hold more than ``k`` samples per problem: each
+    ordering then draws its k from all of them, a less noisy estimate than one draw of k)."""
+    curves = compute_curves(pp.pool, [StrategySpec("majority", "majority")], list(range(1, k + 1)), n_orders=n_orders)
+    return {p.k: {"k": p.k, "accuracy": p.accuracy, "tokens": p.total_tokens} for p in curves.curve("majority")}
+
+
+def tune_allocation(train: PlanPool, policy: Policy, K: int, budget_per_problem: float) -> tuple[AllocationConfig, int | None]:
     """Pick the allocation knobs by replay on the TRAIN problems only: the best token saving against the
-    train problems' own majority@k curve, among settings at least as accurate as their majority@K
-    less ``ACCURACY_TOLERANCE`` (if none is, the most accurate). The expected gain of more samples comes from the policy fitted on
-    the same train problems."""
+    train problems' own majority@k curve (k <= K), among settings at least as accurate as their
+    majority@K less ``ACCURACY_TOLERANCE`` (if none is, the most accurate). The expected gain of more
+    samples comes from the policy fitted on the same train problems."""
     train_pool = train.pool
-    K = train_pool.k
-    curves = compute_curves(train_pool, [StrategySpec("majority", "majority")], list(range(1, K + 1)), n_orders=32)
-    maj = {p.k: {"accuracy": p.accuracy, "tokens": p.total_tokens} for p in curves.curve("majority")}
+    maj = majority_curve(train, K)
     n = train_pool.n_problems
     rows = []
-    grid = itertools.product((2, 4), (2, 4), (0.9, 0.95), (4, K), (0.02, 0.05, 0.1, 0.2), (None, 64), (None, 10))
+    grid = itertools.product((2, 4), (4, 8), (0.9, 0.95), (4, K), (0.05, 0.1, 0.2), (64,), (None, 10))
     for probe, step, threshold, hopeless, per_ktok, probe_tokens, neighbors in grid:
         cfg = AllocationConfig(int(budget_per_problem * n), probe=probe, step=step, max_samples=K,
                                threshold=threshold, hopeless_after=hopeless, min_gain_per_ktok=per_ktok,
                                probe_tokens=probe_tokens)
         gain = policy_gain(policy, 1 if probe_tokens else probe, train.prompt_tokens, neighbors)
-        runs = [allocate(PoolSampler(train_pool, seed=s), cfg, gain) for s in range(4)]
+        runs = [allocate(PoolSampler(train_pool, seed=s), cfg, gain) for s in range(TUNING_ORDERS)]
         acc = float(np.mean([r.accuracy for r in runs]))
         tok = float(np.mean([r.spent for r in runs])) / n
         rows.append((saving_vs_majority(maj, acc, tok)[0], acc, tok, (cfg, neighbors)))
@@ -145,9 +156,11 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--pools-only", action="store_true", help="make (or complete) the pools and stop")
     ap.add_argument("--no-online", action="store_true", help="replay the adaptive allocation instead of generating")
-    ap.add_argument("--reference-sweeps", type=int, default=1,
-                    help="fresh sweeps of the held-out problems averaged into the fixed majority@k reference")
-    ap.add_argument("--online-runs", type=int, default=3,
+    ap.add_argument("--reference-sweeps", type=int, default=2,
+                    help="more sweeps of the held-out problems (fresh seeds) pooled into the fixed majority@k reference")
+    ap.add_argument("--fit-sweeps", type=int, default=2,
+                    help="more sweeps of the training problems (fresh seeds) pooled for fitting and tuning the allocation")
+    ap.add_argument("--online-runs", type=int, default=6,
                     help="online allocation runs (sampling seeds 101, 102, ...); the figure uses their mean")
     ap.add_argument("--bins", type=int, default=4)
     ap.add_argument("--problems", type=int, default=20, help="problems per subtask")
@@ -212,17 +225,31 @@ def main() -> None:
     print(f"policy reaches majority@{args.k} (within CI) at fraction {frac}; cheapest fixed strategy: "
           f"{ev['fixed_token_fraction']} ({ev['cheapest_fixed_reaching_reference']})")
 
-    # Adaptive allocation: knobs from the train half by replay, then online on the held-out problems.
-    maj = {p["k"]: p for p in ev["curves"]["majority"]}
+    # Adaptive allocation. Majority@k's held-out curve is flat (a few points from k=4 to k=16) while one
+    # draw of 16 samples per problem moves it by about as much, so both sides get more samples: the
+    # training problems for fitting and tuning, the held-out ones for the reference curve.
+    backend = LlamaCppBackend(primary, n_threads=args.threads, n_ctx=8192, n_seq_max=32)
+    st = Store(args.store)
+    fit_runs = extra_sweeps(args, st, backend, train, by_run, "fit", 2000, args.fit_sweeps)
+    ref_runs = extra_sweeps(args, st, backend, test, by_run, "ref", 1000, args.reference_sweeps)
+    train_wide = load_stacked_pool(st, fit_runs, args.k).subset(list(train.problem_ids))
+    test_wide = load_stacked_pool(st, ref_runs, args.k).subset(list(test.problem_ids))
+    st.close()
+    print(f"allocation pools: {train_wide.pool.k} samples per training problem, {test_wide.pool.k} per held-out "
+          f"problem ({1 + args.fit_sweeps} and {1 + args.reference_sweeps} sweeps)")
+    alloc_policy = fit_policy(train_wide, probes=(1, 2, 4), n_bins=args.bins, seed=args.seed, max_k=args.k,
+                              source={"pools": [list(r) for r in fit_runs], "model": primary})
+    maj = majority_curve(test_wide, args.k)
     n_test = test.n_problems
     budget = int(args.budget_fraction * maj[args.k]["tokens"] * n_test)
-    cfg, neighbors = tune_allocation(train, policy, args.budget_fraction * maj[args.k]["tokens"])
+    cfg, neighbors = tune_allocation(train_wide, alloc_policy, args.k, args.budget_fraction * maj[args.k]["tokens"])
     cfg = dataclasses.replace(cfg, budget_tokens=budget, max_samples=args.k)
-    gain = policy_gain(policy, 1 if cfg.probe_tokens else cfg.probe, test.prompt_tokens, neighbors)
-    replay = [allocate(PoolSampler(test.pool, seed=s), cfg, gain) for s in range(8)]
+    gain = policy_gain(alloc_policy, 1 if cfg.probe_tokens else cfg.probe, test.prompt_tokens, neighbors)
+    replay = [allocate(PoolSampler(test_wide.pool, seed=s), cfg, gain) for s in range(REPLAY_ORDERS)]
     r_acc = float(np.mean([r.accuracy for r in replay]))
     r_tok = float(np.mean([r.spent for r in replay])) / n_test
-    print(f"adaptive allocation in replay on the held-out pools (8 orderings): acc {r_acc:.3f} at {r_tok:.1f} tok/problem")
+    print(f"adaptive allocation in replay on the held-out pools ({REPLAY_ORDERS} orderings): acc {r_acc:.3f} "
+          f"(one ordering's sd {np.std([r.accuracy for r in replay]):.3f}) at {r_tok:.1f} tok/problem")
     if args.no_online:
         a_acc, a_tok = r_acc, r_tok
         print("--no-online: the figure below is from replay, not from generation")
@@ -231,7 +258,6 @@ def main() -> None:
         for pid, g in zip(test.problem_ids, test.group, strict=True):
             grp = by_run[g]
             held.append((grp.tasks[primary], grp.problems[raw_id(pid, g)]))
-        backend = LlamaCppBackend(primary, n_threads=args.threads, n_ctx=8192, n_seq_max=32)
         accs, toks = [], []
         for run in range(args.online_runs):
             ta = time.perf_counter()
@@ -248,19 +274,19 @@ def main() -> None:
                 acc_g = np.mean([bool(online.correct[i]) for i in rows])
                 print(f"  {by_run[g].name:24s}: acc {acc_g:.2f}, {sum(online.tokens[i] for i in rows) / len(rows):7.1f} "
                       f"tok/problem, {np.mean([online.samples[i] for i in rows]):.1f} samples/problem "
-                      f"(majority@{args.k} there: {maj_by_group(test, rows, args.k):.2f})")
-        backend.close()
+                      f"(majority@{args.k} there: {maj_by_group(test_wide, rows, args.k):.2f})")
         a_acc, a_tok = float(np.mean(accs)), float(np.mean(toks))
-        print(f"adaptive allocation ONLINE, mean of {args.online_runs} runs: acc {a_acc:.3f} at {a_tok:.1f} tok/problem")
-    if not args.no_online and args.reference_sweeps:
-        # The stored pool's majority@k is one draw of 16 samples per problem, and replay reuses those
-        # very samples; online runs draw fresh ones. Estimate fixed majority@k from more fresh draws too.
-        maj = reference_majority(args, test, by_run, primary, maj)
+        sem = float(np.std(accs, ddof=1) / np.sqrt(len(accs))) if len(accs) > 1 else float("nan")
+        print(f"adaptive allocation ONLINE, mean of {args.online_runs} runs: acc {a_acc:.3f} (+- {sem:.3f} s.e.) "
+              f"at {a_tok:.1f} tok/problem")
+    backend.close()
     for k in sorted(maj):
         print(f"  fixed majority@{k:2d} (held-out): acc {maj[k]['accuracy']:.3f} at {maj[k]['tokens']:.1f} tok/problem")
     saving, k_star, reached = saving_vs_majority(maj, a_acc, a_tok)
     note = "" if reached else f" (no majority@k reaches it: ratio against majority@{args.k}, a lower bound)"
     print(f"cheapest fixed majority@k reaching the adaptive accuracy: k={k_star}{note}")
+    r_saving, r_k, _ = saving_vs_majority(maj, r_acc, r_tok)
+    print(f"the same from the replay on the held-out pools: {r_saving:.2f} (k={r_k})")
     print(f"against majority@{args.k} itself: {maj[args.k]['tokens'] / a_tok:.2f}x fewer tokens, accuracy "
           f"{a_acc:.3f} vs {maj[args.k]['accuracy']:.3f}")
     print(f"wall time {time.perf_counter() - t0:.0f} s (2 shared CPU cores; timings are noisy, token counts are not)")
@@ -268,32 +294,26 @@ def main() -> None:
     print(f"bench: adaptive_token_saving = {saving:.2f}")
 
 
-def reference_majority(args: argparse.Namespace, test: PlanPool, by_run: dict[str, Group], primary: str,
-                       maj: dict[int, dict]) -> dict[int, dict]:  # type: ignore[type-arg]
-    """Majority@k on the held-out problems, averaged over the stored pool and ``--reference-sweeps``
-    more sweeps of them (fresh sampling seeds, stored as ``<pool>-ref<i>``, resumable)."""
-    st = Store(args.store)
-    backend = LlamaCppBackend(primary, n_threads=args.threads, n_ctx=8192, n_seq_max=32)
-    curves = [maj]
-    for r in range(1, args.reference_sweeps + 1):
-        runs = []
-        for rid in dict.fromkeys(test.group):
-            g = by_run[rid]
-            probs = [g.problems[raw_id(pid, gg)] for pid, gg in zip(test.problem_ids, test.group, strict=True) if gg == rid]
-            ref = f"{rid}-ref{r}"
-            run_sweep(task=g.tasks[primary], backend=backend, store=st, run_id=ref, k=args.k, problems=probs,
-                      sampling=Sampling(seed=1000 + r), wave=args.k)
-            runs.append(ref)
-        pool = load_plan_pool(st, runs, args.k).pool
-        c = compute_curves(pool, [StrategySpec("majority", "majority")], sorted(maj), n_orders=32)
-        curves.append({p.k: {"k": p.k, "accuracy": p.accuracy, "tokens": p.total_tokens} for p in c.curve("majority")})
-        top = curves[-1][args.k]
-        print(f"reference sweep {r} (sampling seed {1000 + r}): held-out majority@{args.k} {top['accuracy']:.3f} "
-              f"at {top['tokens']:.1f} tok/problem", flush=True)
-    backend.close()
-    st.close()
-    return {k: {"k": k, "accuracy": float(np.mean([c[k]["accuracy"] for c in curves])),
-                "tokens": float(np.mean([c[k]["tokens"] for c in curves]))} for k in sorted(maj)}
+def extra_sweeps(args: argparse.Namespace, st: Store, backend: LlamaCppBackend, pp: PlanPool, by_run: dict[str, Group],
+                 tag: str, seed_base: int, n: int) -> list[list[str]]:
+    """``n`` more sweeps of ``pp``'s problems with fresh sampling seeds, stored as ``<pool>-<tag><i>``
+    (resumable); returns, per pool, the runs to stack: the pool itself, then the new sweeps."""
+    stacks = []
+    for rid in dict.fromkeys(pp.group):
+        g = by_run[rid]
+        probs = [g.problems[raw_id(pid, gg)] for pid, gg in zip(pp.problem_ids, pp.group, strict=True) if gg == rid]
+        runs = [rid]
+        for r in range(1, n + 1):
+            run_id = f"{rid}-{tag}{r}"
+            ts = time.perf_counter()
+            s = run_sweep(task=g.tasks[args.models[0]], backend=backend, store=st, run_id=run_id, k=args.k,
+                          problems=probs, sampling=Sampling(seed=seed_base + r), wave=args.k)
+            if s.generated:
+                print(f"sweep {run_id}: {s.problems} problems x {args.k} ({s.generated} generated now) "
+                      f"{time.perf_counter() - ts:.0f} s", flush=True)
+            runs.append(run_id)
+        stacks.append(runs)
+    return stacks
 
 
 def maj_by_group(pp: PlanPool, rows: list[int], k: int) -> float:
