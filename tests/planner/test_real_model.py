@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from ttscale.planner.allocate import AllocationConfig, BackendSampler, allocate
-from ttscale.planner.data import align_alternate, load_plan_pool
+from ttscale.planner.data import align_alternate, load_plan_pool, load_stacked_pool
 from ttscale.planner.options import Choice
 from ttscale.planner.policy import fit_policy
 from ttscale.registry import make_task
@@ -31,7 +31,12 @@ def test_policy_fitted_on_a_real_pool_applies_online(smollm, tmp_path: Path) -> 
     run_sweep(task=task, backend=smollm, store=st, run_id="pool", k=2, problems=probs[:2])
     pp = load_plan_pool(st, ["pool"])
     assert pp.n_problems == 2 and pp.prompt_tokens.min() > 20
-    policy = fit_policy(pp, [1e6], probes=(1, 2), n_bins=1, n_orders=4)
+    # a second sweep with another seed stacks under the first: 4 samples per problem, the engine's costs
+    run_sweep(task=task, backend=smollm, store=st, run_id="pool-2", k=2, problems=probs[:2], sampling=Sampling(seed=5))
+    wide = load_stacked_pool(st, [["pool", "pool-2"]], 2).subset(pp.problem_ids)
+    assert wide.pool.k == 4 and (wide.pool.prefill_tokens == pp.pool.prefill_tokens).all()
+    assert (wide.pool.n_tokens[:, :2] == pp.pool.n_tokens).all() and wide.pool.n_tokens.min() >= 1
+    policy = fit_policy(wide, [1e6], probes=(1, 2), n_bins=1, n_orders=4, max_k=2)
     strat = PolicyStrategy(policy, 1e6)
     summary = solve_problems(task=task, strategy=strat, backend=smollm, store=st, run_id="apply",
                              problems=probs[2:], sampling=Sampling(seed=1))
