@@ -317,9 +317,7 @@ def extra_sweeps(args: argparse.Namespace, st: Store, backend: LlamaCppBackend, 
 
 
 def maj_by_group(pp: PlanPool, rows: list[int], k: int) -> float:
-    sub = pp.take(np.array(rows, dtype=np.int64))
-    curves = compute_curves(sub.pool, [StrategySpec("majority", "majority")], [k], n_orders=16)
-    return float(curves.curve("majority")[0].accuracy)
+    return float(majority_curve(pp.take(np.array(rows, dtype=np.int64)), k, n_orders=16)[k]["accuracy"])
 
 
 if __name__ == "__main__":

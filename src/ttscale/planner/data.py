@@ -106,17 +106,19 @@ def load_plan_pool(store: Store, run_ids: Sequence[str], k: int | None = None) -
             raise StoreError(f"asked for {k} samples per problem but some problem has only {width}")
         width = k
     prefix = len(loaded) > 1
-    parts = []
-    for rid, by_problem, meta in loaded:
-        model = meta["model"] if isinstance(meta["model"], dict) else {}
-        pool = pool_from_samples(
-            {f"{rid}/{pid}" if prefix else pid: ss for pid, ss in by_problem.items()},
-            info=model_info_from_record(model), k=width, run_id=rid, task=str(meta["task"]),
-            model=str(model.get("name", "")),
-        )
-        lengths = {f"{rid}/{pid}" if prefix else pid: float(ss[0].prompt_tokens) for pid, ss in by_problem.items()}
-        parts.append(PlanPool(pool, np.array([lengths[i] for i in pool.problem_ids]), [rid] * pool.n_problems))
-    return merge(parts)
+    return merge([_plan_part(rid, by_problem, meta["model"], str(meta["task"]), width, prefix)
+                  for rid, by_problem, meta in loaded])
+
+
+def _plan_part(run_id: str, by_problem: dict[str, list[Sample]], model: object, task: str, k: int,
+               prefix: bool) -> PlanPool:
+    """One run's samples (``k`` per problem) as a plan pool; ids prefixed ``run/`` when merged with others."""
+    info = model if isinstance(model, dict) else {}
+    key = {pid: f"{run_id}/{pid}" if prefix else pid for pid in by_problem}
+    pool = pool_from_samples({key[pid]: ss for pid, ss in by_problem.items()}, info=model_info_from_record(info),
+                             k=k, run_id=run_id, task=task, model=str(info.get("name", "")))
+    lengths = {key[pid]: float(ss[0].prompt_tokens) for pid, ss in by_problem.items()}
+    return PlanPool(pool, np.array([lengths[i] for i in pool.problem_ids]), [run_id] * pool.n_problems)
 
 
 def load_stacked_pool(store: Store, stacks: Sequence[Sequence[str]], k: int) -> PlanPool:
@@ -147,13 +149,7 @@ def load_stacked_pool(store: Store, stacks: Sequence[Sequence[str]], k: int) -> 
                     replace(s, index=j * k + n, wave=j * k + s.wave)
                     for n, s in enumerate(sorted(bp[pid], key=lambda s: s.index)[:k]))
         rec, _, task = read[0]
-        model = rec.model if isinstance(rec.model, dict) else {}
-        prefix = f"{first}/" if len(stacks) > 1 else ""
-        pool = pool_from_samples({prefix + pid: ss for pid, ss in by_problem.items()},
-                                 info=model_info_from_record(model), k=k * len(runs), run_id=first, task=task,
-                                 model=str(model.get("name", "")))
-        lengths = {prefix + pid: float(ss[0].prompt_tokens) for pid, ss in by_problem.items()}
-        parts.append(PlanPool(pool, np.array([lengths[i] for i in pool.problem_ids]), [first] * pool.n_problems))
+        parts.append(_plan_part(first, by_problem, rec.model, task, k * len(runs), len(stacks) > 1))
     return merge(parts)
 
 
