@@ -16,6 +16,7 @@ import time
 
 from ttscale.backends.base import GenerationRequest
 from ttscale.backends.llama_cpp import LlamaCppBackend
+from ttscale.backends.llama_cpu import plain_llama
 from ttscale.registry import make_task
 from ttscale.tasks.gsm_symbolic import GsmSymbolicTask
 
@@ -42,9 +43,8 @@ def main() -> None:
     text = backend.render(base_req)
     print(f"model={args.model} threads={threads} prompt_tokens={len(backend.tokenize(text))} n={args.n}")
 
-    from llama_cpp import Llama
-
-    plain = Llama(model_path=str(backend.path), n_ctx=4096, n_threads=threads, n_threads_batch=threads, verbose=False)
+    # The baseline loads the model the same way (weight repacking decided per CPU, see llama_cpu).
+    plain = plain_llama(backend.path, n_ctx=4096, n_threads=threads, n_threads_batch=threads, verbose=False)
 
     ours_tps, base_tps = [], []
     for rep in range(args.repeats):

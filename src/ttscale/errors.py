@@ -9,9 +9,12 @@ messages; the server turns them into OpenAI-style error bodies.
     ├── ConfigError            bad option values, unknown names
     │   └── UnknownNameError   unknown model / task / strategy / verifier
     ├── DatasetError           malformed data (carries path and line number)
+    ├── DownloadError          a data or model file could not be fetched or failed its hash
     ├── BackendError           the engine failed
     │   ├── ModelNotFoundError the model file or package is missing
-    │   └── UnsupportedFeatureError  the engine lacks something asked for
+    │   ├── UnsupportedFeatureError  the engine lacks something asked for
+    │   └── BuildUnavailable   llama-server cannot be built here (backends.llama_server)
+    ├── RequestCancelled       a server request's client went away (server.errors)
     ├── BudgetExceededError    work refused because it would pass the budget
     └── StoreError             the sample store is unusable or inconsistent
 """
@@ -50,6 +53,10 @@ class DatasetError(TtscaleError, ValueError):
         if path is not None:
             where = f"{path}:{line}: " if line is not None else f"{path}: "
         super().__init__(f"{where}{message}")
+
+
+class DownloadError(TtscaleError):
+    """A file could not be fetched from the package index, or it failed its hash check."""
 
 
 class BackendError(TtscaleError, RuntimeError):

@@ -117,7 +117,7 @@ def test_chat_request(http: OpenAIHttpBackend) -> None:
 def python_server() -> Iterator[str]:
     pytest.importorskip("sse_starlette", reason="llama-cpp-python's server extra is not installed")
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(resolve_model_path(MODEL)),
+    proc = subprocess.Popen([sys.executable, "-m", "ttscale.backends.llama_cpu", "server", "--model", str(resolve_model_path(MODEL)),
                              "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--n_threads", "1"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ | {"PYTHONWARNINGS": "ignore"})
     url = f"http://127.0.0.1:{port}"

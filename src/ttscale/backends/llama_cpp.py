@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from ttscale.backends.base import Completion, Generation, GenerationRequest, ModelInfo
+from ttscale.backends.llama_cpu import configure_model_params
 from ttscale.backends.llama_probe import NextTokenProbes, _lcp
 from ttscale.backends.models import DEFAULT_MODEL, resolve_model_path
 from ttscale.errors import BackendError, ConfigError, UnsupportedFeatureError
@@ -109,6 +110,7 @@ class LlamaCppBackend(NextTokenProbes):
         lc.llama_backend_init()
         mparams = lc.llama_model_default_params()
         mparams.n_gpu_layers = 0
+        self.repack = configure_model_params(mparams)  # off only where the CPU's AMX path would crash
         self._model = lc.llama_model_load_from_file(str(self.path).encode(), mparams)
         if not self._model:
             raise BackendError(f"llama.cpp could not load {self.path}")
@@ -172,7 +174,8 @@ class LlamaCppBackend(NextTokenProbes):
             architecture=arch,
             has_chat_template=self._template is not None,
             path=str(self.path),
-            extra={"general.name": self._meta("general.name") or "", "file_bytes": str(self.path.stat().st_size)},
+            extra={"general.name": self._meta("general.name") or "", "file_bytes": str(self.path.stat().st_size),
+                   "weight_repack": "on" if self.repack.extra_buffers else "off"},
         )
 
     @property

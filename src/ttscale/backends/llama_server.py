@@ -29,6 +29,7 @@ from pathlib import Path
 
 import httpx
 
+from ttscale.backends.llama_cpu import server_args
 from ttscale.errors import BackendError, ConfigError
 from ttscale.paths import cache_dir
 
@@ -148,7 +149,7 @@ class LlamaServer:
         cmd = [str(binary), "-m", str(self.model_path), "--host", "127.0.0.1", "--port", str(self.port),
                "--parallel", str(self.parallel), "--ctx-size", str(self.ctx_per_slot * self.parallel),
                "--cont-batching", "--metrics", "--threads", str(self.threads or os.cpu_count() or 1),
-               "--no-webui", *self.extra_args]
+               "--no-webui", *server_args(), *self.extra_args]
         self._log = tempfile.NamedTemporaryFile(prefix="llama-server-", suffix=".log", delete=False)  # noqa: SIM115
         self._proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT,  # type: ignore[arg-type]
                                       preexec_fn=_die_with_parent)

