@@ -138,3 +138,43 @@ def test_sigkill_mid_run_loses_nothing(tmp_path: Path) -> None:
     assert summary.skipped == len(done_before)
     for r in st.results("killed"):
         assert r["usage"]["total_tokens"] <= 300
+
+
+def test_a_store_of_schema_1_is_migrated_and_resumes(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Stores written before the ``grade`` column (schema 1, version kept in ``meta``) open and resume."""
+    import sqlite3
+
+    from ttscale.store import _SCHEMA, SCHEMA_VERSION
+
+    path = tmp_path / "old.sqlite"
+    db = sqlite3.connect(path)
+    db.executescript(_SCHEMA.replace("    grade TEXT,\n", ""))
+    db.execute("INSERT INTO meta VALUES ('schema_version', '1')")
+    db.execute("INSERT INTO runs (run_id, created, config, model, code_version) VALUES ('r', 0, '{}', '{}', '0')")
+    db.execute("INSERT INTO problems (run_id, problem_id, position, prompt, reference, meta) VALUES ('r','p',0,'q','1','{}')")
+    db.execute("INSERT INTO samples VALUES ('r','p',0,'t','1',1,3,2,2,1.0,'stop',-1.0,NULL,0,0,0.1,'{}',0)")
+    db.commit()
+    db.close()
+    st = Store(path)
+    [(pid, s)] = st.samples("r")
+    assert (pid, s.answer, s.correct, s.grade) == ("p", "1", True, {})
+    st.add_samples("r", "p", [Sample(index=1, text="u", answer="2", correct=False, n_tokens=1, prompt_tokens=2,
+                                     prefilled_tokens=0, flops=0.0, finish_reason="stop",
+                                     grade={"status": "fail", "reason": "x"})])
+    assert st.samples("r")[1][1].grade == {"status": "fail", "reason": "x"}
+    assert st._db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    st.close()
+    Store(path).close()  # opens again without migrating twice
+
+
+def test_a_store_from_a_newer_ttscale_is_refused(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import sqlite3
+
+    path = tmp_path / "new.sqlite"
+    Store(path).close()
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA user_version=99")
+    db.commit()
+    db.close()
+    with pytest.raises(StoreError, match="newer"):
+        Store(path)

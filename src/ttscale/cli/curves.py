@@ -52,6 +52,8 @@ def _print_code(c: CodeAnalysis) -> None:
     console.print(f"unit-test verifier: coverage {cov}; best-of-k (visible tests, graded by hidden) {bon}")
     console.print(f"false positives {fp.false_positive}/{fp.visible_pass} visible passes (rate {fp.rate:.3f}); "
                   f"accuracy ceiling of verifier-filtered resampling {c.accuracy_ceiling:.3f}")
+    gaming = ", ".join(f"{kind} {n}" for kind, n in c.gaming.items()) or "none"
+    console.print(f"samples caught gaming the tests (graded as failures): {gaming}")
 
 
 def _print(a: Analysis) -> None:

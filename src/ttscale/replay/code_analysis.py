@@ -24,7 +24,7 @@ simply False in both.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -150,6 +150,8 @@ class CodeAnalysis:
     false_positives: FalsePositives
     accuracy_ceiling: float
     visible_pass_at_1: float
+    gaming: dict[str, int] = field(default_factory=dict)
+    """Samples whose grade caught them gaming the tests, by kind (early-exit, fake-equality, ...)."""
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -158,7 +160,8 @@ class CodeAnalysis:
         return d
 
 
-def analyze_code_pool(visible: ArrayLike, hidden: ArrayLike, ks: Sequence[int] | None = None) -> CodeAnalysis:
+def analyze_code_pool(visible: ArrayLike, hidden: ArrayLike, ks: Sequence[int] | None = None,
+                      gaming: dict[str, int] | None = None) -> CodeAnalysis:
     """Everything above for one pool, ready for the report."""
     v, h = _pair(visible, hidden)
     ks = list(ks or default_ks(v.shape[1]))
@@ -173,6 +176,7 @@ def analyze_code_pool(visible: ArrayLike, hidden: ArrayLike, ks: Sequence[int] |
         false_positives=false_positives(v, h),
         accuracy_ceiling=accuracy_ceiling(v, h),
         visible_pass_at_1=float(v.mean()),
+        gaming=dict(gaming or {}),
     )
 
 
@@ -196,4 +200,4 @@ def analyze_pool(pool: Any, verifier: str = "unit-tests", ks: Sequence[int] | No
     ``--verifier unit-tests``: visible = that verifier's score, hidden = the grade."""
     if verifier not in pool.scores:
         raise ConfigError(f"the pool has no {verifier!r} scores; sweep with --verifier {verifier}")
-    return analyze_code_pool(pool.scores[verifier] > 0.5, pool.correct, ks)
+    return analyze_code_pool(pool.scores[verifier] > 0.5, pool.correct, ks, getattr(pool, "gaming", {}))

@@ -51,6 +51,9 @@ class Pool:
     model: str = ""
     dropped: int = 0
     """Problems left out: no reference answer, or no samples."""
+    gaming: dict[str, int] = field(default_factory=dict)
+    """Samples whose grade flagged an attempt to game the tests, by kind (``early-exit``,
+    ``fake-equality``, ...; see :class:`ttscale.sandbox.CheckResult`)."""
 
     @property
     def n_problems(self) -> int:
@@ -132,8 +135,12 @@ def pool_from_samples(
     score_names = sorted({n for ss in graded.values() for s in ss[:K] for n in s.scores})
     scores = {n: np.zeros((P, K)) for n in score_names}
     correct_rows: list[list[bool]] = []
+    gaming: dict[str, int] = {}
     for p, pid in enumerate(pids):
         ss = graded[pid][:K]
+        for s in ss:
+            if s.grade.get("suspicious"):
+                gaming[str(s.grade["suspicious"])] = gaming.get(str(s.grade["suspicious"]), 0) + 1
         ids: dict[str, int] = {}
         ok: list[bool] = []
         for j, s in enumerate(ss):
@@ -171,7 +178,7 @@ def pool_from_samples(
     for p, r in enumerate(correct_rows):
         answer_correct[p, : len(r)] = r
     pool = Pool(pids, answer, answer_correct, n_tokens, logprob, finish_rank, prefill_tokens, prefill_flops,
-                sample_tokens, sample_flops, scores, run_id, task, model, dropped)
+                sample_tokens, sample_flops, scores, run_id, task, model, dropped, dict(sorted(gaming.items())))
     pool.scores.setdefault("certainty", np.exp(pool.mean_logprob))
     return pool
 

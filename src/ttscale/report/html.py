@@ -37,6 +37,12 @@ def _img(path: Path, name: str, caption: str) -> str:
             f"<figcaption>{html.escape(caption)}</figcaption></figure>")
 
 
+def _gaming(c: CodeAnalysis) -> str:
+    if not c.gaming:
+        return "none"
+    return ", ".join(f"{kind}: {n}" for kind, n in c.gaming.items())
+
+
 def _code_section(c: CodeAnalysis, fig: Path) -> list[str]:
     """Coverage, best-of-k with the visible-test verifier vs hidden-test truth, false positives, ceiling."""
     esc = html.escape
@@ -72,6 +78,7 @@ def _code_section(c: CodeAnalysis, fig: Path) -> list[str]:
             ("problems with a false positive / with a visible pass",
              f"{fp.problems_with_false_positive} / {fp.problems_with_visible_pass}"),
             ("accuracy ceiling of verifier-filtered resampling (k → ∞)", f"{c.accuracy_ceiling:.3f}"),
+            ("samples caught gaming the tests (early exit, fake equality, ...)", _gaming(c)),
         ]) + "</tbody></table>")
     parts.append(_img(fig, "code_verifier", "Left: coverage against k with the exponentiated power-law fit when there "
                       "is one. Right: best-of-k with the visible-test verifier, graded by the hidden tests, against "

@@ -16,7 +16,7 @@ from typing import Any, Protocol, runtime_checkable
 from ttscale.backends.base import Backend, Completion, GenerationRequest
 from ttscale.cost import Meter, Usage, generation_usage
 from ttscale.errors import ConfigError
-from ttscale.tasks.base import Problem, Task
+from ttscale.tasks.base import Problem, Task, grade_with_detail
 
 
 @dataclass
@@ -41,6 +41,8 @@ class Sample:
     decode_s: float = 0.0
     scores: dict[str, float] = field(default_factory=dict)
     """Verifier scores by verifier name."""
+    grade: dict[str, Any] = field(default_factory=dict)
+    """Why the grader said what it said, where the task explains it (code: status, reason, suspicious)."""
 
     @property
     def mean_logprob(self) -> float | None:
@@ -162,11 +164,13 @@ class SolveContext:
         flops = info.flops_for_positions(c.prompt_tokens, c.prompt_tokens + c.n_tokens)
         if c.prefilled_tokens:
             flops += prefill_flops
+        correct, grade = grade_with_detail(self.task, self.problem, answer)
         return Sample(
             index=index,
             text=c.text,
             answer=answer,
-            correct=self.task.grade(self.problem, answer),
+            correct=correct,
+            grade=grade,
             n_tokens=c.n_tokens,
             prompt_tokens=c.prompt_tokens,
             prefilled_tokens=c.prefilled_tokens,

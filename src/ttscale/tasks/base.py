@@ -108,3 +108,17 @@ class Task(Protocol):
     def describe(self) -> dict[str, Any]:
         """Configuration to record with a run."""
         ...
+
+
+@runtime_checkable
+class ExplainsGrades(Protocol):
+    """A task that can say why an answer passed or failed (code tasks: the check's status and reason)."""
+
+    def grade_detail(self, problem: Problem, answer: str | None) -> dict[str, Any]: ...
+
+
+def grade_with_detail(task: Task, problem: Problem, answer: str | None) -> tuple[bool | None, dict[str, Any]]:
+    """``task.grade`` plus the task's explanation of it (empty where the task gives none)."""
+    correct = task.grade(problem, answer)
+    detail = task.grade_detail(problem, answer) if isinstance(task, ExplainsGrades) else {}
+    return correct, detail

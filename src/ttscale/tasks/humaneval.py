@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from ttscale.backends.base import ChatMessage, GenerationRequest
+from ttscale.code_check import CheckPrograms, check_programs
 from ttscale.errors import ConfigError, DatasetError, ModelNotFoundError
 from ttscale.sandbox import CheckResult, Limits, Sandbox
 from ttscale.tasks.base import Problem, PromptFormat
@@ -199,9 +200,13 @@ def solution_source(problem: Problem, answer: str) -> str:
     return prompt + "\n    pass\n\n" + answer
 
 
-def check_program(problem: Problem, answer: str, *, visible: bool = False) -> str:
+def check_program(problem: Problem, answer: str, *, visible: bool = False, strict: bool = True) -> CheckPrograms:
+    """The two programs that check ``answer`` (see :mod:`ttscale.code_check`): the answer's code runs
+    in its own process; the prompt's helpers and the official tests run in the test process."""
     test = problem.meta["visible_test"] if visible else problem.meta["test"]
-    return f"{solution_source(problem, answer)}\n\n{test}\n\ncheck({problem.meta['entry_point']})\n"
+    prompt_code = problem.meta["code_prompt"] + "\n    pass\n"
+    return check_programs(solution_source(problem, answer), prompt_code, test, problem.meta["entry_point"],
+                          strict=strict)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -224,6 +229,10 @@ class HumanEvalTask:
     """Share of each problem's asserts that verifiers see (split-test mode)."""
     limits: Limits = field(default_factory=lambda: Limits(cpu_s=5, wall_s=15))
     sandbox_mode: str = "auto"
+    strict: bool = True
+    """Return values must be plain builtin values of exact builtin types (no subclasses, no objects
+    of the answer's own classes). ``False`` lets builtin subclasses (namedtuple, Counter, IntEnum)
+    cross as their base type; objects of other classes fail in both modes."""
     name: str = "humaneval"
     _sandbox: Sandbox | None = None
     _cache: dict[tuple[str, str, bool], CheckResult] = field(default_factory=dict)
@@ -278,7 +287,8 @@ class HumanEvalTask:
         """Run each answer against the visible or all tests, in parallel (``None`` for no code)."""
         todo = sorted({a for a in answers if a is not None and (problem.id, a, visible) not in self._cache})
         if todo:
-            results = self.sandbox.run_many([check_program(problem, a, visible=visible) for a in todo])
+            results = self.sandbox.run_many([check_program(problem, a, visible=visible, strict=self.strict)
+                                             for a in todo])
             for a, r in zip(todo, results, strict=False):
                 self._cache[(problem.id, a, visible)] = r
         return [None if a is None else self._cache[(problem.id, a, visible)] for a in answers]
@@ -289,6 +299,20 @@ class HumanEvalTask:
         result = self.run_tests(problem, [answer], visible=False)[0]
         return result is not None and result.passed
 
+    def grade_detail(self, problem: Problem, answer: str | None) -> dict[str, Any]:
+        """Why :meth:`grade` said what it said: status, reason and any sign of gaming."""
+        if answer is None:
+            return {"status": "no-code"}
+        r = self.run_tests(problem, [answer], visible=False)[0]
+        if r is None:
+            return {"status": "no-code"}
+        out: dict[str, Any] = {"status": r.status}
+        if r.reason:
+            out["reason"] = r.reason
+        if r.suspicious:
+            out["suspicious"] = r.suspicious
+        return out
+
     def describe(self) -> dict[str, Any]:
         return {
             "name": self.name,
@@ -296,4 +320,6 @@ class HumanEvalTask:
             "visible_fraction": self.visible_fraction,
             "limits": self.limits.__dict__,
             "sandbox_mode": self.sandbox.resolved_mode,
+            "check": "two-process",
+            "strict": self.strict,
         }
