@@ -9,6 +9,7 @@ from ttscale.cli.compare import compare
 from ttscale.cli.curves import curves, report
 from ttscale.cli.info import models, tasks
 from ttscale.cli.plan import plan
+from ttscale.cli.pool import pool_app
 from ttscale.cli.run import run
 from ttscale.cli.serve import serve
 from ttscale.cli.sweep import sweep
@@ -31,6 +32,7 @@ app.command("plan")(plan)
 app.command("allocate")(allocate)
 app.command("curves")(curves)
 app.command("report")(report)
+app.add_typer(pool_app, name="pool")
 
 
 def main() -> None:

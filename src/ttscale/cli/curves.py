@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
+from ttscale.pools import SHIPPED, resolve_store
 from ttscale.cli.common import DEFAULT_STORE, cli_errors, console, fail, human
 from ttscale.cli.options import BootstrapOpt, BudgetsOpt, OrdersOpt, PoolKOpt, PoolRunArg, PoolStoreOpt, ResampleSeedOpt
 from ttscale.replay.analysis import Analysis, analyze
@@ -22,8 +23,14 @@ _STRATEGY_HELP = (
 )
 
 
+def _out_parent(store: Path) -> Path:
+    """Where outputs go by default: beside the store, or runs/ for the shipped pools."""
+    return DEFAULT_STORE.parent if str(store) == SHIPPED else store.parent
+
+
 def _analysis(store: Path, run_id: str, strategy: list[str] | None, budgets: str | None, k: int | None,
               orders: int, bootstrap: int, seed: int) -> tuple[Analysis, Pool]:
+    store = resolve_store(store)
     if not store.exists():
         fail(f"no store at {store} (run `ttscale sweep` first or pass --store)")
     specs = [parse_strategy(s) for s in strategy] if strategy else list(DEFAULT_STRATEGIES)
@@ -95,7 +102,7 @@ def curves(
 ) -> None:
     """Accuracy-vs-compute points of every strategy at every budget, from one stored pool (CSV + JSON)."""
     a, _ = _analysis(store, run_id, strategy, budgets, k, orders, bootstrap, seed)
-    prefix = out or store.parent / f"{run_id}-curves"
+    prefix = out or _out_parent(store) / f"{run_id}-curves"
     csv_path, json_path = prefix.with_name(prefix.name + ".csv"), prefix.with_name(prefix.name + ".json")
     a.write_csv(csv_path)
     a.write_json(json_path)
@@ -124,7 +131,7 @@ def report(
 
     a, pool = _analysis(store, run_id, strategy, budgets, k, orders, bootstrap, seed)
     code = analyze_pool(pool, CODE_VERIFIER) if CODE_VERIFIER in pool.scores else None
-    out_dir = out or store.parent / f"{run_id}-report"
+    out_dir = out or _out_parent(store) / f"{run_id}-report"
     path = write_report(a, out_dir, code)
     a.write_csv(out_dir / "curves.csv")
     a.write_json(out_dir / "curves.json")

@@ -38,7 +38,7 @@ RayAddressOpt = Annotated[Optional[str], typer.Option(help="Ray cluster address 
 
 # Replaying a stored pool (``curves`` and ``report``).
 PoolRunArg = Annotated[str, typer.Argument(help="Run (usually a sweep) whose samples form the pool.")]
-PoolStoreOpt = Annotated[Path, typer.Option(help="SQLite file holding the pool.")]
+PoolStoreOpt = Annotated[Path, typer.Option(help="SQLite file holding the pool; 'shipped' for the reference pools that ship with ttscale (`ttscale pool list`).")]
 BudgetsOpt = Annotated[Optional[str], typer.Option(help="Comma-separated k values (default: ~12 log-spaced up to K).")]
 PoolKOpt = Annotated[Optional[int], typer.Option("-k", help="Use only the first K samples of each problem.")]
 OrdersOpt = Annotated[int, typer.Option(help="Random orderings per problem for resampled estimates.")]

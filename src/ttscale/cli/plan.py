@@ -8,6 +8,7 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.table import Table
 
+from ttscale.pools import resolve_store
 from ttscale.cli.common import DEFAULT_STORE, cli_errors, console, fail
 from ttscale.planner.data import align_alternate, load_plan_pool
 from ttscale.planner.evaluate import evaluate_policy, split_problems
@@ -80,6 +81,7 @@ def plan(
         fail("--no-split needs --eval-pool: a policy must be evaluated on problems it was not fitted on")
     if bins < 1 or orders < 1:
         fail("--bins and --orders must be at least 1")
+    store = resolve_store(store)
     if not store.exists():
         fail(f"store {store} does not exist (make a pool with `ttscale sweep` first)")
     st = Store(store)
