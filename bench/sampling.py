@@ -72,7 +72,8 @@ def main() -> None:
     ours, base = max(ours_tps), max(base_tps)
     print(f"ttscale batched: {ours:.1f} generated tokens/s")
     print(f"llama_cpp.Llama sequential: {base:.1f} generated tokens/s")
-    print(f"bench: sampling_speedup = {ours / base:.2f}")
+    suffix = {"qwen2.5-coder-0.5b": "_qwen05", "qwen2.5-coder-1.5b": "_qwen15"}.get(args.model, "")
+    print(f"bench: sampling_speedup{suffix} = {ours / base:.2f}")
 
 
 if __name__ == "__main__":

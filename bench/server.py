@@ -15,6 +15,7 @@ The client is a minimal HTTP/1.1 keep-alive client over raw sockets, so that the
 client's own cost (an HTTP library's) is not counted as the proxy's.
 
     python bench/server.py [--requests 300] [--seconds 5] [--max-tokens 32] [--skip-model]
+    python bench/server.py --skip-fake --model qwen2.5-coder-1.5b --threads 2   # batching_speedup_qwen15
 """
 
 from __future__ import annotations
@@ -207,11 +208,11 @@ def batch_stats(port: int) -> tuple[float, float]:
     return calls, reqs
 
 
-def bench_model(max_tokens: int, repeats: int, threads: int) -> float:
-    proc, port = start_server(["--model", "smollm2-135m", "--strategy", "single", "--threads", str(threads),
+def bench_model(max_tokens: int, repeats: int, threads: int, model: str = "smollm2-135m") -> float:
+    proc, port = start_server(["--model", model, "--strategy", "single", "--threads", str(threads),
                                "--n-ctx", "4096", "--n-seq-max", "16", "--max-tokens", str(max_tokens)])
     try:
-        raws = [encode({"model": "smollm2-135m", "seed": i, "max_tokens": max_tokens,
+        raws = [encode({"model": model, "seed": i, "max_tokens": max_tokens,
                         "messages": [{"role": "user", "content": q}]}) for i, q in enumerate(QUESTIONS)]
 
         def tokens(body: bytes) -> int:
@@ -247,7 +248,7 @@ def bench_model(max_tokens: int, repeats: int, threads: int) -> float:
                   f"8 concurrent: {n_con} tokens at {con_tps[-1]:.1f} tok/s in {c2 - c1:.0f} backend calls "
                   f"({r2 - r1:.0f} requests)")
         seq, con = max(seq_tps), max(con_tps)
-        print(f"embedded smollm2-135m ({threads} thread(s)), 8 requests x 1 sample x <= {max_tokens} tokens: "
+        print(f"embedded {model} ({threads} thread(s)), 8 requests x 1 sample x <= {max_tokens} tokens: "
               f"sequential {seq:.1f} tok/s, concurrent {con:.1f} tok/s")
         return con / seq
     finally:
@@ -263,17 +264,19 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1,
                     help="llama.cpp threads (1: steadier on a shared machine; both sides use the same).")
+    ap.add_argument("--model", default="smollm2-135m", help="Embedded model for the batching measurement.")
     ap.add_argument("--skip-model", action="store_true", help="Skip the embedded-model batching measurement.")
     ap.add_argument("--skip-fake", action="store_true", help="Skip the fake-backend latency and throughput runs.")
     args = ap.parse_args()
     print(f"cpus={os.cpu_count()} load={os.getloadavg()[0]:.1f}")
     overhead, rps = (None, None) if args.skip_fake else bench_fake(args.requests, args.seconds, args.clients)
-    speedup = None if args.skip_model else bench_model(args.max_tokens, args.repeats, args.threads)
+    speedup = None if args.skip_model else bench_model(args.max_tokens, args.repeats, args.threads, args.model)
     if overhead is not None:
         print(f"bench: proxy_overhead_ms_p50 = {overhead:.3f}")
         print(f"bench: proxy_rps = {rps:.0f}")
     if speedup is not None:
-        print(f"bench: batching_speedup = {speedup:.2f}")
+        suffix = {"qwen2.5-coder-1.5b": "_qwen15", "qwen2.5-coder-0.5b": "_qwen05"}.get(args.model, "")
+        print(f"bench: batching_speedup{suffix} = {speedup:.2f}")
 
 
 if __name__ == "__main__":

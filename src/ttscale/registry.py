@@ -200,12 +200,18 @@ def make_task(
     subtask: str | None = None,
     data: str | None = None,
     chat_model: bool = True,
+    model: str | None = None,
 ) -> Task:
     """Build a task. Unset format fields take the task's default for the model kind.
 
     ``chat_model`` says whether the model has a chat template; base models default
-    to few-shot completion prompts.
+    to few-shot completion prompts. ``model`` (an embedded model's name) brings that model's own
+    sample cap for the task where it has one (the Qwen models need longer GSM8K solutions).
     """
+    from ttscale.backends.models import task_max_tokens
+
+    if max_tokens is None:
+        max_tokens = task_max_tokens(model, name)
     from ttscale.tasks.bigbench import BigBenchTask
     from ttscale.tasks.gsm_symbolic import DEFAULT_INSTRUCTION, GsmSymbolicTask
     from ttscale.tasks.jsonl import JsonlTask

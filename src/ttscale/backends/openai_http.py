@@ -461,10 +461,9 @@ def parse_prometheus(text: str) -> dict[str, float]:
 
 
 def _info_from_model(model: str) -> ModelInfo:
-    from ttscale.backends.llama_cpp import LlamaCppBackend
+    """Shapes from the GGUF header of an embedded model name or a local file (no engine loaded)."""
+    from ttscale.backends.gguf_info import read_model_info
+    from ttscale.backends.models import EMBEDDED_MODELS, resolve_model_path
 
-    b = LlamaCppBackend(model, n_ctx=64, n_seq_max=1, n_batch=64)
-    try:
-        return b.model_info()
-    finally:
-        b.close()
+    path = resolve_model_path(model)
+    return read_model_info(path, model if model in EMBEDDED_MODELS else None)

@@ -63,7 +63,7 @@ def allocate(
     try:
         info = be.model_info()
         t = make_task(task, style=style, shots=shots, max_tokens=max_tokens, seed=task_seed, subtask=subtask,
-                      data=str(data) if data else None, chat_model=info.has_chat_template)
+                      data=str(data) if data else None, chat_model=info.has_chat_template, model=info.name)
         if t.fmt.style == "chat" and not info.has_chat_template:
             raise ConfigError(f"model {info.name} has no chat template: use --style completion")
         probs = t.problems(limit=limit)

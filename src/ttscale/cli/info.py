@@ -9,27 +9,28 @@ from rich.table import Table
 
 from ttscale.backends.models import EMBEDDED_MODELS
 from ttscale.cli.common import cli_errors, console, human
-from ttscale.registry import STRATEGY_HELP, TASK_HELP, VERIFIER_HELP, make_backend
+from ttscale.registry import STRATEGY_HELP, TASK_HELP, VERIFIER_HELP
 
 
 @cli_errors
 def models(
     model: Annotated[Optional[str], typer.Argument(help="Show only this model (name or .gguf path).")] = None,
 ) -> None:
-    """Load each embedded model and print its shapes, read from the GGUF metadata."""
+    """Print each embedded model's shapes, read from its GGUF header (fetching a model on first use)."""
+    from ttscale.backends.gguf_info import read_model_info
+    from ttscale.backends.models import resolve_model_path
+
     names = [model] if model else list(EMBEDDED_MODELS)
-    t = Table(title="models (shapes from GGUF metadata)")
+    t = Table(title="models (shapes from GGUF headers)")
     for col in ("name", "params", "layers", "heads", "kv heads", "head dim", "d_model", "ctx", "chat", "KV/token", "FLOPs/token@1k"):
         t.add_column(col)
     for name in names:
-        be = make_backend("llama-cpp", name, n_ctx=512, n_seq_max=1)
-        i = be.model_info()
+        i = read_model_info(resolve_model_path(name), name if name in EMBEDDED_MODELS else None)
         t.add_row(
             name, human(i.n_params), str(i.n_layers), str(i.n_heads), str(i.n_kv_heads), str(i.head_dim),
             str(i.d_model), str(i.n_ctx_train), "yes" if i.has_chat_template else "no",
             f"{i.kv_bytes(1) / 1024:.1f} KiB", human(i.flops_per_token(1024)),
         )
-        be.close()
     console.print(t)
     for name in names:
         if name in EMBEDDED_MODELS:

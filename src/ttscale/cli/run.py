@@ -163,7 +163,7 @@ def run(
 
     def task_for(model: ModelInfo, fmt_style: str | None) -> Task:
         return make_task(task, style=fmt_style, shots=shots, max_tokens=max_tokens, seed=task_seed, subtask=subtask,
-                         data=str(data) if data else None, chat_model=model.has_chat_template)
+                         data=str(data) if data else None, chat_model=model.has_chat_template, model=model.name)
 
     t = task_for(info, style)
     if t.fmt.style == "chat" and not info.has_chat_template:

@@ -86,7 +86,7 @@ def sweep(
     be = specs[0].build()
     info = be.model_info()
     t = make_task(task, style=style, shots=shots, max_tokens=max_tokens, seed=task_seed, subtask=subtask,
-                  data=str(data) if data else None, chat_model=info.has_chat_template)
+                  data=str(data) if data else None, chat_model=info.has_chat_template, model=info.name)
     if t.fmt.style == "chat" and not info.has_chat_template:
         raise ConfigError(f"model {info.name} has no chat template: use --style completion")
     verifiers = [make_verifier(v, t, be) for v in (verifier or [])]
