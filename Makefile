@@ -63,11 +63,12 @@ clean:
 # The reference pools shipped in src/ttscale/pools (hours on 2 cores; resumable: rerun the target after
 # an interruption and only missing samples are generated). Each sweep, then its export.
 POOL_STORE ?= runs/pools.sqlite
+HUMANEVAL_LIMIT ?= 80
 POOLS_OUT  := src/ttscale/pools
 SWEEP      := $(VENV)/bin/ttscale sweep --store $(POOL_STORE) -k 16 --temperature 0.8 --seed 0 --wave 16 --threads 2 --no-progress
 EXPORT     := $(VENV)/bin/ttscale pool export --store $(POOL_STORE)
 POOL_CMDS := \
-  "humaneval-qwen05-k16|--task humaneval --model qwen2.5-coder-0.5b --limit 164 --max-tokens 384 --verifier unit-tests --verifier certainty" \
+  "humaneval-qwen05-k16|--task humaneval --model qwen2.5-coder-0.5b --limit $(HUMANEVAL_LIMIT) --max-tokens 384 --verifier unit-tests --verifier certainty" \
   "gsm8k-qwen05-k16|--task gsm-symbolic --model qwen2.5-coder-0.5b --limit 60 --max-tokens 512 --verifier certainty" \
   "bb-mult-qwen05-k16|--task bigbench --subtask arithmetic/1_digit_multiplication --model qwen2.5-coder-0.5b --limit 100 --verifier certainty" \
   "bb-mult-qwen15-k16|--task bigbench --subtask arithmetic/1_digit_multiplication --model qwen2.5-coder-1.5b --limit 100 --verifier certainty" \
