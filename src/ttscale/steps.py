@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ttscale.backends.base import Backend, GenerationRequest
+from ttscale.backends.base import Backend, GenerationRequest, capabilities_of
 from ttscale.cost import Meter, Usage, generation_usage
 from ttscale.errors import ConfigError, UnsupportedFeatureError
 from ttscale.strategies.base import Sample, SolveContext, sample_seed
@@ -91,9 +91,8 @@ class StepStats:
 
 def render_prompt(backend: Backend, request: GenerationRequest) -> str:
     """The exact text the backend feeds the model for ``request`` (chat template applied)."""
-    render = getattr(backend, "render", None)
-    if callable(render):
-        return str(render(request))
+    if capabilities_of(backend).renders_prompts:
+        return str(backend.render(request))  # type: ignore[attr-defined]
     if request.prompt is not None:
         return request.prompt
     raise UnsupportedFeatureError(f"backend {backend.name} cannot render chat prompts for step-level generation")
@@ -101,7 +100,8 @@ def render_prompt(backend: Backend, request: GenerationRequest) -> str:
 
 def shares_prompt_prefix(backend: Backend) -> bool:
     """Whether the backend evaluates the common prefix of one call's prompts once (llama.cpp does)."""
-    return bool(getattr(backend, "shares_prompt_prefix", False)) and callable(getattr(backend, "tokenize", None))
+    caps = capabilities_of(backend)
+    return caps.shares_prompt_prefix and caps.tokenizer
 
 
 def _lcp_len(seqs: Sequence[Sequence[int]]) -> int:

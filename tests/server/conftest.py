@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import pytest
 import uvicorn
 
-from ttscale.backends.base import Generation, GenerationRequest
+from ttscale.backends.base import Capabilities, Generation, GenerationRequest
 from ttscale.backends.fake import FakeBackend
 from ttscale.server.app import create_app
 from ttscale.server.config import ServerConfig
@@ -31,8 +31,13 @@ class GatedBackend(FakeBackend):
     stopped: threading.Event = field(default_factory=threading.Event)
     batch_sizes: list[int] = field(default_factory=list)
 
-    def generate(self, requests: Sequence[GenerationRequest],
-                 should_stop: Callable[[], bool] | None = None) -> list[Generation]:
+    @property
+    def capabilities(self) -> Capabilities:  # takes should_stop (other step hooks are accepted and unused)
+        return Capabilities(parallel_sequences=64, cancellation=True, local_prompt_counts=True)
+
+    def generate(self, requests: Sequence[GenerationRequest],  # type: ignore[override]
+                 should_stop: Callable[[], bool] | None = None, on_finish: object = None,
+                 on_sample: object = None) -> list[Generation]:
         self.batch_sizes.append(len(requests))
         self.entered.set()
         while not self.gate.wait(0.01):

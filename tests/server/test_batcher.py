@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from ttscale.backends.base import Generation, GenerationRequest
+from ttscale.backends.base import Capabilities, Generation, GenerationRequest
 from ttscale.backends.fake import FakeBackend
 from ttscale.errors import ConfigError
 from ttscale.server.batcher import MicroBatcher
@@ -25,7 +25,11 @@ class CountingBackend(FakeBackend):
         self.calls: list[int] = []
         self.fail_on = fail_on
 
-    def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
+    @property
+    def capabilities(self) -> Capabilities:  # its generate takes no hooks at all
+        return Capabilities(parallel_sequences=64, local_prompt_counts=True)
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:  # type: ignore[override]
         self.calls.append(len(requests))
         if self.fail_on is not None and any(r.prompt == self.fail_on for r in requests):
             raise ConfigError("prompt too long")
@@ -178,7 +182,11 @@ class HookBackend(FakeBackend):
         super().__init__()
         self.calls_seen: list[tuple[list[str | None], bool, bool]] = []
 
-    def generate(self, requests: Sequence[GenerationRequest], should_stop=None, on_finish=None):  # type: ignore[no-untyped-def,override]
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities(parallel_sequences=64, cancellation=True, local_prompt_counts=True)
+
+    def generate(self, requests: Sequence[GenerationRequest], should_stop=None, on_finish=None, on_sample=None):  # type: ignore[no-untyped-def,override]
         stopped = bool(should_stop and should_stop())
         self.calls_seen.append(([r.prompt for r in requests], stopped, on_finish is not None))
         if on_finish is not None:

@@ -63,8 +63,37 @@ def test_adaptive_stops_where_the_beta_rule_says(task) -> None:
 def test_adaptive_runs_to_max_k_when_answers_disagree(task) -> None:
     res, ctx = solve(AdaptiveConsistency(k=10, threshold=0.99), task, FakeBackend(answers={"1": 1, "2": 1, "3": 1}))
     assert res.meta["stopped_at"] == 10 and len(ctx.samples) == 10
-    res, _ = solve(AdaptiveConsistency(k=16, threshold=0.95, rule="dirichlet"), task, FakeBackend(answers={"42": 1.0}))
+    res, _ = solve(AdaptiveConsistency(k=16, batch=1, threshold=0.95, rule="dirichlet"), task,
+                   FakeBackend(answers={"42": 1.0}))
     assert res.meta["stopped_at"] < 16 and res.meta["confidence"][-1] >= 0.95
+
+
+def test_adaptive_waves_follow_the_backend_parallelism(task) -> None:
+    """Without step hooks, waves are as wide as the backend's declared parallel sequences."""
+    be = FakeBackend(answers={"42": 1.0}, parallel=3)
+    res, ctx = solve(AdaptiveConsistency(k=7, threshold=0.95), task, be)
+    assert [r.n for r in be.history] == [3, 3]  # 3 votes: 0.9375 < 0.95; 6 votes: stop
+    assert res.meta["wave"] == 3 and res.meta["stopped_at"] == 6 == len(ctx.samples)
+
+
+def test_adaptive_stops_inside_a_wave_once_finished_samples_settle(task) -> None:
+    """One wave of k (the backend runs 64 in parallel): the vote is checked as each sample finishes,
+    and the unfinished ones are cancelled at the next step once four agree (0.969 >= 0.95)."""
+    lengths = [12, 3, 9, 5, 20, 2, 7, 15]
+    be = ScriptedStepBackend(lengths=lambda i: lengths[i])
+    res, ctx = solve(AdaptiveConsistency(k=8, threshold=0.95), task, be)
+    assert len(be.history) == 1 and be.history[0].n == 8
+    done = sorted(s.n_tokens for s in ctx.samples if s.finish_reason == "stop")
+    assert done == [6, 7, 9, 11]  # the four shortest (2, 3, 5, 7 filler tokens + 4 answer tokens)
+    assert all(s.n_tokens == 11 for s in ctx.samples if s.finish_reason == "cancelled")
+    assert res.meta["stopped_at"] == 4 and res.meta["cancelled"] == 4 and len(res.samples) == 4
+    assert ctx.meter.usage.generated_tokens == 6 + 7 + 9 + 11 + 4 * 11  # cancelled tokens are paid
+
+
+def test_adaptive_without_agreement_is_one_wave_like_self_consistency(task) -> None:
+    be = ScriptedStepBackend(answers={"1": 1, "2": 1, "3": 1, "4": 1}, lengths=lambda i: 3 + i)
+    res, ctx = solve(AdaptiveConsistency(k=8, threshold=0.95), task, be)
+    assert len(be.history) == 1 and res.meta["cancelled"] == 0 and res.meta["stopped_at"] == 8
 
 
 def test_bad_knobs() -> None:

@@ -159,12 +159,60 @@ class ModelInfo:
         return 2 * self.n_layers * self.n_kv_heads * self.head_dim * self.kv_bytes_per_elem * tokens
 
 
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend can do, declared once by the backend and read by strategies, the server and
+    the planner (instead of probing methods and signatures).
+
+    >>> Capabilities(parallel_sequences=8).wave(16)
+    8
+    """
+
+    parallel_sequences: int = 1
+    """Samples the engine advances together (llama.cpp: its sequences; an HTTP server: the client's
+    concurrency, i.e. the slots it keeps busy). Strategies that draw samples incrementally size their
+    waves by it."""
+    shares_prompt_prefix: bool = False
+    """One call's common prompt prefix is evaluated once (llama.cpp's sequence copy)."""
+    prefill_per_sample: bool = False
+    """Every sample pays its own prompt prefill (a server that ignores ``n``): budgets plan for it."""
+    cancellation: bool = False
+    """``generate`` takes the hooks ``should_stop()``, ``on_finish(request, index)`` and
+    ``on_sample(request, index, text)``: samples can be stopped between decode steps."""
+    request_cancellation: bool = False
+    """``generate`` takes ``cancelled(request_index)``: one request of a batch can be stopped alone."""
+    next_token_probes: bool = False
+    """``next_token_logprobs`` is available (LLM-judge verifiers)."""
+    tokenizer: bool = False
+    """``tokenize(text)`` returns the engine's token ids."""
+    renders_prompts: bool = False
+    """``render(request)`` returns the exact text the model reads (chat template applied)."""
+    local_prompt_counts: bool = False
+    """``count_prompt_tokens`` is computed here, with no round trip to a server."""
+    context_length: int | None = None
+    """Tokens one sequence may hold (prompt + generation), when known."""
+    streaming: bool = False
+
+    def wave(self, want: int) -> int:
+        """How many of ``want`` samples to start at once: as many as run in parallel."""
+        return max(1, min(want, self.parallel_sequences))
+
+
+def capabilities_of(backend: object) -> Capabilities:
+    """The backend's declared capabilities (a plain default for third-party backends that declare none)."""
+    caps = getattr(backend, "capabilities", None)
+    return caps if isinstance(caps, Capabilities) else Capabilities()
+
+
 @runtime_checkable
 class Backend(Protocol):
     """Something that generates samples and says exactly what it spent."""
 
     @property
     def name(self) -> str: ...
+
+    @property
+    def capabilities(self) -> Capabilities: ...
 
     def model_info(self) -> ModelInfo: ...
 

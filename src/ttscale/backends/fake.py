@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from ttscale.backends.base import Completion, Generation, GenerationRequest, ModelInfo
+from ttscale.backends.base import Capabilities, Completion, Generation, GenerationRequest, ModelInfo
 
 AnswerScript = Mapping[str, float] | Callable[[str], Mapping[str, float]]
 
@@ -56,10 +56,17 @@ class FakeBackend:
     info: ModelInfo = FAKE_MODEL_INFO
     delay_s: float = 0.0
     history: list[GenerationRequest] = field(default_factory=list)
+    parallel: int = 64
+    """Parallel sequences it declares (its capabilities)."""
 
     @property
     def name(self) -> str:
         return "fake"
+
+    @property
+    def capabilities(self) -> Capabilities:
+        # Whitespace tokens counted locally; one request of a batch can be cancelled; no step hooks.
+        return Capabilities(parallel_sequences=self.parallel, request_cancellation=True, local_prompt_counts=True)
 
     def model_info(self) -> ModelInfo:
         return self.info

@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ttscale.backends.base import Completion, Generation, GenerationRequest, ModelInfo
+from ttscale.backends.base import Capabilities, Completion, Generation, GenerationRequest, ModelInfo
 from ttscale.backends.fake import FAKE_MODEL_INFO
 from ttscale.backends.llama_probe import TokenProbe
 
@@ -47,10 +47,17 @@ class ScriptedStepBackend:
     """P(Yes) for a judge prompt's text (default 0.5)."""
     info: ModelInfo = FAKE_MODEL_INFO
     history: list[GenerationRequest] = field(default_factory=list)
+    parallel: int = 64
+    """Parallel sequences it declares (its capabilities)."""
 
     @property
     def name(self) -> str:
         return "fake-steps"
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities(parallel_sequences=self.parallel, cancellation=True, next_token_probes=True,
+                            renders_prompts=True, local_prompt_counts=True)
 
     def model_info(self) -> ModelInfo:
         return self.info
@@ -63,6 +70,15 @@ class ScriptedStepBackend:
 
     def close(self) -> None:
         pass
+
+    @staticmethod
+    def _text(r: GenerationRequest, words: list[str], cut: int) -> str:
+        text = " ".join(words[:cut])
+        for stop in r.stop:
+            pos = text.find(stop)
+            if pos >= 0:
+                text = text[:pos]
+        return text
 
     def _words(self, prompt: str, i: int, seed: int) -> list[str]:
         digest = hashlib.sha256(f"{seed}:{i}:{prompt}".encode()).digest()
@@ -85,6 +101,7 @@ class ScriptedStepBackend:
         requests: Sequence[GenerationRequest],
         should_stop: Callable[[], bool] | None = None,
         on_finish: Callable[[int, int], None] | None = None,
+        on_sample: Callable[[int, int, str], None] | None = None,
     ) -> list[Generation]:
         states: list[list[Any]] = []  # [request index, sample index, words, cut, finish, finished at]
         for ri, r in enumerate(requests):
@@ -116,6 +133,8 @@ class ScriptedStepBackend:
                 live.remove(s)
                 if on_finish is not None:
                     on_finish(s[0], s[1])
+                if on_sample is not None:
+                    on_sample(s[0], s[1], self._text(requests[s[0]], s[2], s[3]))
         out: list[Generation] = []
         for ri, r in enumerate(requests):
             prompt = _render(r)
@@ -124,11 +143,7 @@ class ScriptedStepBackend:
             for ri2, i, words, cut, finish, _ in states:
                 if ri2 != ri:
                     continue
-                text = " ".join(words[:cut])
-                for stop in r.stop:
-                    pos = text.find(stop)
-                    if pos >= 0:
-                        text = text[:pos]
+                text = self._text(r, words, cut)
                 comps.append(Completion(text=text, n_tokens=cut, finish_reason=finish, prompt_tokens=n_prompt,  # type: ignore[arg-type]
                                         logprob=-0.1 * cut, token_logprobs=[-0.1] * cut, index=i))
             order = sorted(range(len(comps)), key=lambda j: (comps[j].n_tokens, j))

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ttscale.backends.base import Completion, Generation, GenerationRequest, ModelInfo
+from ttscale.backends.base import Capabilities, Completion, Generation, GenerationRequest, ModelInfo
 from ttscale.backends.llama_cpu import configure_model_params
 from ttscale.backends.llama_probe import NextTokenProbes, _lcp
 from ttscale.backends.models import DEFAULT_MODEL, resolve_model_path
@@ -38,6 +38,8 @@ from ttscale.errors import BackendError, ConfigError, UnsupportedFeatureError
 ShouldStop = Callable[[], bool]
 OnFinish = Callable[[int, int], None]
 """Called as ``on_finish(request_index, sample_index)`` when a sample finishes (see ``generate``)."""
+OnSample = Callable[[int, int, str], None]
+"""Called as ``on_sample(request_index, sample_index, text)`` when a sample finishes, with its text."""
 Cancelled = Callable[[int], bool]
 """(request index) -> whether that request's remaining samples should stop now."""
 
@@ -181,6 +183,12 @@ class LlamaCppBackend(NextTokenProbes):
     @property
     def name(self) -> str:
         return f"llama.cpp:{self._info.name}"
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities(parallel_sequences=self.n_seq_max, shares_prompt_prefix=True, cancellation=True,
+                            request_cancellation=True, next_token_probes=True, tokenizer=True,
+                            renders_prompts=True, local_prompt_counts=True, context_length=self.n_ctx)
 
     def model_info(self) -> ModelInfo:
         return self._info
@@ -387,13 +395,15 @@ class LlamaCppBackend(NextTokenProbes):
         should_stop: ShouldStop | None = None,
         on_finish: OnFinish | None = None,
         cancelled: Cancelled | None = None,
+        on_sample: OnSample | None = None,
     ) -> list[Generation]:
         """Generate all requests, batching their samples together where they fit.
 
         ``should_stop`` is polled between decode steps; when it returns true the
         remaining samples end with ``finish_reason="cancelled"`` (their tokens are
         still counted: they were computed). ``on_finish(request, index)`` is called as
-        each sample finishes, so a caller can stop after the first m (short-m@k).
+        each sample finishes, so a caller can stop after the first m (short-m@k); ``on_sample(request,
+        index, text)`` likewise, with the finished text (adaptive consistency votes as samples finish).
         ``cancelled(request)`` is polled per request between decode steps: a request whose
         client went away stops there (``"cancelled"``) while the rest of the batch goes on.
         """
@@ -414,7 +424,7 @@ class LlamaCppBackend(NextTokenProbes):
                 for r, t in zip(requests, prompts, strict=False)
             ]
             for job in self._plan(requests, prompts):
-                self._run_job(requests, prompts, gens, job, should_stop, on_finish, cancelled)
+                self._run_job(requests, prompts, gens, job, should_stop, on_finish, cancelled, on_sample)
             for g in gens:
                 g.completions.sort(key=lambda c: c.index)
                 order = sorted(g.completions, key=lambda c: (c.decode_s, c.index))
@@ -451,6 +461,7 @@ class LlamaCppBackend(NextTokenProbes):
         should_stop: ShouldStop | None,
         on_finish: OnFinish | None = None,
         cancelled: Cancelled | None = None,
+        on_sample: OnSample | None = None,
     ) -> None:
         lc, mem = self._lc, self._mem
         t0 = time.perf_counter()
@@ -493,8 +504,11 @@ class LlamaCppBackend(NextTokenProbes):
                                 lc.llama_memory_seq_cp(mem, head.seq, s.seq, -1, -1)
                             self._take(s, idx)
                             s.pos = len(prompts[ri])
-                            if s.finish is not None and on_finish is not None:
-                                on_finish(s.req, s.index)
+                            if s.finish is not None:
+                                if on_finish is not None:
+                                    on_finish(s.req, s.index)
+                                if on_sample is not None:
+                                    on_sample(s.req, s.index, s.text)
                 pending.clear()
                 ends.clear()
 
@@ -550,6 +564,8 @@ class LlamaCppBackend(NextTokenProbes):
                         lc.llama_memory_seq_rm(mem, s.seq, -1, -1)
                         if on_finish is not None:
                             on_finish(s.req, s.index)
+                        if on_sample is not None:
+                            on_sample(s.req, s.index, s.text)
                 live = [s for s in live if s.finish is None]
             wall = time.perf_counter() - t0
             for ri in distinct:

@@ -31,7 +31,7 @@ from typing import Any
 
 import httpx
 
-from ttscale.backends.base import Completion, Generation, GenerationRequest, ModelInfo
+from ttscale.backends.base import Capabilities, Completion, Generation, GenerationRequest, ModelInfo
 from ttscale.backends.openai_wire import (
     MalformedResponse,
     endpoint,
@@ -391,6 +391,11 @@ class OpenAIHttpBackend:
     @property
     def stats(self) -> HttpStats:
         return self.client.stats
+
+    @property
+    def capabilities(self) -> Capabilities:
+        # The client keeps `concurrency` requests in flight: that is what the server decodes together.
+        return Capabilities(parallel_sequences=self.client.concurrency, prefill_per_sample=self.prefill_per_sample)
 
     @property
     def prefill_per_sample(self) -> bool:

@@ -24,7 +24,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from ttscale.backends.base import Completion, FinishReason, Generation, GenerationRequest, ModelInfo
+from ttscale.backends.base import Capabilities, Completion, FinishReason, Generation, GenerationRequest, ModelInfo
 from ttscale.errors import BackendError, UnsupportedFeatureError
 
 VLLM_MISSING = (
@@ -127,10 +127,16 @@ class VllmBackend:
             raise BackendError(f"vLLM could not load {model}: {e}") from e
         self._tok = self._llm.get_tokenizer()
         self._info = info
+        self._prefix_caching = enable_prefix_caching
 
     @property
     def name(self) -> str:
         return f"vllm:{self.model_ref}"
+
+    @property
+    def capabilities(self) -> Capabilities:
+        # vLLM schedules every request of a call together and caches shared prefixes itself.
+        return Capabilities(parallel_sequences=256, shares_prompt_prefix=self._prefix_caching, local_prompt_counts=True)
 
     def model_info(self) -> ModelInfo:
         if self._info is None:

@@ -8,9 +8,9 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from ttscale.pools import SHIPPED, resolve_store
 from ttscale.cli.common import DEFAULT_STORE, cli_errors, console, fail, human
 from ttscale.cli.options import BootstrapOpt, BudgetsOpt, OrdersOpt, PoolKOpt, PoolRunArg, PoolStoreOpt, ResampleSeedOpt
+from ttscale.pools import SHIPPED, resolve_store
 from ttscale.replay.analysis import Analysis, analyze
 from ttscale.replay.code_analysis import CodeAnalysis, analyze_pool
 from ttscale.replay.curves import DEFAULT_STRATEGIES, KINDS, parse_strategy

@@ -8,11 +8,11 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.table import Table
 
-from ttscale.pools import resolve_store
 from ttscale.cli.common import DEFAULT_STORE, cli_errors, console, fail
 from ttscale.planner.data import align_alternate, load_plan_pool
 from ttscale.planner.evaluate import evaluate_policy, split_problems
 from ttscale.planner.policy import Policy, fit_policy
+from ttscale.pools import resolve_store
 from ttscale.store import Store
 
 

@@ -110,7 +110,7 @@ def run(
     beam_width: Annotated[Optional[int], typer.Option(help="beam/dvts/best-first: M, continuations per path per step.")] = None,
     m: Annotated[Optional[int], typer.Option("--m", help="short-m@k: vote over the first m samples to finish.")] = None,
     threshold: Annotated[Optional[float], typer.Option(help="adaptive-consistency: stop at this posterior confidence.")] = None,
-    batch: Annotated[Optional[int], typer.Option(help="adaptive-consistency: samples drawn per round.")] = None,
+    batch: Annotated[Optional[int], typer.Option(help="adaptive-consistency: samples started per wave (default: as many as the backend runs in parallel, up to -k; 1 = one at a time).")] = None,
     rule: Annotated[Optional[str], typer.Option(help="adaptive-consistency stopping rule: beta or dirichlet.")] = None,
     temperature_pf: Annotated[Optional[float], typer.Option(help="particle-filter: softmax temperature over scores.")] = None,
     aggregate: Annotated[Optional[str], typer.Option(help="Search: step-score aggregate (last, min, prod, mean).")] = None,

@@ -36,12 +36,13 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ttscale.backends.base import Backend, GenerationRequest
+from ttscale.backends.base import Backend, GenerationRequest, capabilities_of
 from ttscale.cost import generation_usage
 from ttscale.errors import BudgetExceededError, ConfigError
 from ttscale.planner.features import probe_features
 from ttscale.planner.policy import Policy
 from ttscale.replay.pool import Pool
+from ttscale.steps import shares_prompt_prefix
 from ttscale.strategies.base import Sample, Sampling, sample_seed
 from ttscale.strategies.early_stop import beta_confidence
 from ttscale.strategies.voting import weighted_vote
@@ -329,9 +330,7 @@ class BackendSampler:
         self._prompt_tokens = [backend.count_prompt_tokens(r) for r in self._requests]
         self._drawn = [0] * self.n_problems
         if shared_prefix is None:
-            from ttscale.backends.llama_cpp import LlamaCppBackend
-
-            shared_prefix = isinstance(backend, LlamaCppBackend)
+            shared_prefix = shares_prompt_prefix(backend)
         # Prompt token ids, where the engine prefills a call's common prefix once (llama.cpp backend).
         self._tokens: list[list[int]] | None = None
         if shared_prefix:
@@ -368,7 +367,8 @@ class BackendSampler:
         return gen + shared + sum(len(p) - shared for p in prompts)
 
     def capacity(self) -> tuple[int | None, int | None]:
-        return getattr(self.backend, "n_seq_max", None), getattr(self.backend, "n_ctx", None)
+        caps = capabilities_of(self.backend)
+        return caps.parallel_sequences, caps.context_length
 
     def group(self, i: int) -> Hashable:
         return id(self.tasks[i])

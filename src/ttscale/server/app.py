@@ -20,7 +20,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ttscale.backends.base import ChatMessage, GenerationRequest
+from ttscale.backends.base import ChatMessage, GenerationRequest, capabilities_of
 from ttscale.cost import Budget, Usage
 from ttscale.server import streaming
 from ttscale.server.config import ServerConfig
@@ -113,7 +113,7 @@ def _templates(body: ChatCompletionRequest | CompletionRequest, cfg: ServerConfi
 
 def _check_prompts(templates: list[GenerationRequest], budget: Budget, cfg: ServerConfig) -> None:
     """Refuse prompts that cannot run: empty, too long for the context or the limit, or over budget."""
-    n_ctx = getattr(cfg.backend, "n_ctx", None) or cfg.backend.model_info().n_ctx_train
+    n_ctx = capabilities_of(cfg.backend).context_length or cfg.backend.model_info().n_ctx_train
     param = "messages" if templates[0].messages is not None else "prompt"
     for t in templates:
         n = cfg.backend.count_prompt_tokens(t)

@@ -24,7 +24,6 @@ closed with ``cancel=True``.
 
 from __future__ import annotations
 
-import inspect
 import logging
 import threading
 import time
@@ -34,7 +33,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
-from ttscale.backends.base import Backend, Generation, GenerationRequest
+from ttscale.backends.base import Backend, Generation, GenerationRequest, capabilities_of
 from ttscale.errors import ConfigError
 from ttscale.server.errors import RequestCancelled
 
@@ -74,12 +73,9 @@ class MicroBatcher:
         self._leading = False
         self._closing = False
         self._hard_stop = False
-        try:
-            params = inspect.signature(backend.generate).parameters
-            self._takes_stop = "should_stop" in params
-            self._takes_cancelled = "cancelled" in params
-        except (TypeError, ValueError):
-            self._takes_stop = self._takes_cancelled = False
+        caps = capabilities_of(backend)
+        self._takes_stop = caps.cancellation
+        self._takes_cancelled = caps.request_cancellation
         self.calls = 0
         """Backend calls made (for tests and metrics)."""
 

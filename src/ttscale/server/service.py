@@ -19,8 +19,7 @@ from typing import Any
 
 from starlette.requests import Request
 
-from ttscale.backends.base import GenerationRequest
-from ttscale.backends.fake import FakeBackend
+from ttscale.backends.base import GenerationRequest, capabilities_of
 from ttscale.cost import Budget
 from ttscale.server.batcher import MicroBatcher
 from ttscale.server.config import ServerConfig
@@ -57,7 +56,7 @@ class Service:
         self.metrics = Metrics(lambda: self._queued, lambda: self._in_flight)
         self._hooks = takes_hooks(config.backend)
         # In-process engines count prompt tokens locally and fast; others (HTTP) may call out.
-        self.local_tokenizer = isinstance(config.backend, FakeBackend) or callable(getattr(config.backend, "tokenize", None))
+        self.local_tokenizer = capabilities_of(config.backend).local_prompt_counts
         self.open()
 
     def open(self) -> None:

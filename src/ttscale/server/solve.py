@@ -13,14 +13,13 @@ cancelled request stops at the next generation.
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import re
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ttscale.backends.base import Backend, Generation, GenerationRequest, ModelInfo
+from ttscale.backends.base import Backend, Capabilities, Generation, GenerationRequest, ModelInfo, capabilities_of
 from ttscale.cost import Budget, Meter, Usage
 from ttscale.registry import make_strategy, make_verifier
 from ttscale.server.batcher import MicroBatcher
@@ -95,6 +94,11 @@ class BatchedBackend:
     def name(self) -> str:
         return self._inner.name
 
+    @property
+    def capabilities(self) -> Capabilities:
+        # Samples go through the micro-batcher: no step hooks here (HookedBatchedBackend has them).
+        return replace(capabilities_of(self._inner), cancellation=False, request_cancellation=False)
+
     def model_info(self) -> ModelInfo:
         return self._inner.model_info()
 
@@ -135,23 +139,26 @@ class HookedBatchedBackend(BatchedBackend):
     """For engines whose ``generate`` takes ``should_stop``/``on_finish``: early-stopping strategies
     detect these parameters and pass their own hooks, which the batcher honours."""
 
+    @property
+    def capabilities(self) -> Capabilities:
+        return replace(capabilities_of(self._inner), request_cancellation=False)
+
     def generate(self, requests: Sequence[GenerationRequest], should_stop: Callable[[], bool] | None = None,
-                 on_finish: Callable[[int, int], None] | None = None) -> list[Generation]:
+                 on_finish: Callable[[int, int], None] | None = None,
+                 on_sample: Callable[[int, int, str], None] | None = None) -> list[Generation]:
         hooks: dict[str, Any] = {}
         if should_stop is not None:
             hooks["should_stop"] = should_stop
         if on_finish is not None:
             hooks["on_finish"] = on_finish
+        if on_sample is not None:
+            hooks["on_sample"] = on_sample
         return self._generate(requests, hooks or None)
 
 
 def takes_hooks(backend: Backend) -> bool:
-    """Whether ``backend.generate`` accepts ``should_stop`` and ``on_finish`` (early-stopping hooks)."""
-    try:
-        params = inspect.signature(backend.generate).parameters
-    except (TypeError, ValueError):
-        return False
-    return "should_stop" in params and "on_finish" in params
+    """Whether the backend declares the early-stopping hooks (``should_stop``, ``on_finish``, ``on_sample``)."""
+    return capabilities_of(backend).cancellation
 
 
 @dataclass

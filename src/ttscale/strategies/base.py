@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from ttscale.backends.base import Backend, Completion, GenerationRequest
+from ttscale.backends.base import Backend, Completion, GenerationRequest, capabilities_of
 from ttscale.cost import Meter, Usage, generation_usage
 from ttscale.errors import ConfigError
 from ttscale.tasks.base import Problem, Task, grade_with_detail
@@ -250,7 +250,7 @@ class SolveContext:
         while len(out) < n:
             want = n - len(out)
             max_tokens = req.max_tokens
-            if getattr(self.backend, "prefill_per_sample", False):
+            if capabilities_of(self.backend).prefill_per_sample:
                 # a server that ignores n gets one request per sample, each prefilling the prompt:
                 # worst case n * (prompt + max_tokens), the same as n prompt-free samples of that length
                 k = self.meter.affordable_samples(0, prompt_tokens + max_tokens, want)

@@ -9,9 +9,15 @@ Both really stop generating, not only in replay:
   unfinished samples stop decoding at that step and only their tokens so far are
   counted; on a backend without them the k samples run to the end (and are
   charged in full) and the first m by finish order are used.
-- **adaptive consistency** (Aggarwal et al. 2023): draw samples in batches of
-  ``batch``; after each batch, stop when the posterior probability that the
-  current leading answer is the true majority answer reaches ``threshold``.
+- **adaptive consistency** (Aggarwal et al. 2023): stop drawing samples when the
+  posterior probability that the current leading answer is the true majority answer
+  reaches ``threshold``. Samples are started in waves of ``batch``, by default as many
+  as the backend runs in parallel (its declared ``parallel_sequences``, up to k), so
+  a wave costs no more wall time than self-consistency's single batch. On a backend
+  with step hooks the rule is also checked inside a wave, each time a sample
+  finishes: once the finished samples settle the vote, the unfinished ones are
+  cancelled at the next decode step (their tokens so far are counted). Cancelled
+  samples do not vote. ``batch=1`` is the paper's one-at-a-time procedure.
   ``beta`` rule: with v1, v2 votes for the top two answers, p ~ Beta(v1+1, v2+1)
   and the confidence is P(p > 1/2) (exact, from the binomial sum). ``dirichlet``
   rule: counts c over the answers seen, p ~ Dirichlet(c + 1), confidence =
@@ -20,7 +26,6 @@ Both really stop generating, not only in replay:
 
 from __future__ import annotations
 
-import inspect
 import math
 from collections import Counter
 from collections.abc import Sequence
@@ -29,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from ttscale.backends.base import capabilities_of
 from ttscale.errors import ConfigError
 from ttscale.strategies.base import Result, Sample, SolveContext, sample_seed
 from ttscale.strategies.voting import weighted_vote
@@ -36,11 +42,8 @@ from ttscale.tasks.base import Problem
 
 
 def supports_cancellation(backend: object) -> bool:
-    try:
-        params = inspect.signature(backend.generate).parameters  # type: ignore[attr-defined]
-    except (TypeError, ValueError, AttributeError):
-        return False
-    return "should_stop" in params and "on_finish" in params
+    """Whether the backend declares the step hooks (its :class:`~ttscale.backends.base.Capabilities`)."""
+    return capabilities_of(backend).cancellation
 
 
 @dataclass
@@ -97,14 +100,14 @@ def dirichlet_confidence(counts: Sequence[int], draws: int = 4000, seed: int = 0
 class AdaptiveConsistency:
     k: int = 16
     """Maximum number of samples."""
-    batch: int = 1
-    """Samples drawn per round before the stopping rule is checked."""
+    batch: int | None = None
+    """Samples started per wave; ``None``: as many as the backend runs in parallel (up to k)."""
     threshold: float = 0.95
     rule: str = "beta"
     name: str = "adaptive-consistency"
 
     def __post_init__(self) -> None:
-        if self.k < 1 or self.batch < 1:
+        if self.k < 1 or (self.batch is not None and self.batch < 1):
             raise ConfigError("adaptive consistency needs k >= 1 and batch >= 1")
         if not 0.5 <= self.threshold < 1.0:
             raise ConfigError(f"threshold must be in [0.5, 1), got {self.threshold}")
@@ -112,7 +115,11 @@ class AdaptiveConsistency:
             raise ConfigError(f"unknown stopping rule {self.rule!r}; available: beta, dirichlet")
 
     def confidence(self, samples: Sequence[Sample], seed: int = 0) -> float:
-        counts = Counter(s.answer for s in samples if s.answer is not None)
+        return self.answers_confidence([s.answer for s in samples], seed)
+
+    def answers_confidence(self, answers: Sequence[str | None], seed: int = 0) -> float:
+        """The stopping rule's confidence in the leading answer among ``answers`` (``None`` does not vote)."""
+        counts = Counter(a for a in answers if a is not None)
         if not counts:
             return 0.0
         ranked = [c for _, c in counts.most_common()]
@@ -121,19 +128,42 @@ class AdaptiveConsistency:
         return dirichlet_confidence(ranked, seed=seed)
 
     def solve(self, problem: Problem, ctx: SolveContext) -> Result:
-        samples: list[Sample] = []
+        caps = capabilities_of(ctx.backend)
+        wave = self.batch or caps.wave(self.k)
+        started: list[Sample] = []
+        voters: list[Sample] = []
         trace: list[float] = []
         seed = sample_seed(ctx.sampling.seed, problem.id, 2)
-        while len(samples) < self.k:
-            new = ctx.sample(min(self.batch, self.k - len(samples)))
+        while len(started) < self.k:
+            n = min(wave, self.k - len(started))
+            new = ctx.sample(n, hooks=self._hooks(ctx, [s.answer for s in voters], seed) if caps.cancellation and n > 1
+                             else None)
             if not new:
                 break
-            samples += new
-            trace.append(self.confidence(samples, seed))
+            started += new
+            voters += [s for s in new if s.finish_reason not in ("cancelled", "error")]
+            trace.append(self.confidence(voters, seed))
             if trace[-1] >= self.threshold:
                 break
-        answer, votes = weighted_vote(samples)
-        return ctx.result(self.name, answer, samples, votes, stopped_at=len(samples), confidence=trace, rule=self.rule)
+        answer, votes = weighted_vote(voters)
+        return ctx.result(self.name, answer, voters, votes, stopped_at=len(voters), started=len(started),
+                          cancelled=len(started) - len(voters), wave=wave, confidence=trace, rule=self.rule)
+
+    def _hooks(self, ctx: SolveContext, before: list[str | None], seed: int) -> dict[str, Any]:
+        """Step hooks that stop the wave once the samples finished so far settle the vote."""
+        finished: list[str | None] = []
+        memo: dict[int, bool] = {}
+
+        def on_sample(_request: int, _index: int, text: str) -> None:
+            finished.append(ctx.task.extract(text))
+
+        def should_stop() -> bool:  # polled every decode step: recompute only when a sample finished
+            n = len(finished)
+            if n not in memo:
+                memo[n] = n > 0 and self.answers_confidence(before + finished, seed) >= self.threshold
+            return memo[n]
+
+        return {"on_sample": on_sample, "should_stop": should_stop}
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "k": self.k, "batch": self.batch, "threshold": self.threshold, "rule": self.rule}

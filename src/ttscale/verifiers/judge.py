@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ttscale.backends.base import Backend, ChatMessage, GenerationRequest
+from ttscale.backends.base import Backend, ChatMessage, GenerationRequest, capabilities_of
 from ttscale.cost import Usage, generation_usage
 from ttscale.errors import ConfigError, UnsupportedFeatureError
 from ttscale.steps import render_prompt, shares_prompt_prefix
@@ -71,7 +71,7 @@ class JudgeVerifier:
     def __post_init__(self) -> None:
         if self.verifications < 1 or self.verify_tokens < 1:
             raise ConfigError("judge needs verifications >= 1 and verify_tokens >= 1")
-        if not callable(getattr(self.backend, "next_token_logprobs", None)):
+        if not capabilities_of(self.backend).next_token_probes:
             raise UnsupportedFeatureError(
                 f"backend {self.backend.name} cannot report next-token log-probs: the judge needs them"
             )
