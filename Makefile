@@ -45,6 +45,7 @@ browser:
 # One xdist worker: a crash inside the engine (a segfault) fails the test that caused it and the worker
 # is replaced, instead of killing the whole run.
 test: setup
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q -n 1 --max-worker-restart 20
 
 # llama.cpp's llama-server for the HTTP-backend tests and bench/remote.py: built from the sources vendored in

@@ -15,7 +15,8 @@ The client is a minimal HTTP/1.1 keep-alive client over raw sockets, so that the
 client's own cost (an HTTP library's) is not counted as the proxy's.
 
     python bench/server.py [--requests 300] [--seconds 5] [--max-tokens 32] [--skip-model]
-    python bench/server.py --skip-fake --model qwen2.5-coder-1.5b --threads 2   # batching_speedup_qwen15
+    python bench/server.py --skip-fake --model qwen2.5-coder-1.5b --threads 2 --explain --max-tokens 128
+        # batching_speedup_qwen15: answers that run to 128 tokens, so decode dominates as on a chat server
 """
 
 from __future__ import annotations
@@ -39,8 +40,10 @@ from ttscale.strategies.base import Sampling, SolveContext
 from ttscale.tasks.base import Problem
 
 QUESTION = "What is 6 times 7?"
-QUESTIONS = [f"What is {a} plus {b}? Answer briefly." for a, b in
-             [(2, 3), (17, 25), (9, 8), (41, 7), (13, 13), (6, 54), (30, 12), (5, 99)]]
+PAIRS = [(2, 3), (17, 25), (9, 8), (41, 7), (13, 13), (6, 54), (30, 12), (5, 99)]
+QUESTIONS = [f"What is {a} plus {b}? Answer briefly." for a, b in PAIRS]
+# Requests whose answers run to max_tokens, as a chat server's usually do (decode, not prefill, dominates).
+EXPLAIN = [f"Explain step by step, in a short paragraph, how to add {a} and {b} by hand." for a, b in PAIRS]
 
 
 def cpu_seconds(pid: int) -> float:
@@ -208,12 +211,13 @@ def batch_stats(port: int) -> tuple[float, float]:
     return calls, reqs
 
 
-def bench_model(max_tokens: int, repeats: int, threads: int, model: str = "smollm2-135m") -> float:
+def bench_model(max_tokens: int, repeats: int, threads: int, model: str = "smollm2-135m",
+                questions: list[str] = QUESTIONS) -> float:
     proc, port = start_server(["--model", model, "--strategy", "single", "--threads", str(threads),
                                "--n-ctx", "4096", "--n-seq-max", "16", "--max-tokens", str(max_tokens)])
     try:
         raws = [encode({"model": model, "seed": i, "max_tokens": max_tokens,
-                        "messages": [{"role": "user", "content": q}]}) for i, q in enumerate(QUESTIONS)]
+                        "messages": [{"role": "user", "content": q}]}) for i, q in enumerate(questions)]
 
         def tokens(body: bytes) -> int:
             return int(json.loads(body)["usage"]["completion_tokens"])
@@ -265,12 +269,15 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1,
                     help="llama.cpp threads (1: steadier on a shared machine; both sides use the same).")
     ap.add_argument("--model", default="smollm2-135m", help="Embedded model for the batching measurement.")
+    ap.add_argument("--explain", action="store_true",
+                    help="Questions that ask for a paragraph (answers run to --max-tokens) instead of one number.")
     ap.add_argument("--skip-model", action="store_true", help="Skip the embedded-model batching measurement.")
     ap.add_argument("--skip-fake", action="store_true", help="Skip the fake-backend latency and throughput runs.")
     args = ap.parse_args()
     print(f"cpus={os.cpu_count()} load={os.getloadavg()[0]:.1f}")
     overhead, rps = (None, None) if args.skip_fake else bench_fake(args.requests, args.seconds, args.clients)
-    speedup = None if args.skip_model else bench_model(args.max_tokens, args.repeats, args.threads, args.model)
+    speedup = None if args.skip_model else bench_model(args.max_tokens, args.repeats, args.threads, args.model,
+                                                       EXPLAIN if args.explain else QUESTIONS)
     if overhead is not None:
         print(f"bench: proxy_overhead_ms_p50 = {overhead:.3f}")
         print(f"bench: proxy_rps = {rps:.0f}")

@@ -121,7 +121,7 @@ def test_ray_with_embedded_model(tmp_path: Path, ray_local: object) -> None:
 
 def test_ray_workers_round_robin_over_http_endpoints(tmp_path: Path, ray_local: object) -> None:
     from ttscale.backends.fake import FAKE_MODEL_INFO
-    from ttscale.backends.openai_fake_server import FakeOpenAIServer
+    from ttscale.testing.openai_fake_server import FakeOpenAIServer
 
     task = _task(tmp_path, 6)
     st = Store(tmp_path / "h.db")

@@ -13,54 +13,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
-from ttscale.backends.base import Generation, ModelInfo
 from ttscale.errors import ConfigError
-
-
-@dataclass
-class Usage:
-    """Additive record of spent compute (``peak_kv_bytes`` combines by max)."""
-
-    prompt_tokens: int = 0
-    """Prompt lengths, summed over requests (logical size, not work done)."""
-    prefilled_tokens: int = 0
-    generated_tokens: int = 0
-    flops: float = 0.0
-    wall_s: float = 0.0
-    peak_kv_bytes: int = 0
-    requests: int = 0
-    samples: int = 0
-
-    @property
-    def total_tokens(self) -> int:
-        """Tokens the engine processed: prefilled plus generated."""
-        return self.prefilled_tokens + self.generated_tokens
-
-    def __add__(self, other: Usage) -> Usage:
-        out = Usage()
-        for f in fields(Usage):
-            a, b = getattr(self, f.name), getattr(other, f.name)
-            setattr(out, f.name, max(a, b) if f.name == "peak_kv_bytes" else a + b)
-        return out
-
-    def to_dict(self) -> dict[str, float | int]:
-        d: dict[str, float | int] = asdict(self)
-        d["total_tokens"] = self.total_tokens
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, float | int]) -> Usage:
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})  # type: ignore[arg-type]
-
-    @classmethod
-    def total(cls, usages: Iterable[Usage]) -> Usage:
-        out = cls()
-        for u in usages:
-            out = out + u
-        return out
+from ttscale.types import (
+    Generation,
+    ModelInfo,
+    Usage,  # noqa: F401 - the core data types live in ttscale.types
+)
 
 
 def generation_usage(gen: Generation, info: ModelInfo) -> Usage:

@@ -117,7 +117,7 @@ class PoolStrategy:
             scored = v.score(problem, samples)
             for s, sc in zip(samples, scored.scores, strict=False):
                 s.scores[v.name] = float(sc)
-        answer, votes = weighted_vote(samples)
+        answer, votes = weighted_vote(samples, equivalent=ctx.task.equivalent)
         return Result(problem.id, answer, ctx.task.grade(problem, answer), "sweep", [s.index for s in samples],
                       votes, Usage.total(s.usage for s in samples), {"k": self.k})
 

@@ -13,6 +13,7 @@ messages; the server turns them into OpenAI-style error bodies.
     ├── BackendError           the engine failed
     │   ├── ModelNotFoundError the model file or package is missing
     │   ├── UnsupportedFeatureError  the engine lacks something asked for
+    │   ├── MalformedResponse  a server's answer is unusable (backends.openai_wire)
     │   └── BuildUnavailable   llama-server cannot be built here (backends.llama_server)
     ├── RequestCancelled       a server request's client went away (server.errors)
     ├── BudgetExceededError    work refused because it would pass the budget

@@ -19,8 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ttscale.errors import StoreError
-from ttscale.strategies.base import Result, Sample
-from ttscale.tasks.base import Problem
+from ttscale.types import Problem, Result, Sample
 
 SCHEMA_VERSION = 2
 """Kept in ``PRAGMA user_version``; older stores are migrated on open (:data:`_MIGRATIONS`)."""

@@ -137,7 +137,7 @@ def run_sweep(
         if verifiers:
             store.update_scores(run_id, problem.id, samples)
         # The pool's own majority answer, so `ttscale run`-style summaries work on sweeps too.
-        answer, votes = weighted_vote(samples)
+        answer, votes = weighted_vote(samples, equivalent=task.equivalent)
         spent = spent + Usage.total(s.usage for s in samples if s.index >= len(prior))
         store.finish_problem(
             run_id,

@@ -6,7 +6,7 @@ import pytest
 
 from ttscale.backends.base import Backend, Capabilities, GenerationRequest, capabilities_of
 from ttscale.backends.fake import FakeBackend
-from ttscale.backends.fake_steps import ScriptedStepBackend
+from ttscale.testing.fake_steps import ScriptedStepBackend
 
 
 def test_in_tree_fakes_declare_capabilities() -> None:

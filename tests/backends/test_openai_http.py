@@ -10,13 +10,13 @@ import pytest
 
 from ttscale.backends.base import ChatMessage, GenerationRequest
 from ttscale.backends.fake import FAKE_MODEL_INFO
-from ttscale.backends.openai_fake_server import FakeOpenAIServer
 from ttscale.backends.openai_http import OpenAIHttpBackend, TokenLedger, parse_prometheus
 from ttscale.backends.openai_wire import MalformedResponse, parse_response
 from ttscale.errors import BackendError, BudgetExceededError, ConfigError, UnsupportedFeatureError
 from ttscale.registry import make_backend, make_strategy, make_task
 from ttscale.runner import solve_problems
 from ttscale.store import Store
+from ttscale.testing.openai_fake_server import FakeOpenAIServer
 
 PROMPT = "Question: what is 6 times 7?\nAnswer:"
 
@@ -259,3 +259,15 @@ def test_llama_server_build_needs_cmake(monkeypatch: pytest.MonkeyPatch, tmp_pat
     assert ls.main(["path"]) == 1
     with pytest.raises(ls.BuildUnavailable, match="not built"):
         ls.LlamaServer(tmp_path / "m.gguf").start()
+
+
+def test_uncountable_choices_are_a_backend_error_not_a_bare_value_error() -> None:
+    """Several choices without log-probs or counts cannot be counted: the error is in ttscale's tree."""
+    from ttscale.backends.openai_wire import to_completions
+    from ttscale.errors import BackendError
+
+    body = {"choices": [{"index": 0, "text": "a", "finish_reason": "stop"},
+                        {"index": 1, "text": "b", "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 3, "completion_tokens": 2}}
+    with pytest.raises(BackendError, match="several choices"):
+        to_completions(parse_response(body), 0, False, 0.0)

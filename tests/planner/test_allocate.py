@@ -12,10 +12,10 @@ from hypothesis import strategies as st
 from ttscale.backends.fake import FakeBackend
 from ttscale.errors import ConfigError
 from ttscale.planner.allocate import AllocationConfig, BackendSampler, PoolSampler, allocate
-from ttscale.replay.synthetic import synthetic_pool
 from ttscale.strategies.base import Sampling
 from ttscale.tasks.base import PromptFormat
 from ttscale.tasks.jsonl import JsonlTask
+from ttscale.testing.synthetic import synthetic_pool
 
 from .helpers import Group, known_pool
 

@@ -15,10 +15,10 @@ from ttscale.errors import ConfigError
 from ttscale.planner.data import PlanPool, align_alternate
 from ttscale.planner.options import Choice, replay_options
 from ttscale.planner.policy import Policy, fit_policy
+from ttscale.planner.strategy import ALTERNATE_INDEX_OFFSET, PolicyStrategy
 from ttscale.runner import solve_problems
 from ttscale.store import Store
 from ttscale.strategies.base import Sampling
-from ttscale.strategies.policy import ALTERNATE_INDEX_OFFSET, PolicyStrategy
 from ttscale.tasks.jsonl import JsonlTask
 
 from .helpers import Group, known_pool

@@ -10,10 +10,10 @@ from typer.testing import CliRunner
 
 from ttscale.backends.fake import FAKE_MODEL_INFO, FakeBackend
 from ttscale.cli import app
+from ttscale.planner.strategy import PolicyStrategy
 from ttscale.runner import solve_problems
 from ttscale.store import Store
 from ttscale.strategies.base import Sampling
-from ttscale.strategies.policy import PolicyStrategy
 from ttscale.sweep import run_sweep
 from ttscale.tasks.base import PromptFormat
 from ttscale.tasks.jsonl import JsonlTask

@@ -10,11 +10,11 @@ from ttscale.planner.allocate import AllocationConfig, BackendSampler, allocate
 from ttscale.planner.data import align_alternate, load_plan_pool, load_stacked_pool
 from ttscale.planner.options import Choice
 from ttscale.planner.policy import fit_policy
+from ttscale.planner.strategy import ALTERNATE_INDEX_OFFSET, PolicyStrategy
 from ttscale.registry import make_task
 from ttscale.runner import solve_problems
 from ttscale.store import Store
 from ttscale.strategies.base import Sampling
-from ttscale.strategies.policy import ALTERNATE_INDEX_OFFSET, PolicyStrategy
 from ttscale.sweep import run_sweep
 
 pytestmark = pytest.mark.model

@@ -9,10 +9,10 @@ from ttscale.backends.fake import FakeBackend
 from ttscale.errors import ConfigError, StoreError
 from ttscale.replay import DEFAULT_STRATEGIES, compute_curves, load_pool, parse_strategy
 from ttscale.replay.curves import default_budgets
-from ttscale.replay.synthetic import synthetic_pool
 from ttscale.store import Store
 from ttscale.sweep import run_sweep
 from ttscale.tasks.jsonl import JsonlTask
+from ttscale.testing.synthetic import synthetic_pool
 
 
 @pytest.fixture(scope="module")

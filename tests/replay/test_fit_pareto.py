@@ -12,7 +12,7 @@ from ttscale.replay import analyze
 from ttscale.replay.curves import CurvePoint
 from ttscale.replay.fit import fit_coverage, fit_saturation
 from ttscale.replay.pareto import cheapest_table, frontier
-from ttscale.replay.synthetic import synthetic_pool
+from ttscale.testing.synthetic import synthetic_pool
 
 
 @pytest.mark.parametrize(("a", "b"), [(-1.2, -0.4), (-0.5, -0.8), (-2.5, -0.25)])

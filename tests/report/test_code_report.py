@@ -13,8 +13,8 @@ from ttscale.replay import analyze
 from ttscale.replay.code_analysis import analyze_pool
 from ttscale.replay.curves import StrategySpec
 from ttscale.replay.pool import Pool
-from ttscale.replay.synthetic import synthetic_pool
 from ttscale.report.html import write_report
+from ttscale.testing.synthetic import synthetic_pool
 
 T, F = True, False
 # a = visible & hidden, b = visible & ~hidden (false positives) per problem:

@@ -11,9 +11,9 @@ import pytest
 
 from ttscale.replay import analyze
 from ttscale.replay.analysis import Analysis
-from ttscale.replay.synthetic import synthetic_pool
 from ttscale.report.html import write_report
 from ttscale.report.plots import write_plots
+from ttscale.testing.synthetic import synthetic_pool
 
 
 @pytest.fixture(scope="module")

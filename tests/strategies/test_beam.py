@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from ttscale.backends.fake_steps import ScriptedRewardModel, ScriptedStepBackend
 from ttscale.cost import Budget
 from ttscale.errors import ConfigError
 from ttscale.strategies.beam import BeamSearch
+from ttscale.testing.fake_steps import ScriptedRewardModel, ScriptedStepBackend
 
 from .helpers import solve
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from ttscale.backends.fake_steps import ScriptedRewardModel, ScriptedStepBackend
 from ttscale.cost import Budget
 from ttscale.strategies.best_first import BestFirstSearch
+from ttscale.testing.fake_steps import ScriptedRewardModel, ScriptedStepBackend
 
 from .helpers import solve
 

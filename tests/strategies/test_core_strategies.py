@@ -165,3 +165,18 @@ def test_best_of_n_reserves_the_verifier_cost(task, budget: int) -> None:  # typ
     r = BestOfN(verifier=_CostlyVerifier(), k=16).solve(problem, ctx)  # type: ignore[arg-type]
     assert ctx.meter.usage.total_tokens <= budget
     assert len(r.meta["scores"]) == len(r.samples)
+
+
+def test_equivalent_answers_vote_together() -> None:
+    """'0.5' and '1/2' are one answer to a numeric task: together they outvote '3' (voting.py used exact strings)."""
+    from ttscale.strategies.base import Sample
+    from ttscale.strategies.voting import weighted_vote
+    from ttscale.tasks.answers import answers_equivalent
+
+    def s(i: int, a: str) -> Sample:
+        return Sample(i, "", a, None, 1, 1, 0, 0.0, "stop")
+
+    pool = [s(0, "3"), s(1, "0.5"), s(2, "3"), s(3, "1/2"), s(4, "0.50")]
+    assert weighted_vote(pool)[0] == "3"  # by exact string: 3 has two votes, 0.5 / 1/2 / 0.50 one each
+    answer, votes = weighted_vote(pool, equivalent=answers_equivalent)
+    assert answer == "0.5" and votes == {"3": 2.0, "0.5": 3.0}

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from ttscale.backends.fake_steps import ScriptedRewardModel, ScriptedStepBackend, text_hash_score
 from ttscale.cost import Budget
 from ttscale.strategies.dvts import DiverseVerifierTreeSearch
+from ttscale.testing.fake_steps import ScriptedRewardModel, ScriptedStepBackend, text_hash_score
 
 from .helpers import solve
 

@@ -6,7 +6,6 @@ import pytest
 from scipy import stats
 
 from ttscale.backends.fake import FakeBackend
-from ttscale.backends.fake_steps import ScriptedStepBackend
 from ttscale.errors import ConfigError
 from ttscale.strategies.early_stop import (
     AdaptiveConsistency,
@@ -15,6 +14,7 @@ from ttscale.strategies.early_stop import (
     dirichlet_confidence,
     supports_cancellation,
 )
+from ttscale.testing.fake_steps import ScriptedStepBackend
 
 from .helpers import solve
 

@@ -8,11 +8,11 @@ from collections import Counter
 
 import pytest
 
-from ttscale.backends.fake_steps import ScriptedRewardModel, ScriptedStepBackend
 from ttscale.cost import Budget, Meter
 from ttscale.errors import ConfigError
 from ttscale.strategies.base import Sampling, SolveContext
 from ttscale.strategies.particle_filter import ParticleFilter, resample, softmax_weights
+from ttscale.testing.fake_steps import ScriptedRewardModel, ScriptedStepBackend
 
 
 def test_softmax_weights() -> None:

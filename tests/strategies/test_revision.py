@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from ttscale.backends.fake import FakeBackend
-from ttscale.backends.fake_steps import ScriptedRewardModel
 from ttscale.cost import Budget
 from ttscale.strategies.revision import SequentialRevision, revision_request
 from ttscale.strategies.voting import weighted_vote
+from ttscale.testing.fake_steps import ScriptedRewardModel
 
 from .helpers import one_problem_task, solve
 

@@ -8,10 +8,10 @@ import pytest
 
 from ttscale.backends.base import GenerationRequest
 from ttscale.backends.fake import FakeBackend
-from ttscale.backends.fake_steps import ScriptedStepBackend
 from ttscale.errors import UnsupportedFeatureError
 from ttscale.strategies.base import Sample
 from ttscale.tasks.base import Problem
+from ttscale.testing.fake_steps import ScriptedStepBackend
 from ttscale.verifiers.judge import JudgeVerifier, p_yes
 
 PROBLEM = Problem("p", "What is 6 times 7?", "42")

@@ -8,200 +8,21 @@ costs are measured, never estimated from string lengths.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
-from typing import Literal, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
-from ttscale.errors import ConfigError
-
-FinishReason = Literal["stop", "length", "error", "cancelled"]
-Role = Literal["system", "user", "assistant"]
-
-
-@dataclass(frozen=True)
-class ChatMessage:
-    role: Role
-    content: str
-
-
-@dataclass(frozen=True)
-class GenerationRequest:
-    """One prompt and how to sample ``n`` continuations of it.
-
-    Exactly one of ``prompt`` (raw completion text) and ``messages`` (chat,
-    rendered with the model's own chat template) is set.
-    """
-
-    prompt: str | None = None
-    messages: tuple[ChatMessage, ...] | None = None
-    n: int = 1
-    """Number of independent samples; they share the prompt's prefill."""
-    temperature: float = 0.8
-    """0 means greedy decoding."""
-    top_p: float = 1.0
-    """Nucleus sampling mass in (0, 1]."""
-    seed: int | None = None
-    """Sample ``i`` of the request uses ``seed + i``; ``None`` draws a fresh seed."""
-    stop: tuple[str, ...] = ()
-    """Generation stops before the first occurrence of any of these strings."""
-    max_tokens: int = 256
-    """Upper bound on generated tokens per sample."""
-    logprobs: bool = True
-    """Return per-token log-probabilities (under the unmodified model distribution)."""
-
-    def __post_init__(self) -> None:
-        if (self.prompt is None) == (self.messages is None):
-            raise ConfigError("a request needs exactly one of 'prompt' and 'messages'")
-        if self.n < 1:
-            raise ConfigError(f"n must be >= 1, got {self.n}")
-        if not (0.0 <= self.temperature <= 5.0) or math.isnan(self.temperature):
-            raise ConfigError(f"temperature must be in [0, 5], got {self.temperature}")
-        if not (0.0 < self.top_p <= 1.0):
-            raise ConfigError(f"top_p must be in (0, 1], got {self.top_p}")
-        if self.max_tokens < 1:
-            raise ConfigError(f"max_tokens must be >= 1, got {self.max_tokens}")
-
-    def with_(self, **changes: object) -> GenerationRequest:
-        """A copy with some fields changed (``dataclasses.replace``)."""
-        return replace(self, **changes)  # type: ignore[arg-type]
-
-
-@dataclass
-class Completion:
-    """One sample. Token counts come from the engine."""
-
-    text: str
-    n_tokens: int
-    """Generated tokens, including a final end-of-generation token if one was sampled."""
-    finish_reason: FinishReason
-    prompt_tokens: int
-    """Length of the prompt in tokens: the context this sample was generated after."""
-    prefilled_tokens: int = 0
-    """Prompt tokens actually evaluated on behalf of this sample (shared prefills count once,
-    on the first sample that needed them)."""
-    logprob: float | None = None
-    """Sum of the per-token log-probabilities."""
-    token_logprobs: list[float] | None = None
-    index: int = 0
-    """Position of this sample within its request."""
-    finish_order: int = 0
-    """Rank in which this sample finished among its request's samples (0 = first)."""
-    decode_s: float = 0.0
-    """Wall time from the first decode step until this sample finished."""
-
-    @property
-    def mean_logprob(self) -> float | None:
-        if self.logprob is None or self.n_tokens == 0:
-            return None
-        return self.logprob / self.n_tokens
-
-
-@dataclass
-class Generation:
-    """The answer to one :class:`GenerationRequest`."""
-
-    request: GenerationRequest
-    completions: list[Completion]
-    prompt_tokens: int
-    prefilled_tokens: int
-    """Prompt tokens evaluated for this request (0 when fully served from cache)."""
-    prefill_s: float = 0.0
-    wall_s: float = 0.0
-    peak_kv_tokens: int = 0
-    """Peak number of KV-cache cells in use while this request was decoded."""
-
-    @property
-    def generated_tokens(self) -> int:
-        return sum(c.n_tokens for c in self.completions)
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """Shapes of a model, read from its own metadata (GGUF header, HF config)."""
-
-    name: str
-    n_params: int
-    n_layers: int
-    n_heads: int
-    n_kv_heads: int
-    head_dim: int
-    d_model: int
-    n_ctx_train: int
-    kv_bytes_per_elem: int = 2
-    architecture: str = ""
-    has_chat_template: bool = False
-    path: str = ""
-    extra: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def d_attn(self) -> int:
-        return self.n_heads * self.head_dim
-
-    def flops_per_token(self, n_ctx: int) -> float:
-        """Forward FLOPs for one token attending over ``n_ctx`` earlier tokens (Kaplan et al. 2020)."""
-        return 2.0 * self.n_params + 2.0 * self.n_layers * n_ctx * self.d_attn
-
-    def flops_for_positions(self, start: int, stop: int) -> float:
-        """Forward FLOPs for the tokens at positions ``start..stop-1``, each attending to its prefix.
-
-        >>> ModelInfo("m", 10, 1, 1, 1, 1, 1, 8).flops_for_positions(0, 2)  # 2*(2*10) + 2*1*(0+1)*1
-        42.0
-        """
-        n = max(0, stop - start)
-        if n == 0:
-            return 0.0
-        positions_sum = (start + stop - 1) * n / 2.0
-        return 2.0 * self.n_params * n + 2.0 * self.n_layers * self.d_attn * positions_sum
-
-    def kv_bytes(self, tokens: int) -> int:
-        """KV-cache bytes for ``tokens`` cells: 2 (K and V) * layers * kv_heads * head_dim * bytes."""
-        return 2 * self.n_layers * self.n_kv_heads * self.head_dim * self.kv_bytes_per_elem * tokens
-
-
-@dataclass(frozen=True)
-class Capabilities:
-    """What a backend can do, declared once by the backend and read by strategies, the server and
-    the planner (instead of probing methods and signatures).
-
-    >>> Capabilities(parallel_sequences=8).wave(16)
-    8
-    """
-
-    parallel_sequences: int = 1
-    """Samples the engine advances together (llama.cpp: its sequences; an HTTP server: the client's
-    concurrency, i.e. the slots it keeps busy). Strategies that draw samples incrementally size their
-    waves by it."""
-    shares_prompt_prefix: bool = False
-    """One call's common prompt prefix is evaluated once (llama.cpp's sequence copy)."""
-    prefill_per_sample: bool = False
-    """Every sample pays its own prompt prefill (a server that ignores ``n``): budgets plan for it."""
-    cancellation: bool = False
-    """``generate`` takes the hooks ``should_stop()``, ``on_finish(request, index)`` and
-    ``on_sample(request, index, text)``: samples can be stopped between decode steps."""
-    request_cancellation: bool = False
-    """``generate`` takes ``cancelled(request_index)``: one request of a batch can be stopped alone."""
-    next_token_probes: bool = False
-    """``next_token_logprobs`` is available (LLM-judge verifiers)."""
-    tokenizer: bool = False
-    """``tokenize(text)`` returns the engine's token ids."""
-    renders_prompts: bool = False
-    """``render(request)`` returns the exact text the model reads (chat template applied)."""
-    local_prompt_counts: bool = False
-    """``count_prompt_tokens`` is computed here, with no round trip to a server."""
-    context_length: int | None = None
-    """Tokens one sequence may hold (prompt + generation), when known."""
-    streaming: bool = False
-
-    def wave(self, want: int) -> int:
-        """How many of ``want`` samples to start at once: as many as run in parallel."""
-        return max(1, min(want, self.parallel_sequences))
-
-
-def capabilities_of(backend: object) -> Capabilities:
-    """The backend's declared capabilities (a plain default for third-party backends that declare none)."""
-    caps = getattr(backend, "capabilities", None)
-    return caps if isinstance(caps, Capabilities) else Capabilities()
+from ttscale.errors import UnsupportedFeatureError
+from ttscale.types import (  # noqa: F401 - the core data types live in ttscale.types
+    Capabilities,
+    ChatMessage,
+    Completion,
+    FinishReason,
+    Generation,
+    GenerationRequest,
+    ModelInfo,
+    Role,
+    capabilities_of,
+)
 
 
 @runtime_checkable
@@ -225,3 +46,18 @@ class Backend(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+def render_prompt(backend: Backend, request: GenerationRequest) -> str:
+    """The exact text the backend feeds the model for ``request`` (chat template applied)."""
+    if capabilities_of(backend).renders_prompts:
+        return str(backend.render(request))  # type: ignore[attr-defined]
+    if request.prompt is not None:
+        return request.prompt
+    raise UnsupportedFeatureError(f"backend {backend.name} cannot render chat prompts for step-level generation")
+
+
+def shares_prompt_prefix(backend: Backend) -> bool:
+    """Whether the backend evaluates the common prefix of one call's prompts once (llama.cpp does)."""
+    caps = capabilities_of(backend)
+    return caps.shares_prompt_prefix and caps.tokenizer

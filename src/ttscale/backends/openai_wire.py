@@ -20,10 +20,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from ttscale.backends.base import Completion, FinishReason, GenerationRequest
+from ttscale.errors import BackendError
 
 
-class MalformedResponse(ValueError):
-    """The body is not a usable completion response (truncated, invalid JSON, wrong shape)."""
+class MalformedResponse(BackendError, ValueError):
+    """The body is not a usable completion response (truncated, invalid JSON, wrong shape).
+
+    Inside ``post_json`` it is retried like a transient failure; anywhere else it reaches the caller
+    as a :class:`~ttscale.errors.BackendError` (one line in the CLI, a 502-class error in the server)."""
 
 
 @dataclass
@@ -203,7 +207,8 @@ def to_completions(
         elif single and parsed.completion_tokens is not None:
             n_tokens = parsed.completion_tokens
         else:
-            raise MalformedResponse("cannot count a choice's tokens: no log-probs and several choices")
+            raise MalformedResponse("cannot count a choice's tokens: the server sent several choices without "
+                                    "log-probs or per-choice token counts (request n=1, or a server that sends them)")
         lps = ch.token_logprobs if want_logprobs else None
         total = math.fsum(x for x in lps if not math.isnan(x)) if lps is not None else None
         out.append(Completion(

@@ -40,6 +40,7 @@ from ttscale.cost import Budget
 from ttscale.distributed import run_parallel
 from ttscale.errors import ConfigError
 from ttscale.planner.policy import Policy
+from ttscale.planner.strategy import PolicyStrategy
 from ttscale.registry import (
     STRATEGY_KNOBS,
     make_strategy,
@@ -51,7 +52,6 @@ from ttscale.registry import (
 from ttscale.runner import RunSummary, solve_problems, summarize
 from ttscale.store import Store
 from ttscale.strategies.base import Result, Sampling, Strategy
-from ttscale.strategies.policy import PolicyStrategy
 from ttscale.tasks.base import Task
 
 

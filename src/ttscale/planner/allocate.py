@@ -36,13 +36,12 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ttscale.backends.base import Backend, GenerationRequest, capabilities_of
+from ttscale.backends.base import Backend, GenerationRequest, capabilities_of, shares_prompt_prefix
 from ttscale.cost import generation_usage
 from ttscale.errors import BudgetExceededError, ConfigError
 from ttscale.planner.features import probe_features
 from ttscale.planner.policy import Policy
 from ttscale.replay.pool import Pool
-from ttscale.steps import shares_prompt_prefix
 from ttscale.strategies.base import Sample, Sampling, sample_seed
 from ttscale.strategies.early_stop import beta_confidence
 from ttscale.strategies.voting import weighted_vote

@@ -18,7 +18,7 @@ import numpy as np
 from ttscale.backends.base import ModelInfo
 from ttscale.errors import StoreError
 from ttscale.store import RunRecord, Store
-from ttscale.strategies.base import Sample
+from ttscale.types import Sample
 
 
 @dataclass

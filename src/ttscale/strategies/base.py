@@ -10,102 +10,13 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from ttscale.backends.base import Backend, Completion, GenerationRequest, capabilities_of
-from ttscale.cost import Meter, Usage, generation_usage
+from ttscale.cost import Meter, generation_usage
 from ttscale.errors import ConfigError
 from ttscale.tasks.base import Problem, Task, grade_with_detail
-
-
-@dataclass
-class Sample:
-    """One completion, with what the task made of it and what it cost."""
-
-    index: int
-    """Position among this problem's samples (stable across resumes)."""
-    text: str
-    answer: str | None
-    correct: bool | None
-    n_tokens: int
-    prompt_tokens: int
-    prefilled_tokens: int
-    flops: float
-    finish_reason: str
-    logprob: float | None = None
-    token_logprobs: list[float] | None = None
-    finish_order: int = 0
-    """Order in which this sample finished among the samples generated with it."""
-    wave: int = 0
-    decode_s: float = 0.0
-    scores: dict[str, float] = field(default_factory=dict)
-    """Verifier scores by verifier name."""
-    grade: dict[str, Any] = field(default_factory=dict)
-    """Why the grader said what it said, where the task explains it (code: status, reason, suspicious)."""
-
-    @property
-    def mean_logprob(self) -> float | None:
-        if self.logprob is None or self.n_tokens == 0:
-            return None
-        return self.logprob / self.n_tokens
-
-    @property
-    def usage(self) -> Usage:
-        return Usage(
-            prefilled_tokens=self.prefilled_tokens,
-            generated_tokens=self.n_tokens,
-            flops=self.flops,
-            samples=1,
-        )
-
-
-@dataclass(frozen=True)
-class Sampling:
-    """Sampling settings a run applies to every request."""
-
-    temperature: float = 0.8
-    top_p: float = 1.0
-    seed: int = 0
-    max_tokens: int | None = None
-    """Overrides the task format's per-sample cap when set."""
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.temperature <= 5:
-            raise ConfigError(f"temperature must be in [0, 5], got {self.temperature}")
-        if not 0 < self.top_p <= 1:
-            raise ConfigError(f"top_p must be in (0, 1], got {self.top_p}")
-        if self.max_tokens is not None and self.max_tokens < 1:
-            raise ConfigError(f"max_tokens must be >= 1, got {self.max_tokens}")
-
-
-@dataclass
-class Result:
-    """A strategy's answer for one problem, with the evidence behind it."""
-
-    problem_id: str
-    answer: str | None
-    correct: bool | None
-    strategy: str
-    samples: list[int]
-    """Indices of the samples the strategy used."""
-    votes: dict[str, float]
-    """Vote mass (count, or summed score) per distinct answer."""
-    usage: Usage
-    meta: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "problem_id": self.problem_id,
-            "answer": self.answer,
-            "correct": self.correct,
-            "strategy": self.strategy,
-            "samples": self.samples,
-            "votes": self.votes,
-            "usage": self.usage.to_dict(),
-            "meta": self.meta,
-        }
-
+from ttscale.types import Result, Sample, Sampling  # noqa: F401 - the core data types live in ttscale.types
 
 SampleSink = Callable[[Problem, list[Sample]], None]
 

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ttscale.errors import ConfigError
-from ttscale.steps import Partial
 from ttscale.strategies.base import Result, SolveContext
 from ttscale.strategies.search_common import Search, SearchKnobs
+from ttscale.strategies.steps import Partial
 from ttscale.tasks.base import Problem
 from ttscale.verifiers.base import Verifier
 

@@ -53,7 +53,7 @@ class BestOfN:
             s.scores[self.verifier.name] = sc
         answered = [(i, s) for i, s in enumerate(samples) if s.answer is not None]
         if self.weighted:
-            answer, votes = weighted_vote(samples, scored.scores)
+            answer, votes = weighted_vote(samples, scored.scores, equivalent=ctx.task.equivalent)
         elif answered:
             best_i, best = max(answered, key=lambda t: (scored.scores[t[0]], -t[1].index))
             answer = best.answer

@@ -64,7 +64,7 @@ class ShortMAtK:
         samples = ctx.sample(self.k, hooks=hooks)
         finished = [s for s in samples if s.finish_reason not in ("cancelled", "error")]
         first_m = sorted(finished, key=lambda s: (s.wave, s.finish_order, s.index))[: self.m]
-        answer, votes = weighted_vote(first_m)
+        answer, votes = weighted_vote(first_m, equivalent=ctx.task.equivalent)
         return ctx.result(self.name, answer, first_m, votes, started=len(samples), finished=len(finished),
                           cancelled=len(samples) - len(finished), online_cancellation=hooks is not None)
 
@@ -145,7 +145,7 @@ class AdaptiveConsistency:
             trace.append(self.confidence(voters, seed))
             if trace[-1] >= self.threshold:
                 break
-        answer, votes = weighted_vote(voters)
+        answer, votes = weighted_vote(voters, equivalent=ctx.task.equivalent)
         return ctx.result(self.name, answer, voters, votes, stopped_at=len(voters), started=len(started),
                           cancelled=len(started) - len(voters), wave=wave, confidence=trace, rule=self.rule)
 

@@ -75,7 +75,7 @@ class SequentialRevision:
                 assert a is not None
                 votes[a] = max(votes.get(a, float("-inf")), scores[i])
         else:
-            answer, votes = weighted_vote(chain)
+            answer, votes = weighted_vote(chain, equivalent=ctx.task.equivalent)
         return ctx.result(self.name, answer, chain, votes, chain=[s.answer for s in chain], scores=scores,
                           selection="verifier" if self.verifier is not None else "vote")
 

@@ -1,6 +1,6 @@
 """What every verifier-guided search shares: expand-and-score under a hard budget, and the final pick.
 
-:class:`Search` wraps one problem's :class:`~ttscale.steps.StepGenerator`, the
+:class:`Search` wraps one problem's :class:`~ttscale.strategies.steps.StepGenerator`, the
 verifier and the meter. Before each expansion it checks the worst case of the
 step *and* of scoring its children (when the verifier can bound its own cost,
 ``cost_bound``), so a search never passes the budget: when the next step would,
@@ -15,8 +15,8 @@ from typing import Any
 
 from ttscale.cost import Usage
 from ttscale.errors import ConfigError
-from ttscale.steps import DEFAULT_DELIMITER, Partial, as_sample, step_generator
 from ttscale.strategies.base import Result, Sample, SolveContext
+from ttscale.strategies.steps import DEFAULT_DELIMITER, Partial, as_sample, step_generator
 from ttscale.verifiers.aggregate import aggregate, check_aggregate
 from ttscale.verifiers.base import Verifier, verifier_bound
 

@@ -2,57 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from ttscale.backends.base import ChatMessage, GenerationRequest
-from ttscale.errors import ConfigError
-
-PromptStyle = Literal["chat", "completion"]
-
-
-@dataclass(frozen=True)
-class Problem:
-    id: str
-    prompt: str
-    """The question as a person would read it (no few-shot context)."""
-    reference: str | None = None
-    """The reference answer, if known; only graders and oracle verifiers may read it."""
-    meta: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class PromptFormat:
-    """How a question becomes a model input; recorded with every run."""
-
-    style: PromptStyle = "chat"
-    """``chat``: messages rendered with the model's chat template; ``completion``: raw text."""
-    shots: int = 0
-    """Worked examples placed before the question (never the problem itself)."""
-    instruction: str = ""
-    """Chat: system-ish instruction prepended to the question. Completion: header text."""
-    max_tokens: int = 256
-    stop: tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        if self.style not in ("chat", "completion"):
-            raise ConfigError(f"prompt style must be 'chat' or 'completion', got {self.style!r}")
-        if self.shots < 0:
-            raise ConfigError(f"shots must be >= 0, got {self.shots}")
-        if self.max_tokens < 1:
-            raise ConfigError(f"max_tokens must be >= 1, got {self.max_tokens}")
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["stop"] = list(self.stop)
-        return d
-
-
-@dataclass(frozen=True)
-class Shot:
-    question: str
-    answer: str
-    """A worked answer ending in the format the extractor reads."""
+from ttscale.types import Problem, PromptFormat, PromptStyle, Shot  # noqa: F401 - the core data types live in ttscale.types
 
 
 def build_request(

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 from ttscale.cost import Usage
-from ttscale.strategies.base import Sample
 from ttscale.tasks.base import Problem
+from ttscale.types import Sample
 
 
 @dataclass

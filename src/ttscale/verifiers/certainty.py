@@ -10,8 +10,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ttscale.strategies.base import Sample
 from ttscale.tasks.base import Problem
+from ttscale.types import Sample
 from ttscale.verifiers.base import Scores
 
 

@@ -21,12 +21,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ttscale.backends.base import Backend, ChatMessage, GenerationRequest, capabilities_of
+from ttscale.backends.base import (
+    Backend,
+    ChatMessage,
+    GenerationRequest,
+    capabilities_of,
+    render_prompt,
+    shares_prompt_prefix,
+)
 from ttscale.cost import Usage, generation_usage
 from ttscale.errors import ConfigError, UnsupportedFeatureError
-from ttscale.steps import render_prompt, shares_prompt_prefix
-from ttscale.strategies.base import Sample
 from ttscale.tasks.base import Problem, Task
+from ttscale.types import Sample
 from ttscale.verifiers.base import Scores
 
 YES = ("Yes", " Yes", "yes", " yes", "YES")

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ttscale.strategies.base import Sample
 from ttscale.tasks.base import Problem, Task
+from ttscale.types import Sample
 from ttscale.verifiers.base import Scores
 
 

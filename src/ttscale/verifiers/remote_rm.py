@@ -30,9 +30,8 @@ from typing import Any
 
 from ttscale.cost import Usage
 from ttscale.errors import BackendError, ConfigError
-from ttscale.steps import DEFAULT_DELIMITER
-from ttscale.strategies.base import Sample
 from ttscale.tasks.base import Problem
+from ttscale.types import DEFAULT_DELIMITER, Sample
 from ttscale.verifiers.base import Scores
 
 

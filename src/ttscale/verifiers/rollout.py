@@ -13,12 +13,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ttscale.backends.base import Backend, GenerationRequest
+from ttscale.backends.base import Backend, GenerationRequest, render_prompt
 from ttscale.cost import Meter, Usage, generation_usage
 from ttscale.errors import ConfigError
-from ttscale.steps import DEFAULT_DELIMITER, render_prompt
-from ttscale.strategies.base import Sample
 from ttscale.tasks.base import Problem, Task
+from ttscale.types import DEFAULT_DELIMITER, Sample
 from ttscale.verifiers.base import Scores
 
 

@@ -20,8 +20,8 @@ from typing import Any, Protocol, runtime_checkable
 from ttscale.cost import Usage
 from ttscale.errors import ConfigError
 from ttscale.sandbox import CheckResult
-from ttscale.strategies.base import Sample
 from ttscale.tasks.base import Problem
+from ttscale.types import Sample
 from ttscale.verifiers.base import Scores
 
 

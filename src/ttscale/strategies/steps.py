@@ -27,13 +27,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ttscale.backends.base import Backend, GenerationRequest, capabilities_of
+from ttscale.backends.base import Backend, GenerationRequest, capabilities_of, render_prompt, shares_prompt_prefix  # noqa: F401
 from ttscale.cost import Meter, Usage, generation_usage
-from ttscale.errors import ConfigError, UnsupportedFeatureError
+from ttscale.errors import ConfigError
 from ttscale.strategies.base import Sample, SolveContext, sample_seed
 from ttscale.tasks.base import Problem, Task
+from ttscale.types import DEFAULT_DELIMITER
 
-DEFAULT_DELIMITER = "\n\n"
 FINAL_PATTERN = re.compile(r"answer is|####|\\boxed\{", re.IGNORECASE)
 
 
@@ -87,21 +87,6 @@ class StepStats:
         return {"calls": self.calls, "requests": self.requests, "prefilled_tokens": self.prefilled_tokens,
                 "full_prompt_tokens": self.full_prompt_tokens, "generated_tokens": self.generated_tokens,
                 "prefill_saving": round(self.prefill_saving, 3)}
-
-
-def render_prompt(backend: Backend, request: GenerationRequest) -> str:
-    """The exact text the backend feeds the model for ``request`` (chat template applied)."""
-    if capabilities_of(backend).renders_prompts:
-        return str(backend.render(request))  # type: ignore[attr-defined]
-    if request.prompt is not None:
-        return request.prompt
-    raise UnsupportedFeatureError(f"backend {backend.name} cannot render chat prompts for step-level generation")
-
-
-def shares_prompt_prefix(backend: Backend) -> bool:
-    """Whether the backend evaluates the common prefix of one call's prompts once (llama.cpp does)."""
-    caps = capabilities_of(backend)
-    return caps.shares_prompt_prefix and caps.tokenizer
 
 
 def _lcp_len(seqs: Sequence[Sequence[int]]) -> int:

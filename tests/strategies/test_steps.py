@@ -7,10 +7,10 @@ from dataclasses import replace
 import pytest
 
 from ttscale.backends.base import Capabilities, ChatMessage, GenerationRequest
-from ttscale.backends.fake_steps import ScriptedStepBackend
 from ttscale.cost import Budget, Meter, generation_usage
 from ttscale.errors import ConfigError
-from ttscale.steps import StepGenerator
+from ttscale.strategies.steps import StepGenerator
+from ttscale.testing.fake_steps import ScriptedStepBackend
 
 
 def _gen(backend, **kw) -> StepGenerator:
@@ -101,7 +101,7 @@ class _SharingFake(ScriptedStepBackend):
 
 
 def test_prefill_bound_counts_a_shared_prefix_once() -> None:
-    from ttscale.steps import prefill_bound
+    from ttscale.strategies.steps import prefill_bound
 
     texts = ["a b c d e", "a b c x", "a b y"]
     assert prefill_bound(ScriptedStepBackend(), texts) == 12  # no sharing: every prompt in full
