@@ -30,12 +30,13 @@ from pathlib import Path
 from typing import Any
 
 from ttscale.backends.base import Backend
-from ttscale.cost import Budget, Meter, Usage
+from ttscale.cost import Budget, Usage
 from ttscale.errors import ConfigError, TtscaleError
-from ttscale.registry import dataclass_knobs
+from ttscale.executor import SweepStrategy, run_config, solve_problem
 from ttscale.store import Store
-from ttscale.strategies.base import Result, Sample, Sampling, SolveContext, Strategy
+from ttscale.strategies.base import Result, Sample, Sampling, Strategy
 from ttscale.tasks.base import Problem, Task
+from ttscale.types import dataclass_knobs
 
 Progress = Callable[[int, int], None]
 """Called with (problems finished, problems in the run)."""
@@ -93,46 +94,14 @@ class DieOnce:
             os._exit(1)
 
 
-@dataclass
-class PoolStrategy:
-    """A sweep as a strategy: ``k`` samples in waves, optionally scored, answered by majority vote.
-
-    Lets :func:`run_parallel` fill sweep pools (``ttscale sweep --ray``) with the same
-    per-problem work as :func:`ttscale.sweep.run_sweep`.
-    """
-
-    k: int
-    wave: int = 32
-    verifiers: Sequence[Any] = ()
-    name: str = "sweep"
-
-    def solve(self, problem: Problem, ctx: SolveContext) -> Result:
-        from ttscale.strategies.voting import weighted_vote
-
-        while len(ctx.samples) < self.k:
-            if not ctx.sample(min(self.wave, self.k - len(ctx.samples))):
-                break
-        samples = ctx.samples
-        for v in self.verifiers:
-            scored = v.score(problem, samples)
-            for s, sc in zip(samples, scored.scores, strict=False):
-                s.scores[v.name] = float(sc)
-        answer, votes = weighted_vote(samples, equivalent=ctx.task.equivalent)
-        return Result(problem.id, answer, ctx.task.grade(problem, answer), "sweep", [s.index for s in samples],
-                      votes, Usage.total(s.usage for s in samples), {"k": self.k})
-
-    def describe(self) -> dict[str, Any]:
-        return {"name": "sweep", "k": self.k}
+PoolStrategy = SweepStrategy  # the name this module gave it first
 
 
 def solve_one(problem: Problem, backend: Backend, task: Task, strategy: Strategy, sampling: Sampling,
               budget: Budget, stored: Sequence[Sample], sink: Callable[[Problem, list[Sample]], None] | None
               ) -> tuple[list[Sample], Result]:
-    """Solve one problem; returns every sample it used (stored ones first) and the result."""
-    meter = Meter(backend.model_info(), budget)
-    ctx = SolveContext(problem, backend, task, meter, sampling, stored, sink)
-    result = strategy.solve(problem, ctx)
-    return ctx.samples, result
+    """Solve one problem (see :func:`ttscale.executor.solve_problem`, the step every run loop shares)."""
+    return solve_problem(problem, backend, task, strategy, sampling, budget, stored, sink)
 
 
 class _Writer:
@@ -177,8 +146,6 @@ def run_parallel(
     fault_hook: Callable[[str], None] | None = None,
 ) -> ParallelSummary:
     """Solve every unfinished problem of ``run_id`` with ``workers`` in parallel (resumable)."""
-    from ttscale.runner import run_config
-
     if workers < 1:
         raise ConfigError(f"workers must be >= 1, got {workers}")
     if mode not in ("threads", "ray"):
@@ -198,13 +165,9 @@ def run_parallel(
         if backend is None:
             probe.close()
     cfg = config or run_config(task, strategy, sampling, budget)
-    store.open_run(run_id, cfg, model_meta, kind=kind)
     probs = list(problems) if problems is not None else task.problems(limit=limit)
-    store.add_problems(run_id, probs)
-    done = store.done_problems(run_id)
-    stored: dict[str, list[Sample]] = {}
-    for pid, s in store.samples(run_id):
-        stored.setdefault(pid, []).append(s)
+    state = store.resume(run_id, cfg, model_meta, probs, kind=kind)
+    done, stored = state.done, state.stored
     todo = [p for p in probs if p.id not in done]
     writer = _Writer(store, run_id)
     summary = ParallelSummary(run_id, len(probs), len(probs) - len(todo), 0, Usage(), 0.0,

@@ -8,109 +8,89 @@ holds state.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, fields, is_dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from ttscale.backends.base import Backend
 from ttscale.errors import ConfigError, UnknownNameError
 from ttscale.strategies.base import Strategy
+from ttscale.strategies.spec import StrategySpec
 from ttscale.tasks.base import PromptFormat, Task
+from ttscale.types import dataclass_knobs  # noqa: F401 - kept importable from here
 from ttscale.verifiers.base import Verifier
 
+ENTRY_POINT_GROUP = "ttscale.strategies"
+"""Third-party strategies: each entry point in this group names a ``StrategySpec``."""
 
-def _strategy_table() -> dict[str, Callable[..., Strategy]]:
-    from ttscale.strategies.best_of_n import BestOfN
-    from ttscale.strategies.single import Single
-    from ttscale.strategies.voting import SelfConsistency
+def builtin_strategy_specs() -> list[StrategySpec]:
+    """The strategies that ship with ttscale: the ``SPEC``/``SPECS`` of every module in
+    ``ttscale.strategies`` (so a new strategy is one new module, nothing else)."""
+    import importlib
+    import pkgutil
 
-    return {
-        "single": Single,
-        "self-consistency": SelfConsistency,
-        "best-of-n": lambda **kw: BestOfN(**kw, weighted=False, name="best-of-n"),
-        "weighted-best-of-n": lambda **kw: BestOfN(**kw, weighted=True, name="weighted-best-of-n"),
-        **_search_strategy_table(),
-    }
+    import ttscale.strategies as pkg
 
-
-def _search_strategy_table() -> dict[str, Callable[..., Strategy]]:
-    """Verifier-guided search and online early stopping (issue 4)."""
-    from ttscale.strategies.beam import BeamSearch
-    from ttscale.strategies.best_first import BestFirstSearch
-    from ttscale.strategies.dvts import DiverseVerifierTreeSearch
-    from ttscale.strategies.early_stop import AdaptiveConsistency, ShortMAtK
-    from ttscale.strategies.particle_filter import ParticleFilter
-    from ttscale.strategies.revision import SequentialRevision
-
-    def pf(pf_temperature: float | None = None, **kw: Any) -> Strategy:
-        if pf_temperature is not None:
-            kw["temperature"] = pf_temperature
-        return ParticleFilter(**kw)
-
-    return {
-        "beam": BeamSearch,
-        "dvts": DiverseVerifierTreeSearch,
-        "particle-filter": pf,
-        "best-first": BestFirstSearch,
-        "revision": SequentialRevision,
-        "short-m@k": ShortMAtK,
-        "adaptive-consistency": AdaptiveConsistency,
-    }
+    out: list[StrategySpec] = []
+    for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda m: m.name):
+        mod = importlib.import_module(f"ttscale.strategies.{info.name}")
+        specs = getattr(mod, "SPECS", None) or ([mod.SPEC] if hasattr(mod, "SPEC") else [])
+        out.extend(s for s in specs if isinstance(s, StrategySpec))
+    return out
 
 
-_SEARCH_KNOBS = ("aggregate", "step_tokens", "max_steps")
-# Strategies whose verifier is optional (without one they choose by vote).
-OPTIONAL_VERIFIER: frozenset[str] = frozenset({"revision"})
+def plugin_strategy_specs() -> list[StrategySpec]:
+    """Strategies that installed distributions declare under the ``ttscale.strategies`` entry points."""
+    from importlib.metadata import entry_points
+
+    out: list[StrategySpec] = []
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            spec = ep.load()
+        except Exception as e:  # noqa: BLE001 - a broken plugin is named, never crashes the tool
+            raise ConfigError(f"strategy plugin {ep.name!r} ({ep.value}) failed to load: {e}") from e
+        if not isinstance(spec, StrategySpec):
+            raise ConfigError(f"strategy plugin {ep.name!r} ({ep.value}) is not a StrategySpec")
+        out.append(spec)
+    return out
 
 
-# Which knobs each strategy takes (the CLI validates against these).
-STRATEGY_KNOBS: dict[str, tuple[str, ...]] = {
-    "single": (),
-    "self-consistency": ("k",),
-    "best-of-n": ("k", "verifier"),
-    "weighted-best-of-n": ("k", "verifier"),
-    "beam": ("k", "beam_width", "verifier", *_SEARCH_KNOBS),
-    "dvts": ("k", "beam_width", "verifier", *_SEARCH_KNOBS),
-    "particle-filter": ("k", "pf_temperature", "verifier", *_SEARCH_KNOBS),
-    "best-first": ("k", "beam_width", "verifier", *_SEARCH_KNOBS),
-    "revision": ("k", "verifier"),
-    "short-m@k": ("k", "m"),
-    "adaptive-consistency": ("k", "batch", "threshold", "rule"),
-}
+def strategy_specs() -> dict[str, StrategySpec]:
+    """Every strategy by name: built-ins first, then plugins (a plugin cannot replace a built-in)."""
+    specs = {s.name: s for s in builtin_strategy_specs()}
+    for p in plugin_strategy_specs():
+        if p.name in specs:
+            raise ConfigError(f"strategy plugin {p.name!r} clashes with a built-in strategy of that name")
+        specs[p.name] = p
+    return specs
 
-STRATEGY_HELP: dict[str, str] = {
-    "single": "one sample",
-    "self-consistency": "majority vote over k samples",
-    "best-of-n": "k samples, the verifier's top-scored answer",
-    "weighted-best-of-n": "k samples, answer with the largest summed verifier score",
-    "beam": "step-level beam search with a PRM: N=k paths, keep the top N/M each step (M=--beam-width)",
-    "dvts": "diverse verifier tree search: k/M independent greedy subtrees of width M",
-    "particle-filter": "particle filtering: k particles, softmax(score/--temperature-pf) resampling each step",
-    "best-first": "best-first (A*-style) search by PRM score: up to k expansions of --beam-width children",
-    "revision": "sequential revision: k attempts, each revising the previous; vote (or --verifier) picks",
-    "short-m@k": "start k samples, stop all once the first --m finish, vote over those m",
-    "adaptive-consistency": "start samples in waves as wide as the backend runs in parallel; stop (cancelling unfinished samples) once the finished ones reach the Beta/Dirichlet confidence --threshold (max k)",
-}
+
+def strategy_spec(name: str) -> StrategySpec:
+    specs = strategy_specs()
+    if name not in specs:
+        raise UnknownNameError("strategy", name, list(specs))
+    return specs[name]
+
+
+# Views derived from the built-in records (kept for callers that read them as tables).
+STRATEGY_KNOBS: dict[str, tuple[str, ...]] = {s.name: s.knobs for s in builtin_strategy_specs()}
+STRATEGY_HELP: dict[str, str] = {s.name: s.help for s in builtin_strategy_specs()}
+OPTIONAL_VERIFIER: frozenset[str] = frozenset(s.name for s in builtin_strategy_specs() if s.verifier == "optional")
+
+
+def strategy_knobs(name: str) -> tuple[str, ...]:
+    """Options of a built-in or plugin strategy."""
+    return STRATEGY_KNOBS[name] if name in STRATEGY_KNOBS else strategy_spec(name).knobs
 
 
 def strategy_names() -> list[str]:
-    return sorted(_strategy_table())
+    return sorted(strategy_specs())
 
 
 def make_strategy(name: str, **knobs: Any) -> Strategy:
-    """Build a strategy; knobs set to ``None`` are left at their defaults."""
-    table = _strategy_table()
-    if name not in table:
-        raise UnknownNameError("strategy", name, list(table))
-    allowed = STRATEGY_KNOBS.get(name, ())
-    given = {k: v for k, v in knobs.items() if v is not None}
-    needs_verifier = "verifier" in allowed and name not in OPTIONAL_VERIFIER
-    if needs_verifier and given.get("verifier") is None:
-        raise ConfigError(f"strategy {name!r} needs a verifier (--verifier)")
-    kw = {k: v for k, v in given.items() if k in allowed}
-    if "k" in kw and (not isinstance(kw["k"], int) or kw["k"] < 1):
-        raise ConfigError(f"k must be a positive integer, got {kw['k']!r}")
-    return table[name](**kw)
+    """Build a strategy from its record; knobs set to ``None`` keep their defaults, knobs it does not
+    take are ignored (the CLI and the server refuse those first), values are validated by its options."""
+    spec = strategy_spec(name)
+    return spec.build(**{k: v for k, v in knobs.items() if k in spec.knobs})
 
 
 VERIFIER_HELP: dict[str, str] = {
@@ -280,10 +260,3 @@ def make_backend(kind: str = "llama-cpp", model: str | None = None, **options: A
             raise ConfigError("backend 'vllm' needs a model (a Hugging Face id or local path)")
         return VllmBackend(model, **options)
     raise UnknownNameError("backend", kind, ["llama-cpp", "fake", "openai", "vllm"])
-
-
-def dataclass_knobs(obj: object) -> dict[str, Any]:
-    """Public dataclass fields of ``obj`` (for recording a component's configuration)."""
-    if not is_dataclass(obj):
-        return {}
-    return {f.name: getattr(obj, f.name) for f in fields(obj) if not f.name.startswith("_")}

@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ttscale.backends.base import Backend
-from ttscale.cost import Budget, Meter, Usage
-from ttscale.registry import dataclass_knobs
+from ttscale.cost import Budget, Usage
+from ttscale.executor import model_record, run_config, solve_problem  # noqa: F401 - run_config kept importable
 from ttscale.store import Store
-from ttscale.strategies.base import Result, Sampling, SolveContext, Strategy
+from ttscale.strategies.base import Result, Sampling, Strategy
 from ttscale.tasks.base import Problem, Task
 
 ProgressFn = Callable[[int, int, Result | None], None]
@@ -59,16 +59,6 @@ class RunSummary:
         }
 
 
-def run_config(task: Task, strategy: Strategy, sampling: Sampling, budget: Budget) -> dict[str, Any]:
-    """The configuration a run is identified by (a resume must match it)."""
-    return {
-        "task": task.describe(),
-        "strategy": strategy.describe(),
-        "sampling": dataclass_knobs(sampling),
-        "budget": dataclass_knobs(budget),
-    }
-
-
 def solve_problems(
     *,
     task: Task,
@@ -86,14 +76,9 @@ def solve_problems(
     sampling = sampling or Sampling()
     budget = budget or Budget()
     info = backend.model_info()
-    config = run_config(task, strategy, sampling, budget)
-    _, resumed = store.open_run(run_id, config, {"backend": backend.name, **dataclass_knobs(info)})
     probs = list(problems) if problems is not None else task.problems(limit=limit)
-    store.add_problems(run_id, probs)
-    done = store.done_problems(run_id)
-    stored: dict[str, list[Any]] = {}
-    for pid, s in store.samples(run_id):
-        stored.setdefault(pid, []).append(s)
+    state = store.resume(run_id, run_config(task, strategy, sampling, budget), model_record(backend), probs)
+    resumed, done, stored = state.resumed, state.done, state.stored
 
     def sink(problem: Problem, new: list[Any]) -> None:
         store.add_samples(run_id, problem.id, new)
@@ -106,11 +91,10 @@ def solve_problems(
             if progress:
                 progress(i + 1, len(probs), None)
             continue
-        meter = Meter(info, budget)
-        ctx = SolveContext(problem, backend, task, meter, sampling, stored.get(problem.id, ()), sink)
-        result = strategy.solve(problem, ctx)
-        if any(s.scores for s in ctx.samples):
-            store.update_scores(run_id, problem.id, ctx.samples)
+        used, result = solve_problem(problem, backend, task, strategy, sampling, budget,
+                                     stored.get(problem.id, ()), sink)
+        if any(s.scores for s in used):
+            store.update_scores(run_id, problem.id, used)
         store.finish_problem(run_id, result)
         if progress:
             progress(i + 1, len(probs), result)

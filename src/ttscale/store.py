@@ -82,6 +82,15 @@ _SAMPLE_COLUMNS = ("run_id", "problem_id", "sample_index", "text", "answer", "co
 
 
 @dataclass
+class Resumed:
+    """What :meth:`Store.resume` found of a run."""
+
+    resumed: bool
+    done: set[str]
+    stored: dict[str, list[Sample]]
+
+
+@dataclass
 class RunRecord:
     run_id: str
     created: float
@@ -178,6 +187,17 @@ class Store:
         rec = self.get_run(run_id)
         assert rec is not None
         return rec, False
+
+    def resume(self, run_id: str, config: dict[str, Any], model: dict[str, Any], problems: Sequence[Problem],
+               kind: str = "run") -> Resumed:
+        """Open (or reopen) a run and register its problems; what an interrupted invocation left:
+        whether the run existed, the problems already finished, and the stored samples by problem."""
+        _, resumed = self.open_run(run_id, config, model, kind=kind)
+        self.add_problems(run_id, problems)
+        stored: dict[str, list[Sample]] = {}
+        for pid, s in self.samples(run_id):
+            stored.setdefault(pid, []).append(s)
+        return Resumed(resumed, self.done_problems(run_id), stored)
 
     def get_run(self, run_id: str) -> RunRecord | None:
         row = self._db.execute(

@@ -18,12 +18,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from ttscale.backends.base import Backend
-from ttscale.cost import Meter, Usage
+from ttscale.cost import Budget, Usage
 from ttscale.errors import ConfigError
-from ttscale.registry import dataclass_knobs
+from ttscale.executor import SweepStrategy, model_record, solve_problem, sweep_config  # noqa: F401
 from ttscale.store import Store
-from ttscale.strategies.base import Result, Sample, Sampling, SolveContext
-from ttscale.strategies.voting import weighted_vote
+from ttscale.strategies.base import Sample, Sampling
 from ttscale.tasks.base import Problem, Task
 from ttscale.verifiers.base import Verifier
 
@@ -56,16 +55,6 @@ class SweepSummary:
         }
 
 
-def sweep_config(task: Task, k: int, sampling: Sampling, verifiers: Sequence[Verifier]) -> dict[str, Any]:
-    """What identifies a sweep: resuming with a different one is refused by the store."""
-    return {
-        "task": task.describe(),
-        "strategy": {"name": "sweep", "k": k},
-        "sampling": dataclass_knobs(sampling),
-        "verifiers": sorted(v.name for v in verifiers),
-    }
-
-
 def run_sweep(
     *,
     task: Task,
@@ -91,17 +80,11 @@ def run_sweep(
     if wave < 1:
         raise ConfigError(f"wave must be >= 1, got {wave}")
     sampling = sampling or Sampling()
-    info = backend.model_info()
-    config = sweep_config(task, k, sampling, verifiers)
-    _, resumed = store.open_run(run_id, config, {"backend": backend.name, **dataclass_knobs(info)}, kind="sweep")
     probs = list(problems) if problems is not None else task.problems(limit=limit)
     if not probs:
         raise ConfigError("the task yielded no problems")
-    store.add_problems(run_id, probs)
-    done = store.done_problems(run_id)
-    stored: dict[str, list[Sample]] = {}
-    for pid, s in store.samples(run_id):
-        stored.setdefault(pid, []).append(s)
+    state = store.resume(run_id, sweep_config(task, k, sampling, verifiers), model_record(backend), probs, kind="sweep")
+    resumed, done, stored = state.resumed, state.done, state.stored
     total = len(probs) * k
     have = sum(min(len(stored.get(p.id, [])), k) for p in probs)
     if progress:
@@ -110,11 +93,11 @@ def run_sweep(
     t0 = time.perf_counter()
     generated = 0
     spent = Usage()
+    strategy = SweepStrategy(k=k, wave=wave, verifiers=verifiers)
     for problem in probs:
         if problem.id in done and len(stored.get(problem.id, [])) >= k:
             continue
         prior = stored.get(problem.id, [])[:k]
-        meter = Meter(info)
 
         def sink(p: Problem, new: list[Sample]) -> None:
             nonlocal have, generated
@@ -124,26 +107,11 @@ def run_sweep(
             if progress:
                 progress(have, total)
 
-        ctx = SolveContext(problem, backend, task, meter, sampling, prior, sink)
-        while len(ctx.samples) < k:
-            got = ctx.sample(min(wave, k - len(ctx.samples)))
-            if not got:  # cannot happen without a budget; guards against an infinite loop
-                break
-        samples = ctx.samples
-        for v in verifiers:
-            scored = v.score(problem, samples)
-            for s, sc in zip(samples, scored.scores, strict=True):
-                s.scores[v.name] = float(sc)
+        samples, result = solve_problem(problem, backend, task, strategy, sampling, Budget(), prior, sink)
         if verifiers:
             store.update_scores(run_id, problem.id, samples)
-        # The pool's own majority answer, so `ttscale run`-style summaries work on sweeps too.
-        answer, votes = weighted_vote(samples, equivalent=task.equivalent)
         spent = spent + Usage.total(s.usage for s in samples if s.index >= len(prior))
-        store.finish_problem(
-            run_id,
-            Result(problem.id, answer, task.grade(problem, answer), "sweep", [s.index for s in samples], votes,
-                   Usage.total(s.usage for s in samples), {"k": k}),
-        )
+        store.finish_problem(run_id, result)
     store.set_run_status(run_id, "done")
     return SweepSummary(run_id, len(probs), k, store.sample_count(run_id), generated, spent,
                         time.perf_counter() - t0, resumed)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from typing import Any, Literal
 
 from ttscale.errors import ConfigError
@@ -386,3 +386,10 @@ class Result:
             "usage": self.usage.to_dict(),
             "meta": self.meta,
         }
+
+
+def dataclass_knobs(obj: object) -> dict[str, Any]:
+    """Public dataclass fields of ``obj`` (for recording a component's configuration)."""
+    if not is_dataclass(obj):
+        return {}
+    return {f.name: getattr(obj, f.name) for f in fields(obj) if not f.name.startswith("_")}

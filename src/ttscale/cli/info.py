@@ -9,7 +9,7 @@ from rich.table import Table
 
 from ttscale.backends.models import EMBEDDED_MODELS
 from ttscale.cli.common import cli_errors, console, human
-from ttscale.registry import STRATEGY_HELP, TASK_HELP, VERIFIER_HELP
+from ttscale.registry import TASK_HELP, VERIFIER_HELP, strategy_specs
 
 
 @cli_errors
@@ -48,11 +48,15 @@ def tasks(
     for k, v in TASK_HELP.items():
         t.add_row(k, v)
     console.print(t)
-    s = Table(title="strategies")
+    s = Table(title="strategies (built in, then plugins from the ttscale.strategies entry points)")
     s.add_column("strategy")
     s.add_column("what")
-    for k, v in STRATEGY_HELP.items():
-        s.add_row(k, v)
+    s.add_column("options")
+    for spec in strategy_specs().values():
+        opts = [f"{n}: {f.description or ''}" for n, f in spec.options.model_fields.items()]
+        if spec.verifier != "none":
+            opts.append(f"verifier ({spec.verifier})")
+        s.add_row(spec.name, spec.help, "\n".join(opts))
     console.print(s)
     vt = Table(title="verifiers")
     vt.add_column("verifier")

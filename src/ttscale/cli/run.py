@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -42,10 +42,10 @@ from ttscale.errors import ConfigError
 from ttscale.planner.policy import Policy
 from ttscale.planner.strategy import PolicyStrategy
 from ttscale.registry import (
-    STRATEGY_KNOBS,
     make_strategy,
     make_task,
     make_verifier,
+    strategy_knobs,
     strategy_names,
     verifier_names,
 )
@@ -74,6 +74,16 @@ def print_summary(s: RunSummary, chance: float | None = None) -> None:
     t.add_row("samples", f"{u.samples:,}")
     t.add_row("wall time", f"{s.wall_s:.1f} s (this invocation)")
     console.print(t)
+
+
+def _parse_value(raw: str) -> object:
+    """A --option value: JSON where it parses (numbers, true/false, null), else the string."""
+    import json
+
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw
 
 
 @cli_errors
@@ -110,6 +120,7 @@ def run(
     beam_width: Annotated[Optional[int], typer.Option(help="beam/dvts/best-first: M, continuations per path per step.")] = None,
     m: Annotated[Optional[int], typer.Option("--m", help="short-m@k: vote over the first m samples to finish.")] = None,
     threshold: Annotated[Optional[float], typer.Option(help="adaptive-consistency: stop at this posterior confidence.")] = None,
+    option: Annotated[Optional[list[str]], typer.Option("--option", "-o", help="A strategy option as key=value (repeatable): any option the strategy's record declares, e.g. a plugin strategy's own; `ttscale tasks` lists them.")] = None,
     batch: Annotated[Optional[int], typer.Option(help="adaptive-consistency: samples started per wave (default: as many as the backend runs in parallel, up to -k; 1 = one at a time).")] = None,
     rule: Annotated[Optional[str], typer.Option(help="adaptive-consistency stopping rule: beta or dirichlet.")] = None,
     temperature_pf: Annotated[Optional[float], typer.Option(help="particle-filter: softmax temperature over scores.")] = None,
@@ -138,14 +149,31 @@ def run(
         fail("--policy chooses the strategy and k itself: drop -k / --verifier")
     if strategy not in strategy_names():
         fail(f"unknown strategy {strategy!r}; available: {', '.join(strategy_names())}")
-    knobs = STRATEGY_KNOBS[strategy]
+    knobs = strategy_knobs(strategy)
     if k is not None and "k" not in knobs:
         fail(f"strategy {strategy!r} takes no -k")
     if verifier is not None and "verifier" not in knobs:
         fail(f"strategy {strategy!r} takes no --verifier")
-    extra_knobs = {"beam_width": beam_width, "m": m, "threshold": threshold, "batch": batch, "rule": rule,
+    extra_knobs: dict[str, Any] = {"beam_width": beam_width, "m": m, "threshold": threshold, "batch": batch, "rule": rule,
                    "pf_temperature": temperature_pf, "aggregate": aggregate, "step_tokens": step_tokens,
                    "max_steps": max_steps}
+    for item in option or []:  # --option key=value: any option of the strategy's record (plugins too)
+        key, sep, raw = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key:
+            fail(f"--option takes key=value, got {item!r}")
+        if key not in knobs or key == "verifier":
+            fail(f"strategy {strategy!r} takes no option {key!r}; it takes: {', '.join(knobs) or 'none'}")
+        if key == "k":
+            if k is not None:
+                fail("give k once: -k or -o k=...")
+            value = _parse_value(raw)
+            if not isinstance(value, int) or isinstance(value, bool):
+                fail(f"-o k= needs an integer, got {raw!r}")
+            else:
+                k = value
+            continue
+        extra_knobs[key] = _parse_value(raw)
     for knob, value in extra_knobs.items():
         if value is not None and knob not in knobs:
             flag = "--temperature-pf" if knob == "pf_temperature" else "--" + knob.replace("_", "-")

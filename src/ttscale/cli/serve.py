@@ -95,6 +95,6 @@ def serve(
 
 
 def _knobs(strategy: str) -> tuple[str, ...]:
-    from ttscale.registry import STRATEGY_KNOBS
+    from ttscale.registry import strategy_knobs
 
-    return STRATEGY_KNOBS.get(strategy, ())
+    return strategy_knobs(strategy)

@@ -140,6 +140,25 @@ def _split_budget(plan: Plan, n_choices: int) -> Budget:
     return Budget(tokens=tokens, flops=flops)
 
 
+class _TicketStream(StreamingResponse):
+    """A stream whose work stops when the response ends for any reason, the client going away included.
+
+    The generator's own ``finally`` is not enough: when the client disconnects while the generator is
+    parked at a ``yield``, Starlette stops iterating without closing it, so its ``finally`` runs only
+    when it is garbage-collected, and the strategy would go on generating for nobody meanwhile."""
+
+    def __init__(self, ticket: Any, content: Any, **kw: Any) -> None:
+        super().__init__(content, **kw)
+        self._ticket = ticket
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            if not all(f.done() for f in self._ticket.futures):
+                self._ticket.cancel.set()
+
+
 def create_app(config: ServerConfig) -> FastAPI:
     svc = Service(config)
 
@@ -252,8 +271,8 @@ def create_app(config: ServerConfig) -> FastAPI:
                 yield streaming.data(ch)
             yield streaming.data("[DONE]")
 
-        return StreamingResponse(gen(), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        return _TicketStream(ticket, gen(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
     def streaming_poll(ticket: Ticket) -> float:
         return max(0.001, min(0.25, ticket.deadline - time.monotonic()))

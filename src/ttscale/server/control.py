@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ttscale.registry import STRATEGY_KNOBS, strategy_names, verifier_names
+from ttscale.registry import STRATEGY_KNOBS, strategy_knobs, strategy_names, verifier_names
 from ttscale.server.config import SERVER_VERIFIERS, ServerConfig
 from ttscale.server.errors import APIError
 from ttscale.server.schemas import TtscaleOptions
@@ -106,7 +106,7 @@ def resolve(opts: TtscaleOptions | None, headers: Mapping[str, str], model: str,
     if not _known(strategy):
         raise APIError(400, f"unknown strategy {strategy!r}; available: {', '.join(strategy_names())}",
                        param=param, code="unknown_strategy")
-    knobs = STRATEGY_KNOBS.get(strategy, ())
+    knobs = strategy_knobs(strategy)
 
     rank = {"body": 0, "header": 1, "model": 2, "default": 3}
     k_src = next(((x, src) for x, src in ((o.k, "body"), (h_k, "header"), (prefix_k, "model")) if x is not None),

@@ -17,6 +17,7 @@ from typing import Any
 from ttscale.errors import ConfigError
 from ttscale.strategies.base import Result, SolveContext
 from ttscale.strategies.search_common import Search, SearchKnobs
+from ttscale.strategies.spec import BeamOptions, StrategySpec
 from ttscale.strategies.steps import Partial
 from ttscale.tasks.base import Problem
 from ttscale.verifiers.base import Verifier
@@ -30,7 +31,7 @@ class BeamSearch(SearchKnobs):
     beam_width: int = 2
     """M: continuations per surviving path; N/M paths survive each step."""
     name: str = "beam"
-    trace: list[list[tuple[int, float]]] = field(default_factory=list, repr=False)
+    trace: list[list[tuple[int, float]]] = field(default_factory=list, repr=False, init=False)
     """(uid, value) of the paths kept at each step of the last solve (for tests and inspection)."""
 
     def __post_init__(self) -> None:
@@ -67,3 +68,6 @@ class BeamSearch(SearchKnobs):
         assert self.verifier is not None
         return {"name": self.name, "k": self.k, "beam_width": self.beam_width, "verifier": self.verifier.name,
                 "aggregate": self.aggregate, "step_tokens": self.step_tokens, "max_steps": self.max_steps}
+
+
+SPEC = StrategySpec("beam", BeamSearch, BeamOptions, "step-level beam search with a PRM: N=k paths, keep the top N/M each step (M=--beam-width)", verifier="required")

@@ -18,6 +18,7 @@ from typing import Any
 from ttscale.errors import ConfigError
 from ttscale.strategies.base import Result, SolveContext
 from ttscale.strategies.search_common import Search, SearchKnobs
+from ttscale.strategies.spec import BeamOptions, StrategySpec
 from ttscale.strategies.steps import Partial
 from ttscale.tasks.base import Problem
 from ttscale.verifiers.base import Verifier
@@ -31,7 +32,7 @@ class BestFirstSearch(SearchKnobs):
     beam_width: int = 2
     """Children per expansion."""
     name: str = "best-first"
-    popped: list[int] = field(default_factory=list, repr=False)
+    popped: list[int] = field(default_factory=list, repr=False, init=False)
     """uids in the order they were popped (last solve)."""
 
     def __post_init__(self) -> None:
@@ -79,3 +80,6 @@ class BestFirstSearch(SearchKnobs):
         assert self.verifier is not None
         return {"name": self.name, "k": self.k, "beam_width": self.beam_width, "verifier": self.verifier.name,
                 "aggregate": self.aggregate, "step_tokens": self.step_tokens, "max_steps": self.max_steps}
+
+
+SPEC = StrategySpec("best-first", BestFirstSearch, BeamOptions, "best-first (A*-style) search by PRM score: up to k expansions of --beam-width children", verifier="required")

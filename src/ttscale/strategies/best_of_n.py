@@ -13,6 +13,7 @@ from typing import Any
 
 from ttscale.errors import ConfigError
 from ttscale.strategies.base import Result, Sample, SolveContext
+from ttscale.strategies.spec import KOptions, StrategySpec
 from ttscale.strategies.voting import weighted_vote
 from ttscale.tasks.base import Problem
 from ttscale.verifiers.base import Verifier, verifier_bound
@@ -75,3 +76,11 @@ class BestOfN:
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "k": self.k, "verifier": self.verifier.name, "weighted": self.weighted}
+
+
+SPECS = (
+    StrategySpec("best-of-n", lambda **kw: BestOfN(**kw, weighted=False, name="best-of-n"), KOptions,
+                 "k samples, the verifier's top-scored answer", verifier="required"),
+    StrategySpec("weighted-best-of-n", lambda **kw: BestOfN(**kw, weighted=True, name="weighted-best-of-n"), KOptions,
+                 "k samples, answer with the largest summed verifier score", verifier="required"),
+)

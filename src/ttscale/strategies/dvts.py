@@ -16,6 +16,7 @@ from typing import Any
 from ttscale.errors import ConfigError
 from ttscale.strategies.base import Result, SolveContext
 from ttscale.strategies.search_common import Search, SearchKnobs
+from ttscale.strategies.spec import BeamOptions, StrategySpec
 from ttscale.strategies.steps import Partial
 from ttscale.tasks.base import Problem
 from ttscale.verifiers.base import Verifier
@@ -29,7 +30,7 @@ class DiverseVerifierTreeSearch(SearchKnobs):
     beam_width: int = 2
     """M: continuations per subtree per step; there are N/M subtrees."""
     name: str = "dvts"
-    paths: list[list[Partial]] = field(default_factory=list, repr=False)
+    paths: list[list[Partial]] = field(default_factory=list, repr=False, init=False)
     """Each subtree's chosen path, step by step (last solve; for tests and inspection)."""
 
     def __post_init__(self) -> None:
@@ -65,3 +66,6 @@ class DiverseVerifierTreeSearch(SearchKnobs):
         assert self.verifier is not None
         return {"name": self.name, "k": self.k, "beam_width": self.beam_width, "verifier": self.verifier.name,
                 "aggregate": self.aggregate, "step_tokens": self.step_tokens, "max_steps": self.max_steps}
+
+
+SPEC = StrategySpec("dvts", DiverseVerifierTreeSearch, BeamOptions, "diverse verifier tree search: k/M independent greedy subtrees of width M", verifier="required")

@@ -30,13 +30,15 @@ import math
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+from pydantic import Field
 
 from ttscale.backends.base import capabilities_of
 from ttscale.errors import ConfigError
 from ttscale.strategies.base import Result, Sample, SolveContext, sample_seed
+from ttscale.strategies.spec import KOptions, StrategySpec
 from ttscale.strategies.voting import weighted_vote
 from ttscale.tasks.base import Problem
 
@@ -167,3 +169,21 @@ class AdaptiveConsistency:
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "k": self.k, "batch": self.batch, "threshold": self.threshold, "rule": self.rule}
+
+
+class ShortOptions(KOptions):
+    m: int | None = Field(None, ge=1, le=4096, description="samples that must finish before the rest stop")
+
+
+class AdaptiveOptions(KOptions):
+    batch: int | None = Field(None, ge=1, le=4096, description="samples started per wave (default: the backend's parallelism)")
+    threshold: float | None = Field(None, ge=0.5, lt=1.0, description="confidence at which sampling stops")
+    rule: Literal["beta", "dirichlet"] | None = Field(None, description="stopping rule")
+
+
+SPECS = (
+    StrategySpec("short-m@k", ShortMAtK, ShortOptions, "start k samples, stop all once the first --m finish, vote over those m"),
+    StrategySpec("adaptive-consistency", AdaptiveConsistency, AdaptiveOptions,
+                 "start samples in waves as wide as the backend runs in parallel; stop (cancelling unfinished "
+                 "samples) once the finished ones reach the Beta/Dirichlet confidence --threshold (max k)"),
+)

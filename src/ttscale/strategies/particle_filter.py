@@ -24,9 +24,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import Field
+
 from ttscale.errors import ConfigError
 from ttscale.strategies.base import Result, SolveContext, sample_seed
 from ttscale.strategies.search_common import Search, SearchKnobs
+from ttscale.strategies.spec import SearchOptions, StrategySpec
 from ttscale.strategies.steps import Partial
 from ttscale.tasks.base import Problem
 from ttscale.verifiers.base import Verifier
@@ -60,7 +63,7 @@ class ParticleFilter(SearchKnobs):
     temperature: float = 0.5
     """Softmax temperature over the particles' scores."""
     name: str = "particle-filter"
-    history: list[list[int]] = field(default_factory=list, repr=False)
+    history: list[list[int]] = field(default_factory=list, repr=False, init=False)
     """Particle uids after each resampling (last solve)."""
 
     def __post_init__(self) -> None:
@@ -105,3 +108,18 @@ class ParticleFilter(SearchKnobs):
         assert self.verifier is not None
         return {"name": self.name, "k": self.k, "temperature": self.temperature, "verifier": self.verifier.name,
                 "aggregate": self.aggregate, "step_tokens": self.step_tokens, "max_steps": self.max_steps}
+
+
+class ParticleFilterOptions(SearchOptions):
+    pf_temperature: float | None = Field(None, gt=0, le=100, description="softmax temperature of the resampling weights")
+
+
+def _particle_filter(pf_temperature: float | None = None, **kw: Any) -> ParticleFilter:
+    if pf_temperature is not None:
+        kw["temperature"] = pf_temperature
+    return ParticleFilter(**kw)
+
+
+SPEC = StrategySpec("particle-filter", _particle_filter, ParticleFilterOptions,
+                    "particle filtering: k particles, softmax(score/--temperature-pf) resampling each step",
+                    verifier="required")

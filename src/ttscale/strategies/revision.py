@@ -16,6 +16,7 @@ from typing import Any
 from ttscale.backends.base import ChatMessage, GenerationRequest
 from ttscale.errors import ConfigError
 from ttscale.strategies.base import Result, Sample, SolveContext
+from ttscale.strategies.spec import KOptions, StrategySpec
 from ttscale.strategies.voting import weighted_vote
 from ttscale.tasks.base import Problem
 from ttscale.verifiers.base import Verifier, verifier_bound
@@ -90,3 +91,6 @@ class SequentialRevision:
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "k": self.k, "verifier": self.verifier.name if self.verifier else None}
+
+
+SPEC = StrategySpec("revision", SequentialRevision, KOptions, "sequential revision: k attempts, each revising the previous; vote (or --verifier) picks", verifier="optional")

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ttscale.strategies.base import Result, SolveContext
+from ttscale.strategies.spec import NoOptions, StrategySpec
 from ttscale.tasks.base import Problem
 
 
@@ -20,3 +21,6 @@ class Single:
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name}
+
+
+SPEC = StrategySpec("single", Single, NoOptions, "one sample")

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ttscale.strategies.base import Result, Sample, SolveContext
+from ttscale.strategies.spec import KOptions, StrategySpec
 from ttscale.tasks.base import Problem
 
 Equivalence = Callable[[str | None, str | None], bool]
@@ -85,3 +86,6 @@ class SelfConsistency:
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "k": self.k}
+
+
+SPEC = StrategySpec("self-consistency", SelfConsistency, KOptions, "majority vote over k samples")

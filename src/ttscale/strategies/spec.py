@@ -1,0 +1,96 @@
+"""One record per strategy: its name, factory, typed options and what it needs, declared beside its class.
+
+Every strategy module ends with ``SPEC = StrategySpec(...)`` (or ``SPECS``); the registry collects
+them, and third-party packages add their own through the ``ttscale.strategies`` entry-point group
+(each entry point names a :class:`StrategySpec`). The CLI, the server's per-request validation and
+``ttscale tasks`` all read these records. Options are a pydantic model with ``extra="forbid"``:
+a typo or an out-of-range value is a :class:`~ttscale.errors.ConfigError` naming the option.
+
+A minimal plugin (docs/architecture.md shows it whole)::
+
+    class EchoOptions(StrategyOptions):
+        k: int = Field(4, ge=1, description="samples")
+
+    SPEC = StrategySpec("first-answer", FirstAnswer, EchoOptions, "the first sample's answer")
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ttscale.errors import ConfigError
+from ttscale.strategies.base import Strategy
+
+VerifierNeed = Literal["none", "required", "optional"]
+
+
+class StrategyOptions(BaseModel):
+    """Base of every strategy's options: unknown options are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NoOptions(StrategyOptions):
+    pass
+
+
+class KOptions(StrategyOptions):
+    k: int = Field(8, ge=1, le=4096, description="samples (or paths, particles, attempts) per problem")
+
+
+class SearchOptions(KOptions):
+    aggregate: Literal["last", "min", "prod"] | None = Field(None, description="how step scores combine")
+    step_tokens: int | None = Field(None, ge=1, le=4096, description="tokens per step")
+    max_steps: int | None = Field(None, ge=1, le=256, description="steps per path")
+
+
+class BeamOptions(SearchOptions):
+    beam_width: int | None = Field(None, ge=1, le=256, description="children per expanded path (M)")
+
+
+@dataclass(frozen=True)
+class StrategySpec:
+    """A strategy as the CLI, the server and plugins see it."""
+
+    name: str
+    factory: Callable[..., Strategy]
+    options: type[StrategyOptions] = NoOptions
+    help: str = ""
+    verifier: VerifierNeed = "none"
+    """Whether it takes a verifier (``--verifier``): not at all, always, or optionally."""
+
+    @property
+    def knobs(self) -> tuple[str, ...]:
+        """Option names it takes (``verifier`` included when it takes one)."""
+        names = tuple(self.options.model_fields)
+        return (*names, "verifier") if self.verifier != "none" else names
+
+    def validate(self, knobs: dict[str, Any]) -> dict[str, Any]:
+        """Validated options (``None`` values left at their defaults); ConfigError names a bad one."""
+        given = {k: v for k, v in knobs.items() if v is not None and k != "verifier"}
+        try:
+            parsed = self.options(**given)
+        except ValidationError as e:
+            err = e.errors()[0]
+            field = ".".join(str(p) for p in err.get("loc", ())) or "options"
+            if err.get("type") == "extra_forbidden":
+                raise ConfigError(f"strategy {self.name!r} takes no option {field!r}; "
+                                  f"it takes: {', '.join(self.knobs) or 'none'}") from None
+            raise ConfigError(f"strategy {self.name!r}: {field}: {err.get('msg')} (got {err.get('input')!r})") from None
+        return {k: getattr(parsed, k) for k in given}  # unset options keep the strategy's own defaults
+
+    def build(self, **knobs: Any) -> Strategy:
+        """A fresh strategy instance (one per problem is safe: search strategies keep traces on it)."""
+        verifier = knobs.get("verifier")
+        if self.verifier == "required" and verifier is None:
+            raise ConfigError(f"strategy {self.name!r} needs a verifier (--verifier)")
+        if self.verifier == "none" and verifier is not None:
+            raise ConfigError(f"strategy {self.name!r} takes no verifier")
+        kw = self.validate(knobs)
+        if self.verifier != "none" and verifier is not None:
+            kw["verifier"] = verifier
+        return self.factory(**kw)
