@@ -15,6 +15,29 @@ from typing import Any, Literal
 
 from ttscale.errors import ConfigError
 
+KV_CACHE_TYPES: dict[str, tuple[int, int, int]] = {
+    # name: (ggml type id, bytes per block, values per block), as llama.cpp's ggml lays them out
+    "f32": (0, 4, 1),
+    "f16": (1, 2, 1),
+    "bf16": (30, 2, 1),
+    "q8_0": (8, 34, 32),
+    "q4_0": (2, 18, 32),
+    "q4_1": (3, 20, 32),
+    "iq4_nl": (20, 18, 32),
+    "q5_0": (6, 22, 32),
+    "q5_1": (7, 24, 32),
+}
+"""KV-cache element types llama.cpp accepts (``--cache-type-k/-v``); quantized V needs flash attention."""
+
+
+def kv_element_bytes(kind: str) -> float:
+    """Bytes one K or V element takes in a cache of type ``kind`` (block scales included)."""
+    if kind not in KV_CACHE_TYPES:
+        raise ConfigError(f"unknown KV cache type {kind!r}; llama.cpp takes: {', '.join(KV_CACHE_TYPES)}")
+    _, block_bytes, block = KV_CACHE_TYPES[kind]
+    return block_bytes / block
+
+
 DEFAULT_DELIMITER = "\n\n"
 """Where one reasoning step ends and the next begins (step-level search, process reward models)."""
 
@@ -134,10 +157,14 @@ class ModelInfo:
     d_model: int
     n_ctx_train: int
     kv_bytes_per_elem: int = 2
+    """Bytes per K/V element of an f16 cache (kept for older run records; see ``kv_type_k``/``kv_type_v``)."""
     architecture: str = ""
     has_chat_template: bool = False
     path: str = ""
     extra: dict[str, str] = field(default_factory=dict)
+    kv_type_k: str = "f16"
+    """Element type of the K cache (llama.cpp ``--cache-type-k``): a key of :data:`KV_CACHE_TYPES`."""
+    kv_type_v: str = "f16"
 
     @property
     def d_attn(self) -> int:
@@ -160,8 +187,16 @@ class ModelInfo:
         return 2.0 * self.n_params * n + 2.0 * self.n_layers * self.d_attn * positions_sum
 
     def kv_bytes(self, tokens: int) -> int:
-        """KV-cache bytes for ``tokens`` cells: 2 (K and V) * layers * kv_heads * head_dim * bytes."""
-        return 2 * self.n_layers * self.n_kv_heads * self.head_dim * self.kv_bytes_per_elem * tokens
+        """KV-cache bytes for ``tokens`` cells: layers * kv_heads * head_dim elements for K and for V,
+        each at its cache type's real size, block scales included (q8_0: 34 bytes per 32 values).
+
+        >>> ModelInfo("m", 1, 2, 4, 2, 64, 256, 8).kv_bytes(10)  # 2 * 2*2*64 * 2 bytes * 10
+        10240
+        >>> ModelInfo("m", 1, 2, 4, 2, 64, 256, 8, kv_type_k="q8_0", kv_type_v="q8_0").kv_bytes(10)
+        5440
+        """
+        per_head = self.n_layers * self.n_kv_heads * self.head_dim
+        return int(round(per_head * tokens * (kv_element_bytes(self.kv_type_k) + kv_element_bytes(self.kv_type_v))))
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ from ttscale.backends.llama_cpu import configure_model_params
 from ttscale.backends.llama_probe import NextTokenProbes, _lcp
 from ttscale.backends.models import DEFAULT_MODEL, resolve_model_path
 from ttscale.errors import BackendError, ConfigError, UnsupportedFeatureError
+from ttscale.types import KV_CACHE_TYPES
 
 ShouldStop = Callable[[], bool]
 OnFinish = Callable[[int, int], None]
@@ -83,6 +84,10 @@ class _Sample:
     decode_s: float = 0.0
 
 
+def _bad_kv(kind: str) -> int:
+    raise ConfigError(f"unknown KV cache type {kind!r}; llama.cpp takes: {', '.join(KV_CACHE_TYPES)}")
+
+
 class LlamaCppBackend(NextTokenProbes):
     """Batched, prefix-sharing generation on llama.cpp (CPU)."""
 
@@ -98,6 +103,8 @@ class LlamaCppBackend(NextTokenProbes):
         n_batch: int = 512,
         n_threads: int | None = None,
         prefix_slots: int = 4,
+        kv_type: str = "f16",
+        kv_type_v: str | None = None,
         verbose: bool = False,
     ) -> None:
         import llama_cpp as lc
@@ -133,6 +140,11 @@ class LlamaCppBackend(NextTokenProbes):
         cparams.swa_full = True  # sliding-window layers must keep full history for sequence copies
         cparams.no_perf = True
         cparams.flash_attn_type = 1  # measured: ~15% faster decode on CPU for these models
+        # KV precision: `kv_type` for K (and V unless `kv_type_v`); a quantized V cache needs flash
+        # attention, which is always on here.
+        self.kv_type_k, self.kv_type_v = kv_type, kv_type_v or kv_type
+        cparams.type_k = KV_CACHE_TYPES[self.kv_type_k][0] if self.kv_type_k in KV_CACHE_TYPES else _bad_kv(kv_type)
+        cparams.type_v = KV_CACHE_TYPES[self.kv_type_v][0] if self.kv_type_v in KV_CACHE_TYPES else _bad_kv(self.kv_type_v)
         self._ctx = lc.llama_init_from_model(self._model, cparams)
         if not self._ctx:
             raise BackendError("llama.cpp could not create a context (out of memory?)")
@@ -172,7 +184,9 @@ class LlamaCppBackend(NextTokenProbes):
             head_dim=head_dim,
             d_model=d_model,
             n_ctx_train=lc.llama_model_n_ctx_train(m),
-            kv_bytes_per_elem=2,  # f16 K and V, llama.cpp's default cache type
+            kv_bytes_per_elem=2,  # of an f16 cache; the real element sizes follow from kv_type_k/v
+            kv_type_k=self.kv_type_k,
+            kv_type_v=self.kv_type_v,
             architecture=arch,
             has_chat_template=self._template is not None,
             path=str(self.path),

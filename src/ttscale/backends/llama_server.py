@@ -32,6 +32,7 @@ import httpx
 from ttscale.backends.llama_cpu import server_args
 from ttscale.errors import BackendError, ConfigError
 from ttscale.paths import cache_dir
+from ttscale.types import KV_CACHE_TYPES
 
 CMAKE_FLAGS = (
     "-DCMAKE_BUILD_TYPE=Release", "-DLLAMA_BUILD_UI=OFF", "-DLLAMA_USE_PREBUILT_UI=OFF", "-DLLAMA_OPENSSL=OFF",
@@ -130,6 +131,8 @@ class LlamaServer:
     port: int = 0
     binary: Path | None = None
     extra_args: Sequence[str] = ()
+    kv_type: str = "f16"
+    """KV-cache type of K and V (``--cache-type-k/-v``); quantized types turn flash attention on."""
     startup_timeout: float = 120.0
     _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
     _log: object = field(default=None, init=False, repr=False)
@@ -149,7 +152,7 @@ class LlamaServer:
         cmd = [str(binary), "-m", str(self.model_path), "--host", "127.0.0.1", "--port", str(self.port),
                "--parallel", str(self.parallel), "--ctx-size", str(self.ctx_per_slot * self.parallel),
                "--cont-batching", "--metrics", "--threads", str(self.threads or os.cpu_count() or 1),
-               "--no-webui", *server_args(), *self.extra_args]
+               "--no-webui", *server_args(), *self._kv_args(), *self.extra_args]
         self._log = tempfile.NamedTemporaryFile(prefix="llama-server-", suffix=".log", delete=False)  # noqa: SIM115
         self._proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT,  # type: ignore[arg-type]
                                       preexec_fn=_die_with_parent)
@@ -163,6 +166,13 @@ class LlamaServer:
             time.sleep(0.2)
         self.stop()
         raise BackendError(f"llama-server did not become healthy in {self.startup_timeout:.0f} s; log: {self.log_path}")
+
+    def _kv_args(self) -> list[str]:
+        if self.kv_type not in KV_CACHE_TYPES:
+            raise ConfigError(f"unknown KV cache type {self.kv_type!r}; llama.cpp takes: {', '.join(KV_CACHE_TYPES)}")
+        if self.kv_type == "f16":
+            return []
+        return ["--cache-type-k", self.kv_type, "--cache-type-v", self.kv_type, "--flash-attn", "on"]
 
     @property
     def log_path(self) -> str:

@@ -27,7 +27,7 @@ RAY_HELP = "Fan problems out over a Ray cluster (local unless --ray-address); ea
 
 
 def backend_specs(backend: str, model: str, base_urls: list[str] | None, api_key: str | None,
-                  concurrency: int, threads: int | None) -> list[BackendSpec]:
+                  concurrency: int, threads: int | None, kv_type: str = "f16") -> list[BackendSpec]:
     """One spec per endpoint (openai) or a single spec (other engines)."""
     if base_urls and backend != "openai":
         raise ConfigError("--base-url is only for --backend openai")
@@ -44,7 +44,10 @@ def backend_specs(backend: str, model: str, base_urls: list[str] | None, api_key
             model_id = model
         return [BackendSpec("openai", model_id, opts | {"base_url": u}) for u in base_urls]
     if backend == "llama-cpp":
-        return [BackendSpec("llama-cpp", model, {"n_threads": threads} if threads else {})]
+        local: dict[str, Any] = {"n_threads": threads} if threads else {}
+        if kv_type != "f16":
+            local["kv_type"] = kv_type
+        return [BackendSpec("llama-cpp", model, local)]
     if backend == "vllm":
         return [BackendSpec("vllm", model, {})]
     return [BackendSpec(backend, None, {})]

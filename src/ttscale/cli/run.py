@@ -18,6 +18,7 @@ from ttscale.cli.options import (
     BaseUrlOpt,
     ConcurrencyOpt,
     DataOpt,
+    KvTypeOpt,
     MaxTokensOpt,
     ModelOpt,
     RayAddressOpt,
@@ -109,6 +110,7 @@ def run(
     run_id: Annotated[Optional[str], typer.Option(help="Name of the run; an existing id resumes that run.")] = None,
     output: Annotated[Optional[Path], typer.Option(help="Write the JSON summary here (default: runs/<run-id>.json).")] = None,
     threads: ThreadsOpt = None,
+    kv_type: KvTypeOpt = "f16",
     backend: BackendOpt = "llama-cpp",
     base_url: BaseUrlOpt = None,
     api_key: ApiKeyOpt = None,
@@ -185,7 +187,7 @@ def run(
 
     if workers < 1:
         fail("--workers must be at least 1")
-    specs = backend_specs(backend, model, base_url, api_key, concurrency, threads)
+    specs = backend_specs(backend, model, base_url, api_key, concurrency, threads, kv_type)
     be = specs[0].build()
     info = be.model_info()
 

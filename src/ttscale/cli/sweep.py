@@ -15,6 +15,7 @@ from ttscale.cli.options import (
     BaseUrlOpt,
     ConcurrencyOpt,
     DataOpt,
+    KvTypeOpt,
     MaxTokensOpt,
     ModelOpt,
     RayAddressOpt,
@@ -59,6 +60,7 @@ def sweep(
     store: StoreOpt = DEFAULT_STORE,
     run_id: Annotated[Optional[str], typer.Option(help="Name of the sweep; an existing id resumes it.")] = None,
     threads: ThreadsOpt = None,
+    kv_type: KvTypeOpt = "f16",
     backend: BackendOpt = "llama-cpp",
     base_url: BaseUrlOpt = None,
     api_key: ApiKeyOpt = None,
@@ -82,7 +84,7 @@ def sweep(
     sampling = Sampling(temperature=temperature, top_p=top_p, seed=seed)
     if workers < 1:
         fail("--workers must be at least 1")
-    specs = backend_specs(backend, model, base_url, api_key, concurrency, threads)
+    specs = backend_specs(backend, model, base_url, api_key, concurrency, threads, kv_type)
     be = specs[0].build()
     info = be.model_info()
     t = make_task(task, style=style, shots=shots, max_tokens=max_tokens, seed=task_seed, subtask=subtask,
