@@ -69,3 +69,59 @@ def test_affordable_samples_is_largest_fitting(budget: int, prompt: int, max_tok
         assert m.fits(m.worst_case(prompt, n, max_tokens))
     if n < want:
         assert not m.fits(m.worst_case(prompt, n + 1, max_tokens))
+
+
+@given(
+    cap_cells=st.integers(min_value=1, max_value=4000),
+    prompt=st.integers(min_value=1, max_value=300),
+    max_tokens=st.integers(min_value=1, max_value=300),
+    want=st.integers(min_value=1, max_value=64),
+    kind=st.sampled_from(["f16", "q8_0", "q4_0"]),
+)
+def test_kv_budget_is_a_hard_cap_on_every_wave(cap_cells: int, prompt: int, max_tokens: int, want: int,
+                                               kind: str) -> None:
+    """A KV-memory cap is never exceeded: the samples started at once fit it at the cache's real size."""
+    from dataclasses import replace
+
+    info = replace(INFO, kv_type_k=kind, kv_type_v=kind)
+    cap = info.kv_bytes(cap_cells)
+    m = Meter(info, Budget(kv_bytes=cap))
+    n = m.affordable_samples(prompt, max_tokens, want)
+    assert info.kv_bytes(prompt + n * max_tokens) <= cap or n == 0
+    if n < want:
+        assert info.kv_bytes(prompt + (n + 1) * max_tokens) > cap
+
+
+@given(cap_cells=st.integers(min_value=20, max_value=400), k=st.integers(min_value=1, max_value=12))
+def test_kv_budget_holds_for_real_runs_on_the_scripted_engine(cap_cells: int, k: int) -> None:
+    """Self-consistency under a KV cap: the engine's measured peak of every wave stays under it."""
+    from ttscale.backends.fake import FakeBackend
+    from ttscale.strategies.base import Sampling, SolveContext
+    from ttscale.strategies.voting import SelfConsistency
+    from ttscale.types import Problem
+
+    be = FakeBackend(answers={"4": 1.0}, filler_tokens=lambda rng: rng.randrange(0, 12))
+    info = be.model_info()
+    cap = info.kv_bytes(cap_cells)
+    from ttscale.tasks.base import PromptFormat
+
+    class _Task:
+        name, fmt = "t", PromptFormat(style="completion", max_tokens=16)
+
+        def request(self, p):  # type: ignore[no-untyped-def]
+            return GenerationRequest(prompt="Q: 2 + 2 ? A:", max_tokens=16)
+
+        def extract(self, text):  # type: ignore[no-untyped-def]
+            return text.split()[-1].rstrip(".") if text else None
+
+        def equivalent(self, a, b):  # type: ignore[no-untyped-def]
+            return a == b
+
+        def grade(self, p, a):  # type: ignore[no-untyped-def]
+            return a == "4"
+
+    ctx = SolveContext(Problem("p", "q", "4"), be, _Task(), Meter(info, Budget(kv_bytes=cap)), Sampling())  # type: ignore[arg-type]
+    SelfConsistency(k=k).solve(Problem("p", "q", "4"), ctx)
+    assert ctx.meter.usage.peak_kv_bytes <= cap
+    # every request's worst case fitted the cap before it was sent (waves and sample caps shrink to fit)
+    assert all(info.kv_bytes(be.count_prompt_tokens(r) + r.n * r.max_tokens) <= cap for r in be.history)

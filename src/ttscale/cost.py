@@ -49,8 +49,13 @@ class Budget:
     """Cap on processed tokens (prefilled + generated, verifier calls included)."""
     flops: float | None = None
     """Cap on forward FLOPs."""
+    kv_bytes: int | None = None
+    """Cap on KV-cache memory in use at once (a wave's prompt plus its samples' worst case, at the
+    engine's KV precision): memory is not summed over waves, each wave must fit on its own."""
 
     def __post_init__(self) -> None:
+        if self.kv_bytes is not None and self.kv_bytes <= 0:
+            raise ConfigError(f"KV-memory budget must be positive, got {self.kv_bytes}")
         if self.tokens is not None and self.tokens <= 0:
             raise ConfigError(f"token budget must be positive, got {self.tokens}")
         if self.flops is not None and (not math.isfinite(self.flops) or self.flops <= 0):
@@ -58,7 +63,7 @@ class Budget:
 
     @property
     def unlimited(self) -> bool:
-        return self.tokens is None and self.flops is None
+        return self.tokens is None and self.flops is None and self.kv_bytes is None
 
 
 class Meter:
@@ -87,13 +92,17 @@ class Meter:
         flops = m.flops_for_positions(0, prompt_tokens) + n * m.flops_for_positions(
             prompt_tokens, prompt_tokens + max_tokens
         )
-        return Usage(prefilled_tokens=prompt_tokens, generated_tokens=n * max_tokens, flops=flops)
+        # KV cells at the peak: the prompt once (its samples share it) plus every sample's own tokens.
+        return Usage(prefilled_tokens=prompt_tokens, generated_tokens=n * max_tokens, flops=flops,
+                     peak_kv_bytes=m.kv_bytes(prompt_tokens + n * max_tokens) if n else 0)
 
     def fits(self, extra: Usage) -> bool:
         b, u = self.budget, self.usage
         if b.tokens is not None and u.total_tokens + extra.total_tokens > b.tokens:
             return False
         if b.flops is not None and u.flops + extra.flops > b.flops:
+            return False
+        if b.kv_bytes is not None and extra.peak_kv_bytes > b.kv_bytes:
             return False
         return True
 

@@ -75,7 +75,8 @@ def run_config(task: Task, strategy: Strategy, sampling: Sampling, budget: Budge
         "task": task.describe(),
         "strategy": strategy.describe(),
         "sampling": dataclass_knobs(sampling),
-        "budget": dataclass_knobs(budget),
+        # kv_bytes joined the budget later: left out when unset, so runs stored before still resume
+        "budget": {k: v for k, v in dataclass_knobs(budget).items() if not (k == "kv_bytes" and v is None)},
     }
 
 

@@ -106,6 +106,7 @@ def run(
     data: DataOpt = None,
     max_tokens_per_problem: Annotated[Optional[int], typer.Option(help="Hard cap on processed tokens (prefilled + generated) per problem.")] = None,
     max_flops_per_problem: Annotated[Optional[float], typer.Option(help="Hard cap on forward FLOPs per problem.")] = None,
+    max_kv_bytes: Annotated[Optional[int], typer.Option(help="Hard cap on KV-cache bytes in use at once (per wave of samples, at --kv-type's real size): waves are sized to fit.")] = None,
     store: StoreOpt = DEFAULT_STORE,
     run_id: Annotated[Optional[str], typer.Option(help="Name of the run; an existing id resumes that run.")] = None,
     output: Annotated[Optional[Path], typer.Option(help="Write the JSON summary here (default: runs/<run-id>.json).")] = None,
@@ -182,7 +183,7 @@ def run(
             fail(f"strategy {strategy!r} takes no {flag}")
     if data is not None and task != "jsonl":
         fail("--data is only for --task jsonl")
-    budget = Budget(tokens=max_tokens_per_problem, flops=max_flops_per_problem)
+    budget = Budget(tokens=max_tokens_per_problem, flops=max_flops_per_problem, kv_bytes=max_kv_bytes)
     sampling = Sampling(temperature=temperature, top_p=top_p, seed=seed)
 
     if workers < 1:
