@@ -7,6 +7,7 @@ import typer
 from ttscale.cli.allocate import allocate
 from ttscale.cli.compare import compare
 from ttscale.cli.curves import curves, report
+from ttscale.cli.experiment import experiment
 from ttscale.cli.info import models, tasks
 from ttscale.cli.plan import plan
 from ttscale.cli.pool import pool_app
@@ -33,6 +34,7 @@ app.command("allocate")(allocate)
 app.command("curves")(curves)
 app.command("report")(report)
 app.add_typer(pool_app, name="pool")
+app.command("experiment")(experiment)
 
 
 def main() -> None:

@@ -1,0 +1,33 @@
+"""The field's headline experiments, reproduced from stored sample pools (``ttscale experiment NAME``).
+
+Each experiment reads pools (the shipped ones by default), computes its measurement with the
+replay estimators, and writes a page: the paper's claim and the measurement side by side, with a
+plain verdict, confidence intervals, tables and PNG figures. Nothing is generated.
+
+Built so far: ``coverage`` (Large Language Monkeys) and ``imperfect-verifier`` (Inference Scaling
+fLaws), both on the HumanEval pool; the others in the issue need the GSM8K and 1.5B pools.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ttscale.experiments.page import Page
+from ttscale.store import Store
+
+
+@dataclass(frozen=True)
+class Experiment:
+    name: str
+    title: str
+    default_pools: tuple[str, ...]
+    run: Callable[[Store, list[str], Path], Page]
+
+
+def experiments() -> dict[str, Experiment]:
+    from ttscale.experiments.coverage import EXPERIMENT as coverage
+    from ttscale.experiments.imperfect_verifier import EXPERIMENT as imperfect
+
+    return {e.name: e for e in (coverage, imperfect)}

@@ -1,0 +1,57 @@
+"""Shared pieces of the experiments: loading pools by run id, bootstrap over problems, figures."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from ttscale.errors import StoreError
+from ttscale.replay.pool import Pool, load_pool
+from ttscale.store import Store
+
+BOOTSTRAP = 400
+SEED = 0
+
+
+def load_pools(store: Store, run_ids: list[str]) -> tuple[dict[str, Pool], list[str]]:
+    """The pools that exist, and a note for each that does not."""
+    pools, missing = {}, []
+    for rid in run_ids:
+        try:
+            pools[rid] = load_pool(store, rid)
+        except StoreError as e:
+            missing.append(f"`{rid}`: {e}")
+    return pools, missing
+
+
+def bootstrap(n_problems: int, stat: Callable[[np.ndarray], float], reps: int = BOOTSTRAP,
+              seed: int = SEED) -> tuple[float, float]:
+    """95% percentile interval of ``stat(problem indices)`` over resamples of the problems."""
+    rng = np.random.default_rng(seed)
+    vals = np.array([stat(rng.integers(0, n_problems, n_problems)) for _ in range(reps)], dtype=float)
+    finite = vals[np.isfinite(vals)]
+    if len(finite) < reps * 0.5:
+        return float(np.nanpercentile(vals, 2.5)), float("inf")
+    return float(np.percentile(vals, 2.5)), float(np.percentile(vals, 97.5))
+
+
+def figure(path: Path) -> tuple[object, object]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=110)
+    fig.path = path  # type: ignore[attr-defined]
+    return fig, ax
+
+
+def save(fig: object) -> None:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()  # type: ignore[attr-defined]
+    fig.savefig(fig.path)  # type: ignore[attr-defined]
+    plt.close(fig)  # type: ignore[arg-type]
