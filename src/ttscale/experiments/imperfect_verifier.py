@@ -30,7 +30,10 @@ def run(store: Store, pools: list[str], out: Path) -> Page:
     bon, cov = best_of_n_curve(v, h, ks), coverage_curve(h, ks)
     ceiling = accuracy_ceiling(v, h)
     fp = false_positives(v, h)
-    bon_ci = {k: bootstrap(P, lambda idx, k=k: best_of_n_curve(v[idx], h[idx], [k])[k]) for k in ks}
+    def bon_at(k: int) -> tuple[float, float]:
+        return bootstrap(P, lambda idx: best_of_n_curve(v[idx], h[idx], [k])[k])
+
+    bon_ci = {k: bon_at(k) for k in ks}
     ceil_lo, ceil_hi = bootstrap(P, lambda idx: accuracy_ceiling(v[idx], h[idx]))
     fp_lo, fp_hi = bootstrap(P, lambda idx: false_positives(v[idx], h[idx]).rate)
     gains = [(ks[i], bon[ks[i]] - bon[ks[i - 1]]) for i in range(1, len(ks))]
