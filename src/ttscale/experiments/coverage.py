@@ -44,7 +44,10 @@ def run(store: Store, pools: list[str], out: Path) -> Page:
             sections.append(f"`{rid}`: no fit ({e}).")
             continue
         pred_K = math.exp(a * K**b)
-        lo_K, hi_K = bootstrap(P, lambda idx, h=h, K=K: float(coverage_curve(h[idx], [K])[K]))
+        def cov_at_k(idx: np.ndarray, h: np.ndarray = h, K: int = K) -> float:
+            return float(coverage_curve(h[idx], [K])[K])
+
+        lo_K, hi_K = bootstrap(P, cov_at_k)
         k90 = (math.log(0.9) / a) ** (1 / b) if a < 0 and b < 0 else math.inf
 
         def k90_of(idx: np.ndarray, h: np.ndarray = h, fit_ks: list[int] = fit_ks) -> float:
