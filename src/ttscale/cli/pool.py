@@ -65,13 +65,14 @@ def list_() -> None:
     from ttscale.replay.pool_file import read_pool_file
 
     t = Table(title="shipped pools (--store shipped)", title_justify="left")
-    for c in ("run id", "model", "task", "problems", "samples", "MB", "command"):
+    for c in ("run id", "model", "task", "problems sampled", "samples", "MB", "command"):
         t.add_column(c, overflow="fold")
     for f in pool_files():
-        header, _, _ = read_pool_file(f)
+        header, _, samples = read_pool_file(f)
         task = header["config"].get("task", {})
         t.add_row(f.name[: -len(".jsonl.gz")], str(header["model"].get("name", "")),
                   str(task.get("task") or task.get("name", "")) if isinstance(task, dict) else str(task),
-                  str(header["problems"]), str(header["samples"]), f"{f.stat().st_size / 1e6:.2f}",
+                  f"{len({pid for pid, _ in samples})} of {header['problems']}", str(header["samples"]),
+                  f"{f.stat().st_size / 1e6:.2f}",
                   header.get("command", ""))
     console.print(t)
