@@ -236,6 +236,9 @@ def make_task(
 
 def make_backend(kind: str = "llama-cpp", model: str | None = None, **options: Any) -> Backend:
     """Build a backend: ``llama-cpp`` (embedded, default), ``openai`` (HTTP), ``vllm`` (offline) or ``fake`` (tests)."""
+    from ttscale.backends.options import validate_backend_options
+
+    options = validate_backend_options(kind, options)
     if kind == "llama-cpp":
         from ttscale.backends.llama_cpp import LlamaCppBackend
         from ttscale.backends.models import DEFAULT_MODEL

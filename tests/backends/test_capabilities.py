@@ -41,3 +41,18 @@ def test_llama_cpp_declares_and_honours_its_hooks(smollm) -> None:  # type: igno
                             stop=("\nQuestion",))
     [gen] = smollm.generate([req], on_sample=lambda _r, i, t: seen.__setitem__(i, t))
     assert seen == {c.index: c.text for c in gen.completions}
+
+
+def test_backend_options_are_typed() -> None:
+    """A typo or a bad value in backend options is a clear error before any engine is built."""
+    from ttscale.errors import ConfigError
+    from ttscale.registry import make_backend
+
+    with pytest.raises(ConfigError, match="takes no option 'n_ctxx'.*n_ctx"):
+        make_backend("llama-cpp", "smollm2-135m", n_ctxx=4096)
+    with pytest.raises(ConfigError, match="n_seq_max"):
+        make_backend("llama-cpp", "smollm2-135m", n_seq_max=0)
+    with pytest.raises(ConfigError, match="unknown KV cache type"):
+        make_backend("llama-cpp", "smollm2-135m", kv_type="q2")
+    with pytest.raises(ConfigError, match="takes no option 'concurency'"):
+        make_backend("openai", "m", base_url="http://127.0.0.1:9/v1", concurency=2)
