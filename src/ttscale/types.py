@@ -428,3 +428,15 @@ def dataclass_knobs(obj: object) -> dict[str, Any]:
     if not is_dataclass(obj):
         return {}
     return {f.name: getattr(obj, f.name) for f in fields(obj) if not f.name.startswith("_")}
+
+
+def options_error(owner: str, error: Any, accepted: Iterable[str]) -> ConfigError:
+    """One line for a pydantic ``ValidationError`` of a component's options, naming the option.
+
+    ``owner`` reads like "strategy 'beam'"; ``accepted`` lists the options it takes.
+    """
+    err = error.errors()[0]
+    name = ".".join(str(p) for p in err.get("loc", ())) or "options"
+    if err.get("type") == "extra_forbidden":
+        return ConfigError(f"{owner} takes no option {name!r}; it takes: {', '.join(accepted) or 'none'}")
+    return ConfigError(f"{owner}: {name}: {err.get('msg')} (got {err.get('input')!r})")

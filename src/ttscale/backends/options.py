@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ttscale.errors import ConfigError
-from ttscale.types import KV_CACHE_TYPES
+from ttscale.types import KV_CACHE_TYPES, options_error
 
 
 class _Options(BaseModel):
@@ -62,12 +62,7 @@ def validate_backend_options(kind: str, options: dict[str, Any]) -> dict[str, An
     try:
         parsed = model(**options)
     except ValidationError as e:
-        err = e.errors()[0]
-        name = ".".join(str(p) for p in err.get("loc", ())) or "options"
-        if err.get("type") == "extra_forbidden":
-            raise ConfigError(f"backend {kind!r} takes no option {name!r}; it takes: "
-                              f"{', '.join(model.model_fields)}") from None
-        raise ConfigError(f"backend {kind!r}: {name}: {err.get('msg')} (got {err.get('input')!r})") from None
+        raise options_error(f"backend {kind!r}", e, model.model_fields) from None
     for key in ("kv_type", "kv_type_v"):
         value = getattr(parsed, key, None)
         if value is not None and value not in KV_CACHE_TYPES:

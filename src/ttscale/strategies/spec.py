@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ttscale.errors import ConfigError
 from ttscale.strategies.base import Strategy
+from ttscale.types import options_error
 
 VerifierNeed = Literal["none", "required", "optional"]
 
@@ -75,12 +76,7 @@ class StrategySpec:
         try:
             parsed = self.options(**given)
         except ValidationError as e:
-            err = e.errors()[0]
-            field = ".".join(str(p) for p in err.get("loc", ())) or "options"
-            if err.get("type") == "extra_forbidden":
-                raise ConfigError(f"strategy {self.name!r} takes no option {field!r}; "
-                                  f"it takes: {', '.join(self.knobs) or 'none'}") from None
-            raise ConfigError(f"strategy {self.name!r}: {field}: {err.get('msg')} (got {err.get('input')!r})") from None
+            raise options_error(f"strategy {self.name!r}", e, self.knobs) from None
         return {k: getattr(parsed, k) for k in given}  # unset options keep the strategy's own defaults
 
     def build(self, **knobs: Any) -> Strategy:
