@@ -18,6 +18,7 @@ from ttscale.strategies.spec import StrategySpec
 from ttscale.tasks.base import PromptFormat, Task
 from ttscale.types import dataclass_knobs  # noqa: F401 - kept importable from here
 from ttscale.verifiers.base import Verifier
+from ttscale.verifiers.spec import VerifierArgs, VerifierSpec
 
 ENTRY_POINT_GROUP = "ttscale.strategies"
 """Third-party strategies: each entry point in this group names a ``StrategySpec``."""
@@ -93,19 +94,36 @@ def make_strategy(name: str, **knobs: Any) -> Strategy:
     return spec.build(**{k: v for k, v in knobs.items() if k in spec.knobs})
 
 
-VERIFIER_HELP: dict[str, str] = {
-    "oracle": "reference-answer grader (evaluation only: reads the reference)",
-    "certainty": "self-certainty, exp(mean token log-prob)",
-    "judge": "LLM-as-judge (GenRM): P(Yes) from the backend model's next-token log-probs (--verifications V)",
-    "remote-rm": "reward model over HTTP, vLLM's /pooling API (--verifier-url)",
-    "rollout": "Monte Carlo rollout value, Math-Shepherd style (evaluation only: reads the reference)",
-    "unit-tests": "code tasks: 1 if the sample passes the problem's visible tests in the sandbox (grading uses all)",
-    "unit-tests-all": "code tasks: 1 if the sample passes all tests (the grader itself: evaluation only)",
-}
+VERIFIER_ENTRY_POINT_GROUP = "ttscale.verifiers"
+
+
+def verifier_specs() -> dict[str, VerifierSpec]:
+    """Every verifier by name: the ``SPEC``/``SPECS`` of each module in ``ttscale.verifiers``, then plugins."""
+    import importlib
+    import pkgutil
+    from importlib.metadata import entry_points
+
+    import ttscale.verifiers as pkg
+
+    specs: dict[str, VerifierSpec] = {}
+    for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda m: m.name):
+        mod = importlib.import_module(f"ttscale.verifiers.{info.name}")
+        for spec in getattr(mod, "SPECS", None) or ([mod.SPEC] if hasattr(mod, "SPEC") else []):
+            if isinstance(spec, VerifierSpec):
+                specs[spec.name] = spec
+    for ep in entry_points(group=VERIFIER_ENTRY_POINT_GROUP):
+        spec = ep.load()
+        if not isinstance(spec, VerifierSpec) or spec.name in specs:
+            raise ConfigError(f"verifier plugin {ep.name!r} ({ep.value}) is not a new VerifierSpec")
+        specs[spec.name] = spec
+    return specs
+
+
+VERIFIER_HELP: dict[str, str] = {name: spec.help for name, spec in verifier_specs().items()}
 
 
 def verifier_names() -> list[str]:
-    return sorted(VERIFIER_HELP)
+    return sorted(verifier_specs())
 
 
 def make_verifier(
@@ -117,36 +135,10 @@ def make_verifier(
     verifications: int | None = None,
     rollouts: int | None = None,
 ) -> Verifier:
-    from ttscale.verifiers.certainty import CertaintyVerifier
-    from ttscale.verifiers.oracle import OracleVerifier
-
-    if name == "oracle":
-        return OracleVerifier(task)
-    if name == "certainty":
-        return CertaintyVerifier()
-    if name in ("judge", "rollout") and backend is None:
-        raise ConfigError(f"verifier {name!r} needs a backend")
-    if name == "judge":
-        from ttscale.verifiers.judge import JudgeVerifier
-
-        assert backend is not None
-        return JudgeVerifier(backend, verifications=verifications or 1, task=task)
-    if name == "rollout":
-        from ttscale.verifiers.rollout import RolloutVerifier
-
-        assert backend is not None
-        return RolloutVerifier(backend, task, rollouts=rollouts or 4)
-    if name == "remote-rm":
-        from ttscale.verifiers.remote_rm import RemoteRewardModel
-
-        if not url:
-            raise ConfigError("verifier 'remote-rm' needs the server URL (--verifier-url)")
-        return RemoteRewardModel(url)
-    if name in ("unit-tests", "unit-tests-all"):
-        from ttscale.verifiers.unit_tests import UnitTestVerifier
-
-        return UnitTestVerifier(task, visible_only=name == "unit-tests", name=name)
-    raise UnknownNameError("verifier", name, verifier_names())
+    specs = verifier_specs()
+    if name not in specs:
+        raise UnknownNameError("verifier", name, list(specs))
+    return specs[name].build(VerifierArgs(task, backend, url, verifications, rollouts))
 
 
 @dataclass(frozen=True)

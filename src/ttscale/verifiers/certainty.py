@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from ttscale.tasks.base import Problem
 from ttscale.types import Sample
 from ttscale.verifiers.base import Scores
+from ttscale.verifiers.spec import VerifierSpec
 
 
 @dataclass
@@ -26,3 +27,6 @@ class CertaintyVerifier:
             m = c.mean_logprob
             out.append(math.exp(m) if m is not None else 0.0)
         return Scores(out)
+
+
+SPEC = VerifierSpec("certainty", lambda a: CertaintyVerifier(), "self-certainty, exp(mean token log-prob)")

@@ -34,6 +34,7 @@ from ttscale.errors import ConfigError, UnsupportedFeatureError
 from ttscale.tasks.base import Problem, Task
 from ttscale.types import Sample
 from ttscale.verifiers.base import Scores
+from ttscale.verifiers.spec import VerifierSpec
 
 YES = ("Yes", " Yes", "yes", " yes", "YES")
 NO = ("No", " No", "no", " no", "NO")
@@ -186,3 +187,8 @@ class JudgeVerifier:
                     flops=info.flops_for_positions(0, p) + v * info.flops_for_positions(0, verdict + chain),
                 )
         return total
+
+
+SPEC = VerifierSpec("judge", lambda a: JudgeVerifier(a.backend, verifications=a.verifications or 1, task=a.task),
+                    "LLM-as-judge (GenRM): P(Yes) from the backend model's next-token log-probs (--verifications V)",
+                    needs_backend=True)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from ttscale.tasks.base import Problem, Task
 from ttscale.types import Sample
 from ttscale.verifiers.base import Scores
+from ttscale.verifiers.spec import VerifierSpec
 
 
 @dataclass
@@ -23,3 +24,6 @@ class OracleVerifier:
 
     def score(self, problem: Problem, candidates: Sequence[Sample]) -> Scores:
         return Scores([1.0 if self.task.grade(problem, c.answer) else 0.0 for c in candidates])
+
+
+SPEC = VerifierSpec("oracle", lambda a: OracleVerifier(a.task), "reference-answer grader (evaluation only: reads the reference)")

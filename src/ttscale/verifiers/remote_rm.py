@@ -33,6 +33,7 @@ from ttscale.errors import BackendError, ConfigError
 from ttscale.tasks.base import Problem
 from ttscale.types import DEFAULT_DELIMITER, Sample
 from ttscale.verifiers.base import Scores
+from ttscale.verifiers.spec import VerifierArgs, VerifierSpec
 
 
 def reward_from_pooling(data: Any) -> float:
@@ -130,3 +131,12 @@ class RemoteRewardModel:
         q = len(problem.prompt.encode())
         n = sum(q + len(self.solution_text(c).encode()) + 64 + 16 * extra_tokens for c in candidates)
         return Usage(prefilled_tokens=n)
+
+
+def _remote(a: VerifierArgs) -> RemoteRewardModel:
+    if not a.url:
+        raise ConfigError("verifier 'remote-rm' needs the server URL (--verifier-url)")
+    return RemoteRewardModel(a.url)
+
+
+SPEC = VerifierSpec("remote-rm", _remote, "reward model over HTTP, vLLM's /pooling API (--verifier-url)")

@@ -19,6 +19,7 @@ from ttscale.errors import ConfigError
 from ttscale.tasks.base import Problem, Task
 from ttscale.types import DEFAULT_DELIMITER, Sample
 from ttscale.verifiers.base import Scores
+from ttscale.verifiers.spec import VerifierSpec
 
 
 @dataclass
@@ -74,3 +75,8 @@ class RolloutVerifier:
                              self.rollouts, self.max_tokens)
             for c in candidates
         )
+
+
+SPEC = VerifierSpec("rollout", lambda a: RolloutVerifier(a.backend, a.task, rollouts=a.rollouts or 4),
+                    "Monte Carlo rollout value, Math-Shepherd style (evaluation only: reads the reference)",
+                    needs_backend=True)

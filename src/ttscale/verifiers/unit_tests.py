@@ -23,6 +23,7 @@ from ttscale.sandbox import CheckResult
 from ttscale.tasks.base import Problem
 from ttscale.types import Sample
 from ttscale.verifiers.base import Scores
+from ttscale.verifiers.spec import VerifierSpec
 
 
 @runtime_checkable
@@ -57,3 +58,11 @@ class UnitTestVerifier:
         scores = [1.0 if r is not None and r.passed else 0.0 for r in results]
         # No tokens: the cost of a unit-test verifier is sandbox wall time.
         return Scores(scores, Usage(wall_s=time.perf_counter() - t0))
+
+
+SPECS = (
+    VerifierSpec("unit-tests", lambda a: UnitTestVerifier(a.task, visible_only=True, name="unit-tests"),
+                 "code tasks: 1 if the sample passes the problem's visible tests in the sandbox (grading uses all)"),
+    VerifierSpec("unit-tests-all", lambda a: UnitTestVerifier(a.task, visible_only=False, name="unit-tests-all"),
+                 "code tasks: 1 if the sample passes all tests (the grader itself: evaluation only)"),
+)
