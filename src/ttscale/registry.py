@@ -8,14 +8,14 @@ holds state.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
 from typing import Any
 
 from ttscale.backends.base import Backend
 from ttscale.errors import ConfigError, UnknownNameError
 from ttscale.strategies.base import Strategy
 from ttscale.strategies.spec import StrategySpec
-from ttscale.tasks.base import PromptFormat, Task
+from ttscale.tasks.base import Task
+from ttscale.tasks.spec import TaskArgs, TaskSpec
 from ttscale.types import dataclass_knobs  # noqa: F401 - kept importable from here
 from ttscale.verifiers.base import Verifier
 from ttscale.verifiers.spec import VerifierArgs, VerifierSpec
@@ -141,24 +141,36 @@ def make_verifier(
     return specs[name].build(VerifierArgs(task, backend, url, verifications, rollouts))
 
 
-@dataclass(frozen=True)
-class TaskSpec:
-    name: str
-    help: str
-    default_chat: PromptFormat
-    default_completion: PromptFormat
+TASK_ENTRY_POINT_GROUP = "ttscale.tasks"
 
 
-TASK_HELP: dict[str, str] = {
-    "gsm-symbolic": "GSM8K test questions (seed unset) or GSM-Symbolic instances generated with --task-seed",
-    "bigbench": "a BIG-bench JSON task, e.g. --subtask arithmetic/1_digit_multiplication",
-    "jsonl": "your own file of {id, prompt, answer} lines (--data PATH)",
-    "humaneval": "HumanEval: 164 Python functions graded by their unit tests in a sandbox (extra 'code')",
-}
+def task_specs() -> dict[str, TaskSpec]:
+    """Every task by name: the ``SPEC`` of each module in ``ttscale.tasks``, then plugins."""
+    import importlib
+    import pkgutil
+    from importlib.metadata import entry_points
+
+    import ttscale.tasks as pkg
+
+    specs: dict[str, TaskSpec] = {}
+    for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda m: m.name):
+        mod = importlib.import_module(f"ttscale.tasks.{info.name}")
+        spec = getattr(mod, "SPEC", None)
+        if isinstance(spec, TaskSpec):
+            specs[spec.name] = spec
+    for ep in entry_points(group=TASK_ENTRY_POINT_GROUP):
+        spec = ep.load()
+        if not isinstance(spec, TaskSpec) or spec.name in specs:
+            raise ConfigError(f"task plugin {ep.name!r} ({ep.value}) is not a new TaskSpec")
+        specs[spec.name] = spec
+    return specs
+
+
+TASK_HELP: dict[str, str] = {name: spec.help for name, spec in task_specs().items()}
 
 
 def task_names() -> list[str]:
-    return sorted(TASK_HELP)
+    return sorted(task_specs())
 
 
 def make_task(
@@ -174,7 +186,7 @@ def make_task(
     chat_model: bool = True,
     model: str | None = None,
 ) -> Task:
-    """Build a task. Unset format fields take the task's default for the model kind.
+    """Build a task from its record. Unset format fields take the task's default for the model kind.
 
     ``chat_model`` says whether the model has a chat template; base models default
     to few-shot completion prompts. ``model`` (an embedded model's name) brings that model's own
@@ -182,48 +194,12 @@ def make_task(
     """
     from ttscale.backends.models import task_max_tokens
 
+    specs = task_specs()
+    if name not in specs:
+        raise UnknownNameError("task", name, list(specs))
     if max_tokens is None:
         max_tokens = task_max_tokens(model, name)
-    from ttscale.tasks.bigbench import BigBenchTask
-    from ttscale.tasks.gsm_symbolic import DEFAULT_INSTRUCTION, GsmSymbolicTask
-    from ttscale.tasks.jsonl import JsonlTask
-
-    def fmt(default: PromptFormat) -> PromptFormat:
-        changes: dict[str, Any] = {}
-        if style is not None:
-            changes["style"] = style
-        if shots is not None:
-            changes["shots"] = shots
-        if max_tokens is not None:
-            changes["max_tokens"] = max_tokens
-        if instruction is not None:
-            changes["instruction"] = instruction
-        values = {f.name: getattr(default, f.name) for f in fields(default)} | changes
-        return PromptFormat(**values)
-
-    default_style = "chat" if chat_model else "completion"
-    if name == "gsm-symbolic":
-        base = PromptFormat(
-            style=style or default_style,  # type: ignore[arg-type]
-            shots=0 if (style or default_style) == "chat" else 4,
-            instruction=DEFAULT_INSTRUCTION if (style or default_style) == "chat" else "",
-            max_tokens=256,
-        )
-        return GsmSymbolicTask(fmt=fmt(base), seed=seed)
-    if name == "bigbench":
-        # Plain few-shot completion suits both embedded models best on BIG-bench (see docs).
-        base = PromptFormat(style="completion", shots=5, max_tokens=16)
-        return BigBenchTask(task=subtask or "arithmetic/1_digit_multiplication", fmt=fmt(base), shuffle_seed=seed or 0)
-    if name == "jsonl":
-        if not data:
-            raise ConfigError("task 'jsonl' needs a data file (--data PATH)")
-        base = PromptFormat(style=default_style, max_tokens=256)  # type: ignore[arg-type]
-        return JsonlTask(path=data, fmt=fmt(base))
-    if name == "humaneval":
-        from ttscale.tasks.humaneval import HumanEvalTask, default_format
-
-        return HumanEvalTask(fmt=fmt(default_format(style or default_style)))
-    raise UnknownNameError("task", name, task_names())
+    return specs[name].factory(TaskArgs(style, shots, max_tokens, instruction, seed, subtask, data, chat_model))
 
 
 def make_backend(kind: str = "llama-cpp", model: str | None = None, **options: Any) -> Backend:

@@ -27,6 +27,7 @@ from ttscale.package_index import fetch
 from ttscale.paths import cache_dir
 from ttscale.tasks.answers import answers_equivalent, extract_numeric_answer, normalize_number
 from ttscale.tasks.base import Problem, PromptFormat, Shot, build_request
+from ttscale.tasks.spec import TaskArgs, TaskSpec
 
 SDIST = "bigbench-1.0.0.tar.gz"
 _PREFIX = "bigbench-1.0.0/bigbench/benchmark_tasks/"
@@ -199,3 +200,13 @@ class BigBenchTask:
             "shuffle_seed": self.shuffle_seed,
             "format": self.fmt.to_dict(),
         }
+
+
+def _build(a: TaskArgs) -> BigBenchTask:
+    # Plain few-shot completion suits the embedded models best on BIG-bench (see docs).
+    base = PromptFormat(style="completion", shots=5, max_tokens=16)
+    return BigBenchTask(task=a.subtask or "arithmetic/1_digit_multiplication", fmt=a.format(base),
+                        shuffle_seed=a.seed or 0)
+
+
+SPEC = TaskSpec("bigbench", _build, "a BIG-bench JSON task, e.g. --subtask arithmetic/1_digit_multiplication")

@@ -25,6 +25,7 @@ from ttscale.errors import DatasetError, ModelNotFoundError
 from ttscale.paths import cache_dir
 from ttscale.tasks.answers import answers_equivalent, extract_numeric_answer
 from ttscale.tasks.base import Problem, PromptFormat, Shot, build_request
+from ttscale.tasks.spec import TaskArgs, TaskSpec
 
 DEFAULT_INSTRUCTION = "Solve the math problem step by step. Finish with a line 'The answer is N.' where N is a number."
 # Exemplars come from a fixed list of templates so that problems share one few-shot prefix
@@ -167,3 +168,14 @@ class GsmSymbolicTask:
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "seed": self.seed, "format": self.fmt.to_dict()}
+
+
+def _build(a: TaskArgs) -> GsmSymbolicTask:
+    chat = a.default_style == "chat"
+    base = PromptFormat(style=a.default_style,  # type: ignore[arg-type]
+                        shots=0 if chat else 4, instruction=DEFAULT_INSTRUCTION if chat else "", max_tokens=256)
+    return GsmSymbolicTask(fmt=a.format(base), seed=a.seed)
+
+
+SPEC = TaskSpec("gsm-symbolic", _build,
+                "GSM8K test questions (seed unset) or GSM-Symbolic instances generated with --task-seed")

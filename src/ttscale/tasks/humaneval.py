@@ -35,6 +35,7 @@ from ttscale.code_check import CheckPrograms, check_programs
 from ttscale.errors import ConfigError, DatasetError, ModelNotFoundError
 from ttscale.sandbox import CheckResult, Limits, Sandbox
 from ttscale.tasks.base import Problem, PromptFormat
+from ttscale.tasks.spec import TaskArgs, TaskSpec
 
 BODY_MARKER = "# completion body\n"
 DEFAULT_INSTRUCTION = (
@@ -323,3 +324,11 @@ class HumanEvalTask:
             "check": "two-process",
             "strict": self.strict,
         }
+
+
+def _build(a: TaskArgs) -> HumanEvalTask:
+    return HumanEvalTask(fmt=a.format(default_format(a.default_style)))
+
+
+SPEC = TaskSpec("humaneval", _build,
+                "HumanEval: 164 Python functions graded by their unit tests in a sandbox (extra 'code')")

@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from ttscale.backends.base import GenerationRequest
-from ttscale.errors import DatasetError
+from ttscale.errors import ConfigError, DatasetError
 from ttscale.tasks.answers import answers_equivalent, extract_numeric_answer
 from ttscale.tasks.base import Problem, PromptFormat, build_request
+from ttscale.tasks.spec import TaskArgs, TaskSpec
 
 
 def load_jsonl_problems(path: str | Path) -> list[Problem]:
@@ -101,3 +102,12 @@ class JsonlTask:
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "path": str(self.path), "format": self.fmt.to_dict()}
+
+
+def _build(a: TaskArgs) -> JsonlTask:
+    if not a.data:
+        raise ConfigError("task 'jsonl' needs a data file (--data PATH)")
+    return JsonlTask(path=a.data, fmt=a.format(PromptFormat(style=a.default_style, max_tokens=256)))  # type: ignore[arg-type]
+
+
+SPEC = TaskSpec("jsonl", _build, "your own file of {id, prompt, answer} lines (--data PATH)")

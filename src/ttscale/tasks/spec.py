@@ -1,0 +1,43 @@
+"""One record per task, declared beside its class; plugins through the ``ttscale.tasks`` entry points."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from typing import Any
+
+from ttscale.tasks.base import Task
+from ttscale.types import PromptFormat
+
+
+@dataclass(frozen=True)
+class TaskArgs:
+    """What the CLI, the server and the library may say about a task (``None``: the task's default)."""
+
+    style: str | None = None
+    shots: int | None = None
+    max_tokens: int | None = None
+    instruction: str | None = None
+    seed: int | None = None
+    subtask: str | None = None
+    data: str | None = None
+    chat_model: bool = True
+    """Whether the model has a chat template (base models default to few-shot completion prompts)."""
+
+    @property
+    def default_style(self) -> str:
+        return self.style or ("chat" if self.chat_model else "completion")
+
+    def format(self, default: PromptFormat) -> PromptFormat:
+        """``default`` with the fields this request sets."""
+        changes: dict[str, Any] = {k: v for k, v in (("style", self.style), ("shots", self.shots),
+                                                     ("max_tokens", self.max_tokens),
+                                                     ("instruction", self.instruction)) if v is not None}
+        return PromptFormat(**({f.name: getattr(default, f.name) for f in fields(default)} | changes))
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    name: str
+    factory: Callable[[TaskArgs], Task]
+    help: str = ""
