@@ -8,7 +8,7 @@ holds state.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 from ttscale.backends.base import Backend
 from ttscale.errors import ConfigError, UnknownNameError
@@ -94,29 +94,35 @@ def make_strategy(name: str, **knobs: Any) -> Strategy:
     return spec.build(**{k: v for k, v in knobs.items() if k in spec.knobs})
 
 
+_S = TypeVar("_S", VerifierSpec, TaskSpec)
 VERIFIER_ENTRY_POINT_GROUP = "ttscale.verifiers"
 
 
-def verifier_specs() -> dict[str, VerifierSpec]:
-    """Every verifier by name: the ``SPEC``/``SPECS`` of each module in ``ttscale.verifiers``, then plugins."""
+def _discover(package: str, kind: type[_S], group: str) -> dict[str, _S]:
+    """The ``SPEC``/``SPECS`` records of type ``kind`` in every module of ``package``, then the records
+    that installed distributions declare under the entry-point ``group`` (a plugin cannot replace one)."""
     import importlib
     import pkgutil
     from importlib.metadata import entry_points
 
-    import ttscale.verifiers as pkg
-
-    specs: dict[str, VerifierSpec] = {}
+    pkg = importlib.import_module(package)
+    specs: dict[str, _S] = {}
     for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda m: m.name):
-        mod = importlib.import_module(f"ttscale.verifiers.{info.name}")
+        mod = importlib.import_module(f"{package}.{info.name}")
         for spec in getattr(mod, "SPECS", None) or ([mod.SPEC] if hasattr(mod, "SPEC") else []):
-            if isinstance(spec, VerifierSpec):
+            if isinstance(spec, kind):
                 specs[spec.name] = spec
-    for ep in entry_points(group=VERIFIER_ENTRY_POINT_GROUP):
+    for ep in entry_points(group=group):
         spec = ep.load()
-        if not isinstance(spec, VerifierSpec) or spec.name in specs:
-            raise ConfigError(f"verifier plugin {ep.name!r} ({ep.value}) is not a new VerifierSpec")
+        if not isinstance(spec, kind) or spec.name in specs:
+            raise ConfigError(f"plugin {ep.name!r} ({ep.value}) is not a new {kind.__name__}")
         specs[spec.name] = spec
     return specs
+
+
+def verifier_specs() -> dict[str, VerifierSpec]:
+    """Every verifier by name: the records in ``ttscale.verifiers``, then plugins."""
+    return _discover("ttscale.verifiers", VerifierSpec, VERIFIER_ENTRY_POINT_GROUP)
 
 
 VERIFIER_HELP: dict[str, str] = {name: spec.help for name, spec in verifier_specs().items()}
@@ -145,25 +151,8 @@ TASK_ENTRY_POINT_GROUP = "ttscale.tasks"
 
 
 def task_specs() -> dict[str, TaskSpec]:
-    """Every task by name: the ``SPEC`` of each module in ``ttscale.tasks``, then plugins."""
-    import importlib
-    import pkgutil
-    from importlib.metadata import entry_points
-
-    import ttscale.tasks as pkg
-
-    specs: dict[str, TaskSpec] = {}
-    for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda m: m.name):
-        mod = importlib.import_module(f"ttscale.tasks.{info.name}")
-        spec = getattr(mod, "SPEC", None)
-        if isinstance(spec, TaskSpec):
-            specs[spec.name] = spec
-    for ep in entry_points(group=TASK_ENTRY_POINT_GROUP):
-        spec = ep.load()
-        if not isinstance(spec, TaskSpec) or spec.name in specs:
-            raise ConfigError(f"task plugin {ep.name!r} ({ep.value}) is not a new TaskSpec")
-        specs[spec.name] = spec
-    return specs
+    """Every task by name: the records in ``ttscale.tasks``, then plugins."""
+    return _discover("ttscale.tasks", TaskSpec, TASK_ENTRY_POINT_GROUP)
 
 
 TASK_HELP: dict[str, str] = {name: spec.help for name, spec in task_specs().items()}
