@@ -21,8 +21,6 @@ A problem whose backend gives up (retries exhausted) is reported in
 from __future__ import annotations
 
 import os
-import queue
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -31,29 +29,17 @@ from typing import Any
 
 from ttscale.backends.base import Backend
 from ttscale.cost import Budget, Usage
-from ttscale.errors import ConfigError, TtscaleError
-from ttscale.executor import SweepStrategy, run_config, solve_problem
+from ttscale.errors import ConfigError
+from ttscale.executor import BackendSpec, Executor, Job, Outcome, SweepStrategy, Writer, run_config, solve_problem
 from ttscale.store import Store
 from ttscale.strategies.base import Result, Sample, Sampling, Strategy
 from ttscale.tasks.base import Problem, Task
 from ttscale.types import dataclass_knobs
 
+__all__ = ["BackendSpec", "DieOnce", "ParallelSummary", "PoolStrategy", "run_parallel", "solve_one"]
+
 Progress = Callable[[int, int], None]
 """Called with (problems finished, problems in the run)."""
-
-
-@dataclass(frozen=True)
-class BackendSpec:
-    """How a worker builds its own backend: ``registry.make_backend(kind, model, **options)``."""
-
-    kind: str = "llama-cpp"
-    model: str | None = None
-    options: dict[str, Any] = field(default_factory=dict)
-
-    def build(self) -> Backend:
-        from ttscale.registry import make_backend
-
-        return make_backend(self.kind, self.model, **dict(self.options))
 
 
 @dataclass
@@ -104,26 +90,6 @@ def solve_one(problem: Problem, backend: Backend, task: Task, strategy: Strategy
     return solve_problem(problem, backend, task, strategy, sampling, budget, stored, sink)
 
 
-class _Writer:
-    """The single store writer: everything workers produce goes through here, on the calling thread."""
-
-    def __init__(self, store: Store, run_id: str) -> None:
-        self.store, self.run_id = store, run_id
-        self.written = 0
-        self.results: list[Result] = []
-
-    def samples(self, pid: str, new: Sequence[Sample]) -> None:
-        if new:
-            self.store.add_samples(self.run_id, pid, list(new))
-            self.written += len(new)
-
-    def finish(self, samples: Sequence[Sample], result: Result) -> None:
-        if any(s.scores for s in samples):
-            self.store.update_scores(self.run_id, result.problem_id, list(samples))
-        self.store.finish_problem(self.run_id, result)
-        self.results.append(result)
-
-
 def run_parallel(
     *,
     task: Task,
@@ -146,180 +112,33 @@ def run_parallel(
     fault_hook: Callable[[str], None] | None = None,
 ) -> ParallelSummary:
     """Solve every unfinished problem of ``run_id`` with ``workers`` in parallel (resumable)."""
-    if workers < 1:
-        raise ConfigError(f"workers must be >= 1, got {workers}")
     if mode not in ("threads", "ray"):
         raise ConfigError(f"mode must be 'threads' or 'ray', got {mode!r}")
+    executor = Executor(mode, workers, backend, tuple(backend_specs), ray_address,  # type: ignore[arg-type]
+                        max_worker_restarts)
     sampling = sampling or Sampling()
     budget = budget or Budget()
-    specs = list(backend_specs)
-    if backend is None and not specs:
-        raise ConfigError("give a backend (threads) or backend specs (each worker builds its own)")
-    if mode == "ray" and not specs:
-        raise ConfigError("Ray workers build their own backends: pass backend_specs")
-    probe = backend or specs[0].build()
+    probe = backend or backend_specs[0].build()
     try:
-        info = probe.model_info()
-        model_meta = {"backend": probe.name, **dataclass_knobs(info)}
+        model_meta = {"backend": probe.name, **dataclass_knobs(probe.model_info())}
     finally:
         if backend is None:
             probe.close()
     cfg = config or run_config(task, strategy, sampling, budget)
     probs = list(problems) if problems is not None else task.problems(limit=limit)
     state = store.resume(run_id, cfg, model_meta, probs, kind=kind)
-    done, stored = state.done, state.stored
-    todo = [p for p in probs if p.id not in done]
-    writer = _Writer(store, run_id)
-    summary = ParallelSummary(run_id, len(probs), len(probs) - len(todo), 0, Usage(), 0.0,
-                              skipped=len(probs) - len(todo))
-    t0 = time.perf_counter()
-    job = _Job(task, strategy, sampling, budget, fault_hook)
-    if mode == "threads":
-        _run_threads(job, todo, stored, workers, backend, specs, writer, summary, progress)
-    else:
-        _run_ray(job, todo, stored, workers, specs, ray_address, max_worker_restarts, writer, summary, progress)
-    summary.wall_s = time.perf_counter() - t0
-    summary.samples_written = writer.written
-    summary.results = writer.results
-    summary.usage = Usage.total(r.usage for r in writer.results)
-    if not summary.failures:
-        store.set_run_status(run_id, "done")
-    return summary
+    todo = [p for p in probs if p.id not in state.done]
+    writer = Writer(store, run_id)
+    skipped = len(probs) - len(todo)
 
-
-@dataclass
-class _Job:
-    task: Task
-    strategy: Strategy
-    sampling: Sampling
-    budget: Budget
-    fault_hook: Callable[[str], None] | None = None
-
-    def solve(self, backend: Backend, problem: Problem, stored: Sequence[Sample],
-              sink: Callable[[Problem, list[Sample]], None] | None) -> tuple[list[Sample], Result]:
-        if self.fault_hook is not None:
-            self.fault_hook(problem.id)
-        return solve_one(problem, backend, self.task, self.strategy, self.sampling, self.budget, stored, sink)
-
-
-def _run_threads(job: _Job, todo: list[Problem], stored: dict[str, list[Sample]], workers: int,
-                 backend: Backend | None, specs: list[BackendSpec], writer: _Writer, summary: ParallelSummary,
-                 progress: Progress | None) -> None:
-    events: queue.Queue[tuple[str, Any]] = queue.Queue()
-    pending: queue.Queue[Problem] = queue.Queue()
-    for p in todo:
-        pending.put(p)
-
-    def work(slot: int) -> None:
-        be = backend or specs[slot % len(specs)].build()
-        try:
-            while True:
-                try:
-                    p = pending.get_nowait()
-                except queue.Empty:
-                    return
-                try:
-                    samples, result = job.solve(be, p, stored.get(p.id, ()),
-                                                lambda prob, new: events.put(("samples", (prob.id, new))))
-                    events.put(("done", (samples, result)))
-                except TtscaleError as e:
-                    events.put(("failed", (p.id, f"{type(e).__name__}: {e}")))
-                except Exception as e:  # a bug in a worker must not hang the writer
-                    events.put(("failed", (p.id, f"{type(e).__name__}: {e}")))
-        finally:
-            if backend is None:
-                be.close()
-
-    threads = [threading.Thread(target=work, args=(i,), daemon=True) for i in range(min(workers, len(todo)))]
-    for t in threads:
-        t.start()
-    remaining = len(todo)
-    while remaining:
-        kind, payload = events.get()
-        if kind == "samples":
-            writer.samples(*payload)
-            continue
-        remaining -= 1
-        if kind == "done":
-            writer.finish(*payload)
-            summary.finished += 1
-        else:
-            summary.failures[payload[0]] = payload[1]
+    def on_result(_p: Problem, _r: Result | None, out: Outcome) -> None:
         if progress:
-            progress(summary.finished, summary.problems)
-    for t in threads:
-        t.join()
+            progress(skipped + out.finished, len(probs))
 
-
-def _run_ray(job: _Job, todo: list[Problem], stored: dict[str, list[Sample]], workers: int,
-             specs: list[BackendSpec], address: str | None, max_restarts: int, writer: _Writer,
-             summary: ParallelSummary, progress: Progress | None) -> None:
-    try:
-        import ray
-        from ray.exceptions import RayActorError
-    except ImportError as e:
-        raise ConfigError("Ray is not installed: pip install 'ttscale[ray]'") from e
-
-    if not ray.is_initialized():
-        if address:
-            ray.init(address=address, log_to_driver=False)
-        else:
-            ray.init(num_cpus=max(workers, os.cpu_count() or 1), include_dashboard=False, log_to_driver=False,
-                     configure_logging=False)
-
-    @ray.remote(num_cpus=1, max_restarts=0)
-    class SolveWorker:
-        def __init__(self, spec: BackendSpec, job: _Job) -> None:
-            self.backend = spec.build()
-            self.job = job
-
-        def solve(self, problem: Problem, prior: list[Sample]) -> tuple[list[Sample], Result]:
-            return self.job.solve(self.backend, problem, prior, None)
-
-    job_ref = ray.put(job)
-    spawned = 0
-
-    def spawn() -> Any:
-        nonlocal spawned
-        spec = specs[spawned % len(specs)]  # round-robin over endpoints / model specs
-        spawned += 1
-        return SolveWorker.remote(spec, job_ref)  # type: ignore[attr-defined]
-
-    idle = [spawn() for _ in range(min(workers, len(todo)))]
-    pending = list(todo)
-    running: dict[Any, tuple[Any, Problem]] = {}
-    restarts = 0
-    try:
-        while pending or running:
-            while idle and pending:
-                actor, p = idle.pop(), pending.pop(0)
-                running[actor.solve.remote(p, stored.get(p.id, []))] = (actor, p)
-            ready, _ = ray.wait(list(running), num_returns=1)
-            ref = ready[0]
-            actor, p = running.pop(ref)
-            try:
-                samples, result = ray.get(ref)
-            except RayActorError:
-                summary.worker_deaths += 1
-                summary.requeued += 1
-                pending.insert(0, p)  # nothing of it was written: solve it again from the stored samples
-                if restarts < max_restarts:
-                    restarts += 1
-                    idle.append(spawn())
-                elif not running and not idle:
-                    raise TtscaleError(f"all Ray workers died ({summary.worker_deaths} deaths)") from None
-                continue
-            except ray.exceptions.RayTaskError as e:
-                summary.failures[p.id] = str(e.cause if getattr(e, "cause", None) else e).splitlines()[0]
-                idle.append(actor)
-            else:
-                prior = {s.index for s in stored.get(p.id, [])}
-                writer.samples(p.id, [s for s in samples if s.index not in prior])
-                writer.finish(samples, result)
-                summary.finished += 1
-                idle.append(actor)
-            if progress:
-                progress(summary.finished, summary.problems)
-    finally:
-        for actor in idle + [a for a, _ in running.values()]:
-            ray.kill(actor)
+    t0 = time.perf_counter()
+    out = executor.run(Job(task, strategy, sampling, budget, fault_hook), todo, state.stored, writer, on_result)
+    if not out.failures:
+        store.set_run_status(run_id, "done")
+    return ParallelSummary(run_id, len(probs), skipped + out.finished, writer.written,
+                           Usage.total(r.usage for r in writer.results), time.perf_counter() - t0, out.failures,
+                           out.worker_deaths, out.requeued, skipped, writer.results)

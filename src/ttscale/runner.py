@@ -13,7 +13,15 @@ from typing import Any
 
 from ttscale.backends.base import Backend
 from ttscale.cost import Budget, Usage
-from ttscale.executor import model_record, run_config, solve_problem  # noqa: F401 - run_config kept importable
+from ttscale.executor import (  # noqa: F401 - run_config and solve_problem kept importable
+    Executor,
+    Job,
+    Outcome,
+    Writer,
+    model_record,
+    run_config,
+    solve_problem,
+)
 from ttscale.store import Store
 from ttscale.strategies.base import Result, Sampling, Strategy
 from ttscale.tasks.base import Problem, Task
@@ -71,8 +79,11 @@ def solve_problems(
     sampling: Sampling | None = None,
     budget: Budget | None = None,
     progress: ProgressFn | None = None,
+    executor: Executor | None = None,
 ) -> RunSummary:
-    """Solve every problem not already finished in ``run_id``; resumes an interrupted run."""
+    """Solve every problem not already finished in ``run_id``; resumes an interrupted run.
+
+    ``executor`` says where problems are solved (default: one after another on ``backend``)."""
     sampling = sampling or Sampling()
     budget = budget or Budget()
     info = backend.model_info()
@@ -80,24 +91,19 @@ def solve_problems(
     state = store.resume(run_id, run_config(task, strategy, sampling, budget), model_record(backend), probs)
     resumed, done, stored = state.resumed, state.done, state.stored
 
-    def sink(problem: Problem, new: list[Any]) -> None:
-        store.add_samples(run_id, problem.id, new)
+    todo = [p for p in probs if p.id not in done]
+    skipped = len(probs) - len(todo)
+    for i in range(skipped):  # already finished in an earlier invocation
+        if progress:
+            progress(i + 1, len(probs), None)
+
+    def on_result(_p: Problem, result: Result | None, out: Outcome) -> None:
+        if progress:
+            progress(skipped + out.finished, len(probs), result)
 
     t0 = time.perf_counter()
-    skipped = 0
-    for i, problem in enumerate(probs):
-        if problem.id in done:
-            skipped += 1
-            if progress:
-                progress(i + 1, len(probs), None)
-            continue
-        used, result = solve_problem(problem, backend, task, strategy, sampling, budget,
-                                     stored.get(problem.id, ()), sink)
-        if any(s.scores for s in used):
-            store.update_scores(run_id, problem.id, used)
-        store.finish_problem(run_id, result)
-        if progress:
-            progress(i + 1, len(probs), result)
+    ex = executor or Executor(backend=backend)
+    ex.run(Job(task, strategy, sampling, budget), todo, stored, Writer(store, run_id), on_result)
     store.set_run_status(run_id, "done")
     return summarize(store, run_id, task.name, strategy.name, info.name, resumed, skipped, time.perf_counter() - t0,
                      {p.id for p in probs})

@@ -20,9 +20,17 @@ from typing import Any
 from ttscale.backends.base import Backend
 from ttscale.cost import Budget, Usage
 from ttscale.errors import ConfigError
-from ttscale.executor import SweepStrategy, model_record, solve_problem, sweep_config  # noqa: F401
+from ttscale.executor import (  # noqa: F401 - solve_problem kept importable
+    Executor,
+    Job,
+    SweepStrategy,
+    Writer,
+    model_record,
+    solve_problem,
+    sweep_config,
+)
 from ttscale.store import Store
-from ttscale.strategies.base import Sample, Sampling
+from ttscale.strategies.base import Sampling
 from ttscale.tasks.base import Problem, Task
 from ttscale.verifiers.base import Verifier
 
@@ -68,6 +76,7 @@ def run_sweep(
     verifiers: Sequence[Verifier] = (),
     wave: int = 32,
     progress: SweepProgress | None = None,
+    executor: Executor | None = None,
 ) -> SweepSummary:
     """Fill ``run_id`` with ``k`` samples for every problem; resumes where a previous call stopped.
 
@@ -91,27 +100,21 @@ def run_sweep(
         progress(have, total)
 
     t0 = time.perf_counter()
-    generated = 0
-    spent = Usage()
-    strategy = SweepStrategy(k=k, wave=wave, verifiers=verifiers)
-    for problem in probs:
-        if problem.id in done and len(stored.get(problem.id, [])) >= k:
-            continue
-        prior = stored.get(problem.id, [])[:k]
+    counts = {"have": have, "generated": 0}
 
-        def sink(p: Problem, new: list[Sample]) -> None:
-            nonlocal have, generated
-            store.add_samples(run_id, p.id, new)
-            have += len(new)
-            generated += len(new)
-            if progress:
-                progress(have, total)
+    def on_samples(n: int) -> None:
+        counts["have"] += n
+        counts["generated"] += n
+        if progress:
+            progress(counts["have"], total)
 
-        samples, result = solve_problem(problem, backend, task, strategy, sampling, Budget(), prior, sink)
-        if verifiers:
-            store.update_scores(run_id, problem.id, samples)
-        spent = spent + Usage.total(s.usage for s in samples if s.index >= len(prior))
-        store.finish_problem(run_id, result)
+    todo = [p for p in probs if not (p.id in done and len(stored.get(p.id, [])) >= k)]
+    prior = {p.id: stored.get(p.id, [])[:k] for p in todo}
+    writer = Writer(store, run_id, on_samples)
+    job = Job(task, SweepStrategy(k=k, wave=wave, verifiers=verifiers), sampling, Budget())
+    (executor or Executor(backend=backend)).run(job, todo, prior, writer)
+    spent = writer.written_usage  # what this call generated (stored samples are charged to results too)
+    generated = counts["generated"]
     store.set_run_status(run_id, "done")
     return SweepSummary(run_id, len(probs), k, store.sample_count(run_id), generated, spent,
                         time.perf_counter() - t0, resumed)

@@ -9,7 +9,7 @@ each other or a strategy module. The modules where they used to live re-export t
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from typing import Any, Literal
 
@@ -39,6 +39,19 @@ def kv_element_bytes(kind: str) -> float:
 
 
 DEFAULT_DELIMITER = "\n\n"
+
+# The generation hooks every backend's ``generate`` takes (keyword-only). ``on_finish`` and
+# ``on_sample`` are called once per finished sample by every backend; ``should_stop`` and
+# ``cancelled`` stop samples early only where the backend declares ``cancellation`` /
+# ``request_cancellation`` in its :class:`Capabilities` (elsewhere samples run to the end).
+ShouldStop = Callable[[], bool]
+"""Polled between decode steps: true stops every unfinished sample of the call."""
+OnFinish = Callable[[int, int], None]
+"""``on_finish(request_index, sample_index)`` as a sample finishes."""
+OnSample = Callable[[int, int, str], None]
+"""``on_sample(request_index, sample_index, text)`` as a sample finishes, with its text."""
+Cancelled = Callable[[int], bool]
+"""``cancelled(request_index)``: whether that request's unfinished samples should stop now."""
 """Where one reasoning step ends and the next begins (step-level search, process reward models)."""
 
 FinishReason = Literal["stop", "length", "error", "cancelled"]
@@ -217,10 +230,11 @@ class Capabilities:
     prefill_per_sample: bool = False
     """Every sample pays its own prompt prefill (a server that ignores ``n``): budgets plan for it."""
     cancellation: bool = False
-    """``generate`` takes the hooks ``should_stop()``, ``on_finish(request, index)`` and
-    ``on_sample(request, index, text)``: samples can be stopped between decode steps."""
+    """``generate``'s ``should_stop()`` is polled between decode steps: samples can be stopped early
+    (every backend takes the hooks; without this they run to the end), and ``on_finish`` /
+    ``on_sample`` are called as each sample finishes, not after the whole call."""
     request_cancellation: bool = False
-    """``generate`` takes ``cancelled(request_index)``: one request of a batch can be stopped alone."""
+    """``generate``'s ``cancelled(request_index)`` is honoured: one request of a batch can be stopped alone."""
     next_token_probes: bool = False
     """``next_token_logprobs`` is available (LLM-judge verifiers)."""
     tokenizer: bool = False

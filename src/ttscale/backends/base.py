@@ -13,6 +13,7 @@ from typing import Protocol, runtime_checkable
 
 from ttscale.errors import UnsupportedFeatureError
 from ttscale.types import (  # noqa: F401 - the core data types live in ttscale.types
+    Cancelled,
     Capabilities,
     ChatMessage,
     Completion,
@@ -20,7 +21,10 @@ from ttscale.types import (  # noqa: F401 - the core data types live in ttscale.
     Generation,
     GenerationRequest,
     ModelInfo,
+    OnFinish,
+    OnSample,
     Role,
+    ShouldStop,
     capabilities_of,
 )
 
@@ -41,8 +45,21 @@ class Backend(Protocol):
         """Tokens the request's prompt occupies once rendered (chat template applied)."""
         ...
 
-    def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
-        """Generate every request; requests in one call may be batched together."""
+    def generate(
+        self,
+        requests: Sequence[GenerationRequest],
+        *,
+        should_stop: ShouldStop | None = None,
+        on_finish: OnFinish | None = None,
+        on_sample: OnSample | None = None,
+        cancelled: Cancelled | None = None,
+    ) -> list[Generation]:
+        """Generate every request; requests in one call may be batched together.
+
+        ``on_finish``/``on_sample`` are called once per finished sample; ``should_stop`` and
+        ``cancelled`` end samples early where :attr:`capabilities` declares ``cancellation`` /
+        ``request_cancellation`` (see :mod:`ttscale.types` for the hook signatures).
+        """
         ...
 
     def close(self) -> None: ...
@@ -61,3 +78,17 @@ def shares_prompt_prefix(backend: Backend) -> bool:
     """Whether the backend evaluates the common prefix of one call's prompts once (llama.cpp does)."""
     caps = capabilities_of(backend)
     return caps.shares_prompt_prefix and caps.tokenizer
+
+
+def report_finished(gens: Sequence[Generation], on_finish: OnFinish | None, on_sample: OnSample | None) -> None:
+    """Call the per-sample hooks after the fact, in finish order, for a backend that returns whole
+    generations (it cannot stop samples early, but callers still see every sample finish)."""
+    if on_finish is None and on_sample is None:
+        return
+    done = [(c.finish_order, ri, c)
+            for ri, g in enumerate(gens) for c in g.completions if c.finish_reason not in ("cancelled", "error")]
+    for _, ri, c in sorted(done, key=lambda t: (t[0], t[1], t[2].index)):
+        if on_finish is not None:
+            on_finish(ri, c.index)
+        if on_sample is not None:
+            on_sample(ri, c.index, c.text)

@@ -16,7 +16,8 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from ttscale.backends.base import Capabilities, Completion, Generation, GenerationRequest, ModelInfo
+from ttscale.backends.base import Capabilities, Completion, Generation, GenerationRequest, ModelInfo, report_finished
+from ttscale.types import Cancelled, OnFinish, OnSample, ShouldStop
 
 AnswerScript = Mapping[str, float] | Callable[[str], Mapping[str, float]]
 
@@ -117,9 +118,12 @@ class FakeBackend:
             index=i,
         )
 
-    def generate(self, requests: Sequence[GenerationRequest],
-                 cancelled: Callable[[int], bool] | None = None) -> list[Generation]:
-        """``cancelled(i)``, checked as request ``i`` starts (after ``delay_s``), ends its samples at once."""
+    def generate(self, requests: Sequence[GenerationRequest], *, should_stop: ShouldStop | None = None,
+                 on_finish: OnFinish | None = None, on_sample: OnSample | None = None,
+                 cancelled: Cancelled | None = None) -> list[Generation]:
+        """``cancelled(i)``, checked as request ``i`` starts (after ``delay_s``), ends its samples at once;
+        ``should_stop`` is not polled (whole generations, no decode steps); the per-sample hooks are
+        called after the fact."""
         out: list[Generation] = []
         for ri, request in enumerate(requests):
             self.history.append(request)
@@ -147,4 +151,5 @@ class FakeBackend:
                     peak_kv_tokens=n_prompt + sum(c.n_tokens for c in comps),
                 )
             )
+        report_finished(out, on_finish, on_sample)
         return out

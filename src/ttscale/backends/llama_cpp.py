@@ -23,7 +23,7 @@ import os
 import random
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,16 +34,7 @@ from ttscale.backends.llama_cpu import configure_model_params
 from ttscale.backends.llama_probe import NextTokenProbes, _lcp
 from ttscale.backends.models import DEFAULT_MODEL, resolve_model_path
 from ttscale.errors import BackendError, ConfigError, UnsupportedFeatureError
-from ttscale.types import KV_CACHE_TYPES
-
-ShouldStop = Callable[[], bool]
-OnFinish = Callable[[int, int], None]
-"""Called as ``on_finish(request_index, sample_index)`` when a sample finishes (see ``generate``)."""
-OnSample = Callable[[int, int, str], None]
-"""Called as ``on_sample(request_index, sample_index, text)`` when a sample finishes, with its text."""
-Cancelled = Callable[[int], bool]
-"""(request index) -> whether that request's remaining samples should stop now."""
-
+from ttscale.types import KV_CACHE_TYPES, Cancelled, OnFinish, OnSample, ShouldStop
 
 _LOG_CALLBACKS: dict[bool, object] = {}  # keeps the ctypes callbacks alive for the process
 
@@ -406,10 +397,11 @@ class LlamaCppBackend(NextTokenProbes):
     def generate(
         self,
         requests: Sequence[GenerationRequest],
+        *,
         should_stop: ShouldStop | None = None,
         on_finish: OnFinish | None = None,
-        cancelled: Cancelled | None = None,
         on_sample: OnSample | None = None,
+        cancelled: Cancelled | None = None,
     ) -> list[Generation]:
         """Generate all requests, batching their samples together where they fit.
 

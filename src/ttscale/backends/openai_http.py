@@ -31,7 +31,7 @@ from typing import Any
 
 import httpx
 
-from ttscale.backends.base import Capabilities, Completion, Generation, GenerationRequest, ModelInfo
+from ttscale.backends.base import Capabilities, Completion, Generation, GenerationRequest, ModelInfo, report_finished
 from ttscale.backends.openai_wire import (
     MalformedResponse,
     endpoint,
@@ -42,6 +42,7 @@ from ttscale.backends.openai_wire import (
     to_completions,
 )
 from ttscale.errors import BackendError, BudgetExceededError, ConfigError, UnsupportedFeatureError
+from ttscale.types import Cancelled, OnFinish, OnSample, ShouldStop
 
 RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 
@@ -431,8 +432,12 @@ class OpenAIHttpBackend:
     def count_prompt_tokens(self, request: GenerationRequest) -> int:
         return int(self._run(self.client.acount_prompt_tokens(request)))
 
-    def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
-        return list(self._run(self.client.agenerate(requests)))
+    def generate(self, requests: Sequence[GenerationRequest], *, should_stop: ShouldStop | None = None,
+                 on_finish: OnFinish | None = None, on_sample: OnSample | None = None,
+                 cancelled: Cancelled | None = None) -> list[Generation]:
+        gens = list(self._run(self.client.agenerate(requests)))
+        report_finished(gens, on_finish, on_sample)
+        return gens
 
     def metrics(self) -> dict[str, float]:
         """The server's Prometheus ``/metrics`` counters (llama-server with ``--metrics``), by name."""

@@ -24,8 +24,17 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from ttscale.backends.base import Capabilities, Completion, FinishReason, Generation, GenerationRequest, ModelInfo
+from ttscale.backends.base import (
+    Capabilities,
+    Completion,
+    FinishReason,
+    Generation,
+    GenerationRequest,
+    ModelInfo,
+    report_finished,
+)
 from ttscale.errors import BackendError, UnsupportedFeatureError
+from ttscale.types import Cancelled, OnFinish, OnSample, ShouldStop
 
 VLLM_MISSING = (
     "vLLM is not installed (pip install 'ttscale[vllm]'); it needs a CUDA/ROCm GPU or a supported "
@@ -155,13 +164,18 @@ class VllmBackend:
     def count_prompt_tokens(self, request: GenerationRequest) -> int:
         return len(self.prompt_ids(request))
 
-    def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
+    def generate(self, requests: Sequence[GenerationRequest], *, should_stop: ShouldStop | None = None,
+                 on_finish: OnFinish | None = None, on_sample: OnSample | None = None,
+                 cancelled: Cancelled | None = None) -> list[Generation]:
+        """Offline vLLM returns whole generations: the per-sample hooks are called after the fact."""
         prompts = [{"prompt_token_ids": self.prompt_ids(r)} for r in requests]
         params = [self._vllm.SamplingParams(**sampling_kwargs(r, r.seed)) for r in requests]
         t0 = time.perf_counter()
         outputs = self._llm.generate(prompts, params, use_tqdm=False)
         wall = time.perf_counter() - t0
-        return [generation_from_output(r, o, wall) for r, o in zip(requests, outputs, strict=True)]
+        gens = [generation_from_output(r, o, wall) for r, o in zip(requests, outputs, strict=True)]
+        report_finished(gens, on_finish, on_sample)
+        return gens
 
     def close(self) -> None:
         self._llm = None

@@ -26,7 +26,7 @@ from ttscale.server.config import ServerConfig
 from ttscale.server.control import Plan
 from ttscale.server.errors import APIError, RequestCancelled, from_library_error
 from ttscale.server.metrics import Metrics
-from ttscale.server.solve import ChoiceResult, ProgressFn, solve_choice, takes_hooks
+from ttscale.server.solve import ChoiceResult, ProgressFn, solve_choice
 
 POLL_S = 0.05
 """How often a waiting request checks for client disconnect and its deadline."""
@@ -54,7 +54,6 @@ class Service:
         self._queued = 0
         self._cancels: set[threading.Event] = set()
         self.metrics = Metrics(lambda: self._queued, lambda: self._in_flight)
-        self._hooks = takes_hooks(config.backend)
         # In-process engines count prompt tokens locally and fast; others (HTTP) may call out.
         self.local_tokenizer = capabilities_of(config.backend).local_prompt_counts
         self.open()
@@ -107,8 +106,7 @@ class Service:
             with self._lock:
                 self._queued -= 1
             return solve_choice(template=template, plan=plan, backend=cfg.backend, batcher=self.batcher,
-                                cancel=cancel, problem_id=pid, seed=run_seed, budget=budget, progress=progress,
-                                hooks=self._hooks)
+                                cancel=cancel, problem_id=pid, seed=run_seed, budget=budget, progress=progress)
 
         def finished(_: Future[Any]) -> None:
             # Admission is released when the last thread ends, not when the client stops

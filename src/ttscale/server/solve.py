@@ -19,8 +19,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ttscale.backends.base import Backend, Capabilities, Generation, GenerationRequest, ModelInfo, capabilities_of
+from ttscale.backends.base import (
+    Backend,
+    Capabilities,
+    Generation,
+    GenerationRequest,
+    ModelInfo,
+    capabilities_of,
+    report_finished,
+)
 from ttscale.cost import Budget, Meter, Usage
+from ttscale.errors import UnsupportedFeatureError
 from ttscale.registry import make_strategy, make_verifier
 from ttscale.server.batcher import MicroBatcher
 from ttscale.server.control import Plan
@@ -28,6 +37,7 @@ from ttscale.server.errors import APIError, RequestCancelled
 from ttscale.strategies.base import Result, Sample, Sampling, SolveContext
 from ttscale.tasks.answers import answers_equivalent, extract_numeric_answer
 from ttscale.tasks.base import Problem, PromptFormat
+from ttscale.types import Cancelled, OnFinish, OnSample, ShouldStop
 
 _WS = re.compile(r"\s+")
 
@@ -79,8 +89,9 @@ class RequestTask:
 class BatchedBackend:
     """The Backend protocol over the micro-batcher, for one strategy run.
 
-    Other engine methods strategies probe for (``next_token_logprobs`` for judge
-    verifiers) go straight to the backend, which serializes them with its own lock.
+    Hooks pass through to the engine when it declares ``cancellation`` (the batcher then runs
+    the request in a call of its own, so a strategy's early stop cannot cut its batch-mates);
+    judge probes (``next_token_logprobs``) go straight to the backend, which serializes them.
     """
 
     def __init__(self, inner: Backend, batcher: MicroBatcher, cancel: threading.Event,
@@ -89,6 +100,7 @@ class BatchedBackend:
         self._batcher = batcher
         self._cancel = cancel
         self._progress = progress
+        self._hooks = capabilities_of(inner).cancellation
 
     @property
     def name(self) -> str:
@@ -96,8 +108,8 @@ class BatchedBackend:
 
     @property
     def capabilities(self) -> Capabilities:
-        # Samples go through the micro-batcher: no step hooks here (HookedBatchedBackend has them).
-        return replace(capabilities_of(self._inner), cancellation=False, request_cancellation=False)
+        # per-request cancellation belongs to the batcher (a client that goes away), not to strategies
+        return replace(capabilities_of(self._inner), request_cancellation=False)
 
     def model_info(self) -> ModelInfo:
         return self._inner.model_info()
@@ -105,60 +117,32 @@ class BatchedBackend:
     def count_prompt_tokens(self, request: GenerationRequest) -> int:
         return self._inner.count_prompt_tokens(request)
 
-    def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
-        return self._generate(requests, None)
-
-    def _generate(self, requests: Sequence[GenerationRequest], hooks: dict[str, Any] | None) -> list[Generation]:
+    def generate(self, requests: Sequence[GenerationRequest], *, should_stop: ShouldStop | None = None,
+                 on_finish: OnFinish | None = None, on_sample: OnSample | None = None,
+                 cancelled: Cancelled | None = None) -> list[Generation]:
+        given = {"should_stop": should_stop, "on_finish": on_finish, "on_sample": on_sample}
+        hooks = {k: v for k, v in given.items() if v is not None} if self._hooks else {}
         if self._cancel.is_set():
             raise RequestCancelled("request cancelled")
-        gens = self._batcher.generate(list(requests), self._cancel.is_set, hooks)
+        gens = self._batcher.generate(list(requests), self._cancel.is_set, hooks or None)
         if self._cancel.is_set():
             raise RequestCancelled("request cancelled")
+        if not self._hooks:
+            report_finished(gens, on_finish, on_sample)
         if self._progress is not None:
             self._progress({"event": "samples", "n": sum(len(g.completions) for g in gens),
                             "generated_tokens": sum(g.generated_tokens for g in gens)})
         return gens
 
-    def __getattr__(self, name: str) -> Any:
-        if name == "next_token_logprobs" and hasattr(self._inner, name):
-            probe = getattr(self._inner, name)
-
-            def guarded(*args: Any, **kwargs: Any) -> Any:
-                if self._cancel.is_set():
-                    raise RequestCancelled("request cancelled")
-                return probe(*args, **kwargs)
-
-            return guarded
-        raise AttributeError(name)
+    def next_token_logprobs(self, *args: Any, **kwargs: Any) -> Any:
+        if not capabilities_of(self._inner).next_token_probes:
+            raise UnsupportedFeatureError(f"backend {self._inner.name} has no next-token probes")
+        if self._cancel.is_set():
+            raise RequestCancelled("request cancelled")
+        return self._inner.next_token_logprobs(*args, **kwargs)  # type: ignore[attr-defined]
 
     def close(self) -> None:
         pass
-
-
-class HookedBatchedBackend(BatchedBackend):
-    """For engines whose ``generate`` takes ``should_stop``/``on_finish``: early-stopping strategies
-    detect these parameters and pass their own hooks, which the batcher honours."""
-
-    @property
-    def capabilities(self) -> Capabilities:
-        return replace(capabilities_of(self._inner), request_cancellation=False)
-
-    def generate(self, requests: Sequence[GenerationRequest], should_stop: Callable[[], bool] | None = None,
-                 on_finish: Callable[[int, int], None] | None = None,
-                 on_sample: Callable[[int, int, str], None] | None = None) -> list[Generation]:
-        hooks: dict[str, Any] = {}
-        if should_stop is not None:
-            hooks["should_stop"] = should_stop
-        if on_finish is not None:
-            hooks["on_finish"] = on_finish
-        if on_sample is not None:
-            hooks["on_sample"] = on_sample
-        return self._generate(requests, hooks or None)
-
-
-def takes_hooks(backend: Backend) -> bool:
-    """Whether the backend declares the early-stopping hooks (``should_stop``, ``on_finish``, ``on_sample``)."""
-    return capabilities_of(backend).cancellation
 
 
 @dataclass
@@ -219,15 +203,11 @@ def solve_choice(
     seed: int,
     budget: Budget,
     progress: ProgressFn | None = None,
-    hooks: bool = False,
 ) -> ChoiceResult:
-    """Run the plan's strategy on one prompt (called in a worker thread).
-
-    ``hooks``: the backend takes early-stopping hooks (see :func:`takes_hooks`; checked once per app).
-    """
+    """Run the plan's strategy on one prompt (called in a worker thread)."""
     batcher.run_started()
     try:
-        proxy = (HookedBatchedBackend if hooks else BatchedBackend)(backend, batcher, cancel, progress)
+        proxy = BatchedBackend(backend, batcher, cancel, progress)
         task = RequestTask(template, plan.answer_mode)
         verifier = make_verifier(plan.verifier, task, proxy) if plan.verifier else None
         if verifier is not None and verifier.uses_reference:

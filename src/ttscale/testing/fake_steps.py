@@ -99,9 +99,11 @@ class ScriptedStepBackend:
     def generate(
         self,
         requests: Sequence[GenerationRequest],
+        *,
         should_stop: Callable[[], bool] | None = None,
         on_finish: Callable[[int, int], None] | None = None,
         on_sample: Callable[[int, int, str], None] | None = None,
+        cancelled: Callable[[int], bool] | None = None,
     ) -> list[Generation]:
         states: list[list[Any]] = []  # [request index, sample index, words, cut, finish, finished at]
         for ri, r in enumerate(requests):
