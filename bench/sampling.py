@@ -50,7 +50,7 @@ def main() -> None:
     for rep in range(args.repeats):
         req = GenerationRequest(prompt=text, n=args.n, temperature=0.8, top_p=1.0, seed=100 * rep,
                                 max_tokens=args.max_tokens, stop=base_req.stop, logprobs=True)
-        backend._cached = []  # measure a cold prompt: no prefix reuse from the previous repeat
+        backend.forget_prefixes()  # measure a cold prompt: no prefix reuse from the previous repeat
         backend._lc.llama_memory_clear(backend._mem, True)
         t = time.perf_counter()
         gen = backend.generate([req])[0]

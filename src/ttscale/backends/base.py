@@ -65,6 +65,13 @@ class Backend(Protocol):
     def close(self) -> None: ...
 
 
+@runtime_checkable
+class ReportsStats(Protocol):
+    """A backend with its own account of what it did (the HTTP client: responses, retries, failures)."""
+
+    def stats_line(self) -> str: ...
+
+
 def render_prompt(backend: Backend, request: GenerationRequest) -> str:
     """The exact text the backend feeds the model for ``request`` (chat template applied)."""
     if capabilities_of(backend).renders_prompts:

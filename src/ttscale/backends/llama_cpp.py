@@ -31,7 +31,8 @@ import numpy as np
 
 from ttscale.backends.base import Capabilities, Completion, Generation, GenerationRequest, ModelInfo
 from ttscale.backends.llama_cpu import configure_model_params
-from ttscale.backends.llama_probe import NextTokenProbes, _lcp
+from ttscale.backends.llama_prefix import PrefixCache, common_prefix
+from ttscale.backends.llama_probe import TokenProbe, probe_next_tokens
 from ttscale.backends.models import DEFAULT_MODEL, resolve_model_path
 from ttscale.errors import BackendError, ConfigError, UnsupportedFeatureError
 from ttscale.types import KV_CACHE_TYPES, Cancelled, OnFinish, OnSample, ShouldStop
@@ -79,7 +80,7 @@ def _bad_kv(kind: str) -> int:
     raise ConfigError(f"unknown KV cache type {kind!r}; llama.cpp takes: {', '.join(KV_CACHE_TYPES)}")
 
 
-class LlamaCppBackend(NextTokenProbes):
+class LlamaCppBackend:
     """Batched, prefix-sharing generation on llama.cpp (CPU)."""
 
     shares_prompt_prefix = True
@@ -142,12 +143,9 @@ class LlamaCppBackend(NextTokenProbes):
         self.n_ctx = lc.llama_n_ctx(self._ctx)
         self._mem = lc.llama_get_memory(self._ctx)
         self._batch = lc.llama_batch_init(max(n_batch, n_seq_max), 0, 1)
-        self._cached: list[int] = []  # tokens held by seq 0
-        # Earlier holder prefixes kept in their own sequences (most recently used last), so that
-        # calls alternating between a few few-shot headers do not prefill them again each time.
-        self._slots = list(range(n_seq_max + 1, n_seq_max + 1 + prefix_slots))
-        self._stash: list[tuple[int, list[int]]] = []
-        self._stash_limit = n_ctx // 8  # KV cells the kept prefixes may hold at most
+        # seq 0 holds the shared prefix; sequences past the samples' keep earlier prefixes
+        self._prefixes = PrefixCache(lc, self._mem, self._decode, self.n_ctx, n_batch,
+                                    range(n_seq_max + 1, n_seq_max + 1 + prefix_slots))
         self._template = lc.llama_model_chat_template(self._model, None)
         self._info = self._read_info()
         self._piece_buf = ctypes.create_string_buffer(256)
@@ -264,75 +262,43 @@ class LlamaCppBackend(NextTokenProbes):
         if rc != 0:
             raise BackendError(f"llama_decode failed with code {rc} (KV cache full or bad batch)")
 
+    # The engine surface next-token probes use (llama_probe.ProbeEngine).
+
+    @property
+    def prefixes(self) -> PrefixCache:
+        return self._prefixes
+
+    def decode(self, items: list[tuple[int, int, int, bool]]) -> None:
+        self._decode(items)
+
+    def first_token(self, text: str) -> int | None:
+        """The first token of ``text`` tokenized without special tokens (None if it has none)."""
+        data = text.encode("utf-8")
+        arr = (self._lc.llama_token * (len(data) + 8))()
+        n = self._lc.llama_tokenize(self._vocab, data, len(data), arr, len(data) + 8, False, False)
+        return int(arr[0]) if n >= 1 else None
+
+    def logits_row(self, idx: int) -> np.ndarray:
+        """The logits of batch position ``idx`` of the last decode (a view into the engine's buffer)."""
+        ptr = self._lc.llama_get_logits_ith(self._ctx, idx)
+        return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))
+
+    def copy_sequence(self, src: int, dst: int) -> None:
+        self._lc.llama_memory_seq_cp(self._mem, src, dst, -1, -1)
+
+    def drop_sequence(self, seq: int) -> None:
+        self._lc.llama_memory_seq_rm(self._mem, seq, -1, -1)
+
+    def next_token_logprobs(self, requests: Sequence[GenerationRequest], candidates: Sequence[str]) -> list[TokenProbe]:
+        """Log-probability of each candidate's first token right after each prompt (LLM-judge verifiers);
+        see :func:`~ttscale.backends.llama_probe.probe_next_tokens`."""
+        with self._lock:
+            return probe_next_tokens(self, requests, candidates)
+
     def forget_prefixes(self) -> None:
         """Drop every cached prefix (the holder's and the kept ones): the next call prefills in full."""
-        self._lc.llama_memory_seq_rm(self._mem, 0, -1, -1)
-        self._drop_kept_prefixes()
-        self._cached = []
-
-    def _make_room(self, cells: int) -> None:
-        """Free the kept prefixes if a job of ``cells`` KV cells might not fit next to them."""
-        if self._stash and cells + sum(len(t) for _, t in self._stash) > self.n_ctx:
-            self._drop_kept_prefixes()
-
-    def _drop_kept_prefixes(self) -> None:
-        for seq, _ in self._stash:
-            self._lc.llama_memory_seq_rm(self._mem, seq, -1, -1)
-        self._stash.clear()
-
-    def _keep_current_prefix(self, protect: int | None = None) -> None:
-        """Before seq 0 is cut back, keep what it holds in a prefix slot (least recently used slots
-        are freed when all are taken or the kept cells would pass their limit; ``protect`` is not)."""
-        lc, mem = self._lc, self._mem
-        toks = self._cached
-        if len(toks) < 16 or not self._slots or len(toks) > self._stash_limit:
-            return  # too short to be worth a slot, or too long to keep
-        if any(t[: len(toks)] == toks for _, t in self._stash):
-            return  # a kept prefix already covers it
-        for q, t in [e for e in self._stash if e[1] == toks[: len(e[1])] and e[0] != protect]:
-            lc.llama_memory_seq_rm(mem, q, -1, -1)  # covered by the longer one kept now
-            self._stash.remove((q, t))
-        while True:
-            over = (len(self._stash) >= len(self._slots)
-                    or sum(len(t) for _, t in self._stash) + len(toks) > self._stash_limit)
-            victims = [e for e in self._stash if e[0] != protect]
-            if not over or not victims:
-                break
-            q, t = victims[0]
-            lc.llama_memory_seq_rm(mem, q, -1, -1)
-            self._stash.remove((q, t))
-        used = {q for q, _ in self._stash}
-        free = next((q for q in self._slots if q not in used), None)
-        if free is None:
-            return
-        lc.llama_memory_seq_rm(mem, free, -1, -1)
-        lc.llama_memory_seq_cp(mem, 0, free, -1, -1)  # tags seq 0's cells: nothing is copied
-        self._stash.append((free, list(toks)))
-
-    def _hold_prefix(self, shared: list[int]) -> int:
-        """Make the holder sequence (seq 0) hold exactly ``shared``, starting from whichever cached
-        prefix (the holder's own or a kept one) has the most in common with it; returns the tokens
-        prefilled now."""
-        reuse = _lcp(self._cached, shared)
-        best = max(self._stash, key=lambda e: _lcp(e[1], shared), default=None)
-        switch = best is not None and _lcp(best[1], shared) > reuse
-        if reuse < len(self._cached) or switch:
-            self._keep_current_prefix(protect=best[0] if switch and best is not None else None)
-        if switch and best is not None:
-            seq, toks = best
-            self._lc.llama_memory_seq_rm(self._mem, 0, -1, -1)
-            self._lc.llama_memory_seq_cp(self._mem, seq, 0, -1, -1)
-            self._cached = list(toks)
-            self._stash.remove(best)
-            self._stash.append(best)  # most recently used
-            reuse = _lcp(self._cached, shared)
-        self._lc.llama_memory_seq_rm(self._mem, 0, reuse, -1)
-        self._cached = self._cached[:reuse]
-        for start in range(reuse, len(shared), self.n_batch):
-            chunk = shared[start : start + self.n_batch]
-            self._decode([(t, start + i, 0, False) for i, t in enumerate(chunk)])
-        self._cached = list(shared)
-        return len(shared) - reuse
+        with self._lock:
+            self._prefixes.forget()
 
     def _logprob(self, idx: int, token: int) -> float:
         ptr = self._lc.llama_get_logits_ith(self._ctx, idx)
@@ -475,11 +441,11 @@ class LlamaCppBackend(NextTokenProbes):
         # Shared prefix, capped so that every prompt keeps >= 1 token whose logits we compute.
         shared = prompts[distinct[0]][: len(prompts[distinct[0]]) - 1]
         for ri in distinct[1:]:
-            shared = shared[: min(_lcp(shared, prompts[ri]), len(prompts[ri]) - 1)]
+            shared = shared[: min(common_prefix(shared, prompts[ri]), len(prompts[ri]) - 1)]
         need = len(prompts[distinct[0]]) + sum(len(prompts[ri]) for ri in distinct[1:]) + sum(
             requests[ri].max_tokens for ri, _ in job)
-        self._make_room(need)
-        gens[distinct[0]].prefilled_tokens += self._hold_prefix(shared)
+        self._prefixes.make_room(need)
+        gens[distinct[0]].prefilled_tokens += self._prefixes.hold(shared)
         p = len(shared)
 
         samples: list[_Sample] = []

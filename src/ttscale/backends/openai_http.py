@@ -393,6 +393,11 @@ class OpenAIHttpBackend:
     def stats(self) -> HttpStats:
         return self.client.stats
 
+    def stats_line(self) -> str:
+        d = self.client.stats.to_dict()
+        return (f"http: {d['responses']} responses, {d['retries']} retries, failures {d['failures'] or 'none'}, "
+                f"{d['fanout_requests']} fanned-out requests")
+
     @property
     def capabilities(self) -> Capabilities:
         # The client keeps `concurrency` requests in flight: that is what the server decodes together.

@@ -10,7 +10,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from ttscale.backends.base import Backend, ModelInfo
+from ttscale.backends.base import Backend, ModelInfo, ReportsStats
 from ttscale.cli.common import DEFAULT_STORE, cli_errors, console, fail, human, write_json
 from ttscale.cli.options import (
     ApiKeyOpt,
@@ -53,7 +53,7 @@ from ttscale.registry import (
 from ttscale.runner import RunSummary, solve_problems, summarize
 from ttscale.store import Store
 from ttscale.strategies.base import Result, Sampling, Strategy
-from ttscale.tasks.base import Task
+from ttscale.tasks.base import HasChanceAccuracy, ReportsProgress, Task
 
 
 def print_summary(s: RunSummary, chance: float | None = None) -> None:
@@ -230,9 +230,9 @@ def run(
             console=console, disable=not progress, transient=False,
         ) as bar:
             gen_job = None
-            if hasattr(t, "progress") and getattr(t, "seed", None) is not None:
-                gen_job = bar.add_task("generating instances", total=None, acc="-")
-                t.progress = lambda i, n: bar.update(gen_job, completed=i, total=n)  # type: ignore[attr-defined]
+            if isinstance(t, ReportsProgress):  # generated instances take a while
+                gen_job = bar.add_task("loading problems", total=None, acc="-")
+                t.progress = lambda i, n: bar.update(gen_job, completed=i, total=n)
             probs = t.problems(limit=limit)
             if gen_job is not None:
                 bar.remove_task(gen_job)
@@ -263,16 +263,12 @@ def run(
         be.close()
         for ob in extra_backends:
             ob.close()
-    chance_fn = getattr(t, "chance_accuracy", None)
-    chance = chance_fn(probs) if callable(chance_fn) else None
+    chance = t.chance_accuracy(probs) if isinstance(t, HasChanceAccuracy) else None
     print_summary(summary, chance)
     if explain:
         print_policy_choices(summary.results)
-    http_stats = getattr(be, "stats", None)
-    if http_stats is not None and hasattr(http_stats, "failures"):  # the HTTP backend: retried failures by kind
-        d = http_stats.to_dict()
-        console.print(f"http: {d['responses']} responses, {d['retries']} retries, failures {d['failures'] or 'none'}, "
-                      f"{d['fanout_requests']} fanned-out requests")
+    if isinstance(be, ReportsStats):  # the HTTP backend: retried failures by kind
+        console.print(be.stats_line())
     out = output or store.parent / f"{rid}.json"
     data_out = summary.to_dict() | {
         "config": {"task": t.describe(), "strategy": strat.describe(), "sampling": sampling.__dict__,

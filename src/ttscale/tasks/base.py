@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
 from ttscale.backends.base import ChatMessage, GenerationRequest
@@ -68,6 +69,20 @@ class ExplainsGrades(Protocol):
     """A task that can say why an answer passed or failed (code tasks: the check's status and reason)."""
 
     def grade_detail(self, problem: Problem, answer: str | None) -> dict[str, Any]: ...
+
+
+@runtime_checkable
+class ReportsProgress(Protocol):
+    """A task whose ``problems()`` takes a while (generated instances) and reports ``progress(i, n)``."""
+
+    progress: Callable[[int, int], None] | None
+
+
+@runtime_checkable
+class HasChanceAccuracy(Protocol):
+    """A task with a chance level (multiple choice): reports print it beside the accuracy."""
+
+    def chance_accuracy(self, problems: list[Problem]) -> float | None: ...
 
 
 def grade_with_detail(task: Task, problem: Problem, answer: str | None) -> tuple[bool | None, dict[str, Any]]:
