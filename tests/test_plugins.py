@@ -59,3 +59,113 @@ def test_the_cli_runs_a_plugin_strategy(plugin_site: Path, tmp_path: Path) -> No
     assert bad.returncode != 0 and "takes no option 'width'" in bad.stdout + bad.stderr
     listed = subprocess.run([sys.executable, "-m", "ttscale", "tasks"], capture_output=True, text=True, env=env)
     assert "first-answer" in listed.stdout
+
+
+# A second distribution adds one verifier, one task and one backend through their entry-point groups.
+COMPONENTS = '''
+from dataclasses import dataclass, field
+
+from ttscale.backends.fake import FakeBackend
+from ttscale.backends.spec import BackendKind
+from ttscale.tasks.base import build_request
+from ttscale.tasks.spec import TaskSpec
+from ttscale.types import Problem, PromptFormat
+from ttscale.verifiers.base import Scores
+from ttscale.verifiers.spec import VerifierSpec
+
+
+@dataclass
+class ShortestFirst:
+    name: str = "shortest"
+    uses_reference: bool = False
+
+    def score(self, problem, candidates):
+        return Scores([-float(s.usage.generated_tokens) for s in candidates])
+
+
+@dataclass
+class SixTimesSeven:
+    name: str = "six-times-seven"
+    fmt: PromptFormat = field(default_factory=lambda: PromptFormat(style="completion"))
+
+    def problems(self, limit=None):
+        return [Problem(id=f"q{i}", prompt="What is 6 times 7?", reference="42") for i in range(limit or 2)]
+
+    def request(self, problem):
+        return build_request(problem.prompt, [], self.fmt)
+
+    def extract(self, text):
+        return text.split()[-1].rstrip(".") if text.split() else None
+
+    def equivalent(self, a, b):
+        return a == b
+
+    def grade(self, problem, answer):
+        return answer == problem.reference
+
+    def describe(self):
+        return {"name": self.name}
+
+
+VERIFIER = VerifierSpec("shortest", lambda args: ShortestFirst(), "prefers the shortest sample")
+TASK = TaskSpec("six-times-seven", lambda args: SixTimesSeven(), "one question, asked twice")
+BACKEND = BackendKind("always-42", lambda model, options: FakeBackend(answers={"42": 1.0}), None, "answers 42")
+'''
+
+
+@pytest.fixture
+def components_site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    site = tmp_path / "site2"
+    site.mkdir()
+    (site / "more_components.py").write_text(COMPONENTS)
+    info = site / "more_components-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: more-components\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(
+        "[ttscale.verifiers]\nshortest = more_components:VERIFIER\n"
+        "[ttscale.tasks]\nsix-times-seven = more_components:TASK\n"
+        "[ttscale.backends]\nalways-42 = more_components:BACKEND\n")
+    monkeypatch.syspath_prepend(str(site))
+    importlib.invalidate_caches()
+    yield site
+    sys.modules.pop("more_components", None)
+
+
+def test_plugin_verifier_task_and_backend_are_found_and_built(components_site: Path) -> None:
+    from ttscale.registry import backend_kinds, make_backend, make_task, make_verifier, task_names, verifier_names
+
+    assert "shortest" in verifier_names() and "six-times-seven" in task_names() and "always-42" in backend_kinds()
+    task = make_task("six-times-seven")
+    assert [p.id for p in task.problems(limit=3)] == ["q0", "q1", "q2"]
+    assert make_verifier("shortest", task).name == "shortest"
+    assert make_backend("always-42").name.startswith("fake")
+
+
+def test_the_cli_runs_plugin_components_together(components_site: Path, tmp_path: Path) -> None:
+    env = os.environ | {"PYTHONPATH": str(components_site)}
+    run = subprocess.run([sys.executable, "-m", "ttscale", "run", "--backend", "always-42", "--task", "six-times-seven",
+                          "--strategy", "best-of-n", "-k", "3", "--verifier", "shortest", "--store",
+                          str(tmp_path / "s.sqlite"), "--no-progress", "--output", str(tmp_path / "o.json")],
+                         capture_output=True, text=True, env=env)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "1.000" in run.stdout  # both problems answered 42
+    listed = subprocess.run([sys.executable, "-m", "ttscale", "tasks"], capture_output=True, text=True, env=env)
+    assert all(n in listed.stdout for n in ("shortest", "six-times-seven", "always-42"))
+
+
+def test_a_plugin_cannot_replace_a_built_in(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ttscale.errors import ConfigError
+    from ttscale.registry import backend_kinds
+
+    site = tmp_path / "site3"
+    site.mkdir()
+    (site / "clash.py").write_text("from ttscale.backends.fake import SPEC\n")
+    info = site / "clash-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: clash\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[ttscale.backends]\nfake = clash:SPEC\n")
+    monkeypatch.syspath_prepend(str(site))
+    importlib.invalidate_caches()
+    with pytest.raises(ConfigError, match="not a new BackendKind"):
+        backend_kinds()
+    sys.modules.pop("clash", None)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any, TypeVar
 
 from ttscale.backends.base import Backend
+from ttscale.backends.spec import BackendKind
 from ttscale.errors import ConfigError, UnknownNameError
 from ttscale.strategies.base import Strategy
 from ttscale.strategies.spec import StrategySpec
@@ -94,7 +95,7 @@ def make_strategy(name: str, **knobs: Any) -> Strategy:
     return spec.build(**{k: v for k, v in knobs.items() if k in spec.knobs})
 
 
-_S = TypeVar("_S", VerifierSpec, TaskSpec)
+_S = TypeVar("_S", VerifierSpec, TaskSpec, BackendKind)
 VERIFIER_ENTRY_POINT_GROUP = "ttscale.verifiers"
 
 
@@ -191,32 +192,18 @@ def make_task(
     return specs[name].factory(TaskArgs(style, shots, max_tokens, instruction, seed, subtask, data, chat_model))
 
 
+BACKEND_ENTRY_POINT_GROUP = "ttscale.backends"
+
+
+def backend_kinds() -> dict[str, BackendKind]:
+    """Every backend kind by name: the records in ``ttscale.backends``, then plugins."""
+    return _discover("ttscale.backends", BackendKind, BACKEND_ENTRY_POINT_GROUP)
+
+
 def make_backend(kind: str = "llama-cpp", model: str | None = None, **options: Any) -> Backend:
-    """Build a backend: ``llama-cpp`` (embedded, default), ``openai`` (HTTP), ``vllm`` (offline) or ``fake`` (tests)."""
-    from ttscale.backends.options import validate_backend_options
-
-    options = validate_backend_options(kind, options)
-    if kind == "llama-cpp":
-        from ttscale.backends.llama_cpp import LlamaCppBackend
-        from ttscale.backends.models import DEFAULT_MODEL
-
-        return LlamaCppBackend(model or DEFAULT_MODEL, **options)
-    if kind == "fake":
-        from ttscale.backends.fake import FakeBackend
-
-        return FakeBackend(**options)
-    if kind == "openai":
-        # Any OpenAI-compatible server: options base_url (required), api_key, concurrency, timeout,
-        # max_retries, token_cap, info_model (embedded model name / GGUF path for FLOPs shapes).
-        from ttscale.backends.openai_http import OpenAIHttpBackend
-
-        if not options.get("base_url"):
-            raise ConfigError("backend 'openai' needs a base URL (--base-url http://host:port/v1)")
-        return OpenAIHttpBackend(options.pop("base_url"), model or "default", **options)
-    if kind == "vllm":
-        from ttscale.backends.vllm import VllmBackend
-
-        if not model:
-            raise ConfigError("backend 'vllm' needs a model (a Hugging Face id or local path)")
-        return VllmBackend(model, **options)
-    raise UnknownNameError("backend", kind, ["llama-cpp", "fake", "openai", "vllm"])
+    """Build a backend from its record: ``llama-cpp`` (embedded, default), ``openai`` (HTTP), ``vllm``
+    (offline) or ``fake`` (tests), or a plugin's; ``options`` are checked against its options model."""
+    kinds = backend_kinds()
+    if kind not in kinds:
+        raise UnknownNameError("backend", kind, list(kinds))
+    return kinds[kind].build(model, options)

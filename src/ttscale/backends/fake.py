@@ -14,9 +14,12 @@ import math
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from typing import Any
 
 from ttscale.backends.base import Capabilities, Completion, Generation, GenerationRequest, ModelInfo, report_finished
+from ttscale.backends.spec import BackendKind
+from ttscale.errors import ConfigError
 from ttscale.types import Cancelled, OnFinish, OnSample, ShouldStop
 
 AnswerScript = Mapping[str, float] | Callable[[str], Mapping[str, float]]
@@ -153,3 +156,14 @@ class FakeBackend:
             )
         report_finished(out, on_finish, on_sample)
         return out
+
+
+def _build(_model: str | None, options: dict[str, Any]) -> FakeBackend:
+    known = {f.name for f in fields(FakeBackend)}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise ConfigError(f"backend 'fake': unknown option(s) {', '.join(unknown)}; it takes: {', '.join(sorted(known))}")
+    return FakeBackend(**options)
+
+
+SPEC = BackendKind("fake", _build, None, "scripted answers with known probabilities, no model (tests, demos of the CLI)")

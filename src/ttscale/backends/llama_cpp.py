@@ -26,14 +26,17 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from pydantic import Field
 
 from ttscale.backends.base import Capabilities, Completion, Generation, GenerationRequest, ModelInfo
 from ttscale.backends.llama_cpu import configure_model_params
 from ttscale.backends.llama_prefix import PrefixCache, common_prefix
 from ttscale.backends.llama_probe import TokenProbe, probe_next_tokens
 from ttscale.backends.models import DEFAULT_MODEL, resolve_model_path
+from ttscale.backends.spec import BackendKind, BackendOptions
 from ttscale.errors import BackendError, ConfigError, UnsupportedFeatureError
 from ttscale.types import KV_CACHE_TYPES, Cancelled, OnFinish, OnSample, ShouldStop
 
@@ -580,3 +583,24 @@ class LlamaCppBackend:
             self.close()
         except Exception:
             pass
+
+
+class LlamaCppOptions(BackendOptions):
+    """Options of the embedded engine (``ttscale run -o``, ``make_backend("llama-cpp", ..., **options)``)."""
+
+    n_ctx: int = Field(16384, ge=64, description="KV cells in all (every sequence shares them)")
+    n_seq_max: int = Field(64, ge=1, le=1024, description="samples decoded together")
+    n_batch: int = Field(512, ge=1, description="tokens per prefill batch")
+    n_threads: int | None = Field(None, ge=1, description="CPU threads (default: all cores)")
+    prefix_slots: int = Field(4, ge=0, description="earlier prompt prefixes kept in spare sequences")
+    kv_type: str = Field("f16", description="KV-cache element type of K (and V unless kv_type_v)")
+    kv_type_v: str | None = Field(None, description="KV-cache element type of V")
+    verbose: bool = False
+
+
+def _build(model: str | None, options: dict[str, Any]) -> LlamaCppBackend:
+    return LlamaCppBackend(model or DEFAULT_MODEL, **options)
+
+
+SPEC = BackendKind("llama-cpp", _build, LlamaCppOptions,
+                   "embedded llama.cpp (default): batched, prefix-sharing sampling on this machine's CPU")

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+from pydantic import Field
 
 from ttscale.backends.base import Capabilities, Completion, Generation, GenerationRequest, ModelInfo, report_finished
 from ttscale.backends.openai_wire import (
@@ -41,6 +42,7 @@ from ttscale.backends.openai_wire import (
     request_body,
     to_completions,
 )
+from ttscale.backends.spec import BackendKind, BackendOptions
 from ttscale.errors import BackendError, BudgetExceededError, ConfigError, UnsupportedFeatureError
 from ttscale.types import Cancelled, OnFinish, OnSample, ShouldStop
 
@@ -482,3 +484,31 @@ def _info_from_model(model: str) -> ModelInfo:
 
     path = resolve_model_path(model)
     return read_model_info(path, model if model in EMBEDDED_MODELS else None)
+
+
+class OpenAIHttpOptions(BackendOptions):
+    """Options of the HTTP client (any OpenAI-compatible server)."""
+
+    base_url: str | None = Field(None, description="the server's OpenAI base URL, e.g. http://127.0.0.1:8080/v1 (required)")
+    api_key: str | None = None
+    concurrency: int = Field(8, ge=1, le=4096, description="requests in flight")
+    timeout: float = Field(120.0, gt=0)
+    max_retries: int = Field(6, ge=0)
+    backoff_base: float = Field(0.2, ge=0)
+    backoff_max: float = Field(5.0, ge=0)
+    token_cap: int | None = Field(None, ge=1)
+    jitter_seed: int | None = None
+    info_model: str | None = Field(None, description="embedded model name or GGUF path of the served model")
+    info: Any = None
+    transport: Any = None
+
+
+def _build(model: str | None, options: dict[str, Any]) -> OpenAIHttpBackend:
+    if not options.get("base_url"):
+        raise ConfigError("backend 'openai' needs a base URL (--base-url http://host:port/v1)")
+    opts = dict(options)
+    return OpenAIHttpBackend(opts.pop("base_url"), model or "default", **opts)
+
+
+SPEC = BackendKind("openai", _build, OpenAIHttpOptions,
+                   "any OpenAI-compatible server (vLLM, SGLang, llama-server, hosted APIs); needs a base URL")

@@ -24,6 +24,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from pydantic import ConfigDict
+
 from ttscale.backends.base import (
     Capabilities,
     Completion,
@@ -33,6 +35,7 @@ from ttscale.backends.base import (
     ModelInfo,
     report_finished,
 )
+from ttscale.backends.spec import BackendKind, BackendOptions
 from ttscale.errors import BackendError, UnsupportedFeatureError
 from ttscale.types import Cancelled, OnFinish, OnSample, ShouldStop
 
@@ -179,3 +182,16 @@ class VllmBackend:
 
     def close(self) -> None:
         self._llm = None
+
+
+class VllmOptions(BackendOptions):
+    """Options of offline vLLM; any other option is passed on to ``vllm.LLM``."""
+
+    enable_prefix_caching: bool = True
+    seed: int = 0
+    info: Any = None
+    model_config = ConfigDict(extra="allow", arbitrary_types_allowed=True)  # passed on to vllm.LLM
+
+
+SPEC = BackendKind("vllm", lambda model, options: VllmBackend(str(model), **options), VllmOptions,
+                   "offline vLLM in this process (GPU only)", needs_model=True)

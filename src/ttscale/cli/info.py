@@ -9,7 +9,7 @@ from rich.table import Table
 
 from ttscale.backends.models import EMBEDDED_MODELS
 from ttscale.cli.common import cli_errors, console, human
-from ttscale.registry import TASK_HELP, VERIFIER_HELP, strategy_specs
+from ttscale.registry import TASK_HELP, VERIFIER_HELP, backend_kinds, strategy_specs
 
 
 @cli_errors
@@ -41,7 +41,7 @@ def models(
 def tasks(
     bigbench: Annotated[bool, typer.Option(help="Also list every BIG-bench task (downloads the sdist once).")] = False,
 ) -> None:
-    """List tasks, strategies and verifiers."""
+    """List tasks, strategies, verifiers and backends (built-ins, then plugins from entry points)."""
     t = Table(title="tasks")
     t.add_column("task")
     t.add_column("what")
@@ -64,6 +64,14 @@ def tasks(
     for k, v in VERIFIER_HELP.items():
         vt.add_row(k, v)
     console.print(vt)
+    bt = Table(title="backends (--backend NAME; the library takes these options in make_backend(NAME, model, **options))")
+    bt.add_column("backend")
+    bt.add_column("what")
+    bt.add_column("options")
+    for kind in backend_kinds().values():
+        fields = kind.options.model_fields.items() if kind.options is not None else ()
+        bt.add_row(kind.name, kind.help, "\n".join(f"{n}: {f.description or ''}".rstrip(": ") for n, f in fields))
+    console.print(bt)
     if bigbench:
         from ttscale.tasks.bigbench import list_tasks
 
