@@ -11,6 +11,7 @@ per sample).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 
 import numpy as np
@@ -104,11 +105,14 @@ def pool_from_samples(
     run_id: str = "",
     task: str = "",
     model: str = "",
+    equivalent: Callable[[str, str], bool] | None = None,
 ) -> Pool:
     """Arrays from per-problem samples. Problems without graded samples are dropped.
 
     Every problem keeps its first ``k`` samples by index (default: the smallest
-    count among problems), so all rows have the same width.
+    count among problems), so all rows have the same width. Answers that ``equivalent`` (the
+    task's comparison; default: the same string) calls the same get one id, so they vote together
+    ("0.5" and "1/2" on a math task), as they do in a live run.
     """
     graded = {pid: sorted(ss, key=lambda s: s.index) for pid, ss in by_problem.items()
               if ss and all(s.correct is not None for s in ss)}
@@ -146,8 +150,10 @@ def pool_from_samples(
         for j, s in enumerate(ss):
             if s.answer is not None:
                 if s.answer not in ids:
-                    ids[s.answer] = len(ids)
-                    ok.append(bool(s.correct))
+                    same = next((i for a, i in ids.items() if equivalent is not None and equivalent(a, s.answer)), None)
+                    ids[s.answer] = len(ok) if same is None else same
+                    if same is None:
+                        ok.append(bool(s.correct))
                 answer[p, j] = ids[s.answer]
             n_tokens[p, j] = s.n_tokens
             logprob[p, j] = s.logprob if s.logprob is not None and math.isfinite(s.logprob) else 0.0
@@ -200,10 +206,19 @@ def read_run(store: Store, run_id: str) -> tuple[RunRecord, dict[str, list[Sampl
     return rec, by_problem, name
 
 
+def task_equivalence(task: str) -> Callable[[str, str], bool] | None:
+    """The answer comparison declared by the task's record (None for unknown tasks: exact strings)."""
+    from ttscale.registry import task_specs
+
+    spec = task_specs().get(task)
+    return spec.equivalent if spec is not None else None
+
+
 def load_pool(store: Store, run_id: str, k: int | None = None) -> Pool:
-    """Load a run's samples (any kind of run; sweeps are made for this) as a :class:`Pool`."""
+    """Load a run's samples (any kind of run; sweeps are made for this) as a :class:`Pool`; answers
+    are grouped by the task's own equivalence."""
     rec, by_problem, task = read_run(store, run_id)
     return pool_from_samples(
         by_problem, info=model_info_from_record(rec.model), k=k, run_id=run_id, task=task,
-        model=str(rec.model.get("name", "")),
+        model=str(rec.model.get("name", "")), equivalent=task_equivalence(task),
     )

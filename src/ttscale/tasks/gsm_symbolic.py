@@ -178,4 +178,5 @@ def _build(a: TaskArgs) -> GsmSymbolicTask:
 
 
 SPEC = TaskSpec("gsm-symbolic", _build,
-                "GSM8K test questions (seed unset) or GSM-Symbolic instances generated with --task-seed")
+                "GSM8K test questions (seed unset) or GSM-Symbolic instances generated with --task-seed",
+                answers_equivalent)

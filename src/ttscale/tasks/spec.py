@@ -41,3 +41,6 @@ class TaskSpec:
     name: str
     factory: Callable[[TaskArgs], Task]
     help: str = ""
+    equivalent: Callable[[str, str], bool] | None = None
+    """How the task compares two extracted answers (its ``Task.equivalent``), for replay, which
+    groups stored samples into votes without building the task; None: the same string."""
