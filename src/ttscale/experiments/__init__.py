@@ -29,6 +29,7 @@ class Experiment:
 def experiments() -> dict[str, Experiment]:
     from ttscale.experiments.compute_vs_size import EXPERIMENT as compute_vs_size
     from ttscale.experiments.coverage import EXPERIMENT as coverage
+    from ttscale.experiments.deepconf import EXPERIMENT as deepconf
     from ttscale.experiments.imperfect_verifier import EXPERIMENT as imperfect
 
-    return {e.name: e for e in (coverage, imperfect, compute_vs_size)}
+    return {e.name: e for e in (coverage, imperfect, compute_vs_size, deepconf)}
