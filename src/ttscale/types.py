@@ -246,6 +246,10 @@ class Capabilities:
     context_length: int | None = None
     """Tokens one sequence may hold (prompt + generation), when known."""
     streaming: bool = False
+    """Samples can be streamed (how the HTTP backend stops them: it closes their connections)."""
+    hooked_prefill_per_sample: bool = False
+    """A call with stop hooks sends every sample as its own request, so each pays its own prompt
+    prefill (the HTTP backend): budgets plan for that when they pass hooks."""
 
     def wave(self, want: int) -> int:
         """How many of ``want`` samples to start at once: as many as run in parallel."""

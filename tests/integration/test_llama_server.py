@@ -89,6 +89,7 @@ def test_concurrent_run_matches_server_counters(http: OpenAIHttpBackend, tmp_pat
         rows = st.samples("ls")
     finally:
         st.close()
+    time.sleep(1.0)  # closed streams are counted by the server once it notices them
     after = http.metrics()
     assert summary.finished == 2 and len(rows) == 6
     assert sum(s.n_tokens for _, s in rows) == _delta(before, after, "tokens_predicted_total")
@@ -105,6 +106,45 @@ def test_greedy_matches_in_process_backend(http: OpenAIHttpBackend, smollm: obje
     assert remote.n_tokens == local.n_tokens and remote.finish_reason == local.finish_reason
     assert remote.token_logprobs is not None and local.token_logprobs is not None
     assert all(abs(a - b) < 0.05 for a, b in zip(remote.token_logprobs, local.token_logprobs, strict=True))
+
+
+def test_stopped_streams_are_counted_against_server_counters(http: OpenAIHttpBackend) -> None:
+    """Stop hooks stream each sample; after the stop the server's decode count grows by at most a
+    token or two per closed stream beyond what the client counted, and nothing unsent is decoded."""
+    req = GenerationRequest(prompt=PROMPT, n=8, max_tokens=48, seed=11, temperature=1.0)
+    finished: list[int] = []
+    before = http.metrics()
+    gen = http.generate([req], should_stop=lambda: len(finished) >= 2, on_finish=lambda _r, i: finished.append(i))[0]
+    time.sleep(0.5)  # let the server notice the closed connections
+    after = http.metrics()
+    stopped = [c for c in gen.completions if c.finish_reason == "cancelled"]
+    served = _delta(before, after, "tokens_predicted_total")
+    assert len(finished) >= 2 and stopped, [c.finish_reason for c in gen.completions]
+    # measured: the server decodes 1-3 tokens past the close before it notices (a decode step or two)
+    assert gen.generated_tokens <= served <= gen.generated_tokens + 4 * len(stopped)
+    # a stopped stream's prefill is not reported: it is charged what its finished siblings reported,
+    # never less than the server did
+    assert _delta(before, after, "prompt_tokens_total") <= gen.prefilled_tokens
+
+
+def test_short_m_at_k_over_http_stops_the_slow_samples(http: OpenAIHttpBackend, tmp_path: Path) -> None:
+    from ttscale.runner import solve_problems
+
+    task = make_task("gsm-symbolic", style="completion", shots=2, max_tokens=64)
+    strat = make_strategy("short-m@k", k=8, m=2)
+    before = http.metrics()
+    st = Store(tmp_path / "s.sqlite")
+    try:
+        summary = solve_problems(task=task, strategy=strat, backend=http, store=st, run_id="smk", limit=2)
+        results = st.results("smk")
+    finally:
+        st.close()
+    time.sleep(1.0)  # closed streams are counted by the server once it notices them
+    after = http.metrics()
+    assert summary.problems == 2 and all(r["meta"]["online_cancellation"] for r in results)
+    assert all(r["meta"]["cancelled"] > 0 for r in results)
+    served = _delta(before, after, "tokens_predicted_total")
+    assert summary.usage.generated_tokens <= served <= summary.usage.generated_tokens + 4 * 12
 
 
 def test_chat_request(http: OpenAIHttpBackend) -> None:

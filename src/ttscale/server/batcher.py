@@ -76,6 +76,9 @@ class MicroBatcher:
         caps = capabilities_of(backend)
         self._takes_stop = caps.cancellation
         self._takes_cancelled = caps.request_cancellation
+        # Stop hooks make such a backend stream each sample as its own request: only jobs whose
+        # strategy brings its own hooks (early stopping) are worth that; the rest keep shared prefills.
+        self._hooks_cost_prefills = caps.hooked_prefill_per_sample
         self.calls = 0
         """Backend calls made (for tests and metrics)."""
 
@@ -175,6 +178,11 @@ class MicroBatcher:
         # a backend without generation hooks gets none of the strategy's (it cannot stop early)
         hooks = dict(jobs[0].hooks or {}) if len(jobs) == 1 and self._takes_stop else {}
         own_stop = hooks.pop("should_stop", None)
+        if self._hooks_cost_prefills and not hooks and own_stop is None:
+            gens = self.backend.generate(reqs)
+            if self._on_batch is not None:
+                self._on_batch(gens)
+            return gens
         if self._takes_stop:
             def stop() -> bool:
                 return (self._hard_stop or all(j.should_stop() for j in jobs)

@@ -161,7 +161,8 @@ class SolveContext:
         while len(out) < n:
             want = n - len(out)
             max_tokens = req.max_tokens
-            if capabilities_of(self.backend).prefill_per_sample:
+            caps = capabilities_of(self.backend)
+            if caps.prefill_per_sample or (hooks and caps.hooked_prefill_per_sample):
                 # a server that ignores n gets one request per sample, each prefilling the prompt:
                 # worst case n * (prompt + max_tokens), the same as n prompt-free samples of that length
                 k = self.meter.affordable_samples(0, prompt_tokens + max_tokens, want)
