@@ -322,5 +322,20 @@ class Store:
             )
         return out
 
+    # ---- notes about a run (what made it, what scored it) ---------------------------------
+
+    def set_note(self, run_id: str, key: str, value: Any) -> None:
+        """Keep a JSON note about a run (its making command, a score's provenance) in ``meta``;
+        notes are not part of the run's configuration, so adding one never blocks resuming it."""
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (f"note:{run_id}:{key}", json.dumps(value)))
+
+    def notes(self, run_id: str, prefix: str = "") -> dict[str, Any]:
+        """The run's notes whose key starts with ``prefix``, by key (prefix kept)."""
+        head = f"note:{run_id}:"
+        rows = self._db.execute("SELECT key, value FROM meta WHERE substr(key, 1, ?) = ?",
+                                (len(head) + len(prefix), head + prefix))
+        return {k[len(head):]: json.loads(v) for k, v in rows}
+
     def sample_count(self, run_id: str) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM samples WHERE run_id=?", (run_id,)).fetchone()[0])

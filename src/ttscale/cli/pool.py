@@ -1,4 +1,5 @@
-"""``ttscale pool``: write a stored run to a compressed pool file, load one, list the shipped pools."""
+"""``ttscale pool``: write a stored run to a compressed pool file, load one, list the shipped pools, and
+score a stored pool with a verifier (an LLM judge) after the fact."""
 
 from __future__ import annotations
 
@@ -6,12 +7,15 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from ttscale.cli.common import DEFAULT_STORE, cli_errors, console, fail
+from ttscale.cli.common import DEFAULT_STORE, cli_errors, console, fail, human
+from ttscale.cli.options import ApiKeyOpt, BackendOpt, BaseUrlOpt, ConcurrencyOpt, KvTypeOpt, ThreadsOpt
 from ttscale.store import Store
 
-pool_app = typer.Typer(help="Sample pools as files: export a stored run, import one, list the shipped pools.",
+pool_app = typer.Typer(help="Sample pools: export a stored run to a file, import one, list the shipped pools, "
+                             "score one with a verifier (an LLM judge) without generating it again.",
                        no_args_is_help=True)
 
 
@@ -76,3 +80,103 @@ def list_() -> None:
                   f"{f.stat().st_size / 1e6:.2f}",
                   header.get("command", ""))
     console.print(t)
+
+
+SCORE_HELP = (
+    "Score the samples of a stored pool with a verifier, without generating them again.\n\n"
+    "Typical use: the LLM judge (GenRM style: P(\"Yes\"), the mean over --verifications V chains) on a "
+    "bigger model, or on the same one, over a pool another model generated. Each scored sample gets its score "
+    "under NAME (default VERIFIER-MODEL-vV, e.g. judge-qwen2.5-coder-1.5b-v1) and what scoring it cost the judge "
+    "under NAME:prefilled, NAME:generated, NAME:flops and NAME:seconds: each judge call's usage is split over its "
+    "samples by their judge prompt lengths (--batch 1 makes the split exact). Replay reads the score like any "
+    "verifier's (ttscale curves RUN --strategy bon:score=NAME); `ttscale experiment solve-or-verify` reads the "
+    "costs for the paper's lambda.\n\n"
+    "Resumable: rerun the same command and samples already scored under NAME are skipped; scores are committed "
+    "after every judge call. --limit-problems N and --samples-per-problem S pick a fixed subset (the first N "
+    "problems with samples, the first S samples of each), so a larger rerun extends the same subset.\n\n"
+    "A shipped pool is scored in a store of your own, then exported back:\n\n"
+    "ttscale pool import src/ttscale/pools/gsm8k-qwen05-k16.jsonl.gz --store runs/judge.sqlite\n\n"
+    "ttscale pool score gsm8k-qwen05-k16 --store runs/judge.sqlite --model qwen2.5-coder-1.5b "
+    "--limit-problems 30 --samples-per-problem 8\n\n"
+    "ttscale pool export gsm8k-qwen05-k16 --store runs/judge.sqlite -o src/ttscale/pools/gsm8k-qwen05-k16.jsonl.gz"
+)
+
+
+@pool_app.command("score", help=SCORE_HELP)
+@cli_errors
+def score(
+    run_id: Annotated[str, typer.Argument(help="Run id of the stored pool to score (a sweep).")],
+    store: Annotated[Path, typer.Option(help="SQLite store holding the run (not 'shipped': import it first).")] = DEFAULT_STORE,
+    verifier: Annotated[str, typer.Option(help="Verifier to score with: judge (LLM judge on --model), certainty, oracle, ...")] = "judge",
+    model: Annotated[Optional[str], typer.Option(help="Model the verifier runs on (embedded name or .gguf), e.g. qwen2.5-coder-1.5b.")] = None,
+    verifications: Annotated[Optional[int], typer.Option(help="judge: V verification chains per sample (1: read P(Yes) at once, no chain).")] = None,
+    verify_tokens: Annotated[Optional[int], typer.Option(help="judge: cap on each verification chain's tokens (V > 1; default 64).")] = None,
+    name: Annotated[Optional[str], typer.Option(help="Score name to write (default: VERIFIER-MODEL-vV).")] = None,
+    limit_problems: Annotated[Optional[int], typer.Option(help="Only the first N problems that have samples.")] = None,
+    samples_per_problem: Annotated[Optional[int], typer.Option(help="Only the first S samples of each problem (by index).")] = None,
+    batch: Annotated[Optional[int], typer.Option(help="Samples per judge call (default: all of a problem's pending samples).")] = None,
+    backend: BackendOpt = "llama-cpp",
+    threads: ThreadsOpt = None,
+    kv_type: KvTypeOpt = "f16",
+    base_url: BaseUrlOpt = None,
+    api_key: ApiKeyOpt = None,
+    concurrency: ConcurrencyOpt = 8,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar with time left.")] = True,
+) -> None:
+    import dataclasses
+
+    from ttscale.cli.remote_opts import backend_specs
+    from ttscale.pools import SHIPPED
+    from ttscale.registry import make_verifier, verifier_specs
+    from ttscale.rescore import default_name, score_pool, task_from_record
+
+    if str(store) == SHIPPED:
+        fail("the shipped pools' store is a cache rebuilt from the files: `ttscale pool import` the pool into a "
+             "store of your own, score it there, then `ttscale pool export` it")
+    if not store.exists():
+        fail(f"no store at {store}")
+    specs = verifier_specs()
+    if verifier not in specs:
+        fail(f"unknown verifier {verifier!r}; available: {', '.join(sorted(specs))}")
+    if specs[verifier].needs_backend and not model:
+        fail(f"verifier {verifier!r} runs on a model: give --model (e.g. qwen2.5-coder-1.5b)")
+    st = Store(store)
+    be = None
+    try:
+        rec = st.get_run(run_id)
+        if rec is None:
+            fail(f"no run {run_id!r} in {store}")
+        assert rec is not None
+        if model:
+            be = backend_specs(backend, model, base_url, api_key, concurrency, threads, kv_type)[0].build()
+        info = be.model_info() if be is not None else None
+        task_cfg = rec.config.get("task", {})
+        task, why = task_from_record(task_cfg if isinstance(task_cfg, dict) else {},
+                                     info.has_chat_template if info else True)
+        if why:
+            console.print(f"[yellow]note[/]: {why}; the judge reads a standalone prompt")
+        v = make_verifier(verifier, task, be, verifications=verifications)  # type: ignore[arg-type]
+        if verify_tokens is not None:
+            if not hasattr(v, "verify_tokens"):
+                fail(f"--verify-tokens is for the judge, not {verifier!r}")
+            v = dataclasses.replace(v, verify_tokens=verify_tokens)  # type: ignore[type-var]
+        score_name = name or default_name(verifier, info.name if info else None, getattr(v, "verifications", None))
+        with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("samples"),
+                      TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn(), console=console,
+                      disable=not progress, transient=False) as bar:
+            job = bar.add_task(f"score {run_id} as {score_name}", total=None)
+            summary = score_pool(st, run_id, v, name=score_name, limit_problems=limit_problems,
+                                 samples_per_problem=samples_per_problem, batch=batch,
+                                 progress=lambda d, n: bar.update(job, completed=d, total=n))
+    finally:
+        st.close()
+        if be is not None:
+            be.close()
+    u = summary.usage
+    per = summary.wall_s / summary.scored if summary.scored else 0.0
+    console.print(f"scores {summary.name!r} on {run_id}: {summary.problems} problems, {summary.samples} samples "
+                  f"({summary.scored} scored now, {summary.already} already); judge spent {u.prefilled_tokens:,} "
+                  f"tokens prefilled, {u.generated_tokens:,} generated, {human(u.flops)} FLOPs, {summary.wall_s:.1f} s"
+                  + (f" ({per:.2f} s/sample)" if summary.scored else ""))
+    console.print(f"next: ttscale curves {run_id} --store {store} --strategy bon:score={summary.name}   "
+                  f"(rerun to resume or extend)")

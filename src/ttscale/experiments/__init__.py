@@ -31,5 +31,6 @@ def experiments() -> dict[str, Experiment]:
     from ttscale.experiments.coverage import EXPERIMENT as coverage
     from ttscale.experiments.deepconf import EXPERIMENT as deepconf
     from ttscale.experiments.imperfect_verifier import EXPERIMENT as imperfect
+    from ttscale.experiments.solve_or_verify import EXPERIMENT as solve_or_verify
 
-    return {e.name: e for e in (coverage, imperfect, compute_vs_size, deepconf)}
+    return {e.name: e for e in (coverage, imperfect, compute_vs_size, deepconf, solve_or_verify)}

@@ -1,8 +1,9 @@
 """A stored run as one compressed, checksummed file: how sample pools are shipped and shared.
 
 Layout: gzip-compressed JSON lines. Line 1 is the header: format and version, the run's id, kind,
-configuration and model record, the command that made it, counts of problems and samples, and the
-SHA-256 of every following line (as bytes, newline included). Then one ``{"problem": ...}`` line per
+configuration and model record, the command that made it, counts of problems and samples, the
+SHA-256 of every following line (as bytes, newline included) and, optionally, the run's notes (which
+judge made each score added by ``ttscale pool score``). Then one ``{"problem": ...}`` line per
 problem (with its result, when the run finished it) and one ``{"sample": ...}`` line per sample with
 what replay needs: text, answer, correctness, token counts, FLOPs, summed and per-token log-probs,
 finish order, wave, verifier scores and the grade's explanation.
@@ -73,10 +74,15 @@ def export_run(store: Store, run_id: str, path: Path, *, command: str = "", logp
         lines.append((json.dumps({"problem_id": pid, "sample": _sample_dict(s, logprob_decimals)}) + "\n").encode())
         n_samples += 1
     digest = hashlib.sha256(b"".join(lines)).hexdigest()
+    notes = store.notes(run_id)
+    # A pool re-exported after `ttscale pool score` keeps the sweep command it was imported with.
+    command = command or str(notes.get("command", ""))
     header = {"format": FORMAT, "version": VERSION, "run_id": run_id, "kind": rec.kind, "config": rec.config,
               "model": rec.model, "code_version": rec.code_version, "command": command,
               "problems": len(problems), "samples": n_samples, "sha256": digest,
               "logprob_decimals": logprob_decimals}
+    if notes:
+        header["notes"] = notes  # e.g. which judge made each score (ttscale.rescore); optional, older readers skip it
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     with gzip.open(tmp, "wb", compresslevel=9) as f:
@@ -128,13 +134,16 @@ def read_pool_file(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]], li
 def import_pool_file(path: Path, store: Store, run_id: str | None = None) -> str:
     """Load a pool file into ``store`` as run ``run_id`` (default: the file's); returns the run id.
 
-    Importing the same file twice is a no-op; a different run under the same id is refused.
+    Importing the same run again only adds the scores the store lacks (a pool scored elsewhere);
+    a different run under the same id is refused.
     """
     header, problems, samples = read_pool_file(path)
     rid = run_id or str(header["run_id"])
     existing = store.get_run(rid)
     if existing is not None:
         if store.sample_count(rid) == header["samples"] and existing.config == header["config"]:
+            _merge_scores(store, rid, samples)
+            _keep_notes(store, rid, header)
             return rid
         raise StoreError(f"{store.path} already has a different run {rid!r}; import under another id")
     store.open_run(rid, header["config"], header["model"], kind=str(header.get("kind", "sweep")))
@@ -157,5 +166,28 @@ def import_pool_file(path: Path, store: Store, run_id: str | None = None) -> str
             usage = Usage(**{k: v for k, v in r.get("usage", {}).items() if k in Usage.__dataclass_fields__})
             store.finish_problem(rid, Result(r["problem_id"], r.get("answer"), r.get("correct"), r.get("strategy", ""),
                                              r.get("samples", []), r.get("votes", {}), usage, r.get("meta", {})))
+    _keep_notes(store, rid, header)
     store.set_run_status(rid, "done")
     return rid
+
+
+def _keep_notes(store: Store, rid: str, header: dict[str, Any]) -> None:
+    if header.get("command"):
+        store.set_note(rid, "command", header["command"])
+    for key, value in (header.get("notes") or {}).items():
+        if key != "command":
+            store.set_note(rid, key, value)
+
+
+def _merge_scores(store: Store, rid: str, samples: list[tuple[str, dict[str, Any]]]) -> None:
+    """The same run imported again: add the scores the file has and the store lacks (a pool scored
+    elsewhere with `ttscale pool score`); scores already stored are kept as they are."""
+    file_scores = {(pid, d["index"]): d.get("scores", {}) for pid, d in samples}
+    changed: dict[str, list[Sample]] = {}
+    for pid, s in store.samples(rid):
+        new = {k: v for k, v in file_scores.get((pid, s.index), {}).items() if k not in s.scores}
+        if new:
+            s.scores.update(new)
+            changed.setdefault(pid, []).append(s)
+    for pid, ss in changed.items():
+        store.update_scores(rid, pid, ss)
