@@ -67,6 +67,18 @@ def test_n_samples_counted_against_server_counters(http: OpenAIHttpBackend, smol
     assert all(c.token_logprobs and all(lp <= 0 for lp in c.token_logprobs) for c in gen.completions)
 
 
+def test_more_samples_than_slots_go_in_parts(http: OpenAIHttpBackend) -> None:
+    """llama-server refuses n_cmpl above its slot count (400); the client splits such a request."""
+    req = GenerationRequest(prompt=PROMPT, n=10, max_tokens=8, seed=3, temperature=1.0)
+    before = http.metrics()
+    gen = http.generate([req])[0]
+    after = http.metrics()
+    assert http.client.server_slots == 4
+    assert sorted(c.index for c in gen.completions) == list(range(10))
+    assert gen.generated_tokens == _delta(before, after, "tokens_predicted_total")
+    assert gen.prefilled_tokens == _delta(before, after, "prompt_tokens_total")
+
+
 def test_why_usage_is_not_trusted_for_several_choices(llama_server: LlamaServer) -> None:
     """The server's own OpenAI-style usage for n > 1 undercounts; its /metrics counter does not."""
     root = llama_server.base_url[:-3]
@@ -122,7 +134,7 @@ def test_stopped_streams_are_counted_against_server_counters(http: OpenAIHttpBac
     assert len(finished) >= 2 and stopped, [c.finish_reason for c in gen.completions]
     # measured: the server decodes 1-3 tokens past the close before it notices (a decode step or two)
     assert gen.generated_tokens <= served <= gen.generated_tokens + 4 * len(stopped)
-    # a stopped stream's prefill is not reported: it is charged what its finished siblings reported,
+    # a stopped stream's prefill is not reported: it is charged the whole prompt,
     # never less than the server did
     assert _delta(before, after, "prompt_tokens_total") <= gen.prefilled_tokens
 

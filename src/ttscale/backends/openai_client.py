@@ -129,6 +129,8 @@ class AsyncOpenAIClient:
         self.honours_n: bool | None = None
         """None until a multi-sample response shows whether the server returns all ``n`` choices."""
         self.has_logprobs: bool | None = None
+        self.server_slots: int | None = None
+        """llama-server's parallel slots (``/props``): it refuses a request for more choices than that."""
         self.flavor: str | None = None
         """"llama-server" (detected from ``/props``) or "openai"; None until the first request."""
         self._flavor_lock: asyncio.Lock | None = None
@@ -247,6 +249,8 @@ class AsyncOpenAIClient:
                         r = await self._http().get(f"{self.root_url}/props")
                         if r.status_code == 200 and "default_generation_settings" in r.json():
                             flavor = "llama-server"
+                            slots = r.json().get("total_slots")
+                            self.server_slots = int(slots) if isinstance(slots, int) and slots > 0 else None
                     except (httpx.HTTPError, ValueError, AttributeError):
                         pass
                     self.flavor = flavor
@@ -315,9 +319,15 @@ class AsyncOpenAIClient:
         prefilled = 0
         prompt_len = prompt_tokens or 0
         if req.n == 1 or (self.honours_n is not False and (req.logprobs or self.has_logprobs is not False)):
-            comps = await self._call(req, req.n, seed, 0, prompt_tokens)
+            # llama-server answers at most one choice per slot per request: larger n goes in parts
+            # (seeded from their first index, as fanned-out samples are)
+            part = req.n if await self.detect_flavor() != "llama-server" or not self.server_slots else self.server_slots
+            starts = list(range(0, req.n, part))
+            got = await asyncio.gather(*(self._call(req, min(part, req.n - a), seed + a, a, prompt_tokens)
+                                         for a in starts))
+            comps = [c for cs in got for c in cs]
             if req.n > 1:
-                self.honours_n = len(comps) >= req.n
+                self.honours_n = all(len(cs) >= min(part, req.n - a) for a, cs in zip(starts, got, strict=True))
             for c in comps:
                 slots[c.index] = c
         missing = [i for i, s in enumerate(slots) if s is None]

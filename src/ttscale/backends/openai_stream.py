@@ -124,10 +124,11 @@ def stream_completion(state: StreamState, req: GenerationRequest, index: int, pr
 
     A finished stream is counted like a non-streamed answer (the server's ``completion_tokens``,
     at least the log-prob entries received). A stopped one (no finish reason: ``"cancelled"``) is
-    counted from the log-prob entries received; its prefill is unknown (the usage chunk never came),
-    so it is ``prefill_estimate`` when given (what its siblings' finished streams reported) and the
-    whole prompt otherwise, never less than what a budget must assume. A sample stopped before its
-    request was sent (``started=False``) cost nothing.
+    counted from the log-prob entries received; its prefill is unknown (the usage chunk never came,
+    and the server's prompt cache differs per slot: measured, a finished sibling's figure can be
+    too low), so it is charged the whole prompt (``prefill_estimate`` overrides): an upper bound,
+    never less than the server did. A sample stopped before its request was sent
+    (``started=False``) cost nothing.
     """
     received = max(len(state.logprobs), state.content_chunks)
     if not started:
@@ -278,12 +279,7 @@ async def generate_streamed(
         raise error
     out: list[Generation] = []
     for ri, r in enumerate(requests):
-        streams = [got[(ri, i)] for i in range(r.n)]
-        finished = [s.completion.prefilled_tokens for s in streams if s.completion.finish_reason != "cancelled"]
-        for s in streams:  # a stopped stream's prefill: what its finished siblings' reports say
-            if s.started and s.completion.finish_reason == "cancelled" and finished:
-                s.completion.prefilled_tokens = min(finished)
-        comps = [s.completion for s in streams]
+        comps = [got[(ri, i)].completion for i in range(r.n)]
         out.append(Generation(request=r, completions=comps, prompt_tokens=max(c.prompt_tokens for c in comps),
                               prefilled_tokens=sum(c.prefilled_tokens for c in comps), wall_s=time.perf_counter() - t0))
     return out
