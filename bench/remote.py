@@ -8,19 +8,35 @@
 2. The same kind of sweep on the in-process backend through Ray: 2 workers vs 1
    (1 llama.cpp thread per worker, Ray started once, model loading included).
 
-Ends with ``bench: http_concurrency_speedup = <ratio>`` and ``bench: ray_speedup = <ratio>``.
+3. Strategies against one llama-server (``--parallel 8``, Qwen2.5-Coder-0.5B-Instruct), as a user
+   would run them (``--strategies``): a plain client written here (8 concurrent ``n=1`` chat
+   requests per question with the server's default sampling, majority vote) vs ``ttscale``
+   self-consistency@8 on 12 GSM8K questions (zero-shot chat, temperature 0.8, 320 tokens), and
+   self-consistency vs adaptive consistency (default settings) there and on BIG-bench 1-digit
+   multiplication (k = 16), where votes settle. Walls are measured in this run; tokens from the
+   server's ``/metrics``.
+
+Ends with ``bench: http_concurrency_speedup = <ratio>`` and ``bench: ray_speedup = <ratio>``
+(parts 1-2), and ``bench: remote_sc_vs_plain = <plain wall / SC wall>`` and
+``bench: remote_adaptive_vs_sc = <SC wall / adaptive wall on the arithmetic workload>`` (part 3).
 The machine has 2 cores shared with other jobs: expect noise, and at most ~2x from Ray.
 
     python bench/remote.py [--model smollm2-135m] [--problems 20] [--k 8] [--max-tokens 8]
+    python bench/remote.py --strategies-only [--strategy-model qwen2.5-coder-0.5b] [--questions 12]
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
+from typing import Any
+
+import httpx
 
 from ttscale.backends.llama_server import LlamaServer, build_llama_server
 from ttscale.backends.models import resolve_model_path
@@ -64,6 +80,91 @@ def ray_sweep(model: str, task, probs, k: int, workers: int, tmp: Path) -> tuple
         st.close()
 
 
+def _served(be: OpenAIHttpBackend, before: dict[str, float]) -> int:
+    time.sleep(0.5)  # closed streams are counted once the server notices them
+    after = be.metrics()
+    return int(after["llamacpp:tokens_predicted_total"] - before["llamacpp:tokens_predicted_total"])
+
+
+def plain_client(url: str, task, probs, k: int, temperature: float, max_tokens: int) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    """What a user writes without ttscale: k concurrent n=1 chat requests per question, server-default
+    sampling, no log-probs, majority vote over the extracted answers."""
+    async def one(client: httpx.AsyncClient, messages: list[dict[str, str]], seed: int) -> str:
+        r = await client.post(f"{url}/chat/completions", json={
+            "messages": messages, "temperature": temperature, "max_tokens": max_tokens, "seed": seed})
+        r.raise_for_status()
+        return str(r.json()["choices"][0]["message"]["content"])
+
+    async def run() -> int:
+        correct = 0
+        async with httpx.AsyncClient(timeout=600) as client:
+            for pi, p in enumerate(probs):
+                req = task.request(p)
+                messages = [{"role": m.role, "content": m.content} for m in req.messages]
+                texts = await asyncio.gather(*(one(client, messages, 1000 * pi + i) for i in range(k)))
+                answers = [a for a in (task.extract(t) for t in texts) if a is not None]
+                top = Counter(answers).most_common(1)[0][0] if answers else None
+                correct += bool(task.grade(p, top))
+        return correct
+
+    t0 = time.perf_counter()
+    correct = asyncio.run(run())
+    return {"wall": time.perf_counter() - t0, "accuracy": correct / len(probs)}
+
+
+def ttscale_run(url: str, model: str, task, probs, strategy: str, k: int, temperature: float, tmp: Path,  # type: ignore[no-untyped-def]
+                concurrency: int = 8, **knobs: Any) -> dict[str, Any]:
+    from ttscale.registry import make_strategy
+    from ttscale.runner import solve_problems
+
+    be = OpenAIHttpBackend(url, model, info_model=model, concurrency=concurrency)
+    st = Store(tmp / f"{strategy}-{k}-{time.monotonic_ns()}.db")
+    try:
+        before = be.metrics()
+        t0 = time.perf_counter()
+        summary = solve_problems(task=task, strategy=make_strategy(strategy, k=k, **knobs), backend=be, store=st,
+                                 run_id="r", problems=probs, sampling=Sampling(temperature=temperature, seed=1))
+        wall = time.perf_counter() - t0
+        return {"wall": wall, "accuracy": summary.correct / max(1, summary.graded),
+                "counted": summary.usage.generated_tokens, "served": _served(be, before),
+                "samples": summary.usage.samples}
+    finally:
+        st.close()
+        be.close()
+
+
+def strategies_part(args: argparse.Namespace, tmp: Path) -> tuple[float, float]:
+    model = args.strategy_model
+    gsm = make_task("gsm-symbolic", style="chat", max_tokens=args.gsm_max_tokens, model=model)
+    gsm_probs = gsm.problems(limit=args.questions)
+    arith = make_task("bigbench", subtask="arithmetic/1_digit_multiplication", model=model)
+    arith_probs = arith.problems(limit=args.arith_problems)
+    binary = build_llama_server()
+    with LlamaServer(resolve_model_path(model), parallel=8, ctx_per_slot=args.ctx_per_slot,
+                     threads=args.server_threads, binary=binary) as srv:
+        url = srv.base_url
+        print(f"llama-server --parallel 8 --threads {args.server_threads}, {model}; "
+              f"GSM8K {len(gsm_probs)} questions x 8, T=0.8, max {args.gsm_max_tokens} tokens, zero-shot chat")
+        be = OpenAIHttpBackend(url, model, info_model=model)
+        before = be.metrics()
+        plain = plain_client(url, gsm, gsm_probs, 8, 0.8, args.gsm_max_tokens) | {"served": _served(be, before)}
+        be.close()
+        sc = ttscale_run(url, model, gsm, gsm_probs, "self-consistency", 8, 0.8, tmp)
+        ada = ttscale_run(url, model, gsm, gsm_probs, "adaptive-consistency", 8, 0.8, tmp)
+        for name, r in (("plain client", plain), ("ttscale self-consistency@8", sc), ("ttscale adaptive (defaults)", ada)):
+            print(f"  {name:30s} wall {r['wall']:7.1f} s  accuracy {r['accuracy']:.3f}  server tokens {r['served']:6d}"
+                  + (f"  counted {r['counted']}" if "counted" in r else ""))
+        print(f"  adaptive vs SC on GSM8K (votes rarely settle): {sc['wall'] / ada['wall']:.2f}x wall, "
+              f"{1 - ada['served'] / sc['served']:+.0%} tokens saved")
+        print(f"BIG-bench 1-digit multiplication, {len(arith_probs)} problems x 16")
+        sc16 = ttscale_run(url, model, arith, arith_probs, "self-consistency", 16, 0.8, tmp)
+        ada16 = ttscale_run(url, model, arith, arith_probs, "adaptive-consistency", 16, 0.8, tmp)
+        for name, r in (("ttscale self-consistency@16", sc16), ("ttscale adaptive (defaults)", ada16)):
+            print(f"  {name:30s} wall {r['wall']:7.1f} s  accuracy {r['accuracy']:.3f}  server tokens {r['served']:6d}"
+                  f"  samples {r['samples']}")
+    return plain["wall"] / sc["wall"], sc16["wall"] / ada16["wall"]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="smollm2-135m")
@@ -73,11 +174,23 @@ def main() -> None:
     ap.add_argument("--ray-problems", type=int, default=12)
     ap.add_argument("--server-threads", type=int, default=1)
     ap.add_argument("--skip-ray", action="store_true")
+    ap.add_argument("--strategies-only", action="store_true", help="run only part 3")
+    ap.add_argument("--skip-strategies", action="store_true", help="skip part 3 (it takes ~25 min)")
+    ap.add_argument("--strategy-model", default="qwen2.5-coder-0.5b")
+    ap.add_argument("--questions", type=int, default=12)
+    ap.add_argument("--gsm-max-tokens", type=int, default=320)
+    ap.add_argument("--arith-problems", type=int, default=20)
+    ap.add_argument("--ctx-per-slot", type=int, default=1024)
     args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="bench-remote-"))
+    if args.strategies_only:
+        sc_vs_plain, ada_vs_sc = strategies_part(args, tmp)
+        print(f"bench: remote_sc_vs_plain = {sc_vs_plain:.2f}")
+        print(f"bench: remote_adaptive_vs_sc = {ada_vs_sc:.2f}")
+        return
     task = make_task("bigbench", subtask="arithmetic/1_digit_multiplication", shots=3, max_tokens=args.max_tokens)
     probs = task.problems(limit=args.problems)
     print(f"cpu cores: {os.cpu_count()} (shared), load average {os.getloadavg()[0]:.1f}")
-    tmp = Path(tempfile.mkdtemp(prefix="bench-remote-"))
 
     binary = build_llama_server()
     # 1 thread: on this shared 2-core machine 2 spinning llama.cpp threads ran ~20x slower (measured)
@@ -107,8 +220,12 @@ def main() -> None:
               f"{toks} tokens, {toks / dt:.0f} tok/s")
     ray.shutdown()
     print(f"load average after: {os.getloadavg()[0]:.1f}")
+    extra = None if args.skip_strategies else strategies_part(args, tmp)
     print(f"bench: http_concurrency_speedup = {http_speedup:.2f}")
     print(f"bench: ray_speedup = {rtimes[1] / rtimes[2]:.2f}")
+    if extra is not None:
+        print(f"bench: remote_sc_vs_plain = {extra[0]:.2f}")
+        print(f"bench: remote_adaptive_vs_sc = {extra[1]:.2f}")
 
 
 if __name__ == "__main__":

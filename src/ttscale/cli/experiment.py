@@ -9,20 +9,20 @@ from typing import Annotated, Optional
 import typer
 
 from ttscale.cli.common import cli_errors, console, fail
+from ttscale.experiments import experiments
 from ttscale.pools import SHIPPED, resolve_store
 from ttscale.store import Store
 
 
 @cli_errors
 def experiment(
-    name: Annotated[str, typer.Argument(help="coverage, imperfect-verifier")],
+    name: Annotated[str, typer.Argument(help="One of: " + ", ".join(sorted(experiments())) + ".")],
     pool: Annotated[Optional[list[str]], typer.Option(help="Run id of a pool to use (repeatable; default: the experiment's shipped pools).")] = None,
     store: Annotated[Path, typer.Option(help="Store holding the pools; 'shipped' for the reference pools.")] = Path(SHIPPED),
     output: Annotated[Path, typer.Option(help="Directory for the page (NAME.md) and its figures.")] = Path("runs/experiments"),
 ) -> None:
     """Write the experiment's page: the paper's claim beside this project's measurement, with a verdict,
     confidence intervals, tables and PNG figures (committed copies: docs/experiments/NAME.md)."""
-    from ttscale.experiments import experiments
 
     table = experiments()
     if name not in table:

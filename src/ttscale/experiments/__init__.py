@@ -4,8 +4,9 @@ Each experiment reads pools (the shipped ones by default), computes its measurem
 replay estimators, and writes a page: the paper's claim and the measurement side by side, with a
 plain verdict, confidence intervals, tables and PNG figures. Nothing is generated.
 
-Built so far: ``coverage`` (Large Language Monkeys) and ``imperfect-verifier`` (Inference Scaling
-fLaws), both on the HumanEval pool; the others in the issue need the GSM8K and 1.5B pools.
+Registered: ``coverage`` (Large Language Monkeys) and ``imperfect-verifier`` (Inference Scaling
+fLaws) on the HumanEval pool; ``compute-vs-size`` (Snell et al.), ``deepconf`` (Deep Think with
+Confidence) and ``solve-or-verify`` (When To Solve, When To Verify) on the GSM8K pools.
 """
 
 from __future__ import annotations
