@@ -81,6 +81,11 @@ class GenerationRequest:
     temperature: float = 0.8
     """0 means greedy decoding."""
     top_p: float = 1.0
+    top_k: int = 0
+    """Sample among the k most likely tokens only; 0 (default): the whole vocabulary, the model's
+    own distribution (llama-server's default is 40: ttscale asks for 0 explicitly)."""
+    min_p: float = 0.0
+    """Drop tokens below ``min_p`` times the top token's probability; 0 (default): off."""
     """Nucleus sampling mass in (0, 1]."""
     seed: int | None = None
     """Sample ``i`` of the request uses ``seed + i``; ``None`` draws a fresh seed."""
@@ -100,6 +105,10 @@ class GenerationRequest:
             raise ConfigError(f"temperature must be in [0, 5], got {self.temperature}")
         if not (0.0 < self.top_p <= 1.0):
             raise ConfigError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.top_k < 0:
+            raise ConfigError(f"top_k must be >= 0 (0: no truncation), got {self.top_k}")
+        if not 0.0 <= self.min_p < 1.0:
+            raise ConfigError(f"min_p must be in [0, 1), got {self.min_p}")
         if self.max_tokens < 1:
             raise ConfigError(f"max_tokens must be >= 1, got {self.max_tokens}")
 
@@ -400,6 +409,9 @@ class Sampling:
 
     temperature: float = 0.8
     top_p: float = 1.0
+    top_k: int = 0
+    """0: no top-k truncation (the model's own distribution; see GenerationRequest.top_k)."""
+    min_p: float = 0.0
     seed: int = 0
     max_tokens: int | None = None
     """Overrides the task format's per-sample cap when set."""
@@ -409,6 +421,8 @@ class Sampling:
             raise ConfigError(f"temperature must be in [0, 5], got {self.temperature}")
         if not 0 < self.top_p <= 1:
             raise ConfigError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.top_k < 0 or not 0 <= self.min_p < 1:
+            raise ConfigError(f"top_k must be >= 0 and min_p in [0, 1), got {self.top_k}, {self.min_p}")
         if self.max_tokens is not None and self.max_tokens < 1:
             raise ConfigError(f"max_tokens must be >= 1, got {self.max_tokens}")
 

@@ -114,6 +114,7 @@ def test_sampling_kwargs() -> None:
     assert sampling_kwargs(req, 3) == {"n": 4, "temperature": 0.7, "top_p": 0.9, "max_tokens": 20, "seed": 3,
                                        "logprobs": 0, "stop": ["\n"]}
     assert sampling_kwargs(req.with_(logprobs=False, stop=()), None)["logprobs"] is None
+    assert sampling_kwargs(req.with_(top_k=40, min_p=0.05), 3) | {} == sampling_kwargs(req, 3) | {"top_k": 40, "min_p": 0.05}
 
 
 def test_output_conversion_counts_like_the_embedded_backend() -> None:

@@ -201,7 +201,7 @@ class LlamaCppBackend(LlamaEngine):
             seed = (r.seed if r.seed is not None else random.randrange(2**31)) + k
             samples.append(
                 _Sample(ri, k, seq, len(prompts[ri]), r.max_tokens, r.stop,
-                        self._make_sampler(r.temperature, r.top_p, seed), r.logprobs)
+                        self._make_sampler(r.temperature, r.top_p, seed, r.top_k, r.min_p), r.logprobs)
             )
         first_of: dict[int, _Sample] = {}
         for s in samples:

@@ -269,14 +269,18 @@ class LlamaEngine:
         m = rows.max(axis=1, keepdims=True)
         return (m[:, 0] + np.log(np.exp(rows - m).sum(axis=1, dtype=np.float64))).astype(np.float64)
 
-    def _make_sampler(self, temperature: float, top_p: float, seed: int) -> object:
+    def _make_sampler(self, temperature: float, top_p: float, seed: int, top_k: int = 0, min_p: float = 0.0) -> object:
         lc = self._lc
         chain = lc.llama_sampler_chain_init(lc.llama_sampler_chain_default_params())
         if temperature <= 0:
             lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_greedy())
             return chain
+        if top_k > 0:
+            lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_top_k(top_k))
         if top_p < 1.0:
             lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_top_p(top_p, 1))
+        if min_p > 0.0:
+            lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_min_p(min_p, 1))
         lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_temp(temperature))
         lc.llama_sampler_chain_add(chain, lc.llama_sampler_init_dist(seed & 0xFFFFFFFF))
         return chain

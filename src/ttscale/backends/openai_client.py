@@ -279,8 +279,8 @@ class AsyncOpenAIClient:
         else:
             url, parse = f"{self.base_url}/{endpoint(req)}", parse_response
             body = request_body(req, self.model, n, seed, want_lp)
-            if llama_server:  # same sampler as the embedded backend: no top-k / min-p truncation
-                body |= {"top_k": 0, "min_p": 0.0}
+            if llama_server:  # its defaults truncate (top-k 40, min-p 0.05): ask for exactly the request's
+                body |= {"top_k": req.top_k, "min_p": req.min_p}
         reserve = (prompt_tokens or 0) + n * req.max_tokens
         self.ledger.reserve(reserve)
         used = reserve  # a failed call may have spent anything up to its worst case

@@ -132,9 +132,8 @@ class OpenAIHttpBackend:
                         on_finish: OnFinish | None, on_sample: OnSample | None,
                         cancelled: Cancelled | None) -> list[Generation]:
         prompt_tokens = [await self.client.acount_prompt_tokens(r) for r in requests]
-        # the sampler the rest of the client asks llama-server for (no top-k / min-p truncation)
-        extra = {"top_k": 0, "min_p": 0.0} if await self.client.detect_flavor() == "llama-server" else {}
-        return await generate_streamed(self.client, requests, prompt_tokens, extra, should_stop=should_stop,
+        llama_server = await self.client.detect_flavor() == "llama-server"
+        return await generate_streamed(self.client, requests, prompt_tokens, llama_server, should_stop=should_stop,
                                        on_finish=on_finish, on_sample=on_sample, cancelled=cancelled)
 
     def metrics(self) -> dict[str, float]:

@@ -196,10 +196,13 @@ class _Streamed:
 
 
 async def stream_sample(client: AsyncOpenAIClient, req: GenerationRequest, seed: int, index: int,
-                        prompt_tokens: int, stop: asyncio.Event, extra: dict[str, Any]) -> _Streamed:
+                        prompt_tokens: int, stop: asyncio.Event, llama_server: bool) -> _Streamed:
     """One sample as a stream; returns when it finishes or ``stop`` is set (its connection is closed)."""
     url = f"{client.base_url}/{endpoint(req)}"
-    body = stream_body(request_body(req, client.model, 1, seed, True) | extra)
+    body = request_body(req, client.model, 1, seed, True)
+    if llama_server:  # its defaults truncate (top-k 40, min-p 0.05): ask for exactly the request's settings
+        body |= {"top_k": req.top_k, "min_p": req.min_p}
+    body = stream_body(body)
     state = StreamState()
     reserve = prompt_tokens + req.max_tokens
     client.ledger.reserve(reserve)
@@ -233,7 +236,7 @@ async def generate_streamed(
     client: AsyncOpenAIClient,
     requests: Sequence[GenerationRequest],
     prompt_tokens: Sequence[int],
-    extra: dict[str, Any],
+    llama_server: bool,
     *,
     should_stop: ShouldStop | None = None,
     on_finish: OnFinish | None = None,
@@ -248,7 +251,7 @@ async def generate_streamed(
         seed = r.seed if r.seed is not None else client.new_seed()
         for i in range(r.n):
             fut = asyncio.create_task(stream_sample(client, r.with_(n=1), seed + i, i, prompt_tokens[ri],
-                                                      stops[ri], extra))
+                                                      stops[ri], llama_server))
             tasks[fut] = (ri, i)
     got: dict[tuple[int, int], _Streamed] = {}
     pending: set[asyncio.Task[_Streamed]] = set(tasks)

@@ -62,6 +62,8 @@ def request_body(req: GenerationRequest, model: str, n: int, seed: int | None, w
         "max_tokens": req.max_tokens,
         "stream": False,
     }
+    if req.top_k or req.min_p:  # not standard OpenAI fields: sent only when asked for (vLLM, llama-server take them)
+        body |= {"top_k": req.top_k, "min_p": req.min_p}
     if req.stop:
         body["stop"] = list(req.stop)
     if seed is not None:
@@ -150,7 +152,8 @@ def native_body(text: str, req: GenerationRequest, n: int, seed: int | None, wan
     reports its own ``tokens_predicted`` (the OpenAI-style response keeps only the first one's usage,
     and its log-probs omit the tokens of a matched stop string)."""
     body: dict[str, Any] = {"prompt": text, "n_cmpl": n, "n_predict": req.max_tokens, "temperature": req.temperature,
-                            "top_p": req.top_p, "top_k": 0, "min_p": 0.0, "stream": False, "cache_prompt": True}
+                            "top_p": req.top_p, "top_k": req.top_k, "min_p": req.min_p, "stream": False,
+                            "cache_prompt": True}
     if req.stop:
         body["stop"] = list(req.stop)
     if seed is not None:

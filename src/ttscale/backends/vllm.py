@@ -58,6 +58,8 @@ def sampling_kwargs(req: GenerationRequest, seed: int | None) -> dict[str, Any]:
     }
     if req.stop:
         kw["stop"] = list(req.stop)
+    if req.top_k or req.min_p:  # vLLM's defaults are no truncation either; only sent when asked for
+        kw |= {"top_k": req.top_k, "min_p": req.min_p}
     return kw
 
 

@@ -17,6 +17,8 @@ ShotsOpt = Annotated[Optional[int], typer.Option(help="Few-shot exemplars in the
 MaxTokensOpt = Annotated[Optional[int], typer.Option(help="Cap on generated tokens per sample.")]
 TemperatureOpt = Annotated[float, typer.Option(help="Sampling temperature (0 = greedy).")]
 TopPOpt = Annotated[float, typer.Option(help="Nucleus sampling mass.")]
+TopKOpt = Annotated[int, typer.Option(help="Sample among the k most likely tokens only. 0 (default): the whole vocabulary, the model's own distribution, which log-prob-based verifiers and replay assume; llama-server's own default is 40, so ttscale sends 0 explicitly. Truncating is a speed/quality choice, see docs/remote.md.")]
+MinPOpt = Annotated[float, typer.Option(help="Drop tokens below min-p times the top token's probability. 0 (default): off.")]
 SeedOpt = Annotated[int, typer.Option(help="Sampling seed; results are reproducible given it.")]
 TaskSeedOpt = Annotated[
     Optional[int],

@@ -20,6 +20,7 @@ from ttscale.cli.options import (
     DataOpt,
     KvTypeOpt,
     MaxTokensOpt,
+    MinPOpt,
     ModelOpt,
     RayAddressOpt,
     RayOpt,
@@ -32,6 +33,7 @@ from ttscale.cli.options import (
     TaskSeedOpt,
     TemperatureOpt,
     ThreadsOpt,
+    TopKOpt,
     TopPOpt,
     WorkersOpt,
 )
@@ -100,6 +102,8 @@ def run(
     max_tokens: MaxTokensOpt = None,
     temperature: TemperatureOpt = 0.8,
     top_p: TopPOpt = 1.0,
+    top_k: TopKOpt = 0,
+    min_p: MinPOpt = 0.0,
     seed: SeedOpt = 0,
     task_seed: TaskSeedOpt = None,
     subtask: SubtaskOpt = None,
@@ -184,7 +188,7 @@ def run(
     if data is not None and task != "jsonl":
         fail("--data is only for --task jsonl")
     budget = Budget(tokens=max_tokens_per_problem, flops=max_flops_per_problem, kv_bytes=max_kv_bytes)
-    sampling = Sampling(temperature=temperature, top_p=top_p, seed=seed)
+    sampling = Sampling(temperature=temperature, top_p=top_p, top_k=top_k, min_p=min_p, seed=seed)
 
     if workers < 1:
         fail("--workers must be at least 1")

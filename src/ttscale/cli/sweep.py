@@ -17,6 +17,7 @@ from ttscale.cli.options import (
     DataOpt,
     KvTypeOpt,
     MaxTokensOpt,
+    MinPOpt,
     ModelOpt,
     RayAddressOpt,
     RayOpt,
@@ -29,6 +30,7 @@ from ttscale.cli.options import (
     TaskSeedOpt,
     TemperatureOpt,
     ThreadsOpt,
+    TopKOpt,
     TopPOpt,
     WorkersOpt,
 )
@@ -51,6 +53,8 @@ def sweep(
     max_tokens: MaxTokensOpt = None,
     temperature: TemperatureOpt = 0.8,
     top_p: TopPOpt = 1.0,
+    top_k: TopKOpt = 0,
+    min_p: MinPOpt = 0.0,
     seed: SeedOpt = 0,
     task_seed: TaskSeedOpt = None,
     subtask: SubtaskOpt = None,
@@ -81,7 +85,7 @@ def sweep(
         fail("--limit must be at least 1")
     if data is not None and task != "jsonl":
         fail("--data is only for --task jsonl")
-    sampling = Sampling(temperature=temperature, top_p=top_p, seed=seed)
+    sampling = Sampling(temperature=temperature, top_p=top_p, top_k=top_k, min_p=min_p, seed=seed)
     if workers < 1:
         fail("--workers must be at least 1")
     specs = backend_specs(backend, model, base_url, api_key, concurrency, threads, kv_type)

@@ -76,12 +76,19 @@ class SweepStrategy:
         return {"name": "sweep", "k": self.k}
 
 
+def sampling_record(sampling: Sampling) -> dict[str, Any]:
+    """The sampling settings a run is keyed by. ``top_k``/``min_p`` joined later: left out at their
+    defaults (no truncation), so runs and pools stored before still resume."""
+    knobs = dataclass_knobs(sampling)
+    return {k: v for k, v in knobs.items() if not (k == "top_k" and v == 0) and not (k == "min_p" and v == 0.0)}
+
+
 def run_config(task: Task, strategy: Strategy, sampling: Sampling, budget: Budget) -> dict[str, Any]:
     """The configuration a run is identified by (a resume must match it)."""
     return {
         "task": task.describe(),
         "strategy": strategy.describe(),
-        "sampling": dataclass_knobs(sampling),
+        "sampling": sampling_record(sampling),
         # kv_bytes joined the budget later: left out when unset, so runs stored before still resume
         "budget": {k: v for k, v in dataclass_knobs(budget).items() if not (k == "kv_bytes" and v is None)},
     }
@@ -92,7 +99,7 @@ def sweep_config(task: Task, k: int, sampling: Sampling, verifiers: Sequence[Any
     return {
         "task": task.describe(),
         "strategy": {"name": "sweep", "k": k},
-        "sampling": dataclass_knobs(sampling),
+        "sampling": sampling_record(sampling),
         "verifiers": sorted(v.name for v in verifiers),
     }
 

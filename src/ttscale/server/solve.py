@@ -219,8 +219,8 @@ def solve_choice(
             check_option_types(strategy, options)
             strategy = make_strategy(plan.strategy, k=plan.k, verifier=verifier, **options)
         problem = Problem(id=problem_id, prompt=template.prompt or "")
-        sampling = Sampling(temperature=template.temperature, top_p=template.top_p, seed=seed,
-                            max_tokens=template.max_tokens)
+        sampling = Sampling(temperature=template.temperature, top_p=template.top_p, top_k=template.top_k,
+                            min_p=template.min_p, seed=seed, max_tokens=template.max_tokens)
         ctx = SolveContext(problem, proxy, task, Meter(backend.model_info(), budget), sampling)
         result = strategy.solve(problem, ctx)
         text, finish = pick_text(result, ctx.samples, plan.verifier)

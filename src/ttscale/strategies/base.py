@@ -61,6 +61,8 @@ class SolveContext:
         return req.with_(
             temperature=s.temperature,
             top_p=s.top_p,
+            top_k=s.top_k,
+            min_p=s.min_p,
             max_tokens=s.max_tokens or req.max_tokens,
         )
 
