@@ -133,6 +133,57 @@ def ttscale_run(url: str, model: str, task, probs, strategy: str, k: int, temper
         be.close()
 
 
+def sampling_analysis(url: str, task, probs, max_tokens: int) -> None:  # type: ignore[no-untyped-def]
+    """Where self-consistency's time goes on llama-server: the same 8-sample requests (same seeds)
+    with and without full-vocabulary sampling (top-k 0, min-p 0) and per-token log-probs, as one
+    native n=8 request and as 8 concurrent n=1 chat requests. Decode steps equal, so walls compare."""
+    root = url[:-3]
+
+    async def native(client: httpx.AsyncClient, text: str, seed: int, full: bool, lp: bool) -> int:
+        body: dict[str, Any] = {"prompt": text, "n_cmpl": 8, "n_predict": max_tokens, "temperature": 0.8,
+                                "seed": seed, "cache_prompt": True}
+        if full:
+            body |= {"top_k": 0, "min_p": 0.0}
+        if lp:
+            body["n_probs"] = 1
+        r = await client.post(f"{root}/completion", json=body)
+        r.raise_for_status()
+        return sum(int(x["tokens_predicted"]) for x in r.json())
+
+    async def chat8(client: httpx.AsyncClient, messages: list[dict[str, str]], seed: int, full: bool, lp: bool) -> int:
+        async def one(i: int) -> int:
+            body: dict[str, Any] = {"messages": messages, "temperature": 0.8, "max_tokens": max_tokens, "seed": seed + i}
+            if full:
+                body |= {"top_k": 0, "min_p": 0.0}
+            if lp:
+                body |= {"logprobs": True, "top_logprobs": 1}
+            r = await client.post(f"{url}/chat/completions", json=body)
+            r.raise_for_status()
+            return int(r.json()["usage"]["completion_tokens"])
+        return sum(await asyncio.gather(*(one(i) for i in range(8))))
+
+    async def run(shape: str, full: bool, lp: bool) -> tuple[float, int]:
+        toks = 0
+        t0 = time.perf_counter()
+        async with httpx.AsyncClient(timeout=600) as client:
+            for pi, p in enumerate(probs):
+                req = task.request(p)
+                messages = [{"role": m.role, "content": m.content} for m in req.messages]
+                if shape == "native n=8":
+                    text = (await client.post(f"{root}/apply-template", json={"messages": messages})).json()["prompt"]
+                    toks += await native(client, text, 100 + pi, full, lp)
+                else:
+                    toks += await chat8(client, messages, 100 + pi, full, lp)
+        return time.perf_counter() - t0, toks
+
+    print(f"sampling analysis: {len(probs)} questions x 8 samples, max {max_tokens} tokens (ms per generated token)")
+    for shape in ("native n=8", "8 x chat n=1"):
+        for full, lp in ((True, True), (True, False), (False, True), (False, False)):
+            wall, toks = asyncio.run(run(shape, full, lp))
+            print(f"  {shape:13s} top-k/min-p {'off (full vocab)' if full else 'server 40/0.05':16s} "
+                  f"log-probs {'on ' if lp else 'off'}: {wall:6.1f} s, {toks} tokens, {1000 * wall / toks:.2f} ms/token")
+
+
 def strategies_part(args: argparse.Namespace, tmp: Path) -> tuple[float, float]:
     model = args.strategy_model
     gsm = make_task("gsm-symbolic", style="chat", max_tokens=args.gsm_max_tokens, model=model)
@@ -143,6 +194,8 @@ def strategies_part(args: argparse.Namespace, tmp: Path) -> tuple[float, float]:
     with LlamaServer(resolve_model_path(model), parallel=8, ctx_per_slot=args.ctx_per_slot,
                      threads=args.server_threads, binary=binary) as srv:
         url = srv.base_url
+        if args.sampling_analysis:
+            sampling_analysis(url, gsm, gsm_probs[: args.analysis_questions], args.analysis_max_tokens)
         print(f"llama-server --parallel 8 --threads {args.server_threads}, {model}; "
               f"GSM8K {len(gsm_probs)} questions x 8, T=0.8, max {args.gsm_max_tokens} tokens, zero-shot chat")
         be = OpenAIHttpBackend(url, model, info_model=model)
@@ -181,6 +234,9 @@ def main() -> None:
     ap.add_argument("--gsm-max-tokens", type=int, default=320)
     ap.add_argument("--arith-problems", type=int, default=20)
     ap.add_argument("--ctx-per-slot", type=int, default=1024)
+    ap.add_argument("--sampling-analysis", action="store_true", help="part 3 first times the sampling settings")
+    ap.add_argument("--analysis-questions", type=int, default=3)
+    ap.add_argument("--analysis-max-tokens", type=int, default=192)
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-remote-"))
     if args.strategies_only:
