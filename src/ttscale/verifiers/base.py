@@ -28,11 +28,16 @@ class Verifier(Protocol):
     def score(self, problem: Problem, candidates: Sequence[Sample]) -> Scores: ...
 
 
-def verifier_bound(verifier: Verifier, problem: Problem, candidates: Sequence[Sample], extra_tokens: int = 0) -> Usage:
-    """The most scoring ``candidates`` can cost if each first grows by ``extra_tokens``.
+@runtime_checkable
+class BoundsCost(Protocol):
+    """A verifier that spends compute (an LLM judge, a reward model, rollouts) and can bound it in advance."""
 
-    Verifiers that spend compute (an LLM judge) implement ``cost_bound``; the others
-    are free and bound at zero.
-    """
-    bound = getattr(verifier, "cost_bound", None)
-    return bound(problem, candidates, extra_tokens) if callable(bound) else Usage()
+    def cost_bound(self, problem: Problem, candidates: Sequence[Sample], extra_tokens: int = 0) -> Usage: ...
+
+
+def verifier_bound(verifier: Verifier, problem: Problem, candidates: Sequence[Sample], extra_tokens: int = 0) -> Usage:
+    """The most scoring ``candidates`` can cost if each first grows by ``extra_tokens``
+    (zero for free verifiers, which do not implement :class:`BoundsCost`)."""
+    if isinstance(verifier, BoundsCost):
+        return verifier.cost_bound(problem, candidates, extra_tokens)
+    return Usage()
