@@ -6,7 +6,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ttscale.backends.base import Backend
+from ttscale.backends.base import Backend, ModelInfo
+from ttscale.backends.kv_sizing import DEFAULT_MAX_SEQS, KvFit, check_engine_fits, fit_kv, header_info
 from ttscale.backends.models import EMBEDDED_MODELS
 from ttscale.distributed import BackendSpec
 from ttscale.errors import BackendError, ConfigError
@@ -26,9 +27,16 @@ WORKERS_HELP = "Problems in flight at once: threads sharing one backend, or Ray 
 RAY_HELP = "Fan problems out over a Ray cluster (local unless --ray-address); each worker holds its own backend."
 
 
+MAX_KV_BYTES_HELP = ("Hard cap on KV-cache bytes in use at once, at --kv-type's real size. The embedded engine's "
+                     "context (n_ctx) and parallel sequences (n_seq_max) are sized to fit it; each wave of samples "
+                     "is sized from it (never more parallel samples than fit).")
+
+
 def backend_specs(backend: str, model: str, base_urls: list[str] | None, api_key: str | None,
-                  concurrency: int, threads: int | None, kv_type: str = "f16") -> list[BackendSpec]:
-    """One spec per endpoint (openai) or a single spec (other engines)."""
+                  concurrency: int, threads: int | None, kv_type: str = "f16",
+                  engine_options: dict[str, Any] | None = None) -> list[BackendSpec]:
+    """One spec per endpoint (openai) or a single spec (other engines); ``engine_options`` go to the
+    embedded engine (e.g. ``n_ctx``/``n_seq_max`` sized from a KV cap by :func:`kv_capped_engine`)."""
     if base_urls and backend != "openai":
         raise ConfigError("--base-url is only for --backend openai")
     if backend == "openai":
@@ -47,10 +55,32 @@ def backend_specs(backend: str, model: str, base_urls: list[str] | None, api_key
         local: dict[str, Any] = {"n_threads": threads} if threads else {}
         if kv_type != "f16":
             local["kv_type"] = kv_type
+        local.update(engine_options or {})
         return [BackendSpec("llama-cpp", model, local)]
     if backend == "vllm":
         return [BackendSpec("vllm", model, {})]
     return [BackendSpec(backend, None, {})]
+
+
+def kv_capped_engine(backend: str, model: str, kv_type: str, cap: int | None, gen_tokens: Callable[[ModelInfo], int],
+                     *, max_seqs: int = DEFAULT_MAX_SEQS) -> KvFit | None:
+    """The embedded engine's size under ``--max-kv-bytes`` (None without a cap or on another backend).
+
+    Shapes come from the GGUF header, so nothing bigger than the cap is ever allocated; the prompt is
+    not known yet (the engine that tokenizes it is what is being sized), so ``n_seq_max`` counts the
+    generation cells after a shared prompt and the meter trims each wave by its real prompt.
+    ``gen_tokens(info)`` is the per-sample cap (the task's max_tokens for that model)."""
+    if cap is None or backend != "llama-cpp":
+        return None
+    info = header_info(model, kv_type)
+    return fit_kv(info, cap, gen_tokens(info), max_seqs=max_seqs)
+
+
+def check_kv_engine(fit: KvFit | None, backend: Backend) -> None:
+    """After building: the engine's own context (llama.cpp pads it) must still fit the cap."""
+    n_ctx = getattr(backend, "n_ctx", None)
+    if fit is not None and isinstance(n_ctx, int):
+        check_engine_fits(backend.model_info(), n_ctx, fit.cap_bytes)
 
 
 def parallel_sweep(*, task: Task, k: int, wave: int, verifiers: Sequence[Verifier], store: Store, run_id: str,

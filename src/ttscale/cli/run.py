@@ -38,7 +38,7 @@ from ttscale.cli.options import (
     WorkersOpt,
 )
 from ttscale.cli.plan import print_policy_choices
-from ttscale.cli.remote_opts import backend_specs
+from ttscale.cli.remote_opts import MAX_KV_BYTES_HELP, backend_specs, check_kv_engine, kv_capped_engine
 from ttscale.cost import Budget
 from ttscale.distributed import run_parallel
 from ttscale.errors import ConfigError
@@ -110,7 +110,7 @@ def run(
     data: DataOpt = None,
     max_tokens_per_problem: Annotated[Optional[int], typer.Option(help="Hard cap on processed tokens (prefilled + generated) per problem.")] = None,
     max_flops_per_problem: Annotated[Optional[float], typer.Option(help="Hard cap on forward FLOPs per problem.")] = None,
-    max_kv_bytes: Annotated[Optional[int], typer.Option(help="Hard cap on KV-cache bytes in use at once (per wave of samples, at --kv-type's real size): waves are sized to fit.")] = None,
+    max_kv_bytes: Annotated[Optional[int], typer.Option(help=MAX_KV_BYTES_HELP)] = None,
     store: StoreOpt = DEFAULT_STORE,
     run_id: Annotated[Optional[str], typer.Option(help="Name of the run; an existing id resumes that run.")] = None,
     output: Annotated[Optional[Path], typer.Option(help="Write the JSON summary here (default: runs/<run-id>.json).")] = None,
@@ -192,13 +192,19 @@ def run(
 
     if workers < 1:
         fail("--workers must be at least 1")
-    specs = backend_specs(backend, model, base_url, api_key, concurrency, threads, kv_type)
-    be = specs[0].build()
-    info = be.model_info()
 
     def task_for(model: ModelInfo, fmt_style: str | None) -> Task:
         return make_task(task, style=fmt_style, shots=shots, max_tokens=max_tokens, seed=task_seed, subtask=subtask,
                          data=str(data) if data else None, chat_model=model.has_chat_template, model=model.name)
+
+    kv_fit = kv_capped_engine(backend, model, kv_type, max_kv_bytes, lambda i: task_for(i, style).fmt.max_tokens)
+    specs = backend_specs(backend, model, base_url, api_key, concurrency, threads, kv_type,
+                          kv_fit.options() if kv_fit else None)
+    be = specs[0].build()
+    check_kv_engine(kv_fit, be)
+    if kv_fit is not None:
+        console.print(kv_fit.describe(), highlight=False)
+    info = be.model_info()
 
     t = task_for(info, style)
     if t.fmt.style == "chat" and not info.has_chat_template:

@@ -7,7 +7,10 @@ from typing import Annotated, Optional
 
 import typer
 
+from ttscale.backends.kv_sizing import DEFAULT_N_CTX, fit_kv, header_info
 from ttscale.cli.common import cli_errors, err_console, fail
+from ttscale.cli.options import KvTypeOpt
+from ttscale.cli.remote_opts import check_kv_engine
 from ttscale.registry import strategy_names
 from ttscale.server.config import SERVER_VERIFIERS
 
@@ -27,6 +30,8 @@ def serve(
     verifier: Annotated[str, typer.Option(help=f"Default verifier for strategies that take one: {', '.join(SERVER_VERIFIERS)}.")] = "certainty",
     budget_tokens: Annotated[Optional[int], typer.Option(help="Default cap on processed tokens per request (prefilled + generated).")] = None,
     max_budget_tokens: Annotated[int, typer.Option(help="Largest token budget a request may ask for.")] = 1_000_000,
+    max_kv_bytes: Annotated[Optional[int], typer.Option(help="Server-wide hard cap on KV-cache bytes in use at once (at --kv-type's real size): every request's default and ceiling (ttscale.budget.kv_bytes may ask for less), each backend call's batch packed to fit it, and the embedded engine's n_ctx / n_seq_max sized to it.")] = None,
+    kv_type: KvTypeOpt = "f16",
     max_k: Annotated[int, typer.Option(help="Largest k a request may ask for.")] = 64,
     max_n: Annotated[int, typer.Option(help="Largest n (returned choices) per request.")] = 8,
     max_tokens: Annotated[int, typer.Option(help="Default max_tokens per sample.")] = 256,
@@ -42,8 +47,8 @@ def serve(
     allow_unauthenticated_remote: Annotated[bool, typer.Option(help="Allow a non-loopback --host without --api-key.")] = False,
     graceful_timeout: Annotated[int, typer.Option(help="Seconds in-flight requests get to finish on shutdown.")] = 30,
     threads: Annotated[Optional[int], typer.Option(help="CPU threads for llama.cpp (default: all cores).")] = None,
-    n_ctx: Annotated[int, typer.Option(help="llama.cpp context size (KV cells shared by all batched samples).")] = 16384,
-    n_seq_max: Annotated[int, typer.Option(help="llama.cpp parallel sequences (samples decoded together).")] = 64,
+    n_ctx: Annotated[Optional[int], typer.Option(help="llama.cpp context size (KV cells shared by all batched samples; default 16384, or what --max-kv-bytes buys).")] = None,
+    n_seq_max: Annotated[int, typer.Option(help="llama.cpp parallel sequences (samples decoded together; at most what --max-kv-bytes holds).")] = 64,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
 ) -> None:
     """Serve /v1/chat/completions and /v1/completions, each request answered by a test-time strategy.
@@ -64,20 +69,34 @@ def serve(
     check_bind(host, api_key, allow_unauthenticated_remote)
     if strategy not in strategy_names():
         fail(f"unknown strategy {strategy!r}; available: {', '.join(strategy_names())}")
+    kv_fit = None
     if backend == "llama-cpp":
-        opts: dict[str, object] = {"n_ctx": n_ctx, "n_seq_max": n_seq_max}
+        opts: dict[str, object] = {"n_ctx": n_ctx or DEFAULT_N_CTX, "n_seq_max": n_seq_max}
+        if max_kv_bytes is not None:
+            if n_ctx is not None:
+                fail("give --max-kv-bytes or --n-ctx, not both: the cap decides the context")
+            # requests bring their own prompts: each sample of a batch is sized with its own default max_tokens
+            kv_fit = fit_kv(header_info(model, kv_type), max_kv_bytes, max_tokens, max_seqs=n_seq_max)
+            opts |= kv_fit.options()
+            err_console.print(kv_fit.describe(), highlight=False)
+        if kv_type != "f16":
+            opts["kv_type"] = kv_type
         if threads:
             opts["n_threads"] = threads
         be = make_backend(backend, model, **opts)
     else:
+        if kv_type != "f16":
+            fail("--kv-type sets the embedded engine's cache: use it with --backend llama-cpp")
         from ttscale.cli.remote_opts import backend_specs
 
         be = backend_specs(backend, model, [base_url] if base_url else None, backend_api_key, concurrency,
                            threads)[0].build()
     try:
+        check_kv_engine(kv_fit, be)
         config = ServerConfig(
             backend=be, model_name=model_name, strategy=strategy, k=k, verifier=verifier, budget_tokens=budget_tokens,
-            max_budget_tokens=max_budget_tokens, max_k=max_k, max_n=max_n, temperature=temperature,
+            max_budget_tokens=max_budget_tokens, max_kv_bytes=max_kv_bytes, max_k=max_k, max_n=max_n,
+            temperature=temperature,
             default_max_tokens=max_tokens, max_max_tokens=max_max_tokens, max_concurrency=max_concurrency,
             max_queue=max_queue, timeout_s=timeout, batch_window_ms=batch_window_ms, api_key=api_key,
             batch_min_wait_ms=batch_min_wait_ms if batch_min_wait_ms is not None else (10.0 if backend == "llama-cpp" else 0.0),

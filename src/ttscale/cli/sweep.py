@@ -8,6 +8,8 @@ from typing import Annotated, Optional
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from ttscale.backends.base import ModelInfo
+from ttscale.backends.kv_sizing import DEFAULT_MAX_SEQS
 from ttscale.cli.common import DEFAULT_STORE, cli_errors, console, fail, human, write_json
 from ttscale.cli.options import (
     ApiKeyOpt,
@@ -34,12 +36,13 @@ from ttscale.cli.options import (
     TopPOpt,
     WorkersOpt,
 )
-from ttscale.cli.remote_opts import backend_specs, parallel_sweep
+from ttscale.cli.remote_opts import backend_specs, check_kv_engine, kv_capped_engine, parallel_sweep
 from ttscale.errors import ConfigError
 from ttscale.registry import make_task, make_verifier, verifier_names
 from ttscale.store import Store
 from ttscale.strategies.base import Sampling
 from ttscale.sweep import run_sweep
+from ttscale.tasks.base import Task
 
 
 @cli_errors
@@ -65,6 +68,7 @@ def sweep(
     run_id: Annotated[Optional[str], typer.Option(help="Name of the sweep; an existing id resumes it.")] = None,
     threads: ThreadsOpt = None,
     kv_type: KvTypeOpt = "f16",
+    max_kv_bytes: Annotated[Optional[int], typer.Option(help="Hard cap on the embedded engine's KV-cache bytes at --kv-type's real size: its context (n_ctx) and parallel sequences (n_seq_max) are sized to fit, and a --wave larger than fits runs in parts inside the engine (same samples, same seeds).")] = None,
     backend: BackendOpt = "llama-cpp",
     base_url: BaseUrlOpt = None,
     api_key: ApiKeyOpt = None,
@@ -88,11 +92,23 @@ def sweep(
     sampling = Sampling(temperature=temperature, top_p=top_p, top_k=top_k, min_p=min_p, seed=seed)
     if workers < 1:
         fail("--workers must be at least 1")
-    specs = backend_specs(backend, model, base_url, api_key, concurrency, threads, kv_type)
+    if max_kv_bytes is not None and backend != "llama-cpp":
+        fail("--max-kv-bytes sizes the embedded engine: use it with --backend llama-cpp")
+
+    def task_for(info: ModelInfo) -> Task:
+        return make_task(task, style=style, shots=shots, max_tokens=max_tokens, seed=task_seed, subtask=subtask,
+                         data=str(data) if data else None, chat_model=info.has_chat_template, model=info.name)
+
+    kv_fit = kv_capped_engine(backend, model, kv_type, max_kv_bytes, lambda i: task_for(i).fmt.max_tokens,
+                              max_seqs=min(k, DEFAULT_MAX_SEQS))
+    specs = backend_specs(backend, model, base_url, api_key, concurrency, threads, kv_type,
+                          kv_fit.options() if kv_fit else None)
     be = specs[0].build()
+    check_kv_engine(kv_fit, be)
+    if kv_fit is not None:
+        console.print(kv_fit.describe(), highlight=False)
     info = be.model_info()
-    t = make_task(task, style=style, shots=shots, max_tokens=max_tokens, seed=task_seed, subtask=subtask,
-                  data=str(data) if data else None, chat_model=info.has_chat_template, model=info.name)
+    t = task_for(info)
     if t.fmt.style == "chat" and not info.has_chat_template:
         raise ConfigError(f"model {info.name} has no chat template: use --style completion")
     verifiers = [make_verifier(v, t, be) for v in (verifier or [])]

@@ -128,6 +128,9 @@ def _check_prompts(templates: list[GenerationRequest], budget: Budget, cfg: Serv
         if budget.tokens is not None and n + 1 > budget.tokens:
             raise APIError(400, f"token budget of {budget.tokens} per choice cannot cover the {n}-token prompt plus one "
                            "generated token", param="ttscale.budget.tokens", code="budget_too_small")
+        if budget.kv_bytes is not None and (need := cfg.backend.model_info().kv_bytes(n + 1)) > budget.kv_bytes:
+            raise APIError(400, f"KV budget of {budget.kv_bytes} bytes per choice cannot hold the {n}-token prompt plus "
+                           f"one generated token ({need} bytes)", param="ttscale.budget.kv_bytes", code="budget_too_small")
 
 
 def _split_budget(plan: Plan, n_choices: int) -> Budget:
@@ -137,7 +140,12 @@ def _split_budget(plan: Plan, n_choices: int) -> Budget:
         raise APIError(400, f"token budget {plan.budget_tokens} is smaller than the {n_choices} choices asked for",
                        param="ttscale.budget.tokens", code="budget_too_small")
     flops = plan.budget_flops / n_choices if plan.budget_flops is not None else None
-    return Budget(tokens=tokens, flops=flops)
+    # a request's choices run at once and their waves may share a backend call: each holds its share
+    kv = plan.budget_kv_bytes // n_choices if plan.budget_kv_bytes is not None else None
+    if kv is not None and kv < 1:
+        raise APIError(400, f"KV budget {plan.budget_kv_bytes} is smaller than the {n_choices} choices asked for",
+                       param="ttscale.budget.kv_bytes", code="budget_too_small")
+    return Budget(tokens=tokens, flops=flops, kv_bytes=kv)
 
 
 class _TicketStream(StreamingResponse):

@@ -20,6 +20,11 @@ is dropped before the call. During the call, a backend that takes a per-request
 decode step while its batch-mates go on; the backend's own ``should_stop`` hook
 fires when every job of the running batch is cancelled, or when the batcher is
 closed with ``cancel=True``.
+
+Memory: with a server-wide KV cap (``kv_cap`` bytes, ``kv_cost(request)`` its worst case) a backend
+call takes pending requests in arrival order while their worst cases together fit the cap; the
+rest wait for the next call. Every request fits on its own (its choice's meter holds a share of the
+cap), so each call makes progress and nothing waits forever.
 """
 
 from __future__ import annotations
@@ -50,6 +55,8 @@ class _Job:
     hooks: dict[str, Any] | None = None
     """The strategy's own ``should_stop``/``on_finish`` (early stopping): such a job runs in a
     backend call of its own, since the engine's hooks apply to a whole call."""
+    kv_bytes: int = 0
+    """Worst-case KV bytes of the request (0 without a KV cap)."""
 
 
 class MicroBatcher:
@@ -61,12 +68,18 @@ class MicroBatcher:
         min_wait_s: float = 0.0,
         max_batch: int = 64,
         on_batch: Callable[[list[Generation]], None] | None = None,
+        kv_cap: int | None = None,
+        kv_cost: Callable[[GenerationRequest], int] | None = None,
     ) -> None:
+        if kv_cap is not None and kv_cost is None:
+            raise ConfigError("a KV cap needs kv_cost, the worst-case bytes of a request")
         self.backend = backend
         self.window_s = window_s
         self.min_wait_s = min(min_wait_s, window_s)
         self.max_batch = max_batch
         self._on_batch = on_batch
+        self.kv_cap = kv_cap
+        self._kv_cost = kv_cost
         self._cv = threading.Condition()
         self._pending: deque[_Job] = deque()
         self._active = 0
@@ -102,7 +115,9 @@ class MicroBatcher:
         """
         if hooks and len(requests) != 1:
             raise ConfigError("generation hooks are supported for one request at a time")
-        jobs = [_Job(r, should_stop, Future(), hooks or None) for r in requests]
+        # costed here, in the strategy's thread, so the leader's critical section stays short
+        cost = self._kv_cost if self.kv_cap is not None else None
+        jobs = [_Job(r, should_stop, Future(), hooks or None, cost(r) if cost else 0) for r in requests]
         with self._cv:
             if self._closing:
                 raise RequestCancelled("server is shutting down")
@@ -149,6 +164,7 @@ class MicroBatcher:
                     break
                 self._cv.wait(remaining)
             batch = [self._pending.popleft() for _ in range(min(self.max_batch, len(self._pending)))]
+            batch = self._within_kv_cap(batch)
             self._cv.release()
             try:
                 live = []
@@ -171,6 +187,23 @@ class MicroBatcher:
         finally:
             self._leading = False
             self._cv.notify_all()
+
+    def _within_kv_cap(self, batch: list[_Job]) -> list[_Job]:
+        """The batch's first jobs whose plain calls fit the KV cap together; the rest go back to the
+        front of the queue (called holding the lock). Hooked jobs run in calls of their own."""
+        if self.kv_cap is None:
+            return batch
+        used, keep, defer = 0, list[_Job](), list[_Job]()
+        for job in batch:
+            if job.hooks is not None:
+                keep.append(job)
+            elif defer or (used and used + job.kv_bytes > self.kv_cap):
+                defer.append(job)  # in arrival order: a later small job does not overtake
+            else:
+                used += job.kv_bytes
+                keep.append(job)
+        self._pending.extendleft(reversed(defer))
+        return keep
 
     def _generate(self, jobs: list[_Job]) -> list[Generation]:
         reqs = [j.request for j in jobs]

@@ -33,6 +33,10 @@ class ServerConfig:
     """Default cap on processed tokens (prefilled + generated) per request; None = unlimited."""
     max_budget_tokens: int = 1_000_000
     """Largest token budget a request may ask for."""
+    max_kv_bytes: int | None = None
+    """Server-wide hard cap on KV-cache bytes in use at once: every request's default and ceiling (a
+    request may ask for less), and each backend call's batch is packed so that its requests' worst
+    cases together fit it. None = no cap beyond the engine's own context."""
     max_k: int = 64
     max_n: int = 8
     """Largest ``n`` (returned choices; each is an independent strategy run)."""
@@ -74,6 +78,8 @@ class ServerConfig:
                 raise ConfigError(f"{name} must be >= 1, got {value}")
         if self.max_queue < 0:
             raise ConfigError(f"max_queue must be >= 0, got {self.max_queue}")
+        if self.max_kv_bytes is not None and self.max_kv_bytes < 1:
+            raise ConfigError(f"max_kv_bytes must be >= 1, got {self.max_kv_bytes}")
         if self.budget_tokens is not None and not 0 < self.budget_tokens <= self.max_budget_tokens:
             raise ConfigError(f"budget_tokens must be in [1, {self.max_budget_tokens}], got {self.budget_tokens}")
         if self.timeout_s <= 0 or self.batch_window_ms < 0 or self.batch_min_wait_ms < 0:

@@ -31,6 +31,7 @@ HEADER_STRATEGY = "x-ttscale-strategy"
 HEADER_K = "x-ttscale-k"
 HEADER_BUDGET = "x-ttscale-budget-tokens"
 HEADER_VERIFIER = "x-ttscale-verifier"
+HEADER_BUDGET_KV = "x-ttscale-budget-kv-bytes"
 
 
 @dataclass(frozen=True)
@@ -44,9 +45,11 @@ class Plan:
     budget_flops: float | None
     answer_mode: str
     source: str
+    """Where the strategy choice came from: body, header, model, default."""
     options: tuple[tuple[str, Any], ...] = ()
     """Further strategy knobs from ``ttscale.options``."""
-    """Where the strategy choice came from: body, header, model, default."""
+    budget_kv_bytes: int | None = None
+    """Cap on KV-cache bytes in use at once for the whole request (the server's cap when it sends none)."""
 
 
 def _known(strategy: str) -> bool:
@@ -146,4 +149,16 @@ def resolve(opts: TtscaleOptions | None, headers: Mapping[str, str], model: str,
         raise APIError(400, f"budget tokens must be in [1, {cfg.max_budget_tokens}], got {tokens}",
                        param="ttscale.budget.tokens", code="invalid_value")
     flops = b.flops if b is not None else None
-    return Plan(strategy, k, verifier, tokens, flops, o.answer, source, options)
+    return Plan(strategy, k, verifier, tokens, flops, o.answer, source, options,
+                _kv_cap(b.kv_bytes if b is not None else None, _int_header(headers, HEADER_BUDGET_KV), cfg))
+
+
+def _kv_cap(body: int | None, header: int | None, cfg: ServerConfig) -> int | None:
+    """The request's KV-memory cap: its own (body, then header) within the server's, else the server's."""
+    asked, param = (body, "ttscale.budget.kv_bytes") if body is not None else (header, HEADER_BUDGET_KV)
+    if asked is None:
+        return cfg.max_kv_bytes
+    if asked < 1 or (cfg.max_kv_bytes is not None and asked > cfg.max_kv_bytes):
+        top = f"[1, {cfg.max_kv_bytes}] (the server's --max-kv-bytes)" if cfg.max_kv_bytes is not None else ">= 1"
+        raise APIError(400, f"KV budget must be in {top}, got {asked}", param=param, code="invalid_value")
+    return asked

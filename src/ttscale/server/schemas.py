@@ -20,6 +20,9 @@ class BudgetSpec(BaseModel):
     model_config = Strict
     tokens: Optional[StrictInt] = Field(None, ge=1, description="Cap on processed tokens (prefilled + generated) for the request.")
     flops: Optional[StrictFloat] = Field(None, gt=0, allow_inf_nan=False, description="Cap on forward FLOPs for the request.")
+    kv_bytes: Optional[StrictInt] = Field(
+        None, ge=1, description="Cap on KV-cache bytes the request holds at once (at the engine's KV precision), shared by "
+        "its choices: no wave of samples starts unless its worst case fits; at most the server's --max-kv-bytes.")
 
 
 class TtscaleOptions(BaseModel):

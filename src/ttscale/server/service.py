@@ -20,6 +20,7 @@ from typing import Any
 from starlette.requests import Request
 
 from ttscale.backends.base import GenerationRequest, capabilities_of
+from ttscale.backends.kv_sizing import cells_needed
 from ttscale.cost import Budget
 from ttscale.server.batcher import MicroBatcher
 from ttscale.server.config import ServerConfig
@@ -64,8 +65,17 @@ class Service:
         self.draining = False
         self.batcher = MicroBatcher(cfg.backend, window_s=cfg.batch_window_ms / 1000.0,
                                     min_wait_s=cfg.batch_min_wait_ms / 1000.0,
-                                    max_batch=cfg.max_batch, on_batch=self.metrics.observe_batch)
+                                    max_batch=cfg.max_batch, on_batch=self.metrics.observe_batch,
+                                    kv_cap=cfg.max_kv_bytes, kv_cost=self._kv_cost)
         self.executor = ThreadPoolExecutor(max_workers=cfg.max_concurrency, thread_name_prefix="ttscale-solve")
+
+    def _kv_cost(self, request: GenerationRequest) -> int:
+        """Worst-case KV bytes of one generation request, as its choice's meter counted it: the prompt
+        once and every sample to max_tokens (each its own prompt where the backend prefills per sample)."""
+        backend = self.config.backend
+        cells = cells_needed(request.n, backend.count_prompt_tokens(request), request.max_tokens,
+                             shared_prompt=not capabilities_of(backend).prefill_per_sample)
+        return backend.model_info().kv_bytes(cells)
 
     @property
     def in_flight(self) -> int:
