@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from ttscale.cli.common import DEFAULT_STORE, cli_errors, console, fail
+from ttscale.cli.plan_kv import KV_POOL_HELP, MAX_KV_HELP, SHARED_HELP, plan_kv
 from ttscale.planner.data import align_alternate, load_plan_pool
 from ttscale.planner.evaluate import evaluate_policy, split_problems
 from ttscale.planner.policy import Policy, fit_policy
@@ -67,6 +68,9 @@ def plan(
     k: Annotated[Optional[int], typer.Option("-k", "--k", help="Use the first K samples of each problem (default: all).")] = None,
     store: Annotated[Path, typer.Option(help="SQLite file holding the pools.")] = DEFAULT_STORE,
     output: Annotated[Path, typer.Option(help="Where to write the policy JSON (with its evidence and evaluation).")] = Path("policy.json"),
+    kv_pool: Annotated[Optional[list[str]], typer.Option(help=KV_POOL_HELP)] = None,
+    max_kv_bytes: Annotated[Optional[int], typer.Option(help=MAX_KV_HELP)] = None,
+    kv_shared_prompt: Annotated[bool, typer.Option("--kv-shared-prompt", help=SHARED_HELP)] = False,
 ) -> None:
     """Fit which strategy and how many samples to use per difficulty bin and budget; check it on held-out problems.
 
@@ -84,6 +88,15 @@ def plan(
     store = resolve_store(store)
     if not store.exists():
         fail(f"store {store} does not exist (make a pool with `ttscale sweep` first)")
+    if kv_pool and max_kv_bytes is None:
+        fail("--kv-pool needs --max-kv-bytes: without a memory cap every precision allows every k")
+    if max_kv_bytes is not None:
+        if alt_pool or eval_pool or no_split:
+            fail("--max-kv-bytes plans on the held-out split of --pool: drop --alt-pool / --eval-pool / --no-split")
+        plan_kv(store=store, pool=pool, kv_pool=kv_pool or [], cap=max_kv_bytes, shared_prompt=kv_shared_prompt,
+                budget=budget, probe=probe, bins=bins, test_fraction=test_fraction, seed=seed, orders=orders, k=k,
+                output=output)
+        return
     st = Store(store)
     try:
         pp = load_plan_pool(st, pool, k)

@@ -42,6 +42,7 @@ from ttscale.cli.remote_opts import MAX_KV_BYTES_HELP, backend_specs, check_kv_e
 from ttscale.cost import Budget
 from ttscale.distributed import run_parallel
 from ttscale.errors import ConfigError
+from ttscale.planner.kv_plan import KvPlan, is_kv_plan
 from ttscale.planner.policy import Policy
 from ttscale.planner.strategy import PolicyStrategy
 from ttscale.registry import (
@@ -187,6 +188,13 @@ def run(
             fail(f"strategy {strategy!r} takes no {flag}")
     if data is not None and task != "jsonl":
         fail("--data is only for --task jsonl")
+    kv_policy: Policy | None = None
+    if policy is not None and is_kv_plan(policy):  # a KV plan: the level's precision and its policy
+        kv_plan = KvPlan.load(policy)
+        chosen, kv_policy, _ = kv_plan.level_for(float(budget_tokens or 0))
+        if chosen != kv_type:
+            fail(f"the KV plan runs {budget_tokens:g} tokens/problem at {chosen}: pass --kv-type {chosen}")
+        max_kv_bytes = kv_plan.cap_bytes if max_kv_bytes is None else max_kv_bytes
     budget = Budget(tokens=max_tokens_per_problem, flops=max_flops_per_problem, kv_bytes=max_kv_bytes)
     sampling = Sampling(temperature=temperature, top_p=top_p, top_k=top_k, min_p=min_p, seed=seed)
 
@@ -214,7 +222,7 @@ def run(
     strat: Strategy
     extra_backends: list[Backend] = []
     if policy is not None:
-        pol = Policy.load(policy)
+        pol = kv_policy or Policy.load(policy)
         fitted_on = pol.primary_model
         if fitted_on and info.name not in fitted_on and fitted_on not in info.name:
             console.print(f"[yellow]warning:[/] the policy was fitted on {fitted_on}, this run uses {info.name}")
