@@ -304,7 +304,7 @@ def load_kv_pools(store: Any, pool_runs: Sequence[str], kv_specs: Sequence[str],
     in the same order), aligned row by row on the primary's problem ids."""
     from dataclasses import replace
 
-    from ttscale.planner.data import align_alternate, load_plan_pool
+    from ttscale.planner.data import load_plan_pool
     from ttscale.replay.pool import model_info_from_record
 
     def meta(runs: Sequence[str], want: str | None) -> tuple[str, ModelInfo, int | None, str]:
@@ -346,7 +346,17 @@ def load_kv_pools(store: Any, pool_runs: Sequence[str], kv_specs: Sequence[str],
         if t_model != model:
             raise ConfigError(f"the {want} pools are of model {t_model!r}, the --pool of {model!r}: "
                               "KV precisions are compared on one model")
-        other = align_alternate(primary, load_plan_pool(store, runs, primary.pool.k), "kv").alts["kv"]
-        rows = replace(other.pool, problem_ids=list(primary.problem_ids))  # the primary's ids: one split for all
-        out[t] = kv_pool(t, PlanPool(rows, other.prompt_tokens, list(primary.group)), t_info, t_gen)
+        out[t] = align_kv(out[kind], kv_pool(t, load_plan_pool(store, runs, primary.pool.k), t_info, t_gen))
     return out
+
+
+def align_kv(primary: KvPool, other: KvPool) -> KvPool:
+    """``other`` (the same problems at another precision) row by row in ``primary``'s order, under
+    ``primary``'s problem ids, so that one train/test split holds for both."""
+    from dataclasses import replace
+
+    from ttscale.planner.data import align_alternate
+
+    o = align_alternate(primary.pool, other.pool, "kv").alts["kv"]
+    rows = replace(o.pool, problem_ids=list(primary.pool.problem_ids))
+    return KvPool(other.kv_type, PlanPool(rows, o.prompt_tokens, list(primary.pool.group)), other.info, other.max_gen)
