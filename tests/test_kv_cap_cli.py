@@ -21,9 +21,10 @@ def _run(*args: str) -> tuple[int, str]:
 
 
 def test_help_texts_name_the_cap() -> None:
-    for cmd in ("run", "sweep", "serve"):
+    for cmd in ("run", "sweep", "serve", "plan"):
         code, out = _run(cmd, "--help")
         assert code == 0 and "--max-kv-bytes" in out, cmd
+    assert "--kv-pool" in _run("plan", "--help")[1] and "--kv-type" in _run("serve", "--help")[1]
 
 
 def test_sweep_cap_needs_the_embedded_engine(tmp_path: Path) -> None:
