@@ -38,6 +38,8 @@ CASES = [
     ("tool role unsupported", chat(messages=[{"role": "tool", "content": "x"}]), 400, "messages.0.role"),
     ("temperature string", chat(temperature="hot"), 400, "temperature"),
     ("temperature too high", chat(temperature=7), 400, "temperature"),
+    ("top_k negative", chat(top_k=-1), 400, "top_k"),
+    ("min_p of one", chat(min_p=1.0), 400, "min_p"),
     ("n as float", chat(n=1.5), 400, "n"),
     ("n absurd", chat(n=1000), 400, "n"),
     ("negative max_tokens", chat(max_tokens=-1), 400, "max_tokens"),
@@ -148,3 +150,12 @@ def test_prompt_checks_for_a_remote_style_backend() -> None:
         assert c.post("/v1/chat/completions", json=chat()).status_code == 200
         r = c.post("/v1/chat/completions", json=chat(messages=[{"role": "user", "content": "w " * 100}]))
         assert r.status_code == 400 and r.json()["error"]["code"] == "context_length_exceeded"
+
+
+def test_sampling_extensions_reach_the_backend() -> None:
+    be = FakeBackend()
+    cfg = ServerConfig(backend=be, model_name="fake")
+    with TestClient(create_app(cfg)) as c:
+        r = c.post("/v1/chat/completions", json=chat(top_k=40, min_p=0.05))
+    assert r.status_code == 200, r.text
+    assert (be.history[-1].top_k, be.history[-1].min_p) == (40, 0.05)

@@ -102,6 +102,7 @@ def _templates(body: ChatCompletionRequest | CompletionRequest, cfg: ServerConfi
     common: dict[str, Any] = {
         "temperature": body.temperature if body.temperature is not None else cfg.temperature,
         "top_p": body.top_p if body.top_p is not None else 1.0, "stop": stop, "max_tokens": max_tokens,
+        "top_k": body.top_k or 0, "min_p": body.min_p or 0.0,
     }
     if isinstance(body, ChatCompletionRequest):
         return [GenerationRequest(messages=_messages(body), **common)]

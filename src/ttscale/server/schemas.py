@@ -74,6 +74,9 @@ class _Common(BaseModel):
     n: StrictInt = Field(1, ge=1, description="Returned choices; each is an independent strategy run.")
     temperature: Optional[StrictFloat] = Field(None, ge=0, le=2, allow_inf_nan=False)
     top_p: Optional[StrictFloat] = Field(None, gt=0, le=1, allow_inf_nan=False)
+    top_k: Optional[StrictInt] = Field(None, ge=0, description="vLLM / llama-server extension: 0 = no truncation (default).")
+    min_p: Optional[StrictFloat] = Field(None, ge=0, lt=1, allow_inf_nan=False,
+                                         description="vLLM / llama-server extension: 0 = off (default).")
     max_tokens: Optional[StrictInt] = Field(None, ge=1, description="Cap on generated tokens per sample.")
     stop: Stop = Field(None, description="Up to 4 stop strings.")
     seed: Optional[StrictInt] = Field(None, ge=0, le=2**31 - 1)
