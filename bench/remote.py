@@ -113,7 +113,8 @@ def plain_client(url: str, task, probs, k: int, temperature: float, max_tokens: 
 
 
 def ttscale_run(url: str, model: str, task, probs, strategy: str, k: int, temperature: float, tmp: Path,  # type: ignore[no-untyped-def]
-                concurrency: int = 8, **knobs: Any) -> dict[str, Any]:
+                concurrency: int = 8, logprobs: bool = False, **knobs: Any) -> dict[str, Any]:
+    """What ``ttscale run --strategy S -k K`` does (its default: log-probs only when the run reads them)."""
     from ttscale.registry import make_strategy
     from ttscale.runner import solve_problems
 
@@ -123,7 +124,7 @@ def ttscale_run(url: str, model: str, task, probs, strategy: str, k: int, temper
         before = be.metrics()
         t0 = time.perf_counter()
         summary = solve_problems(task=task, strategy=make_strategy(strategy, k=k, **knobs), backend=be, store=st,
-                                 run_id="r", problems=probs, sampling=Sampling(temperature=temperature, seed=1))
+                                 run_id="r", problems=probs, sampling=Sampling(temperature=temperature, seed=1, logprobs=logprobs))
         wall = time.perf_counter() - t0
         return {"wall": wall, "accuracy": summary.correct / max(1, summary.graded),
                 "counted": summary.usage.generated_tokens, "served": _served(be, before),
@@ -203,8 +204,10 @@ def strategies_part(args: argparse.Namespace, tmp: Path) -> tuple[float, float]:
         plain = plain_client(url, gsm, gsm_probs, 8, 0.8, args.gsm_max_tokens) | {"served": _served(be, before)}
         be.close()
         sc = ttscale_run(url, model, gsm, gsm_probs, "self-consistency", 8, 0.8, tmp)
+        sc_lp = ttscale_run(url, model, gsm, gsm_probs, "self-consistency", 8, 0.8, tmp, logprobs=True)
         ada = ttscale_run(url, model, gsm, gsm_probs, "adaptive-consistency", 8, 0.8, tmp)
-        for name, r in (("plain client", plain), ("ttscale self-consistency@8", sc), ("ttscale adaptive (defaults)", ada)):
+        for name, r in (("plain client", plain), ("ttscale self-consistency@8", sc),
+                        ("  the same, --logprobs", sc_lp), ("ttscale adaptive (defaults)", ada)):
             print(f"  {name:30s} wall {r['wall']:7.1f} s  accuracy {r['accuracy']:.3f}  server tokens {r['served']:6d}"
                   + (f"  counted {r['counted']}" if "counted" in r else ""))
         print(f"  adaptive vs SC on GSM8K (votes rarely settle): {sc['wall'] / ada['wall']:.2f}x wall, "

@@ -199,7 +199,9 @@ async def stream_sample(client: AsyncOpenAIClient, req: GenerationRequest, seed:
                         prompt_tokens: int, stop: asyncio.Event, llama_server: bool) -> _Streamed:
     """One sample as a stream; returns when it finishes or ``stop`` is set (its connection is closed)."""
     url = f"{client.base_url}/{endpoint(req)}"
-    body = request_body(req, client.model, 1, seed, True)
+    # without log-probs a stopped stream is counted from its content chunks (one token each on
+    # llama-server; a stop-string prefix it holds back arrives later, so at worst a few tokens short)
+    body = request_body(req, client.model, 1, seed, req.logprobs)
     if llama_server:  # its defaults truncate (top-k 40, min-p 0.05): ask for exactly the request's settings
         body |= {"top_k": req.top_k, "min_p": req.min_p}
     body = stream_body(body)

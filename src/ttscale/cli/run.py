@@ -51,7 +51,9 @@ from ttscale.registry import (
     make_verifier,
     strategy_knobs,
     strategy_names,
+    strategy_specs,
     verifier_names,
+    verifier_specs,
 )
 from ttscale.runner import RunSummary, solve_problems, summarize
 from ttscale.store import Store
@@ -138,6 +140,7 @@ def run(
     verifier_url: Annotated[Optional[str], typer.Option(help="remote-rm: base URL of a vLLM pooling server.")] = None,
     verifications: Annotated[Optional[int], typer.Option(help="judge: verification chains per candidate (V).")] = None,
     rollouts: Annotated[Optional[int], typer.Option(help="rollout verifier: rollouts per partial solution.")] = None,
+    logprobs: Annotated[Optional[bool], typer.Option("--logprobs/--no-logprobs", help="Ask the engine for every token's log-prob and store it. Default: only when the strategy or verifier reads them (deepconf, certainty, --policy); on llama-server with full-vocabulary sampling they cost decode time (docs/remote.md). Turn on to keep them for later replay.")] = None,
     policy: Annotated[Optional[Path], typer.Option(help="Apply a policy from `ttscale plan` instead of --strategy (needs --budget-tokens).")] = None,
     budget_tokens: Annotated[Optional[float], typer.Option(help="--policy: mean processed tokens per problem; selects the policy's budget level.")] = None,
     explain: Annotated[bool, typer.Option("--explain", help="--policy: print what the policy saw and chose for each problem.")] = False,
@@ -196,7 +199,10 @@ def run(
             fail(f"the KV plan runs {budget_tokens:g} tokens/problem at {chosen}: pass --kv-type {chosen}")
         max_kv_bytes = kv_plan.cap_bytes if max_kv_bytes is None else max_kv_bytes
     budget = Budget(tokens=max_tokens_per_problem, flops=max_flops_per_problem, kv_bytes=max_kv_bytes)
-    sampling = Sampling(temperature=temperature, top_p=top_p, top_k=top_k, min_p=min_p, seed=seed)
+    if logprobs is None:  # only when something in the run reads them
+        logprobs = (policy is not None or (strategy in strategy_specs() and strategy_specs()[strategy].uses_logprobs)
+                    or (verifier is not None and verifier in verifier_specs() and verifier_specs()[verifier].uses_logprobs))
+    sampling = Sampling(temperature=temperature, top_p=top_p, top_k=top_k, min_p=min_p, seed=seed, logprobs=logprobs)
 
     if workers < 1:
         fail("--workers must be at least 1")

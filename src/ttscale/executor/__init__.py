@@ -77,10 +77,11 @@ class SweepStrategy:
 
 
 def sampling_record(sampling: Sampling) -> dict[str, Any]:
-    """The sampling settings a run is keyed by. ``top_k``/``min_p`` joined later: left out at their
-    defaults (no truncation), so runs and pools stored before still resume."""
+    """The sampling settings a run is keyed by. ``top_k``/``min_p``/``logprobs`` joined later: left out
+    at their defaults, so runs and pools stored before still resume."""
     knobs = dataclass_knobs(sampling)
-    return {k: v for k, v in knobs.items() if not (k == "top_k" and v == 0) and not (k == "min_p" and v == 0.0)}
+    defaults = {"top_k": 0, "min_p": 0.0, "logprobs": True}
+    return {k: v for k, v in knobs.items() if not (k in defaults and v == defaults[k])}
 
 
 def run_config(task: Task, strategy: Strategy, sampling: Sampling, budget: Budget) -> dict[str, Any]:

@@ -63,6 +63,7 @@ class SolveContext:
             top_p=s.top_p,
             top_k=s.top_k,
             min_p=s.min_p,
+            logprobs=req.logprobs and s.logprobs,
             max_tokens=s.max_tokens or req.max_tokens,
         )
 

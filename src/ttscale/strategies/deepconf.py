@@ -259,4 +259,5 @@ SPEC = StrategySpec(
     "DeepConf (Fu et al. 2025): calibrate a confidence bar on -o warmup=N traces, drop traces whose windowed "
     "log-prob falls below it (after the fact: no backend stops one trace mid-decode), vote weighted by "
     "confidence, stop once the vote share reaches --threshold (max k)",
+    uses_logprobs=True,
 )

@@ -63,6 +63,8 @@ class StrategySpec:
     help: str = ""
     verifier: VerifierNeed = "none"
     """Whether it takes a verifier (``--verifier``): not at all, always, or optionally."""
+    uses_logprobs: bool = False
+    """It reads the samples' token log-probs (``ttscale run`` then asks the engine for them)."""
 
     @property
     def knobs(self) -> tuple[str, ...]:

@@ -109,6 +109,11 @@ class Sampling:
     seed: int = 0
     max_tokens: int | None = None
     """Overrides the task format's per-sample cap when set."""
+    logprobs: bool = True
+    """Ask the engine for each token's log-probability (stored with the samples; log-prob-based
+    verifiers, DeepConf and the planner's features read them). On llama-server with full-vocabulary
+    sampling they cost measurable decode time (docs/remote.md), so ``ttscale run`` asks for them only
+    when something in the run reads them."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.temperature <= 5:

@@ -29,4 +29,5 @@ class CertaintyVerifier:
         return Scores(out)
 
 
-SPEC = VerifierSpec("certainty", lambda a: CertaintyVerifier(), "self-certainty, exp(mean token log-prob)")
+SPEC = VerifierSpec("certainty", lambda a: CertaintyVerifier(), "self-certainty, exp(mean token log-prob)",
+                    uses_logprobs=True)

@@ -29,6 +29,8 @@ class VerifierSpec:
     help: str = ""
     needs_backend: bool = False
     """It scores with the backend's model (judge, rollout)."""
+    uses_logprobs: bool = False
+    """It reads the samples' token log-probs (certainty): ``ttscale run`` then asks the engine for them."""
 
     def build(self, args: VerifierArgs) -> Verifier:
         if self.needs_backend and args.backend is None:
