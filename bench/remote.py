@@ -17,7 +17,7 @@
    server's ``/metrics``.
 
 Ends with ``bench: http_concurrency_speedup = <ratio>`` and ``bench: ray_speedup = <ratio>``
-(parts 1-2), and ``bench: remote_sc_vs_plain = <plain wall / SC wall>`` and
+(parts 1-2), and ``bench: remote_sc_vs_plain = <plain wall / SC wall, same sampler>`` and
 ``bench: remote_adaptive_vs_sc = <SC wall / adaptive wall on the arithmetic workload>`` (part 3).
 The machine has 2 cores shared with other jobs: expect noise, and at most ~2x from Ray.
 
@@ -113,7 +113,8 @@ def plain_client(url: str, task, probs, k: int, temperature: float, max_tokens: 
 
 
 def ttscale_run(url: str, model: str, task, probs, strategy: str, k: int, temperature: float, tmp: Path,  # type: ignore[no-untyped-def]
-                concurrency: int = 8, logprobs: bool = False, **knobs: Any) -> dict[str, Any]:
+                concurrency: int = 8, logprobs: bool = False, top_k: int = 0, min_p: float = 0.0,
+                **knobs: Any) -> dict[str, Any]:
     """What ``ttscale run --strategy S -k K`` does (its default: log-probs only when the run reads them)."""
     from ttscale.registry import make_strategy
     from ttscale.runner import solve_problems
@@ -124,7 +125,8 @@ def ttscale_run(url: str, model: str, task, probs, strategy: str, k: int, temper
         before = be.metrics()
         t0 = time.perf_counter()
         summary = solve_problems(task=task, strategy=make_strategy(strategy, k=k, **knobs), backend=be, store=st,
-                                 run_id="r", problems=probs, sampling=Sampling(temperature=temperature, seed=1, logprobs=logprobs))
+                                 run_id="r", problems=probs, sampling=Sampling(temperature=temperature, seed=1, logprobs=logprobs,
+                                                                  top_k=top_k, min_p=min_p))
         wall = time.perf_counter() - t0
         return {"wall": wall, "accuracy": summary.correct / max(1, summary.graded),
                 "counted": summary.usage.generated_tokens, "served": _served(be, before),
@@ -200,25 +202,36 @@ def strategies_part(args: argparse.Namespace, tmp: Path) -> tuple[float, float]:
         print(f"llama-server --parallel 8 --threads {args.server_threads}, {model}; "
               f"GSM8K {len(gsm_probs)} questions x 8, T=0.8, max {args.gsm_max_tokens} tokens, zero-shot chat")
         be = OpenAIHttpBackend(url, model, info_model=model)
-        before = be.metrics()
-        plain = plain_client(url, gsm, gsm_probs, 8, 0.8, args.gsm_max_tokens) | {"served": _served(be, before)}
+        if not args.adaptive_only:
+            before = be.metrics()
+            plain = plain_client(url, gsm, gsm_probs, 8, 0.8, args.gsm_max_tokens) | {"served": _served(be, before)}
+            # the plain client's sampler (llama-server's defaults) vs ttscale's default, the model's own distribution
+            sc_same = ttscale_run(url, model, gsm, gsm_probs, "self-consistency", 8, 0.8, tmp, top_k=40, min_p=0.05)
         be.close()
         sc = ttscale_run(url, model, gsm, gsm_probs, "self-consistency", 8, 0.8, tmp)
-        sc_lp = ttscale_run(url, model, gsm, gsm_probs, "self-consistency", 8, 0.8, tmp, logprobs=True)
+        if not args.adaptive_only:
+            sc_lp = ttscale_run(url, model, gsm, gsm_probs, "self-consistency", 8, 0.8, tmp, logprobs=True)
         ada = ttscale_run(url, model, gsm, gsm_probs, "adaptive-consistency", 8, 0.8, tmp)
-        for name, r in (("plain client", plain), ("ttscale self-consistency@8", sc),
-                        ("  the same, --logprobs", sc_lp), ("ttscale adaptive (defaults)", ada)):
+        rows = [("ttscale SC@8 (default: full vocab)", sc), ("ttscale adaptive (defaults)", ada)]
+        if not args.adaptive_only:
+            rows = [("plain client", plain), ("ttscale SC@8 --top-k 40 --min-p 0.05", sc_same), rows[0],
+                    ("  the same, --logprobs", sc_lp), rows[1]]
+        for name, r in rows:
             print(f"  {name:30s} wall {r['wall']:7.1f} s  accuracy {r['accuracy']:.3f}  server tokens {r['served']:6d}"
                   + (f"  counted {r['counted']}" if "counted" in r else ""))
         print(f"  adaptive vs SC on GSM8K (votes rarely settle): {sc['wall'] / ada['wall']:.2f}x wall, "
               f"{1 - ada['served'] / sc['served']:+.0%} tokens saved")
+        if not args.adaptive_only:
+            print(f"  plain / SC with the plain client's sampler: {plain['wall'] / sc_same['wall']:.2f}; with ttscale's "
+                  f"default full-vocabulary sampling: {plain['wall'] / sc['wall']:.2f}; with --logprobs too: "
+                  f"{plain['wall'] / sc_lp['wall']:.2f}")
         print(f"BIG-bench 1-digit multiplication, {len(arith_probs)} problems x 16")
         sc16 = ttscale_run(url, model, arith, arith_probs, "self-consistency", 16, 0.8, tmp)
         ada16 = ttscale_run(url, model, arith, arith_probs, "adaptive-consistency", 16, 0.8, tmp)
         for name, r in (("ttscale self-consistency@16", sc16), ("ttscale adaptive (defaults)", ada16)):
             print(f"  {name:30s} wall {r['wall']:7.1f} s  accuracy {r['accuracy']:.3f}  server tokens {r['served']:6d}"
                   f"  samples {r['samples']}")
-    return plain["wall"] / sc["wall"], sc16["wall"] / ada16["wall"]
+    return (float("nan") if args.adaptive_only else plain["wall"] / sc_same["wall"]), sc16["wall"] / ada16["wall"]
 
 
 def main() -> None:
@@ -238,6 +251,7 @@ def main() -> None:
     ap.add_argument("--arith-problems", type=int, default=20)
     ap.add_argument("--ctx-per-slot", type=int, default=1024)
     ap.add_argument("--sampling-analysis", action="store_true", help="part 3 first times the sampling settings")
+    ap.add_argument("--adaptive-only", action="store_true", help="part 3 without the plain client and SC variants")
     ap.add_argument("--analysis-questions", type=int, default=3)
     ap.add_argument("--analysis-max-tokens", type=int, default=192)
     args = ap.parse_args()

@@ -152,3 +152,21 @@ def test_a_stream_that_breaks_after_tokens_is_an_error_not_a_retry() -> None:
             be.generate([GenerationRequest(prompt=PROMPT, n=1, seed=0)], should_stop=lambda: False)
     finally:
         be.close()
+
+
+def test_native_chunks_fold_per_choice() -> None:
+    from ttscale.backends.openai_stream import apply_native_chunk
+
+    states = {4: StreamState(), 5: StreamState()}
+    assert apply_native_chunk(states, 4, {"index": 1, "content": " 4", "tokens": [7], "tokens_predicted": 1}) is None
+    assert apply_native_chunk(states, 4, {"index": 0, "content": "x", "tokens": [9], "tokens_predicted": 1}) is None
+    assert apply_native_chunk(states, 4, {"index": 1, "content": "2", "tokens": [8], "tokens_predicted": 2}) is None
+    done = apply_native_chunk(states, 4, {"index": 1, "content": "", "tokens": [], "stop": True, "stop_type": "eos",
+                                          "tokens_predicted": 3, "tokens_evaluated": 9, "timings": {"prompt_n": 9}})
+    assert done == 5 and states[5].finish == "stop" and states[4].finish is None
+    c = stream_completion(states[5], GenerationRequest(prompt=PROMPT), 5, 9, 0.1)
+    assert (c.text, c.n_tokens) == (" 42", 3)  # the end-of-generation token is counted, as the server does
+    stopped = stream_completion(states[4], GenerationRequest(prompt=PROMPT), 4, 9, 0.1)
+    assert (stopped.finish_reason, stopped.n_tokens) == ("cancelled", 1)
+    with pytest.raises(Exception, match="unknown choice"):
+        apply_native_chunk(states, 4, {"index": 7, "content": "z"})

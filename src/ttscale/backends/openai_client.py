@@ -256,6 +256,10 @@ class AsyncOpenAIClient:
                     self.flavor = flavor
         return self.flavor
 
+    async def arender(self, req: GenerationRequest) -> str:
+        """The text the server's model reads (llama-server renders chat through ``/apply-template``)."""
+        return await self._render(req)
+
     async def _render(self, req: GenerationRequest) -> str:
         if req.prompt is not None:
             return req.prompt

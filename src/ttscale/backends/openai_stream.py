@@ -24,13 +24,20 @@ import contextlib
 import json
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from ttscale.backends.openai_wire import MalformedResponse, _finish, _token_logprobs, endpoint, request_body
+from ttscale.backends.openai_wire import (
+    MalformedResponse,
+    _finish,
+    _token_logprobs,
+    endpoint,
+    native_body,
+    request_body,
+)
 from ttscale.errors import BackendError
 from ttscale.types import (
     Cancelled,
@@ -55,6 +62,8 @@ class StreamState:
     """What one streamed sample has delivered so far."""
 
     text: list[str] = field(default_factory=list)
+    order: int | None = None
+    """When it finished, among the call's samples (None: it did not)."""
     logprobs: list[float] = field(default_factory=list)
     content_chunks: int = 0
     """Chunks that carried text or log-probs (one token each on llama-server)."""
@@ -130,7 +139,7 @@ def stream_completion(state: StreamState, req: GenerationRequest, index: int, pr
     never less than the server did. A sample stopped before its request was sent
     (``started=False``) cost nothing.
     """
-    received = max(len(state.logprobs), state.content_chunks)
+    received = max(len(state.logprobs), state.content_chunks, state.completion_tokens or 0)
     if not started:
         n_tokens, finish, prefilled = 0, "cancelled", 0
     elif state.finish is None:
@@ -147,8 +156,39 @@ def stream_completion(state: StreamState, req: GenerationRequest, index: int, pr
                       logprob=total, token_logprobs=lps, index=index, decode_s=decode_s)
 
 
-async def _read(client: AsyncOpenAIClient, url: str, body: dict[str, Any], state: StreamState) -> None:
-    """Read one stream into ``state``, retrying transient failures that happen before any token."""
+def apply_native_chunk(states: dict[int, StreamState], first: int, data: dict[str, Any]) -> int | None:
+    """Fold one chunk of llama-server's native ``/completion`` stream (``n_cmpl`` children, each chunk
+    tagged with its child's ``index`` and running ``tokens_predicted``) into the children's states;
+    returns the sample index that just finished, if one did."""
+    idx = data.get("index", 0)
+    if not isinstance(idx, int) or first + idx not in states:
+        raise MalformedResponse(f"stream chunk for an unknown choice {idx!r}")
+    st = states[first + idx]
+    content, toks = data.get("content"), data.get("tokens")
+    if isinstance(content, str) and content:
+        st.text.append(content)
+    n = len(toks) if isinstance(toks, list) else int(bool(content))
+    st.content_chunks += n
+    probs = data.get("completion_probabilities")
+    if isinstance(probs, list):
+        st.logprobs.extend(float(e["logprob"]) for e in probs if isinstance(e, dict) and "logprob" in e)
+    if isinstance(data.get("tokens_predicted"), int):
+        st.completion_tokens = data["tokens_predicted"]
+    if isinstance(data.get("tokens_evaluated"), int):
+        st.prompt_tokens = data["tokens_evaluated"]
+    if data.get("stop") is True:
+        st.finish = "length" if data.get("stop_type") == "limit" else "stop"
+        timings = data.get("timings")
+        if isinstance(timings, dict) and isinstance(timings.get("prompt_n"), int):
+            st.prefilled = timings["prompt_n"]
+        return first + idx
+    return None
+
+
+async def _read(client: AsyncOpenAIClient, url: str, body: dict[str, Any], apply: Callable[[dict[str, Any]], None],
+                finished: Callable[[], bool], received: Callable[[], int]) -> None:
+    """Read one stream, folding each chunk with ``apply``; transient failures before any token are
+    retried (after tokens arrived a retry would count a different sample: that is an error)."""
     from ttscale.backends.openai_client import RETRY_STATUS
 
     last = ""
@@ -169,8 +209,8 @@ async def _read(client: AsyncOpenAIClient, url: str, body: dict[str, Any], state
                     async for line in r.aiter_lines():
                         data = parse_sse_line(line)
                         if data is not None:
-                            apply_chunk(state, data)
-                    if state.finish is not None:
+                            apply(data)
+                    if finished():
                         client.stats.responses += 1
                         return
                     kind = "truncated_stream"
@@ -181,8 +221,8 @@ async def _read(client: AsyncOpenAIClient, url: str, body: dict[str, Any], state
         except MalformedResponse as e:
             kind, last = "invalid_response", str(e)
         client.stats.failures[kind] += 1
-        if state.content_chunks:  # tokens were generated and received: a retry would count a different sample
-            raise BackendError(f"{url}: stream broke after {state.content_chunks} tokens ({kind}{': ' + last if last else ''})")
+        if received():
+            raise BackendError(f"{url}: stream broke after {received()} tokens ({kind}{': ' + last if last else ''})")
         last = f"{kind}{': ' + last if last else ''}"
         if attempt < client.max_retries:
             await asyncio.sleep(client.backoff(attempt))
@@ -190,46 +230,64 @@ async def _read(client: AsyncOpenAIClient, url: str, body: dict[str, Any], state
 
 
 @dataclass
-class _Streamed:
-    completion: Completion
-    started: bool
+class _Part:
+    """One streamed request: samples ``first .. first + n - 1`` of request ``ri``."""
+
+    ri: int
+    first: int
+    n: int
+    started: bool = False
+    t0: float = 0.0
+    t1: float = 0.0
 
 
-async def stream_sample(client: AsyncOpenAIClient, req: GenerationRequest, seed: int, index: int,
-                        prompt_tokens: int, stop: asyncio.Event, llama_server: bool) -> _Streamed:
-    """One sample as a stream; returns when it finishes or ``stop`` is set (its connection is closed)."""
-    url = f"{client.base_url}/{endpoint(req)}"
-    # without log-probs a stopped stream is counted from its content chunks (one token each on
-    # llama-server; a stop-string prefix it holds back arrives later, so at worst a few tokens short)
-    body = request_body(req, client.model, 1, seed, req.logprobs)
-    if llama_server:  # its defaults truncate (top-k 40, min-p 0.05): ask for exactly the request's settings
-        body |= {"top_k": req.top_k, "min_p": req.min_p}
-    body = stream_body(body)
-    state = StreamState()
-    reserve = prompt_tokens + req.max_tokens
+async def _stream_part(client: AsyncOpenAIClient, req: GenerationRequest, part: _Part, seed: int, prompt_tokens: int,
+                       states: dict[tuple[int, int], StreamState], stop: asyncio.Event,
+                       done: asyncio.Queue[tuple[int, int]], native_text: str | None) -> None:
+    """Stream one part; each finished sample is put on ``done``; returns early once ``stop`` is set."""
+    own = {part.first + j: states[(part.ri, part.first + j)] for j in range(part.n)}
+    if native_text is not None:  # llama-server: n choices from one prefill, tagged by index
+        url = f"{client.root_url}/completion"
+        body = native_body(native_text, req, part.n, seed, req.logprobs) | {"stream": True}
+
+        def apply(data: dict[str, Any]) -> None:
+            i = apply_native_chunk(own, part.first, data)
+            if i is not None:
+                done.put_nowait((part.ri, i))
+    else:  # any OpenAI server: one sample per stream
+        url = f"{client.base_url}/{endpoint(req)}"
+        body = request_body(req.with_(n=1), client.model, 1, seed, req.logprobs) | ({"top_k": req.top_k, "min_p": req.min_p}
+                                                                                   if req.top_k or req.min_p else {})
+        body = stream_body(body)
+        st = own[part.first]
+
+        def apply(data: dict[str, Any]) -> None:
+            was = st.finish
+            apply_chunk(st, data)
+            if was is None and st.finish is not None:
+                done.put_nowait((part.ri, part.first))
+    reserve = prompt_tokens + part.n * req.max_tokens
     client.ledger.reserve(reserve)
-    used = reserve
+    used = 0
     try:
         async with client.slots:
             if stop.is_set():
-                used = 0
-                return _Streamed(stream_completion(state, req, index, prompt_tokens, 0.0, started=False), False)
-            t0 = time.perf_counter()
-            reader = asyncio.ensure_future(_read(client, url, body, state))
+                return
+            part.started, part.t0 = True, time.perf_counter()
+            reader = asyncio.ensure_future(_read(client, url, body, apply,
+                                                 lambda: all(s.finish is not None for s in own.values()),
+                                                 lambda: sum(s.content_chunks for s in own.values())))
             waiter = asyncio.ensure_future(stop.wait())
             await asyncio.wait({reader, waiter}, return_when=asyncio.FIRST_COMPLETED)
             waiter.cancel()
             if not reader.done():
-                reader.cancel()  # closes the connection: the server stops decoding this sample
+                reader.cancel()  # closes the connection: the server stops decoding these samples
                 with contextlib.suppress(asyncio.CancelledError):
                     await reader
             else:
                 reader.result()  # raises what the stream raised
-            c = stream_completion(state, req, index, prompt_tokens, time.perf_counter() - t0)
-            client.stats.counted_completion_tokens += c.n_tokens
-            client.stats.reported_completion_tokens += state.completion_tokens or 0
-            used = c.prefilled_tokens + c.n_tokens
-            return _Streamed(c, True)
+            part.t1 = time.perf_counter()
+            used = prompt_tokens + sum(max(s.content_chunks, s.completion_tokens or 0) for s in own.values())
     finally:
         client.ledger.settle(reserve, used)
 
@@ -245,34 +303,41 @@ async def generate_streamed(
     on_sample: OnSample | None = None,
     cancelled: Cancelled | None = None,
 ) -> list[Generation]:
-    """Every sample of ``requests`` streamed on its own, stoppable by the hooks (see module doc)."""
+    """Every sample of ``requests`` streamed, stoppable by the hooks (see module doc).
+
+    On llama-server a request streams as one native multi-choice request per part of at most its
+    slot count (one prefill per part, samples tagged by index); stopping closes the part's stream,
+    which is what early stopping wants (the unfinished samples of a wave all go). Elsewhere every
+    sample is its own ``n = 1`` stream."""
     t0 = time.perf_counter()
     stops = [asyncio.Event() for _ in requests]
-    tasks: dict[asyncio.Task[_Streamed], tuple[int, int]] = {}
+    done: asyncio.Queue[tuple[int, int]] = asyncio.Queue()
+    states = {(ri, i): StreamState() for ri, r in enumerate(requests) for i in range(r.n)}
+    parts: list[tuple[_Part, asyncio.Task[None]]] = []
     for ri, r in enumerate(requests):
         seed = r.seed if r.seed is not None else client.new_seed()
-        for i in range(r.n):
-            fut = asyncio.create_task(stream_sample(client, r.with_(n=1), seed + i, i, prompt_tokens[ri],
-                                                      stops[ri], llama_server))
-            tasks[fut] = (ri, i)
-    got: dict[tuple[int, int], _Streamed] = {}
-    pending: set[asyncio.Task[_Streamed]] = set(tasks)
-    order, error = 0, None
-    while pending:
-        done, pending = await asyncio.wait(pending, timeout=POLL_S, return_when=asyncio.FIRST_COMPLETED)
-        for fut in sorted(done, key=lambda f: tasks[f]):
-            ri, i = tasks[fut]
-            if fut.exception() is not None:
-                error = error or fut.exception()
-                continue
-            s = got[(ri, i)] = fut.result()
-            s.completion.finish_order = order
+        size = (client.server_slots or r.n) if llama_server else 1
+        text = await client.arender(r) if llama_server else None
+        for first in range(0, r.n, size):
+            part = _Part(ri, first, min(size, r.n - first))
+            parts.append((part, asyncio.create_task(_stream_part(
+                client, r, part, seed + first, prompt_tokens[ri], states, stops[ri], done, text))))
+    order = 0
+    error: BaseException | None = None
+    while True:
+        try:
+            ri, i = await asyncio.wait_for(done.get(), timeout=POLL_S)
+            states[(ri, i)].order = order
             order += 1
-            if s.completion.finish_reason != "cancelled":
-                if on_finish is not None:
-                    on_finish(ri, i)
-                if on_sample is not None:
-                    on_sample(ri, i, s.completion.text)
+            if on_finish is not None:
+                on_finish(ri, i)
+            if on_sample is not None:
+                on_sample(ri, i, "".join(states[(ri, i)].text))
+        except TimeoutError:
+            pass
+        for _, task in parts:
+            if task.done() and task.exception() is not None and error is None:
+                error = task.exception()
         if error is not None or (should_stop is not None and should_stop()):
             for e in stops:
                 e.set()
@@ -280,11 +345,25 @@ async def generate_streamed(
             for ri, e in enumerate(stops):
                 if not e.is_set() and cancelled(ri):
                     e.set()
+        if all(task.done() for _, task in parts) and done.empty():
+            break
     if error is not None:
         raise error
     out: list[Generation] = []
     for ri, r in enumerate(requests):
-        comps = [got[(ri, i)].completion for i in range(r.n)]
+        comps: list[Completion] = []
+        for part, _ in (pt for pt in parts if pt[0].ri == ri):
+            own = [states[(ri, part.first + j)] for j in range(part.n)]
+            reported = [s.prefilled for s in own if s.finish is not None and s.prefilled is not None]
+            # one prefill per part: what its finished samples report, the whole prompt if none finished
+            part_prefill = max(reported) if reported else prompt_tokens[ri]
+            for j, st in enumerate(own):
+                c = stream_completion(st, r, part.first + j, prompt_tokens[ri], part.t1 - part.t0, started=part.started)
+                c.prefilled_tokens = part_prefill if part.started and j == 0 else 0
+                c.finish_order = st.order if st.order is not None else order + part.first + j
+                comps.append(c)
+        for c in comps:
+            client.stats.counted_completion_tokens += c.n_tokens
         out.append(Generation(request=r, completions=comps, prompt_tokens=max(c.prompt_tokens for c in comps),
                               prefilled_tokens=sum(c.prefilled_tokens for c in comps), wall_s=time.perf_counter() - t0))
     return out
