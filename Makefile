@@ -26,9 +26,10 @@ demo: setup
 	# HumanEval, first 10 problems: one sample vs best-of-4 picked by the visible tests (graded by all tests).
 	$(VENV)/bin/ttscale run --task humaneval --model qwen2.5-coder-0.5b --strategy single --limit 10 --run-id demo-he-single
 	$(VENV)/bin/ttscale run --task humaneval --model qwen2.5-coder-0.5b --strategy best-of-n --verifier unit-tests -k 4 --limit 10 --run-id demo-he-bon4
-	# GSM8K test questions, first 10: one sample vs self-consistency@8 (chat prompt, 512-token cap).
+	# GSM8K test questions, first 10: one sample vs self-consistency@8 (chat prompt, 512-token cap;
+	# --logprobs: summed log-probs break vote ties, as in the shipped pools and the figures in README.md).
 	$(VENV)/bin/ttscale run --task gsm-symbolic --model qwen2.5-coder-0.5b --strategy single --limit 10 --run-id demo-gsm-single
-	$(VENV)/bin/ttscale run --task gsm-symbolic --model qwen2.5-coder-0.5b --strategy self-consistency -k 8 --limit 10 --run-id demo-gsm-sc8
+	$(VENV)/bin/ttscale run --task gsm-symbolic --model qwen2.5-coder-0.5b --strategy self-consistency -k 8 --logprobs --limit 10 --run-id demo-gsm-sc8
 	$(VENV)/bin/ttscale compare demo-he-single demo-he-bon4 demo-gsm-single demo-gsm-sc8
 	# Every strategy at every budget, replayed from a shipped reference pool (no generation): pass@k coverage too.
 	@if $(VENV)/bin/ttscale pool list 2>/dev/null | grep -q humaneval-qwen05-k16; then \
