@@ -24,46 +24,45 @@ from ttscale.verifiers.spec import VerifierArgs, VerifierSpec
 ENTRY_POINT_GROUP = "ttscale.strategies"
 """Third-party strategies: each entry point in this group names a ``StrategySpec``."""
 
-def builtin_strategy_specs() -> list[StrategySpec]:
-    """The strategies that ship with ttscale: the ``SPEC``/``SPECS`` of every module in
-    ``ttscale.strategies`` (so a new strategy is one new module, nothing else)."""
+_S = TypeVar("_S", StrategySpec, VerifierSpec, TaskSpec, BackendKind)
+VERIFIER_ENTRY_POINT_GROUP = "ttscale.verifiers"
+
+
+def _discover(package: str, kind: type[_S], group: str | None) -> dict[str, _S]:
+    """The ``SPEC``/``SPECS`` records of type ``kind`` in every module of ``package``, then the records
+    that installed distributions declare under the entry-point ``group`` (a plugin cannot replace one;
+    one that fails to load is named, it never crashes the tool)."""
     import importlib
     import pkgutil
-
-    import ttscale.strategies as pkg
-
-    out: list[StrategySpec] = []
-    for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda m: m.name):
-        mod = importlib.import_module(f"ttscale.strategies.{info.name}")
-        specs = getattr(mod, "SPECS", None) or ([mod.SPEC] if hasattr(mod, "SPEC") else [])
-        out.extend(s for s in specs if isinstance(s, StrategySpec))
-    return out
-
-
-def plugin_strategy_specs() -> list[StrategySpec]:
-    """Strategies that installed distributions declare under the ``ttscale.strategies`` entry points."""
     from importlib.metadata import entry_points
 
-    out: list[StrategySpec] = []
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
+    pkg = importlib.import_module(package)
+    specs: dict[str, _S] = {}
+    for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda m: m.name):
+        mod = importlib.import_module(f"{package}.{info.name}")
+        for spec in getattr(mod, "SPECS", None) or ([mod.SPEC] if hasattr(mod, "SPEC") else []):
+            if isinstance(spec, kind):
+                specs[spec.name] = spec
+    for ep in entry_points(group=group) if group else ():
         try:
             spec = ep.load()
         except Exception as e:  # noqa: BLE001 - a broken plugin is named, never crashes the tool
-            raise ConfigError(f"strategy plugin {ep.name!r} ({ep.value}) failed to load: {e}") from e
-        if not isinstance(spec, StrategySpec):
-            raise ConfigError(f"strategy plugin {ep.name!r} ({ep.value}) is not a StrategySpec")
-        out.append(spec)
-    return out
+            raise ConfigError(f"plugin {ep.name!r} ({ep.value}) failed to load: {e}") from e
+        if not isinstance(spec, kind) or spec.name in specs:
+            raise ConfigError(f"plugin {ep.name!r} ({ep.value}) is not a new {kind.__name__}")
+        specs[spec.name] = spec
+    return specs
+
+
+def builtin_strategy_specs() -> list[StrategySpec]:
+    """The strategies that ship with ttscale: the ``SPEC``/``SPECS`` of every module in
+    ``ttscale.strategies`` (so a new strategy is one new module, nothing else)."""
+    return list(_discover("ttscale.strategies", StrategySpec, None).values())
 
 
 def strategy_specs() -> dict[str, StrategySpec]:
     """Every strategy by name: built-ins first, then plugins (a plugin cannot replace a built-in)."""
-    specs = {s.name: s for s in builtin_strategy_specs()}
-    for p in plugin_strategy_specs():
-        if p.name in specs:
-            raise ConfigError(f"strategy plugin {p.name!r} clashes with a built-in strategy of that name")
-        specs[p.name] = p
-    return specs
+    return _discover("ttscale.strategies", StrategySpec, ENTRY_POINT_GROUP)
 
 
 def strategy_spec(name: str) -> StrategySpec:
@@ -93,32 +92,6 @@ def make_strategy(name: str, **knobs: Any) -> Strategy:
     take are ignored (the CLI and the server refuse those first), values are validated by its options."""
     spec = strategy_spec(name)
     return spec.build(**{k: v for k, v in knobs.items() if k in spec.knobs})
-
-
-_S = TypeVar("_S", VerifierSpec, TaskSpec, BackendKind)
-VERIFIER_ENTRY_POINT_GROUP = "ttscale.verifiers"
-
-
-def _discover(package: str, kind: type[_S], group: str) -> dict[str, _S]:
-    """The ``SPEC``/``SPECS`` records of type ``kind`` in every module of ``package``, then the records
-    that installed distributions declare under the entry-point ``group`` (a plugin cannot replace one)."""
-    import importlib
-    import pkgutil
-    from importlib.metadata import entry_points
-
-    pkg = importlib.import_module(package)
-    specs: dict[str, _S] = {}
-    for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda m: m.name):
-        mod = importlib.import_module(f"{package}.{info.name}")
-        for spec in getattr(mod, "SPECS", None) or ([mod.SPEC] if hasattr(mod, "SPEC") else []):
-            if isinstance(spec, kind):
-                specs[spec.name] = spec
-    for ep in entry_points(group=group):
-        spec = ep.load()
-        if not isinstance(spec, kind) or spec.name in specs:
-            raise ConfigError(f"plugin {ep.name!r} ({ep.value}) is not a new {kind.__name__}")
-        specs[spec.name] = spec
-    return specs
 
 
 def verifier_specs() -> dict[str, VerifierSpec]:

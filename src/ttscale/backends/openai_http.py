@@ -1,20 +1,10 @@
 """HTTP backend for OpenAI-compatible servers (vLLM, SGLang, llama.cpp's llama-server, hosted APIs).
 
-:class:`~ttscale.backends.openai_client.AsyncOpenAIClient` does the work on one pooled ``httpx.AsyncClient``:
-a concurrency limit, retries with exponential backoff and full jitter on
-429/5xx/timeouts/connection resets/truncated bodies, and idempotence by sample
-index: each sample slot of a request is filled by exactly one accepted
-response, so a retried sample is never counted twice (a failed attempt's
-response is never read, so nothing of it is counted).
-
-Servers that return fewer choices than ``n`` (llama-cpp-python's bundled server
-ignores ``n``) are detected on the first such response; the missing samples, and
-every later multi-sample request, are fanned out as separate requests, each
-counted from its own response.
-
-:class:`OpenAIHttpBackend` wraps the client in the synchronous
-:class:`~ttscale.backends.base.Backend` protocol; its event loop runs on a
-private thread, so many threads (one per problem in flight) can share it.
+:class:`OpenAIHttpBackend` wraps :class:`~ttscale.backends.openai_client.AsyncOpenAIClient` (retries,
+idempotent counting, fan-out for servers that ignore ``n``: see that module) in the synchronous
+:class:`~ttscale.backends.base.Backend` protocol; its event loop runs on a private thread, so many
+threads (one per problem in flight) can share it. Calls with stop hooks stream their samples
+(:mod:`ttscale.backends.openai_stream`).
 """
 
 from __future__ import annotations
