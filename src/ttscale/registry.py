@@ -1,9 +1,9 @@
-"""Name -> constructor tables for strategies, verifiers, tasks and backends.
+"""Components by name: strategies, verifiers, tasks and backends.
 
-The CLI, the server and the library all build components through these
-functions, so a new component becomes available everywhere by adding one entry.
-Each table is a module-level constant mapping a name to a factory; nothing here
-holds state.
+Each component declares one record beside its class (``SPEC``/``SPECS`` in its module); the
+registry discovers them in the package, then from the entry points of installed plugins. The
+CLI, the server and the library all build components through these functions, so a new
+component becomes available everywhere by adding one module. Nothing here holds state.
 """
 
 from __future__ import annotations
