@@ -1,7 +1,8 @@
-"""Stacking several sweeps of the same problems into one wider pool, and fitting on it with ``max_k``."""
+"""Plan pools: several sweeps stacked into one wider pool (fitted with ``max_k``), and costs in another unit."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,7 @@ import pytest
 
 from ttscale.backends.fake import FakeBackend
 from ttscale.errors import ConfigError, StoreError
-from ttscale.planner.data import load_plan_pool, load_stacked_pool
+from ttscale.planner.data import PlanPool, in_budget_unit, load_plan_pool, load_stacked_pool
 from ttscale.planner.policy import fit_policy
 from ttscale.store import Store
 from ttscale.strategies.base import Sampling
@@ -17,6 +18,7 @@ from ttscale.sweep import run_sweep
 from ttscale.tasks.base import PromptFormat
 from ttscale.tasks.jsonl import JsonlTask
 
+from .helpers import Group, known_pool
 from .test_cli import script
 
 
@@ -76,3 +78,17 @@ def test_fitting_a_wide_pool_with_max_k_uses_choices_up_to_max_k(tmp_path: Path)
     with pytest.raises(ConfigError, match="max_k"):
         fit_policy(wide, probes=(1,), n_bins=2, n_orders=8, max_k=0)
     st.close()
+
+
+def test_costs_in_gflops_replace_tokens_and_keep_lengths() -> None:
+    pp = known_pool([Group(6, 0.5)], k=4)
+    pool = dataclasses.replace(pp.pool, prefill_flops=np.full(6, 3e9), sample_flops=np.full((6, 4), 2e9))
+    pp = PlanPool(pool, pp.prompt_tokens, pp.group)
+    g = in_budget_unit(pp, "gflops")
+    assert np.allclose(g.pool.prefill_tokens, 3.0) and np.allclose(g.pool.sample_tokens, 2.0)
+    assert np.array_equal(g.prompt_tokens, pp.prompt_tokens) and np.array_equal(g.pool.n_tokens, pp.pool.n_tokens)
+    assert in_budget_unit(pp, "tokens") is pp
+    with pytest.raises(ConfigError, match="unknown budget unit"):
+        in_budget_unit(pp, "joules")
+    with pytest.raises(ConfigError, match="records no FLOPs"):
+        in_budget_unit(known_pool([Group(6, 0.5)], k=4), "gflops")

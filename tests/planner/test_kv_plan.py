@@ -194,3 +194,35 @@ def test_plan_cli_chooses_the_precision_under_a_cap(tmp_path: Path) -> None:
     r = runner.invoke(app, [*run, "--kv-type", "q8_0"], env={"COLUMNS": "200"})
     assert r.exit_code == 0, r.output
     assert json.loads((tmp_path / "run.json").read_text())["config"]["budget"]["kv_bytes"] == cap
+
+
+def test_a_flops_budget_plans_the_precision_in_gflops_and_runs_by_it(tmp_path: Path) -> None:
+    store = make_store(tmp_path)
+    st = Store(store)
+    f16 = load_plan_pool(st, ["pool-f16"])
+    st.close()
+    longest = int(f16.prompt_tokens.max())
+    cap = with_kv_types(FAKE_MODEL_INFO, "q8_0").kv_bytes(16 * (longest + 16))
+    out = tmp_path / "kv-gflops.json"
+    r = runner.invoke(app, ["plan", "--pool", "pool-f16", "--kv-pool", "q8_0=pool-q8", "--max-kv-bytes", str(cap),
+                            "--budget-unit", "gflops", "--store", str(store), "--bins", "2", "--probe", "1",
+                            "--orders", "8", "--output", str(out)], env={"COLUMNS": "200"})
+    assert r.exit_code == 0, r.output
+    assert "budget gflops/problem" in r.output and "--budget-gflops" in r.output
+    plan = json.loads(out.read_text())
+    assert plan["source"]["budget_unit"] == "gflops"
+    # the richest level is majority@16's cost on the training split, in GFLOPs: FLOPs, not tokens
+    train = f16.subset(plan["source"]["train_problems"]).pool
+    full = float((train.prefill_flops + train.sample_flops.sum(axis=1)).mean()) / 1e9
+    full_tokens = float((train.prefill_tokens + train.sample_tokens.sum(axis=1)).mean())
+    assert max(lv["budget_tokens"] for lv in plan["levels"]) == pytest.approx(full, rel=5e-3)
+    assert abs(full - full_tokens) > 1  # not the tokens
+    assert plan["levels"][-1]["kv_type"] == "q8_0"
+
+    budget = str(plan["levels"][-1]["budget_tokens"])
+    run = ["run", "--policy", str(out), "--backend", "fake", "--task", "jsonl", "--data", str(tmp_path / "q.jsonl"),
+           "--limit", "3", "--store", str(tmp_path / "run.sqlite"), "--no-progress", "--kv-type", "q8_0"]
+    r = runner.invoke(app, [*run, "--budget-tokens", budget], env={"COLUMNS": "200"})
+    assert r.exit_code != 0 and "--budget-gflops" in r.output
+    r = runner.invoke(app, [*run, "--budget-gflops", budget], env={"COLUMNS": "200"})
+    assert r.exit_code == 0, r.output

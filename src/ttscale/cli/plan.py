@@ -10,53 +10,57 @@ from rich.table import Table
 
 from ttscale.cli.common import DEFAULT_STORE, cli_errors, console, fail
 from ttscale.cli.plan_kv import KV_POOL_HELP, MAX_KV_HELP, SHARED_HELP, plan_kv
-from ttscale.planner.data import align_alternate, load_plan_pool
+from ttscale.planner.data import BUDGET_UNITS, align_alternate, in_budget_unit, load_plan_pool
 from ttscale.planner.evaluate import evaluate_policy, split_problems
 from ttscale.planner.policy import Policy, fit_policy
 from ttscale.pools import resolve_store
 from ttscale.store import Store
 
 
-def _fmt_pt(p: dict[str, Any] | None) -> str:
-    return "-" if p is None else f"{p['strategy']}@{p['k']} {p['accuracy']:.3f} ({p['tokens']:.0f} tok)"
+def _fmt_pt(p: dict[str, Any] | None, unit: str = "tok") -> str:
+    return "-" if p is None else f"{p['strategy']}@{p['k']} {p['accuracy']:.3f} ({p['tokens']:.0f} {unit})"
 
 
 def print_policy(policy: Policy) -> None:
     t = Table(title="policy (fitted on the training split)", title_justify="left")
-    for col in ("budget tok/problem", "probe", "choice per bin (low -> high predicted pass rate)", "train acc", "train tok"):
+    unit = "tok" if policy.budget_unit == "tokens" else policy.budget_unit
+    for col in (f"budget {unit}/problem", "probe", "choice per bin (low -> high predicted pass rate)", "train acc", f"train {unit}"):
         t.add_column(col)
     for lv in policy.levels:
         t.add_row(f"{lv.budget:.0f}", str(lv.probe), ", ".join(b.choice.label for b in lv.bins),
-                  f"{lv.expected_accuracy:.3f}", f"{lv.expected_tokens:.0f}")
+                  f"{lv.expected_accuracy:.3f}", f"{lv.expected_tokens:.{0 if unit == 'tok' else 1}f}")
     console.print(t)
 
 
-def print_evaluation(ev: dict[str, Any], title: str) -> None:
+def print_evaluation(ev: dict[str, Any], title: str, unit: str = "tok") -> None:
+    """``unit``: what the costs count (``tok``, or ``gflops`` for a policy planned in GFLOPs)."""
     ref = ev["reference"]
     t = Table(title=f"{title}: {len(ev['test_problems'])} held-out problems; reference {ref['label']} "
-                    f"{ref['accuracy']:.3f} [{ref['ci'][0]:.3f}, {ref['ci'][1]:.3f}] at {ref['tokens']:.0f} tok",
+                    f"{ref['accuracy']:.3f} [{ref['ci'][0]:.3f}, {ref['ci'][1]:.3f}] at {ref['tokens']:.0f} {unit}",
               title_justify="left")
-    for col in ("budget", "policy acc [95% CI]", "policy tok", "best fixed within tokens", "majority within tokens",
-                "best-of-n within tokens"):
+    within = "tokens" if unit == "tok" else unit
+    for col in ("budget", "policy acc [95% CI]", f"policy {unit}", f"best fixed within {within}",
+                f"majority within {within}", f"best-of-n within {within}"):
         t.add_column(col)
     for r in ev["levels"]:
         t.add_row(f"{r['budget_tokens']:.0f}", f"{r['accuracy']:.3f} [{r['ci'][0]:.3f}, {r['ci'][1]:.3f}]",
-                  f"{r['tokens']:.0f}", _fmt_pt(r["best_fixed_within_tokens"]), _fmt_pt(r["majority_within_tokens"]),
-                  _fmt_pt(r["best_of_n_within_tokens"]))
+                  f"{r['tokens']:.0f}", _fmt_pt(r["best_fixed_within_tokens"], unit),
+                  _fmt_pt(r["majority_within_tokens"], unit), _fmt_pt(r["best_of_n_within_tokens"], unit))
     console.print(t)
     frac, fixed = ev["token_fraction"], ev["fixed_token_fraction"]
     point = ev["token_fraction_point"]
     console.print(f"policy reaches {ref['label']}'s accuracy within its CI with "
-                  + (f"{frac:.1%} of its tokens" if frac is not None else "no level")
+                  + (f"{frac:.1%} of its {within}" if frac is not None else "no level")
                   + (f" (its point accuracy with {point:.1%})" if point is not None else " (its point accuracy: no level)")
                   + "; best fixed strategy: "
-                  + (f"{fixed:.1%} ({_fmt_pt(ev['cheapest_fixed_reaching_reference'])})" if fixed is not None else "none"))
+                  + (f"{fixed:.1%} ({_fmt_pt(ev['cheapest_fixed_reaching_reference'], unit)})" if fixed is not None else "none"))
 
 
 @cli_errors
 def plan(
     pool: Annotated[list[str], typer.Option(help="Run id of a stored pool (a sweep); repeat to merge a mixed workload.")],
-    budget: Annotated[Optional[list[float]], typer.Option(help="Budget level: mean processed tokens per problem, probe included (repeatable; default: 10%-100% of majority@K's).")] = None,
+    budget: Annotated[Optional[list[float]], typer.Option(help="Budget level: mean processed tokens (or GFLOPs, --budget-unit) per problem, probe included (repeatable; default: 10%-100% of majority@K's).")] = None,
+    budget_unit: Annotated[str, typer.Option(help="What budget levels count: 'tokens' (processed: prefill + generated) or 'gflops' (the meter's model FLOPs, which price a long prompt and a bigger model as they cost). Apply a gflops policy with `ttscale run --budget-gflops`.")] = "tokens",
     probe: Annotated[Optional[list[int]], typer.Option(help="Probe size p to consider (repeatable; default 1, 2, 4).")] = None,
     bins: Annotated[int, typer.Option(help="Difficulty bins (by predicted pass rate).")] = 4,
     test_fraction: Annotated[float, typer.Option(help="Share of each pool's problems held out for evaluation.")] = 0.5,
@@ -85,6 +89,8 @@ def plan(
         fail("--no-split needs --eval-pool: a policy must be evaluated on problems it was not fitted on")
     if bins < 1 or orders < 1:
         fail("--bins and --orders must be at least 1")
+    if budget_unit not in BUDGET_UNITS:
+        fail(f"--budget-unit must be one of {', '.join(BUDGET_UNITS)}")
     store = resolve_store(store)
     if not store.exists():
         fail(f"store {store} does not exist (make a pool with `ttscale sweep` first)")
@@ -95,7 +101,7 @@ def plan(
             fail("--max-kv-bytes plans on the held-out split of --pool: drop --alt-pool / --eval-pool / --no-split")
         plan_kv(store=store, pool=pool, kv_pool=kv_pool or [], cap=max_kv_bytes, shared_prompt=kv_shared_prompt,
                 budget=budget, probe=probe, bins=bins, test_fraction=test_fraction, seed=seed, orders=orders, k=k,
-                output=output)
+                output=output, unit=budget_unit)
         return
     st = Store(store)
     try:
@@ -109,7 +115,8 @@ def plan(
             if model == pp.pool.model:
                 fail(f"--alt-pool {runs[0]} is from the primary model {model}: give another model's pools")
             pp = align_alternate(pp, load_plan_pool(st, runs, pp.pool.k), model)
-        evals = {name: load_plan_pool(st, [name], pp.pool.k) for name in (eval_pool or [])}
+        evals = {name: in_budget_unit(load_plan_pool(st, [name], pp.pool.k), budget_unit) for name in (eval_pool or [])}
+        pp = in_budget_unit(pp, budget_unit)
     finally:
         st.close()
     if eval_pool and pp.alts:
@@ -121,21 +128,22 @@ def plan(
         train_ids, test_ids = list(split.train), list(split.test)
     train = pp.subset(train_ids)
     source = {"pools": list(pool), "alternate_pools": list(alt_pool or []), "store": str(store),
-              "model": pp.pool.model, "task": pp.pool.task,
+              "model": pp.pool.model, "task": pp.pool.task, "budget_unit": budget_unit,
               "train_problems": train_ids, "test_problems": test_ids}
     policy = fit_policy(train, budget, probes=probe or (1, 2, 4), n_bins=bins, n_orders=orders, seed=seed,
                         source=source)
     print_policy(policy)
+    unit = "tok" if budget_unit == "tokens" else budget_unit
     evaluation: dict[str, Any] = {}
     if test_ids:
         evaluation["held_out_split"] = evaluate_policy(policy, pp.subset(test_ids), n_orders=orders, seed=seed)
-        print_evaluation(evaluation["held_out_split"], "held-out split")
+        print_evaluation(evaluation["held_out_split"], "held-out split", unit)
     for name, ep in evals.items():
         evaluation[name] = evaluate_policy(policy, ep, n_orders=orders, seed=seed)
-        print_evaluation(evaluation[name], f"pool {name}")
+        print_evaluation(evaluation[name], f"pool {name}", unit)
     policy.evaluation = evaluation
     policy.save(output)
-    console.print(f"policy written to {output}; apply with: ttscale run --policy {output} --budget-tokens B")
+    console.print(f"policy written to {output}; apply with: ttscale run --policy {output} --budget-{budget_unit} B")
 
 
 def print_policy_choices(results: list[dict[str, Any]]) -> None:

@@ -141,8 +141,9 @@ def run(
     verifications: Annotated[Optional[int], typer.Option(help="judge: verification chains per candidate (V).")] = None,
     rollouts: Annotated[Optional[int], typer.Option(help="rollout verifier: rollouts per partial solution.")] = None,
     logprobs: Annotated[Optional[bool], typer.Option("--logprobs/--no-logprobs", help="Ask the engine for every token's log-prob and store it. Default: only when the strategy or verifier reads them (deepconf, certainty, --policy); on llama-server with full-vocabulary sampling they cost decode time (docs/remote.md). Turn on to keep them for later replay.")] = None,
-    policy: Annotated[Optional[Path], typer.Option(help="Apply a policy from `ttscale plan` instead of --strategy (needs --budget-tokens).")] = None,
+    policy: Annotated[Optional[Path], typer.Option(help="Apply a policy from `ttscale plan` instead of --strategy (needs --budget-tokens, or --budget-gflops for a policy planned with --budget-unit gflops).")] = None,
     budget_tokens: Annotated[Optional[float], typer.Option(help="--policy: mean processed tokens per problem; selects the policy's budget level.")] = None,
+    budget_gflops: Annotated[Optional[float], typer.Option(help="--policy planned in GFLOPs (`ttscale plan --budget-unit gflops`): mean GFLOPs per problem; selects the level.")] = None,
     explain: Annotated[bool, typer.Option("--explain", help="--policy: print what the policy saw and chose for each problem.")] = False,
 ) -> None:
     """Solve problems with a test-time strategy on a model; print accuracy, tokens, FLOPs and time.
@@ -152,10 +153,15 @@ def run(
     """
     if limit is not None and limit < 1:
         fail("--limit must be at least 1")
-    if policy is not None and budget_tokens is None:
-        fail("--policy needs --budget-tokens (mean tokens per problem)")
-    if policy is None and (budget_tokens is not None or explain):
-        fail("--budget-tokens and --explain go with --policy")
+    if budget_tokens is not None and budget_gflops is not None:
+        fail("give one policy budget: --budget-tokens or --budget-gflops")
+    if policy is not None and budget_tokens is None and budget_gflops is None:
+        fail("--policy needs --budget-tokens (mean tokens per problem) or --budget-gflops")
+    if policy is None and (budget_tokens is not None or budget_gflops is not None or explain):
+        fail("--budget-tokens, --budget-gflops and --explain go with --policy")
+    budget_unit = "gflops" if budget_gflops is not None else "tokens"
+    if budget_gflops is not None:
+        budget_tokens = budget_gflops  # the policy's level is chosen by this number, in its own unit
     if policy is not None and (k is not None or verifier is not None):
         fail("--policy chooses the strategy and k itself: drop -k / --verifier")
     if strategy not in strategy_names():
@@ -194,9 +200,11 @@ def run(
     kv_policy: Policy | None = None
     if policy is not None and is_kv_plan(policy):  # a KV plan: the level's precision and its policy
         kv_plan = KvPlan.load(policy)
+        if kv_plan.budget_unit != budget_unit:
+            fail(f"the KV plan's levels are in {kv_plan.budget_unit} per problem: pass --budget-{kv_plan.budget_unit}")
         chosen, kv_policy, _ = kv_plan.level_for(float(budget_tokens or 0))
         if chosen != kv_type:
-            fail(f"the KV plan runs {budget_tokens:g} tokens/problem at {chosen}: pass --kv-type {chosen}")
+            fail(f"the KV plan runs {budget_tokens:g} {budget_unit}/problem at {chosen}: pass --kv-type {chosen}")
         max_kv_bytes = kv_plan.cap_bytes if max_kv_bytes is None else max_kv_bytes
     budget = Budget(tokens=max_tokens_per_problem, flops=max_flops_per_problem, kv_bytes=max_kv_bytes)
     if logprobs is None:  # only when something in the run reads them
@@ -229,6 +237,8 @@ def run(
     extra_backends: list[Backend] = []
     if policy is not None:
         pol = kv_policy or Policy.load(policy)
+        if pol.budget_unit != budget_unit:
+            fail(f"the policy's levels are in {pol.budget_unit} per problem: pass --budget-{pol.budget_unit}")
         fitted_on = pol.primary_model
         if fitted_on and info.name not in fitted_on and fitted_on not in info.name:
             console.print(f"[yellow]warning:[/] the policy was fitted on {fitted_on}, this run uses {info.name}")

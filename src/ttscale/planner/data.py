@@ -59,6 +59,26 @@ class PlanPool:
                         {m: a.take(idx) for m, a in self.alts.items()})
 
 
+BUDGET_UNITS: dict[str, float] = {"tokens": 1.0, "gflops": 1e9}
+"""Units a plan's budget levels can be in: processed tokens, or GFLOPs (the meter's model FLOPs) per problem."""
+
+
+def in_budget_unit(pp: PlanPool, unit: str) -> PlanPool:
+    """The pool with every cost the planner adds up (each problem's prefill, each sample's charge) in
+    ``unit``. The planner and replay price choices from these two arrays only, so a policy fitted on
+    the result has its levels in that unit; prompt and generation lengths (difficulty features, KV
+    cells) stay in tokens."""
+    if unit not in BUDGET_UNITS:
+        raise ConfigError(f"unknown budget unit {unit!r}; known: {', '.join(BUDGET_UNITS)}")
+    if unit == "tokens":
+        return pp
+    p, scale = pp.pool, BUDGET_UNITS[unit]
+    if not np.any(p.sample_flops > 0):
+        raise ConfigError(f"pool {p.run_id} records no FLOPs (made before the meter counted them): plan in tokens")
+    pool = replace(p, prefill_tokens=p.prefill_flops / scale, sample_tokens=p.sample_flops / scale)
+    return PlanPool(pool, pp.prompt_tokens, pp.group, {m: in_budget_unit(a, unit) for m, a in pp.alts.items()})
+
+
 def merge(pools: Sequence[PlanPool]) -> PlanPool:
     """Concatenate pools with the same samples per problem (scores kept where all have them)."""
     if not pools:

@@ -106,12 +106,19 @@ class KvPlan:
     source: dict[str, Any] = field(default_factory=dict)
     evaluation: dict[str, Any] | None = None
 
+    @property
+    def budget_unit(self) -> str:
+        """What the levels' budgets count per problem: ``tokens`` or ``gflops``."""
+        return str(self.source.get("budget_unit", "tokens"))
+
     def level_for(self, budget_tokens: float) -> tuple[str, Policy, Level]:
-        """The richest level within ``budget_tokens``: its precision, that precision's policy and level."""
+        """The richest level within ``budget_tokens`` (in :attr:`budget_unit`): its precision, that
+        precision's policy and level."""
         fits = [lv for lv in self.levels if lv.budget <= budget_tokens + 1e-9]
         if not fits:
             lo = min(lv.budget for lv in self.levels)
-            raise ConfigError(f"budget {budget_tokens:g} tokens/problem is below the plan's smallest level ({lo:g})")
+            raise ConfigError(f"budget {budget_tokens:g} {self.budget_unit}/problem is below the plan's smallest "
+                              f"level ({lo:g})")
         kv = max(fits, key=lambda lv: lv.budget)
         policy = self.policies[kv.kv_type]
         return kv.kv_type, policy, policy.level_for(kv.budget)
@@ -202,6 +209,9 @@ def fit_kv_plan(
             if _choices_k(lv) > k:
                 raise ConfigError(f"internal: {t} level {lv.budget:g} uses k={_choices_k(lv)} > feasible {k}")
     if not policies:
+        unfit = [f"{t}: {p['unfit']}" for t, p in precisions.items() if "unfit" in p]
+        if unfit:
+            raise ConfigError("no precision could be planned: " + "; ".join(unfit))
         raise ConfigError(f"no precision fits one sample of the longest prompt in {cap_bytes:,} bytes: "
                           + ", ".join(f"{t} needs {kp_bytes(kp, shared_prompt):,}" for t, kp in train.items()))
     levels: list[KvLevel] = []

@@ -104,13 +104,19 @@ class Policy:
         levels = [level] if level is not None else self.levels
         return sorted({b.choice.model for lv in levels for b in lv.bins if b.choice.model})
 
+    @property
+    def budget_unit(self) -> str:
+        """What the levels' budgets count per problem: ``tokens`` (processed) or ``gflops``."""
+        return str(self.source.get("budget_unit", "tokens"))
+
     def level_for(self, budget_tokens: float) -> Level:
-        """The richest level whose budget is within ``budget_tokens`` (mean tokens per problem)."""
+        """The richest level whose budget is within ``budget_tokens`` (mean per problem, in
+        :attr:`budget_unit`: tokens unless the policy was fitted in GFLOPs)."""
         fits = [lv for lv in self.levels if lv.budget <= budget_tokens + 1e-9]
         if not fits:
             lo = min(lv.budget for lv in self.levels)
-            raise ConfigError(f"budget {budget_tokens:g} tokens/problem is below the policy's smallest level "
-                              f"({lo:g}); refit with a smaller --budget")
+            raise ConfigError(f"budget {budget_tokens:g} {self.budget_unit}/problem is below the policy's smallest "
+                              f"level ({lo:g}); refit with a smaller --budget")
         return max(fits, key=lambda lv: lv.budget)
 
     def decide(self, level: Level, features: ProbeFeatures) -> tuple[BinRule, float]:
@@ -307,7 +313,8 @@ def default_budgets(train: PlanPool, fractions: Sequence[float] = (0.1, 0.15, 0.
     pool = train.pool
     k = min(k or pool.k, pool.k)
     full = float((pool.prefill_tokens + pool.sample_tokens.mean(axis=1) * k).mean())
-    return [round(f * full, 1) for f in fractions]
+    # one decimal for token counts; small costs (GFLOPs of a tiny model) keep three significant digits
+    return [round(f * full, 1) if f * full >= 10 else float(f"{f * full:.3g}") for f in fractions]
 
 
 def fit_policy(
