@@ -9,8 +9,8 @@ from typing import Any
 from rich.table import Table
 
 from ttscale.cli.common import console
-from ttscale.planner.evaluate import split_problems
 from ttscale.planner.data import in_budget_unit
+from ttscale.planner.evaluate import split_problems
 from ttscale.planner.kv_plan import KvPool, evaluate_kv_plan, fit_kv_plan, load_kv_pools
 from ttscale.store import Store
 
