@@ -12,6 +12,9 @@ whether they buy accuracy.
    (:mod:`ttscale.planner.kv_plan`); the budget level defaults to majority@K's tokens, so memory,
    not tokens, is what binds.
 
+``--kv-run q4_0=RUN`` adds another precision (the workload is then the problems every pool holds);
+``--budget-unit gflops`` plans in the meter's FLOPs instead of tokens.
+
 The f16 pool defaults to the shipped GSM8K pool of the 0.5B (pass@1 0.18, majority@16 0.33: the
 middle of the model's range, where more samples help). The q8_0 pool of the same problems is not
 shipped: when a pool is missing the bench prints the exact ``ttscale sweep`` command that makes it
@@ -32,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from ttscale.errors import ConfigError, StoreError
+from ttscale.planner.data import in_budget_unit
 from ttscale.planner.evaluate import split_problems
 from ttscale.planner.kv_plan import KvPool, align_kv, evaluate_kv_plan, fit_kv_plan, load_kv_pools
 from ttscale.planner.policy import default_budgets
@@ -87,16 +91,18 @@ def load(store_arg: str, run_id: str) -> KvPool | None:
         st.close()
 
 
-def accuracy_gain(args: argparse.Namespace, f16: KvPool, q8: KvPool) -> dict[str, Any]:
-    k = min(f16.pool.pool.k, q8.pool.pool.k, args.k)
-    q8 = align_kv(f16, q8)
-    pools = {"f16": f16, "q8_0": q8}
-    if k < f16.pool.pool.k or k < q8.pool.pool.k:
-        raise ConfigError(f"pools with different samples per problem ({f16.pool.pool.k}, {q8.pool.pool.k}): "
-                          f"resweep with -k {max(f16.pool.pool.k, q8.pool.pool.k)}")
+def accuracy_gain(args: argparse.Namespace, f16: KvPool, quantized: dict[str, KvPool]) -> dict[str, Any]:
+    ks = {f16.pool.pool.k, *(kp.pool.pool.k for kp in quantized.values())}
+    if len(ks) != 1:
+        raise ConfigError(f"pools with different samples per problem ({sorted(ks)}): resweep with -k {max(ks)}")
+    # the problems every pool holds (a smaller sweep at one precision narrows the workload)
+    common = [pid for pid in f16.pool.problem_ids if all(pid in kp.pool.problem_ids for kp in quantized.values())]
+    f16 = f16.subset(common)
+    pools = {"f16": f16, **{t: align_kv(f16, kp.subset(common)) for t, kp in quantized.items()}}
     longest = int(f16.pool.prompt_tokens.max())
-    cap = args.cap_bytes or q8.peak_bytes(args.cap_samples, longest, args.shared_prompt)
+    cap = args.cap_bytes or pools["q8_0"].peak_bytes(args.cap_samples, longest, args.shared_prompt)
     split = split_problems(f16.pool.problem_ids, f16.pool.group, test_fraction=args.test_fraction, seed=args.seed)
+    pools = {t: KvPool(p.kv_type, in_budget_unit(p.pool, args.budget_unit), p.info, p.max_gen) for t, p in pools.items()}
     train = {t: p.subset(split.train) for t, p in pools.items()}
     test = {t: p.subset(split.test) for t, p in pools.items()}
     budget = args.budget or default_budgets(train["f16"].pool)[-1]
@@ -105,15 +111,15 @@ def accuracy_gain(args: argparse.Namespace, f16: KvPool, q8: KvPool) -> dict[str
     ev = evaluate_kv_plan(plan, test, n_orders=args.orders, seed=args.seed)
     (row,) = ev["levels"] or [None]
     if row is None:
-        raise ConfigError(f"no precision has a level at {budget:.0f} tokens/problem")
+        raise ConfigError(f"no precision has a level at {budget:.0f} {args.budget_unit}/problem")
     for t, p in plan.precisions.items():
         print(f"{t}: {p['bytes_per_cell']:,.0f} bytes/cell, longest prompt {p['longest_prompt']:.0f} + {p['max_gen']} "
               f"generated: {p['max_k_under_cap']} parallel samples fit {cap:,} bytes")
     for t, h in row["held_out"].items():
-        print(f"  {t}: up to k={h['k']}, held-out accuracy {h['accuracy']:.3f} at {h['tokens']:.0f} tokens/problem "
+        print(f"  {t}: up to k={h['k']}, held-out accuracy {h['accuracy']:.3f} at {h['tokens']:.0f} {args.budget_unit}/problem "
               f"({len(split.test)} problems)")
     print(f"chosen on the training split: {row['kv_type']}")
-    return {"cap_bytes": cap, "budget_tokens": budget, "precisions": plan.precisions, "held_out": row,
+    return {"cap_bytes": cap, "budget": budget, "budget_unit": args.budget_unit, "precisions": plan.precisions, "held_out": row,
             "gain": row["gain_over_reference"]}
 
 
@@ -126,6 +132,11 @@ def main() -> None:
     ap.add_argument("--f16-store", default="shipped", help="store of the f16 pool ('shipped': the reference pools)")
     ap.add_argument("--q8-run", default="gsm8k-qwen05-q8-k16")
     ap.add_argument("--q8-store", default="runs/pools.sqlite")
+    ap.add_argument("--kv-run", action="append", default=None, metavar="TYPE=RUN",
+                    help="another precision's pool in --q8-store (e.g. q4_0=gsm8k-qwen05-q4-k16); the workload is "
+                         "then the problems every pool holds")
+    ap.add_argument("--budget-unit", choices=["tokens", "gflops"], default="tokens",
+                    help="what the budget level counts (the planner's --budget-unit)")
     ap.add_argument("--task", default="gsm-symbolic")
     ap.add_argument("--subtask", default=None)
     ap.add_argument("--limit", type=int, default=60, help="problems per pool")
@@ -139,7 +150,7 @@ def main() -> None:
                     help="default cap: bytes of this many parallel samples of the longest prompt at q8_0")
     ap.add_argument("--shared-prompt", action="store_true",
                     help="count the prompt once per k samples (the embedded engine) instead of once per sample")
-    ap.add_argument("--budget", type=float, default=None, help="budget level, mean tokens/problem (default: majority@K's)")
+    ap.add_argument("--budget", type=float, default=None, help="budget level, mean tokens (or GFLOPs) per problem (default: majority@K's)")
     ap.add_argument("--probes", type=lambda s: [int(x) for x in s.split(",")], default=[1, 2, 4])
     ap.add_argument("--bins", type=int, default=2)
     ap.add_argument("--orders", type=int, default=64)
@@ -157,6 +168,13 @@ def main() -> None:
                            "meter_kv_bytes": {"f16": f16_meter, "q8_0": q8_meter}, "kv_q8_bytes_ratio": ratio}
 
     f16, q8 = load(args.f16_store, args.f16_run), load(args.q8_store, args.q8_run)
+    extra = {}
+    for spec in args.kv_run or []:
+        kind, _, run = spec.partition("=")
+        kp = load(args.q8_store, run)
+        if kp is None:
+            raise SystemExit(f"--kv-run {spec}: no run {run!r} in {args.q8_store}")
+        extra[kind] = kp
     gain = None
     if f16 is None or q8 is None:
         print("per-precision pools missing; make them with (resumable):")
@@ -167,10 +185,10 @@ def main() -> None:
         if q8 is None:
             print("  " + sweep_command(args, "q8_0", args.q8_run, args.q8_store))
     else:
-        for kp, want in ((f16, "f16"), (q8, "q8_0")):
+        for kp, want in ((f16, "f16"), (q8, "q8_0"), *((kp, t) for t, kp in extra.items())):
             if kp.kv_type != want:
                 raise SystemExit(f"pool {kp.pool.pool.run_id} was made at {kp.kv_type}, not {want}")
-        res = accuracy_gain(args, f16, q8)
+        res = accuracy_gain(args, f16, {"q8_0": q8, **extra})
         out |= res
         gain = res["gain"]
     if args.output:
