@@ -2,22 +2,20 @@
 
 Three parts, each printed as a table (markdown, ready for docs/benchmarks.md):
 
-1. **Accuracy per precision** (no model run): pools of the same problems made at f16, q8_0 and q4_0
-   with the same seeds and waves (``ttscale sweep --kv-type``; the commands are in docs/benchmarks.md).
-   Per workload and precision: pass@1 (mean over all samples), majority@K (GSM8K; the vote of all
-   K samples, ties broken by summed log-prob), pass@K, mean generated tokens; and the difference
-   from f16 on the same problems with a 95% bootstrap interval over problems (paired: each resample
-   takes the same problems from every precision).
-2. **Samples per memory cap** (no model run): the most samples of the workload's longest prompt plus
-   its generation cap that fit ``--cap-mib`` together at each precision, from the model's GGUF
+1. **Accuracy per precision** (no model run): the ``kv-precision`` experiment's measurement
+   (:mod:`ttscale.experiments.kv_precision`) on its pools: the same problems swept at f16, q8_0
+   and q4_0 with the same seeds and waves (``make pools``). Per workload and precision: pass@1,
+   majority@K (GSM8K; ties broken by summed log-prob), pass@K, mean generated tokens, and the
+   difference from f16 on the problems all precisions hold, with a paired 95% bootstrap interval.
+2. **Samples per memory cap** (no model run): the most samples of the longest GSM8K prompt plus a
+   512-token generation that fit ``--cap-mib`` together at each precision, from the model's GGUF
    shapes and the real element sizes (block scales included), with and without a shared prompt.
 3. **Decode speed and memory** (``--speed``: loads the model once per precision in a subprocess,
-   ~1 min each): prefill of ``--depth`` tokens, median decode step of 1 and of 16 sequences at that
-   depth, the engine's KV buffer (llama.cpp's log) and the process's peak RSS. Ratios are against
-   f16 measured in the same run.
+   ~15 s each): prefill of ``--depth`` tokens, median decode step of 1 and of 16 sequences at that
+   depth, the engine's KV buffer (llama.cpp's log) next to the meter's, and the process's peak
+   RSS with a context of ``--n-ctx`` cells. Ratios are against f16 measured in the same run.
 
-    python bench/kv_precision.py [--store shipped --store runs/pools.sqlite] [--cap-mib 64]
-                                 [--speed --speed-model qwen2.5-coder-0.5b] [--output kv.json]
+    python bench/kv_precision.py [--store shipped] [--cap-mib 64] [--speed] [--output kv.json]
 
 Ends with ``bench:`` lines: ``kv_pass1_delta_<workload>_<type>`` (pass@1 minus f16's),
 ``kv_max_parallel_<model>_<type>`` (samples under the cap, one prompt each) and, with ``--speed``,
@@ -31,149 +29,75 @@ import json
 import re
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from ttscale.backends.kv_sizing import header_info, max_parallel_bytes
-from ttscale.errors import StoreError
+from ttscale.experiments.kv_precision import EXPERIMENT, group, paired_delta, per_problem
 from ttscale.pools import resolve_store
-from ttscale.replay.estimators import vote_winners, winners_correct
-from ttscale.replay.pool import Pool, load_pool
 from ttscale.store import Store
 
 TYPES = ("f16", "q8_0", "q4_0")
 SHORT = {"qwen2.5-coder-0.5b": "qwen05", "qwen2.5-coder-1.5b": "qwen15"}
+WORKLOADS = {"humaneval": "humaneval", "gsm-symbolic": "gsm8k"}
 
 
-@dataclass(frozen=True)
-class Workload:
-    name: str
-    model: str
-    runs: dict[str, str]
-    """KV type -> run id."""
-    vote: bool
-    """Whether majority voting means something (answers, not programs)."""
-
-
-WORKLOADS = (
-    Workload("humaneval-qwen05", "qwen2.5-coder-0.5b",
-             {"f16": "humaneval-qwen05-k16", "q8_0": "humaneval-qwen05-q8-k16", "q4_0": "humaneval-qwen05-q4-k16"},
-             vote=False),
-    Workload("gsm8k-qwen05", "qwen2.5-coder-0.5b",
-             {"f16": "gsm8k-qwen05-k16", "q8_0": "gsm8k-qwen05-q8-k16", "q4_0": "gsm8k-qwen05-q4-k16"}, vote=True),
-    Workload("gsm8k-qwen15", "qwen2.5-coder-1.5b",
-             {"f16": "gsm8k-qwen15-k16", "q8_0": "gsm8k-qwen15-q8-k16", "q4_0": "gsm8k-qwen15-q4-k16"}, vote=True),
-)
-
-
-def find_pool(stores: list[str], run_id: str) -> Pool | None:
-    """The run from the first store that has it (None when none does)."""
-    for s in stores:
-        path = resolve_store(s)
-        if not path.exists():
-            continue
-        st = Store(path)
-        try:
-            if st.get_run(run_id) is not None:
-                return load_pool(st, run_id)
-        except StoreError:
-            continue
-        finally:
-            st.close()
-    return None
-
-
-def per_problem(pool: Pool, vote: bool) -> dict[str, np.ndarray]:
-    """Per problem: share of correct samples, majority@K correct, any correct, mean tokens."""
-    ok = np.take_along_axis(pool.answer_correct, np.maximum(pool.answer, 0), axis=1) & (pool.answer >= 0)
-    out = {"pass1": ok.mean(axis=1), "passk": ok.any(axis=1).astype(float), "tokens": pool.n_tokens.mean(axis=1)}
-    if vote:
-        order = np.arange(pool.k)[None, :]
-        win = vote_winners(pool.answer, order, [pool.k], pool.answer_correct.shape[1], logprob=pool.logprob)
-        out["majority"] = winners_correct(pool.answer_correct, win)[:, 0, 0].astype(float)
-    return out
-
-
-def paired_interval(a: np.ndarray, b: np.ndarray, rng: np.random.Generator, n: int = 4000) -> tuple[float, float]:
-    """95% bootstrap interval of mean(a) - mean(b), resampling problems (the same ones for both)."""
-    idx = rng.integers(0, len(a), size=(n, len(a)))
-    d = a[idx].mean(axis=1) - b[idx].mean(axis=1)
-    lo, hi = np.quantile(d, [0.025, 0.975])
-    return float(lo), float(hi)
-
-
-def accuracy_table(stores: list[str], seed: int) -> tuple[list[str], dict[str, Any], list[str]]:
+def accuracy_table(store_arg: str, seed: int) -> tuple[list[str], dict[str, Any], list[str], list[Any]]:
+    """Part 1 (the experiment's measurement, printed as one table) and the workloads it found."""
+    st = Store(resolve_store(store_arg))
+    try:
+        workloads, missing = group(st, list(EXPERIMENT.default_pools))
+    finally:
+        st.close()
+    for m in missing:
+        print(f"not measured: {m}")
     rows = ["| workload | KV | problems x k | pass@1 | Δ pass@1 vs f16 (95% CI) | majority@k | Δ majority | "
             "pass@k | mean tokens |", "|---|---|---|---|---|---|---|---|---|"]
     claims: list[str] = []
     out: dict[str, Any] = {}
-    rng = np.random.default_rng(seed)
-    for w in WORKLOADS:
-        pools = {t: p for t, r in w.runs.items() if (p := find_pool(stores, r)) is not None}
-        missing = [w.runs[t] for t in TYPES if t not in pools]
-        if "f16" not in pools or len(pools) < 2:
-            print(f"{w.name}: pools missing ({', '.join(missing)}): skipped")
-            continue
-        common = [pid for pid in pools["f16"].problem_ids if all(pid in p.problem_ids for p in pools.values())]
-        k = min(p.k for p in pools.values())
-        stats: dict[str, dict[str, np.ndarray]] = {}
-        for t, p in pools.items():
-            pos = {pid: i for i, pid in enumerate(p.problem_ids)}
-            idx = np.array([pos[pid] for pid in common])
-            sub = Pool(problem_ids=common, answer=p.answer[idx, :k], answer_correct=p.answer_correct[idx],
-                       n_tokens=p.n_tokens[idx, :k], logprob=p.logprob[idx, :k], finish_rank=p.finish_rank[idx, :k],
-                       prefill_tokens=p.prefill_tokens[idx], prefill_flops=p.prefill_flops[idx],
-                       sample_tokens=p.sample_tokens[idx, :k], sample_flops=p.sample_flops[idx, :k])
-            stats[t] = per_problem(sub, w.vote)
-        out[w.name] = {"problems": len(common), "k": k, "missing": missing, "precisions": {}}
-        for t in TYPES:
-            if t not in stats:
-                continue
-            s, ref = stats[t], stats["f16"]
+    for w in workloads:
+        name = f"{WORKLOADS.get(w.task, w.task)}_{SHORT.get(w.model, w.model)}"
+        stats = {t: per_problem(p.pool, w.votes) for t, p in w.precisions.items()}
+        ref = stats["f16"]
+        out[name] = {}
+        for t, s in stats.items():
             rec: dict[str, Any] = {m: float(v.mean()) for m, v in s.items()}
-            d1 = ci1 = dm = cim = None
+            d1 = dm = None
             if t != "f16":
-                d1, ci1 = rec["pass1"] - float(ref["pass1"].mean()), paired_interval(s["pass1"], ref["pass1"], rng)
-                rec |= {"pass1_delta": d1, "pass1_delta_ci": ci1}
-                claims.append(f"bench: kv_pass1_delta_{w.name.replace('-', '_')}_{t} = {d1:+.4f}")
-                if w.vote:
-                    dm = rec["majority"] - float(ref["majority"].mean())
-                    cim = paired_interval(s["majority"], ref["majority"], rng)
-                    rec |= {"majority_delta": dm, "majority_delta_ci": cim}
-            out[w.name]["precisions"][t] = rec
+                d1 = paired_delta(s["pass@1"], ref["pass@1"], seed=seed)
+                claims.append(f"bench: kv_pass1_delta_{name}_{t} = {d1[0]:+.4f}")
+                if w.votes:
+                    dm = paired_delta(s["majority@K"], ref["majority@K"], seed=seed)
+            rec |= {"pass1_delta": d1, "majority_delta": dm}
+            out[name][t] = rec
 
-            def delta(d: float | None, ci: tuple[float, float] | None) -> str:
-                return "" if d is None or ci is None else f"{d:+.3f} ({ci[0]:+.3f}, {ci[1]:+.3f})"
+            def delta(d: tuple[float, float, float] | None) -> str:
+                return "" if d is None else f"{d[0]:+.3f} ({d[1]:+.3f}, {d[2]:+.3f})"
 
-            maj = f"{rec['majority']:.3f}" if w.vote else "n/a"
-            rows.append(f"| {w.name} | {t} | {len(common)} x {k} | {rec['pass1']:.3f} | {delta(d1, ci1)} | {maj} | "
-                        f"{delta(dm, cim)} | {rec['passk']:.3f} | {rec['tokens']:.0f} |")
-    return rows, out, claims
+            maj = f"{rec['majority@K']:.3f}" if w.votes else "n/a"
+            rows.append(f"| {w.name} | {t} | {len(w.problems)} x {w.precisions[t].pool.k} | {rec['pass@1']:.3f} | "
+                        f"{delta(d1)} | {maj} | {delta(dm)} | {rec['pass@K']:.3f} | {rec['tokens']:.0f} |")
+    return rows, out, claims, workloads
 
 
-def fit_table(stores: list[str], cap_mib: float) -> tuple[list[str], dict[str, Any], list[str]]:
+def fit_table(workloads: list[Any], cap_mib: float, models: list[str]) -> tuple[list[str], dict[str, Any], list[str]]:
+    """Part 2: samples of the longest GSM8K prompt + 512 generated tokens that fit the cap, per precision."""
     cap = int(cap_mib * 2**20)
     rows = [f"| model | prompt + gen (tokens) | KV | bytes per token | samples in {cap_mib:g} MiB, one prompt each | "
             "sharing one prompt |", "|---|---|---|---|---|---|"]
     claims: list[str] = []
     out: dict[str, Any] = {"cap_bytes": cap}
-    for w in WORKLOADS:
-        if not w.vote or w.model in out:  # one GSM8K workload per model: its prompts and 512-token cap
-            continue
-        f16 = find_pool(stores, w.runs["f16"])
-        prompt = int(f16.prefill_tokens.max()) if f16 is not None else 300
-        gen = 512
-        out[w.model] = {}
+    prompts = {w.model: max(p.longest_prompt for p in w.precisions.values()) for w in workloads if w.votes}
+    for model in models:
+        prompt, gen = prompts.get(model, 300), 512
+        out[model] = {}
         for t in TYPES:
-            info = header_info(w.model, t)
+            info = header_info(model, t)
             own = max_parallel_bytes(info, cap, prompt, gen, shared_prompt=False)
             shared = max_parallel_bytes(info, cap, prompt, gen, shared_prompt=True)
-            out[w.model][t] = {"bytes_per_token": info.kv_bytes(1024) / 1024, "own_prompt": own, "shared_prompt": shared}
-            rows.append(f"| {w.model} | {prompt} + {gen} | {t} | {info.kv_bytes(1024) / 1024:,.0f} | {own} | {shared} |")
-            claims.append(f"bench: kv_max_parallel_{SHORT.get(w.model, w.model)}_{t} = {own}")
+            out[model][t] = {"bytes_per_token": info.kv_bytes(1024) / 1024, "own_prompt": own, "shared_prompt": shared}
+            rows.append(f"| {model} | {prompt} + {gen} | {t} | {info.kv_bytes(1024) / 1024:,.0f} | {own} | {shared} |")
+            claims.append(f"bench: kv_max_parallel_{SHORT.get(model, model)}_{t} = {own}")
     return rows, out, claims
 
 
@@ -244,11 +168,12 @@ def speed_table(model: str, depth: int, steps: int, threads: int, repeats: int,
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--store", action="append", default=None,
-                    help="stores to look for the pools in, in order (default: shipped, then runs/pools.sqlite)")
+    ap.add_argument("--store", default="shipped",
+                    help="store holding the precision pools (default: the shipped pools)")
     ap.add_argument("--cap-mib", type=float, default=64.0, help="the fixed KV memory cap of part 2")
     ap.add_argument("--speed", action="store_true", help="also measure decode speed and memory (loads models)")
-    ap.add_argument("--speed-model", action="append", default=None, help="models for --speed (default: the 0.5B)")
+    ap.add_argument("--speed-model", action="append", default=None,
+                    help="models of parts 2 and 3 (repeatable; default: the 0.5B and the 1.5B)")
     ap.add_argument("--depth", type=int, default=480, help="context depth (prompt tokens) of the speed probe")
     ap.add_argument("--steps", type=int, default=24, help="decode steps timed per batch size")
     ap.add_argument("--n-ctx", type=int, default=16 * (160 + 512),
@@ -258,20 +183,19 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     ap.add_argument("--output", type=Path, default=None, help="write every figure as JSON here")
     args = ap.parse_args()
-    stores = args.store or ["shipped", "runs/pools.sqlite"]
-
     claims: list[str] = []
     out: dict[str, Any] = {}
-    rows, out["accuracy"], c = accuracy_table(stores, args.seed)
+    rows, out["accuracy"], c, workloads = accuracy_table(args.store, args.seed)
     print("\n".join(rows) + "\n")
     claims += c
-    rows, out["fit"], c = fit_table(stores, args.cap_mib)
+    models = args.speed_model or ["qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"]
+    rows, out["fit"], c = fit_table(workloads, args.cap_mib, models)
     print("\n".join(rows) + "\n")
     claims += c
     if args.speed:
         out["speed"] = {}
         speed_rows: list[str] = []
-        for m in args.speed_model or ["qwen2.5-coder-0.5b"]:
+        for m in models:
             rows, out["speed"][m], c = speed_table(m, args.depth, args.steps, args.threads, args.repeats,
                                                       args.n_ctx)
             speed_rows += rows if not speed_rows else rows[2:]

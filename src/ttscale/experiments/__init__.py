@@ -6,7 +6,9 @@ plain verdict, confidence intervals, tables and PNG figures. Nothing is generate
 
 Registered: ``coverage`` (Large Language Monkeys) and ``imperfect-verifier`` (Inference Scaling
 fLaws) on the HumanEval pool; ``compute-vs-size`` (Snell et al.), ``deepconf`` (Deep Think with
-Confidence) and ``solve-or-verify`` (When To Solve, When To Verify) on the GSM8K pools.
+Confidence) and ``solve-or-verify`` (When To Solve, When To Verify) on the GSM8K pools;
+``kv-precision`` (quantized KV caches: KIVI, transformers, llama.cpp) on the pools made at each
+KV precision.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ def experiments() -> dict[str, Experiment]:
     from ttscale.experiments.coverage import EXPERIMENT as coverage
     from ttscale.experiments.deepconf import EXPERIMENT as deepconf
     from ttscale.experiments.imperfect_verifier import EXPERIMENT as imperfect
+    from ttscale.experiments.kv_precision import EXPERIMENT as kv_precision
     from ttscale.experiments.solve_or_verify import EXPERIMENT as solve_or_verify
 
-    return {e.name: e for e in (coverage, imperfect, compute_vs_size, deepconf, solve_or_verify)}
+    return {e.name: e for e in (coverage, imperfect, compute_vs_size, deepconf, solve_or_verify, kv_precision)}
