@@ -12,14 +12,17 @@ Three parts, each printed as a table (markdown, ready for docs/benchmarks.md):
    shapes and the real element sizes (block scales included), with and without a shared prompt.
 3. **Decode speed and memory** (``--speed``: loads the model once per precision in a subprocess,
    ~15 s each): prefill of ``--depth`` tokens, median decode step of 1 and of 16 sequences at that
-   depth, the engine's KV buffer (llama.cpp's log) next to the meter's, and the process's peak
-   RSS with a context of ``--n-ctx`` cells. Ratios are against f16 measured in the same run.
+   depth, and of as many sequences as part 2's cap holds at that precision (sharing the prompt, as
+   the embedded engine does): the throughput a memory-bound deployment gets. Also the engine's KV
+   buffer (llama.cpp's log) next to the meter's, and the process's peak RSS with a context of
+   ``--n-ctx`` cells. Ratios are against f16 measured in the same run.
 
     python bench/kv_precision.py [--store shipped] [--cap-mib 64] [--speed] [--output kv.json]
 
 Ends with ``bench:`` lines: ``kv_pass1_delta_<workload>_<type>`` (pass@1 minus f16's),
 ``kv_max_parallel_<model>_<type>`` (samples under the cap, one prompt each) and, with ``--speed``,
-``kv_decode16_ratio_<model>_<type>`` (f16's step time over the type's: above 1 is faster).
+``kv_decode16_ratio_<model>_<type>`` (f16's step time over the type's: above 1 is faster) and
+``kv_cap_throughput_ratio_<model>_<type>`` (decode tokens/s with what the cap holds, over f16's).
 """
 
 from __future__ import annotations
@@ -89,7 +92,8 @@ def fit_table(workloads: list[Any], cap_mib: float, models: list[str]) -> tuple[
     out: dict[str, Any] = {"cap_bytes": cap}
     prompts = {w.model: max(p.longest_prompt for p in w.precisions.values()) for w in workloads if w.votes}
     for model in models:
-        prompt, gen = prompts.get(model, 300), 512
+        # a model without a GSM8K precision workload: the longest prompt of another (one tokenizer family)
+        prompt, gen = prompts.get(model, max(prompts.values(), default=300)), 512
         out[model] = {}
         for t in TYPES:
             info = header_info(model, t)
@@ -105,8 +109,8 @@ SPEED = """
 import json, resource, statistics, sys, time
 from ttscale.backends.llama_cpp import LlamaCppBackend
 model, kind = sys.argv[1], sys.argv[2]
-depth, steps, threads, n_ctx = map(int, sys.argv[3:7])
-n = 16
+depth, steps, threads, n_ctx, n_cap = map(int, sys.argv[3:8])
+n = max(16, n_cap)
 be = LlamaCppBackend(model, n_ctx=max(n_ctx, depth + n * (steps + 8) + 256), n_seq_max=n + 1, prefix_slots=0, kv_type=kind,
                      n_threads=threads, verbose=True)
 t = time.perf_counter()
@@ -116,7 +120,7 @@ for s in range(2, n + 1):
     be.copy_sequence(1, s)
 out = {"n_ctx": be.n_ctx, "meter_kv_bytes": be.model_info().kv_bytes(be.n_ctx), "prefill_s": prefill}
 pos = [depth] * n  # next position of each sequence
-for size in (1, n):
+for size in sorted({1, 16, n_cap}):
     times = []
     for r in range(steps):
         t = time.perf_counter()
@@ -131,8 +135,10 @@ print("RESULT " + json.dumps(out), flush=True)
 """
 
 
-def speed_one(model: str, kind: str, depth: int, steps: int, threads: int, n_ctx: int) -> dict[str, Any]:
-    proc = subprocess.run([sys.executable, "-c", SPEED, model, kind, str(depth), str(steps), str(threads), str(n_ctx)],
+def speed_one(model: str, kind: str, depth: int, steps: int, threads: int, n_ctx: int, n_cap: int) -> dict[str, Any]:
+    """One precision's figures; ``n_cap``: also time a step of that many sequences (what the cap holds)."""
+    argv = [model, kind, *(str(x) for x in (depth, steps, threads, n_ctx, n_cap))]
+    proc = subprocess.run([sys.executable, "-c", SPEED, *argv],
                           capture_output=True, text=True, timeout=1800)
     if proc.returncode != 0:
         raise RuntimeError(f"speed probe at {kind} failed: {proc.stderr[-2000:]}")
@@ -142,27 +148,37 @@ def speed_one(model: str, kind: str, depth: int, steps: int, threads: int, n_ctx
     return res
 
 
-def speed_table(model: str, depth: int, steps: int, threads: int, repeats: int,
-                n_ctx: int) -> tuple[list[str], dict[str, Any], list[str]]:
+def speed_table(model: str, depth: int, steps: int, threads: int, repeats: int, n_ctx: int,
+                at_cap: dict[str, int]) -> tuple[list[str], dict[str, Any], list[str]]:
+    """``at_cap``: per precision, the samples of one prompt the memory cap holds (part 2)."""
     best: dict[str, dict[str, Any]] = {}
     for _ in range(repeats):  # interleaved passes; the best per precision is kept (noise only slows)
         for t in TYPES:
-            r = speed_one(model, t, depth, steps, threads, n_ctx)
+            r = speed_one(model, t, depth, steps, threads, n_ctx, max(1, at_cap[t]))
             b = best.setdefault(t, r)
-            for key in ("prefill_s", "step_s_1", "step_s_16"):
-                b[key] = min(b[key], r[key])
+            for key in r:
+                if key.startswith("step_s_") or key == "prefill_s":
+                    b[key] = min(b[key], r[key])
     rows = [f"| model | KV | prefill {depth} tok (ms) | decode step N=1 (ms) | N=16 (ms) | N=16 vs f16 | "
-            "KV buffer (MiB, engine / meter) | peak RSS (MiB) |", "|---|---|---|---|---|---|---|---|"]
+            "N the cap holds: step (ms), tokens/s | vs f16 | KV buffer (MiB, engine / meter) | peak RSS (MiB) |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
     claims = []
-    ref = best["f16"]["step_s_16"]
     short = SHORT.get(model, model)
+
+    def tput(t: str) -> float:
+        n = max(1, at_cap[t])
+        return n / best[t][f"step_s_{n}"]
+
     for t in TYPES:
-        b = best[t]
-        ratio = ref / b["step_s_16"]
+        b, n = best[t], max(1, at_cap[t])
+        ratio, cap_ratio = best["f16"]["step_s_16"] / b["step_s_16"], tput(t) / tput("f16")
+        b["cap_tokens_per_s"] = tput(t)
         rows.append(f"| {model} | {t} | {b['prefill_s'] * 1e3:.0f} | {b['step_s_1'] * 1e3:.1f} | "
-                    f"{b['step_s_16'] * 1e3:.1f} | x{ratio:.2f} | {b['engine_kv_bytes'] / 2**20:.2f} / "
-                    f"{b['meter_kv_bytes'] / 2**20:.2f} (n_ctx {b['n_ctx']}) | {b['peak_rss_bytes'] / 2**20:.0f} |")
+                    f"{b['step_s_16'] * 1e3:.1f} | x{ratio:.2f} | N={n}: {b[f'step_s_{n}'] * 1e3:.1f}, {tput(t):.0f} | "
+                    f"x{cap_ratio:.2f} | {b['engine_kv_bytes'] / 2**20:.2f} / {b['meter_kv_bytes'] / 2**20:.2f} "
+                    f"(n_ctx {b['n_ctx']}) | {b['peak_rss_bytes'] / 2**20:.0f} |")
         claims.append(f"bench: kv_decode16_ratio_{short}_{t} = {ratio:.3f}")
+        claims.append(f"bench: kv_cap_throughput_ratio_{short}_{t} = {cap_ratio:.3f}")
     return rows, best, claims
 
 
@@ -196,8 +212,9 @@ def main() -> None:
         out["speed"] = {}
         speed_rows: list[str] = []
         for m in models:
+            at_cap = {t: int(f["shared_prompt"]) for t, f in out["fit"][m].items()}
             rows, out["speed"][m], c = speed_table(m, args.depth, args.steps, args.threads, args.repeats,
-                                                      args.n_ctx)
+                                                      args.n_ctx, at_cap)
             speed_rows += rows if not speed_rows else rows[2:]
             claims += c
         print("\n".join(speed_rows) + "\n")
