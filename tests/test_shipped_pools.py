@@ -36,3 +36,30 @@ def test_report_and_experiment_on_the_shipped_humaneval_pool(tmp_path: Path, mon
     res = r.invoke(app, ["experiment", "imperfect-verifier", "--output", str(tmp_path / "exp")])
     assert res.exit_code == 0, res.output
     assert shipped_store().exists()
+
+
+def test_kv_precision_experiment_and_plan_on_the_shipped_precision_pools(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    runs = shipped_runs()
+    if not {"gsm8k-qwen05-k16", "gsm8k-qwen05-q8-k16"} <= set(runs):
+        pytest.skip("the q8_0 GSM8K pool is not shipped")
+    monkeypatch.setenv("TTSCALE_CACHE", str(tmp_path / "cache"))
+    import json
+
+    from ttscale.cli import app
+
+    r = CliRunner()
+    res = r.invoke(app, ["experiment", "kv-precision", "--output", str(tmp_path / "exp")], env={"COLUMNS": "200"})
+    assert res.exit_code == 0, res.output
+    page = (tmp_path / "exp" / "kv-precision.md").read_text()
+    assert "| gsm-symbolic / qwen2.5-coder-0.5b | q8_0 | `gsm8k-qwen05-q8-k16` |" in page
+    # the real pools: a cap that holds 16 samples at q8_0 holds 8 at f16, and the plan picks a precision for it
+    cap = str(16 * (173 + 512) * 6528)
+    out = tmp_path / "kv.json"
+    res = r.invoke(app, ["plan", "--store", "shipped", "--pool", "gsm8k-qwen05-k16", "--kv-pool", "gsm8k-qwen05-q8-k16",
+                         "--max-kv-bytes", cap, "--bins", "2", "--orders", "16", "--output", str(out)],
+                   env={"COLUMNS": "200"})
+    assert res.exit_code == 0, res.output
+    plan = json.loads(out.read_text())
+    assert plan["precisions"]["f16"]["max_k"] == 8 and plan["precisions"]["q8_0"]["max_k"] == 16
+    assert {lv["kv_type"] for lv in plan["levels"]} <= {"f16", "q8_0"} and plan["evaluation"]["levels"]
