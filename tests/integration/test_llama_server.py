@@ -203,3 +203,30 @@ def test_python_server_ignoring_n_is_fanned_out(python_server: str, smollm: obje
     # each single-choice response's usage is exact: the totals are the server's own
     assert gen.generated_tokens == stats.reported_completion_tokens
     assert gen.prefilled_tokens == 3 * gen.prompt_tokens  # the server reports a full prefill per request
+
+
+def test_a_quantized_kv_server_allocates_what_the_meter_counts() -> None:
+    """llama-server at q8_0 (flash attention on): its own KV buffer equals the meter's bytes, and it generates."""
+    import re
+
+    from ttscale.backends.kv_sizing import header_info
+
+    try:
+        binary = build_llama_server()
+    except BuildUnavailable as e:
+        pytest.skip(f"llama-server unavailable: {e}")
+    # --verbose: the log then carries llama.cpp's own "KV buffer size" lines
+    with LlamaServer(resolve_model_path(MODEL), parallel=2, ctx_per_slot=512, threads=1, binary=binary,
+                     kv_type="q8_0", extra_args=["--verbose"]) as srv:
+        be = OpenAIHttpBackend(srv.base_url, MODEL, info_model=MODEL, concurrency=2)
+        try:
+            gen = be.generate([GenerationRequest(prompt=PROMPT, n=2, max_tokens=8, seed=1, temperature=1.0)])[0]
+        finally:
+            be.close()
+        log = Path(srv.log_path).read_text(errors="replace")
+    assert len(gen.completions) == 2 and gen.generated_tokens > 0
+    mib = sum(float(m) for m in re.findall(r"KV buffer size =\s+([\d.]+) MiB", log))
+    assert "q8_0" in log and mib > 0
+    assert mib * 2**20 == pytest.approx(header_info(MODEL, "q8_0").kv_bytes(1024), abs=0.01 * 2**20)
+    with pytest.raises(Exception, match="needs flash attention"):
+        LlamaServer(resolve_model_path(MODEL), kv_type="q4_0", extra_args=["--flash-attn", "off"])._kv_args()

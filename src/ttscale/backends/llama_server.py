@@ -172,6 +172,12 @@ class LlamaServer:
             raise ConfigError(f"unknown KV cache type {self.kv_type!r}; llama.cpp takes: {', '.join(KV_CACHE_TYPES)}")
         if self.kv_type == "f16":
             return []
+        extra = list(self.extra_args)
+        for i, a in enumerate(extra):  # a later flag would override ours, and llama.cpp then refuses quantized V
+            value = a.split("=", 1)[1] if "=" in a else (extra[i + 1] if i + 1 < len(extra) else "")
+            if a.split("=", 1)[0] in ("-fa", "--flash-attn") and value in ("off", "0", "false"):
+                raise ConfigError(f"a {self.kv_type} V cache needs flash attention: drop {a} {value} from the "
+                                  "llama-server arguments")
         return ["--cache-type-k", self.kv_type, "--cache-type-v", self.kv_type, "--flash-attn", "on"]
 
     @property

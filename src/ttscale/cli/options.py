@@ -27,7 +27,7 @@ TaskSeedOpt = Annotated[
 SubtaskOpt = Annotated[Optional[str], typer.Option(help="bigbench: task path, e.g. arithmetic/1_digit_addition.")]
 DataOpt = Annotated[Optional[Path], typer.Option(help="jsonl: path to a file of {id, prompt, answer} lines.")]
 StoreOpt = Annotated[Path, typer.Option(help="SQLite file holding every run's samples.")]
-KvTypeOpt = Annotated[str, typer.Option(help="KV-cache element type of the embedded engine, K and V: f16 (default), q8_0, q4_0, q4_1, q5_0, q5_1, iq4_nl, bf16, f32. Recorded with the run; the meter counts its real bytes.")]
+KvTypeOpt = Annotated[str, typer.Option(help="KV-cache element type of K and V (embedded engine, llama-server): f16 (default), q8_0, q4_0, q4_1, q5_0, q5_1, iq4_nl, bf16, f32. Quantized types run with flash attention. Recorded with the run; the meter counts its real bytes (q8_0: 34/64 of f16's). On this CPU q8_0 cost no accuracy and decodes ~10% slower per step (docs/experiments/kv-precision.md).")]
 ThreadsOpt = Annotated[Optional[int], typer.Option(help="CPU threads for llama.cpp (default: all cores).")]
 
 # Engine selection and parallelism (``run`` and ``sweep``); help texts live with the logic in remote_opts.
