@@ -7,7 +7,9 @@ whether they buy accuracy.
 2. ``kv_cap_accuracy_gain``: at one fixed memory cap (default: what 16 parallel samples of the
    pool's longest prompt plus its max generation take at q8_0, so f16 fits 8), the held-out
    accuracy of the best configuration that fits with quantized KV allowed, minus that with f16
-   only. Configurations are the planner's (probe, rule, k per predicted-difficulty bin) fitted on
+   only. ``kv_cap_gain_from_k`` is the part of it the extra parallel samples alone explain: the same
+   plan on f16's own samples, as if they took the chosen precision's bytes (the rest is the
+   precision's effect on accuracy plus the sampling noise between two pools). Configurations are the planner's (probe, rule, k per predicted-difficulty bin) fitted on
    the training split of pools of the same problems made at each precision
    (:mod:`ttscale.planner.kv_plan`); the budget level defaults to majority@K's tokens, so memory,
    not tokens, is what binds.
@@ -119,8 +121,21 @@ def accuracy_gain(args: argparse.Namespace, f16: KvPool, quantized: dict[str, Kv
         print(f"  {t}: up to k={h['k']}, held-out accuracy {h['accuracy']:.3f} at {h['tokens']:.0f} {args.budget_unit}/problem "
               f"({len(split.test)} problems)")
     print(f"chosen on the training split: {row['kv_type']}")
+    # The same plan with f16's own samples at the chosen precision's byte size: what the extra parallel
+    # samples alone buy if quantizing cost nothing. The rest of the gain is the precision's own effect
+    # plus the two pools' sampling noise (different samples of the same problems).
+    chosen = pools[row["kv_type"]]
+    free = {"f16": KvPool("f16", pools["f16"].pool, chosen.info, f16.max_gen)}
+    free_plan = fit_kv_plan({"f16": free["f16"].subset(split.train)}, cap, [budget], shared_prompt=args.shared_prompt,
+                            probes=args.probes, n_bins=args.bins, n_orders=args.orders, seed=args.seed)
+    (free_row,) = evaluate_kv_plan(free_plan, {"f16": free["f16"].subset(split.test)}, n_orders=args.orders,
+                                   seed=args.seed)["levels"]
+    from_k = free_row["accuracy"] - row["reference_accuracy"]
+    print(f"  f16's own samples with {row['kv_type']}'s bytes per cell: held-out accuracy {free_row['accuracy']:.3f}: "
+          f"{from_k:+.3f} of the gain is the extra samples, {row['gain_over_reference'] - from_k:+.3f} the "
+          f"precision and the pools' sampling noise")
     return {"cap_bytes": cap, "budget": budget, "budget_unit": args.budget_unit, "precisions": plan.precisions, "held_out": row,
-            "gain": row["gain_over_reference"]}
+            "gain": row["gain_over_reference"], "gain_from_k": from_k}
 
 
 def main() -> None:
@@ -194,6 +209,8 @@ def main() -> None:
     if args.output:
         args.output.write_text(json.dumps(out, indent=2, default=float) + "\n")
     print(f"bench: kv_cap_accuracy_gain = {gain:.4f}" if gain is not None else "bench: kv_cap_accuracy_gain = nan")
+    if gain is not None:
+        print(f"bench: kv_cap_gain_from_k = {out['gain_from_k']:.4f}")
     print(f"bench: kv_q8_bytes_ratio = {ratio:.4f}")
 
 
