@@ -17,12 +17,12 @@ whether they buy accuracy.
 ``--kv-run q4_0=RUN`` adds another precision (the workload is then the problems every pool holds);
 ``--budget-unit gflops`` plans in the meter's FLOPs instead of tokens.
 
-The f16 pool defaults to the shipped GSM8K pool of the 0.5B (pass@1 0.18, majority@16 0.33: the
-middle of the model's range, where more samples help). The q8_0 pool of the same problems is not
-shipped: when a pool is missing the bench prints the exact ``ttscale sweep`` command that makes it
-(same task, seeds and waves as the f16 pool, so samples line up) and still measures the ratio.
+The pools default to the shipped GSM8K pools of the 0.5B at f16 and q8_0 (pass@1 0.18, majority@16
+0.33: the middle of the model's range, where more samples help; the q8_0 pool has the same problems,
+seeds and waves). When a pool is missing (another store, another workload) the bench prints the
+exact ``ttscale sweep`` command that makes it and still measures the ratio.
 
-    python bench/kv_memory.py [--q8-store runs/pools.sqlite] [--cap-bytes N] [--ratio-model smollm2-135m]
+    python bench/kv_memory.py [--q8-store shipped] [--cap-bytes N] [--ratio-model smollm2-135m]
 """
 
 from __future__ import annotations
@@ -146,7 +146,7 @@ def main() -> None:
     ap.add_argument("--f16-run", default="gsm8k-qwen05-k16")
     ap.add_argument("--f16-store", default="shipped", help="store of the f16 pool ('shipped': the reference pools)")
     ap.add_argument("--q8-run", default="gsm8k-qwen05-q8-k16")
-    ap.add_argument("--q8-store", default="runs/pools.sqlite")
+    ap.add_argument("--q8-store", default="shipped", help="store of the q8_0 (and --kv-run) pools")
     ap.add_argument("--kv-run", action="append", default=None, metavar="TYPE=RUN",
                     help="another precision's pool in --q8-store (e.g. q4_0=gsm8k-qwen05-q4-k16); the workload is "
                          "then the problems every pool holds")
@@ -193,12 +193,12 @@ def main() -> None:
     gain = None
     if f16 is None or q8 is None:
         print("per-precision pools missing; make them with (resumable):")
-        if f16 is None:  # the shipped store is read-only: a missing shipped pool is made beside the q8_0 one
-            store = args.f16_store if args.f16_store != "shipped" else args.q8_store
-            print("  " + sweep_command(args, "f16", args.f16_run, store)
-                  + ("" if store == args.f16_store else f"   # then: --f16-store {store}"))
-        if q8 is None:
-            print("  " + sweep_command(args, "q8_0", args.q8_run, args.q8_store))
+        for pool, kind, run, where, flag in ((f16, "f16", args.f16_run, args.f16_store, "--f16-store"),
+                                             (q8, "q8_0", args.q8_run, args.q8_store, "--q8-store")):
+            if pool is None:  # the shipped store is read-only: a missing pool is made in runs/pools.sqlite
+                store = where if where != "shipped" else "runs/pools.sqlite"
+                print("  " + sweep_command(args, kind, run, store)
+                      + ("" if store == where else f"   # then: {flag} {store}"))
     else:
         for kp, want in ((f16, "f16"), (q8, "q8_0"), *((kp, t) for t, kp in extra.items())):
             if kp.kv_type != want:
