@@ -17,12 +17,18 @@ Three parts, each printed as a table (markdown, ready for docs/benchmarks.md):
    buffer (llama.cpp's log) next to the meter's, and the process's peak RSS with a context of
    ``--n-ctx`` cells. Ratios are against f16 measured in the same run.
 
-    python bench/kv_precision.py [--store shipped] [--cap-mib 64] [--speed] [--output kv.json]
+4. **Which cache breaks the model** (``--agreement``): greedy continuations of the first GSM8K
+   prompts with keys and values at separate types (f16, q8_0, q5_0, q4_0, 4-bit keys or values
+   only, q8_0 keys with q4_0 values), the share identical to f16's. Quantization noise in the keys
+   moves every attention weight; in the values it only blurs what is read.
+
+    python bench/kv_precision.py [--store shipped] [--cap-mib 64] [--speed] [--agreement] [--output kv.json]
 
 Ends with ``bench:`` lines: ``kv_pass1_delta_<workload>_<type>`` (pass@1 minus f16's),
 ``kv_max_parallel_<model>_<type>`` (samples under the cap, one prompt each) and, with ``--speed``,
 ``kv_decode16_ratio_<model>_<type>`` (f16's step time over the type's: above 1 is faster) and
-``kv_cap_throughput_ratio_<model>_<type>`` (decode tokens/s with what the cap holds, over f16's).
+``kv_cap_throughput_ratio_<model>_<type>`` (decode tokens/s with what the cap holds, over f16's) and,
+with ``--agreement``, ``kv_greedy_agreement_<model>_<K>_<V>``.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ from ttscale.backends.kv_sizing import header_info, max_parallel_bytes
 from ttscale.experiments.kv_precision import EXPERIMENT, group, paired_delta, per_problem
 from ttscale.pools import resolve_store
 from ttscale.store import Store
+from ttscale.types import kv_element_bytes
 
 TYPES = ("f16", "q8_0", "q4_0")
 SHORT = {"qwen2.5-coder-0.5b": "qwen05", "qwen2.5-coder-1.5b": "qwen15"}
@@ -182,6 +189,49 @@ def speed_table(model: str, depth: int, steps: int, threads: int, repeats: int, 
     return rows, best, claims
 
 
+AGREEMENT = """
+import dataclasses, json, sys
+from ttscale.backends.llama_cpp import LlamaCppBackend
+from ttscale.registry import make_task
+model, k, v, n_problems, tokens, threads = sys.argv[1], sys.argv[2], sys.argv[3], *map(int, sys.argv[4:7])
+be = LlamaCppBackend(model, kv_type=k, kv_type_v=v, n_threads=threads, n_ctx=2048, n_seq_max=2)
+task = make_task("gsm-symbolic", model=be.model_info().name, chat_model=True, max_tokens=tokens)
+outs = []
+for p in task.problems(limit=n_problems):
+    g = be.generate([dataclasses.replace(task.request(p), n=1, temperature=0.0, seed=0)])[0]
+    outs.append(g.completions[0].text)
+be.close()
+print("RESULT " + json.dumps(outs), flush=True)
+"""
+PAIRS = (("f16", "f16"), ("q8_0", "q8_0"), ("q5_0", "q5_0"), ("q4_0", "q4_0"), ("q4_0", "f16"), ("f16", "q4_0"),
+         ("q8_0", "q4_0"))
+
+
+def agreement_table(model: str, n_problems: int, tokens: int, threads: int) -> tuple[list[str], dict[str, Any], list[str]]:
+    """Part 4: greedy continuations of the first GSM8K prompts per K / V type, against f16's."""
+    texts: dict[tuple[str, str], list[str]] = {}
+    for k, v in PAIRS:
+        proc = subprocess.run([sys.executable, "-c", AGREEMENT, model, k, v, str(n_problems), str(tokens), str(threads)],
+                              capture_output=True, text=True, timeout=1800)
+        if proc.returncode != 0:
+            raise RuntimeError(f"greedy probe at K={k} V={v} failed: {proc.stderr[-2000:]}")
+        texts[(k, v)] = json.loads(proc.stdout.split("RESULT ", 1)[1])
+    ref = texts[("f16", "f16")]
+    rows = [f"| model | K | V | bytes vs f16 | greedy {tokens} tokens identical to f16's | first problem's continuation |",
+            "|---|---|---|---|---|---|"]
+    claims, out = [], {}
+    short = SHORT.get(model, model)
+    for (k, v), outs in texts.items():
+        same = sum(a == b for a, b in zip(outs, ref, strict=True)) / len(ref)
+        ratio = (kv_element_bytes(k) + kv_element_bytes(v)) / (2 * kv_element_bytes("f16"))
+        out[f"{k}/{v}"] = {"identical_share": same, "bytes_ratio": ratio, "texts": outs}
+        first = outs[0][:60].replace("\n", " ").replace("|", "/")
+        rows.append(f"| {model} | {k} | {v} | {ratio:.3f} | {same:.2f} | {first} |")
+        if (k, v) != ("f16", "f16"):
+            claims.append(f"bench: kv_greedy_agreement_{short}_{k}_{v} = {same:.2f}")
+    return rows, out, claims
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--store", default="shipped",
@@ -196,6 +246,11 @@ def main() -> None:
                     help="KV cells of the speed probe's context (default: 16 GSM8K samples' worst case)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--agreement", action="store_true",
+                    help="also part 4: greedy continuations of the first --agreement-problems GSM8K prompts per K/V "
+                         "cache type, compared with f16's (loads each model once per pair)")
+    ap.add_argument("--agreement-problems", type=int, default=20)
+    ap.add_argument("--agreement-tokens", type=int, default=32)
     ap.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     ap.add_argument("--output", type=Path, default=None, help="write every figure as JSON here")
     args = ap.parse_args()
@@ -218,6 +273,15 @@ def main() -> None:
             speed_rows += rows if not speed_rows else rows[2:]
             claims += c
         print("\n".join(speed_rows) + "\n")
+    if args.agreement:
+        out["agreement"] = {}
+        agree_rows: list[str] = []
+        for m in models:
+            rows, out["agreement"][m], c = agreement_table(m, args.agreement_problems, args.agreement_tokens,
+                                                           args.threads)
+            agree_rows += rows if not agree_rows else rows[2:]
+            claims += c
+        print("\n".join(agree_rows) + "\n")
     if args.output:
         args.output.write_text(json.dumps(out, indent=2, default=float) + "\n")
     print("\n".join(claims))

@@ -68,7 +68,7 @@ def test_run_sizes_the_engine_from_the_cap(tmp_path: Path) -> None:
 @pytest.mark.parametrize("args, fragment", [
     (["--max-kv-bytes", "1000"], "KV cap"),
     (["--max-kv-bytes", "100000000", "--n-ctx", "1024"], "not both"),
-    (["--backend", "fake", "--kv-type", "q8_0"], "--backend llama-cpp"),
+    (["--backend", "vllm", "--kv-type", "q8_0"], "--backend openai, not vllm"),
 ])
 def test_serve_refuses_bad_kv_settings_before_serving(args: list[str], fragment: str) -> None:
     code, out = _run("serve", *args)
@@ -95,3 +95,40 @@ def test_serve_sizes_the_engine_and_caps_every_request(monkeypatch: pytest.Monke
     assert code == 0, out
     assert seen["cap"] == seen["batcher_cap"] == cap and seen["kv"] == "q8_0"
     assert isinstance(seen["bytes"], int) and cap - 256 * 12240 < seen["bytes"] <= cap  # q8_0 cells of SmolLM2
+
+
+def test_kv_types_reach_every_backend_that_has_a_cache_and_are_refused_elsewhere() -> None:
+    from ttscale.backends.openai_http import OpenAIHttpBackend
+    from ttscale.cli.remote_opts import backend_specs
+    from ttscale.errors import ConfigError
+
+    (spec,) = backend_specs("llama-cpp", "smollm2-135m", None, None, 8, None, "q8_0", kv_type_v="q4_0")
+    assert spec.options == {"kv_type": "q8_0", "kv_type_v": "q4_0"}
+    (spec,) = backend_specs("openai", "smollm2-135m", ["http://127.0.0.1:9/v1"], None, 8, None, "q8_0")
+    assert spec.options["kv_type"] == "q8_0" and spec.options["info_model"] == "smollm2-135m"
+    be = spec.build()
+    try:  # the served cache's type is what the meter counts its bytes at
+        info = be.model_info()
+        assert (info.kv_type_k, info.kv_type_v) == ("q8_0", "q8_0")
+        assert info.kv_bytes(64) * 64 == header_info("smollm2-135m").kv_bytes(64) * 34
+    finally:
+        be.close()
+    (spec,) = backend_specs("fake", "x", None, None, 8, None, "f16", kv_type_v="q4_0")
+    assert spec.build().model_info().kv_type_v == "q4_0"
+    with pytest.raises(ConfigError, match="not vllm"):
+        backend_specs("vllm", "m", None, None, 8, None, "q8_0")
+    with pytest.raises(ConfigError, match="info_model"):
+        OpenAIHttpBackend("http://127.0.0.1:9/v1", "served", kv_type="q8_0")
+
+
+def test_run_records_separate_key_and_value_types(tmp_path: Path) -> None:
+    code, out = _run("run", "--backend", "fake", "--task", "bigbench", "--limit", "1", "-k", "2", "--kv-type", "q8_0",
+                     "--kv-type-v", "q4_0", "--store", str(tmp_path / "s.db"), "--run-id", "r", "--no-progress")
+    assert code == 0, out
+    st = Store(tmp_path / "s.db")
+    try:
+        rec = st.get_run("r")
+        assert rec is not None and (rec.model["kv_type_k"], rec.model["kv_type_v"]) == ("q8_0", "q4_0")
+    finally:
+        st.close()
+    assert "--kv-type-v" in _run("sweep", "--help")[1] and "--kv-type-v" in _run("serve", "--help")[1]

@@ -16,19 +16,20 @@ pytestmark = pytest.mark.model
 PROBE = """
 import sys
 from ttscale.backends.llama_cpp import LlamaCppBackend
-b = LlamaCppBackend("smollm2-135m", n_ctx=2048, n_seq_max=2, prefix_slots=0, kv_type=sys.argv[1], verbose=True)
+b = LlamaCppBackend("smollm2-135m", n_ctx=2048, n_seq_max=2, prefix_slots=0, kv_type=sys.argv[1],
+                    kv_type_v=sys.argv[2], verbose=True)
 print("METER", b.model_info().kv_bytes(b.n_ctx), b.model_info().kv_type_k, b.model_info().kv_type_v, flush=True)
 """
 
 
-@pytest.mark.parametrize("kind", ["f16", "q8_0", "q4_0"])
-def test_meter_bytes_equal_the_engines_kv_buffer(kind: str) -> None:
-    out = subprocess.run([sys.executable, "-c", PROBE, kind], capture_output=True, text=True, timeout=300)
+@pytest.mark.parametrize(("kind", "kind_v"), [("f16", "f16"), ("q8_0", "q8_0"), ("q4_0", "q4_0"), ("q8_0", "q4_0")])
+def test_meter_bytes_equal_the_engines_kv_buffer(kind: str, kind_v: str) -> None:
+    out = subprocess.run([sys.executable, "-c", PROBE, kind, kind_v], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     mib = float(re.search(r"KV buffer size =\s+([\d.]+) MiB", out.stderr).group(1))  # type: ignore[union-attr]
     meter, k, v = out.stdout.split("METER")[1].split()
-    assert (k, v) == (kind, kind)
-    assert abs(int(meter) / 2**20 - mib) < 0.01, (kind, int(meter) / 2**20, mib)
+    assert (k, v) == (kind, kind_v)
+    assert abs(int(meter) / 2**20 - mib) < 0.01, (kind, kind_v, int(meter) / 2**20, mib)
 
 
 def test_quantized_caches_are_smaller_by_their_block_sizes() -> None:
@@ -46,5 +47,7 @@ def test_llama_server_gets_the_cache_type_and_flash_attention(tmp_path) -> None:
     assert LlamaServer(tmp_path / "m.gguf", kv_type="q8_0")._kv_args() == [
         "--cache-type-k", "q8_0", "--cache-type-v", "q8_0", "--flash-attn", "on"]
     assert LlamaServer(tmp_path / "m.gguf")._kv_args() == []
+    assert LlamaServer(tmp_path / "m.gguf", kv_type="q8_0", kv_type_v="q4_0")._kv_args() == [
+        "--cache-type-k", "q8_0", "--cache-type-v", "q4_0", "--flash-attn", "on"]
     with pytest.raises(ConfigError):
         LlamaServer(tmp_path / "m.gguf", kv_type="int3")._kv_args()

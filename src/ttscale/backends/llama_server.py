@@ -132,7 +132,9 @@ class LlamaServer:
     binary: Path | None = None
     extra_args: Sequence[str] = ()
     kv_type: str = "f16"
-    """KV-cache type of K and V (``--cache-type-k/-v``); quantized types turn flash attention on."""
+    """KV-cache type of K (and V unless ``kv_type_v``): ``--cache-type-k/-v``; quantized types turn
+    flash attention on."""
+    kv_type_v: str | None = None
     startup_timeout: float = 120.0
     _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
     _log: object = field(default=None, init=False, repr=False)
@@ -168,17 +170,19 @@ class LlamaServer:
         raise BackendError(f"llama-server did not become healthy in {self.startup_timeout:.0f} s; log: {self.log_path}")
 
     def _kv_args(self) -> list[str]:
-        if self.kv_type not in KV_CACHE_TYPES:
-            raise ConfigError(f"unknown KV cache type {self.kv_type!r}; llama.cpp takes: {', '.join(KV_CACHE_TYPES)}")
-        if self.kv_type == "f16":
+        v_type = self.kv_type_v or self.kv_type
+        for t in (self.kv_type, v_type):
+            if t not in KV_CACHE_TYPES:
+                raise ConfigError(f"unknown KV cache type {t!r}; llama.cpp takes: {', '.join(KV_CACHE_TYPES)}")
+        if self.kv_type == v_type == "f16":
             return []
         extra = list(self.extra_args)
         for i, a in enumerate(extra):  # a later flag would override ours, and llama.cpp then refuses quantized V
             value = a.split("=", 1)[1] if "=" in a else (extra[i + 1] if i + 1 < len(extra) else "")
             if a.split("=", 1)[0] in ("-fa", "--flash-attn") and value in ("off", "0", "false"):
-                raise ConfigError(f"a {self.kv_type} V cache needs flash attention: drop {a} {value} from the "
+                raise ConfigError(f"a {self.kv_type}/{v_type} KV cache needs flash attention: drop {a} {value} from the "
                                   "llama-server arguments")
-        return ["--cache-type-k", self.kv_type, "--cache-type-v", self.kv_type, "--flash-attn", "on"]
+        return ["--cache-type-k", self.kv_type, "--cache-type-v", v_type, "--flash-attn", "on"]
 
     @property
     def log_path(self) -> str:

@@ -10,6 +10,7 @@ threads (one per problem in flight) can share it. Calls with stop hooks stream t
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -40,12 +41,19 @@ class OpenAIHttpBackend:
     """
 
     def __init__(self, base_url: str, model: str = "default", *, info: ModelInfo | None = None,
-                 info_model: str | None = None, **client_options: Any) -> None:
+                 info_model: str | None = None, kv_type: str | None = None, kv_type_v: str | None = None,
+                 **client_options: Any) -> None:
         self.client = AsyncOpenAIClient(base_url, model, **client_options)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="ttscale-http", daemon=True)
         self._thread.start()
         self._info = info or (_info_from_model(info_model) if info_model else None)
+        if kv_type is not None or kv_type_v is not None:
+            # the served cache's types (the server's --cache-type-k/-v): what the meter counts KV bytes at
+            if self._info is None:
+                raise ConfigError("kv_type needs the model's shapes: pass info_model (or info)")
+            k = kv_type or self._info.kv_type_k
+            self._info = dataclasses.replace(self._info, kv_type_k=k, kv_type_v=kv_type_v or kv_type or self._info.kv_type_v)
 
     def _run(self, coro: Any) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
@@ -179,6 +187,9 @@ class OpenAIHttpOptions(BackendOptions):
     token_cap: int | None = Field(None, ge=1)
     jitter_seed: int | None = None
     info_model: str | None = Field(None, description="embedded model name or GGUF path of the served model")
+    kv_type: str | None = Field(None, description="the served KV cache's K (and V) type, e.g. llama-server's "
+                                "--cache-type-k: the meter counts KV bytes at it (default f16)")
+    kv_type_v: str | None = Field(None, description="the served V cache's type when it differs from kv_type")
     info: Any = None
     transport: Any = None
 

@@ -27,7 +27,8 @@ TaskSeedOpt = Annotated[
 SubtaskOpt = Annotated[Optional[str], typer.Option(help="bigbench: task path, e.g. arithmetic/1_digit_addition.")]
 DataOpt = Annotated[Optional[Path], typer.Option(help="jsonl: path to a file of {id, prompt, answer} lines.")]
 StoreOpt = Annotated[Path, typer.Option(help="SQLite file holding every run's samples.")]
-KvTypeOpt = Annotated[str, typer.Option(help="KV-cache element type of K and V (embedded engine, llama-server): f16 (default), q8_0, q4_0, q4_1, q5_0, q5_1, iq4_nl, bf16, f32. Quantized types run with flash attention. Recorded with the run; the meter counts its real bytes (q8_0: 34/64 of f16's). On this CPU q8_0 cost no accuracy and decodes ~10% slower per step (docs/experiments/kv-precision.md).")]
+KvTypeOpt = Annotated[str, typer.Option(help="KV-cache element type of K (and V unless --kv-type-v): f16 (default), q8_0, q4_0, q4_1, q5_0, q5_1, iq4_nl, bf16, f32. The embedded engine runs at it (quantized types with flash attention); with --backend openai it names the served cache's type (llama-server --cache-type-k/-v) so the meter counts its bytes. Recorded with the run; the meter counts its real bytes (q8_0: 34/64 of f16's). Measured: docs/experiments/kv-precision.md.")]
+KvTypeVOpt = Annotated[Optional[str], typer.Option(help="V cache type when it differs from --kv-type's. Keys are what quantization breaks: on the Qwen2.5-Coder models 4-bit keys garble the output while 4-bit values do not, so --kv-type q8_0 --kv-type-v q4_0 (0.41x f16's bytes) keeps the model coherent where q4_0 for both does not.")]
 ThreadsOpt = Annotated[Optional[int], typer.Option(help="CPU threads for llama.cpp (default: all cores).")]
 
 # Engine selection and parallelism (``run`` and ``sweep``); help texts live with the logic in remote_opts.

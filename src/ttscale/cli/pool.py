@@ -11,7 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from ttscale.cli.common import DEFAULT_STORE, cli_errors, console, fail, human
-from ttscale.cli.options import ApiKeyOpt, BackendOpt, BaseUrlOpt, ConcurrencyOpt, KvTypeOpt, ThreadsOpt
+from ttscale.cli.options import ApiKeyOpt, BackendOpt, BaseUrlOpt, ConcurrencyOpt, KvTypeOpt, KvTypeVOpt, ThreadsOpt
 from ttscale.store import Store
 
 pool_app = typer.Typer(help="Sample pools: export a stored run to a file, import one, list the shipped pools, "
@@ -118,6 +118,7 @@ def score(
     backend: BackendOpt = "llama-cpp",
     threads: ThreadsOpt = None,
     kv_type: KvTypeOpt = "f16",
+    kv_type_v: KvTypeVOpt = None,
     base_url: BaseUrlOpt = None,
     api_key: ApiKeyOpt = None,
     concurrency: ConcurrencyOpt = 8,
@@ -148,7 +149,8 @@ def score(
             fail(f"no run {run_id!r} in {store}")
         assert rec is not None
         if model:
-            be = backend_specs(backend, model, base_url, api_key, concurrency, threads, kv_type)[0].build()
+            be = backend_specs(backend, model, base_url, api_key, concurrency, threads, kv_type,
+                               kv_type_v=kv_type_v)[0].build()
         info = be.model_info() if be is not None else None
         task_cfg = rec.config.get("task", {})
         task, why = task_from_record(task_cfg if isinstance(task_cfg, dict) else {},

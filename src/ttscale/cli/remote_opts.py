@@ -34,15 +34,21 @@ MAX_KV_BYTES_HELP = ("Hard cap on KV-cache bytes in use at once, at --kv-type's 
 
 def backend_specs(backend: str, model: str, base_urls: list[str] | None, api_key: str | None,
                   concurrency: int, threads: int | None, kv_type: str = "f16",
-                  engine_options: dict[str, Any] | None = None) -> list[BackendSpec]:
+                  engine_options: dict[str, Any] | None = None, kv_type_v: str | None = None) -> list[BackendSpec]:
     """One spec per endpoint (openai) or a single spec (other engines); ``engine_options`` go to the
-    embedded engine (e.g. ``n_ctx``/``n_seq_max`` sized from a KV cap by :func:`kv_capped_engine`)."""
+    embedded engine (e.g. ``n_ctx``/``n_seq_max`` sized from a KV cap by :func:`kv_capped_engine`).
+    ``kv_type``/``kv_type_v``: the embedded engine's cache, or the served cache's types for the meter."""
+    kv_opts: dict[str, Any] = {}
+    if kv_type != "f16":
+        kv_opts["kv_type"] = kv_type
+    if kv_type_v is not None and kv_type_v != kv_type:
+        kv_opts["kv_type_v"] = kv_type_v
     if base_urls and backend != "openai":
         raise ConfigError("--base-url is only for --backend openai")
     if backend == "openai":
         if not base_urls:
             raise ConfigError("--backend openai needs --base-url (e.g. http://127.0.0.1:8080/v1)")
-        opts: dict[str, Any] = {"concurrency": concurrency}
+        opts: dict[str, Any] = {"concurrency": concurrency, **kv_opts}
         if api_key:
             opts["api_key"] = api_key
         if model in EMBEDDED_MODELS or model.endswith(".gguf"):
@@ -53,17 +59,23 @@ def backend_specs(backend: str, model: str, base_urls: list[str] | None, api_key
         return [BackendSpec("openai", model_id, opts | {"base_url": u}) for u in base_urls]
     if backend == "llama-cpp":
         local: dict[str, Any] = {"n_threads": threads} if threads else {}
-        if kv_type != "f16":
-            local["kv_type"] = kv_type
+        local.update(kv_opts)
         local.update(engine_options or {})
         return [BackendSpec("llama-cpp", model, local)]
+    if kv_opts and backend == "fake":  # the scripted backend's shapes at those types: its meter counts them
+        from ttscale.backends.fake import FAKE_MODEL_INFO
+        from ttscale.backends.kv_sizing import with_kv_types
+
+        return [BackendSpec("fake", None, {"info": with_kv_types(FAKE_MODEL_INFO, kv_type, kv_type_v)})]
+    if kv_opts:
+        raise ConfigError(f"--kv-type / --kv-type-v are for the embedded engine and --backend openai, not {backend}")
     if backend == "vllm":
         return [BackendSpec("vllm", model, {})]
     return [BackendSpec(backend, None, {})]
 
 
 def kv_capped_engine(backend: str, model: str, kv_type: str, cap: int | None, gen_tokens: Callable[[ModelInfo], int],
-                     *, max_seqs: int = DEFAULT_MAX_SEQS) -> KvFit | None:
+                     *, max_seqs: int = DEFAULT_MAX_SEQS, kv_type_v: str | None = None) -> KvFit | None:
     """The embedded engine's size under ``--max-kv-bytes`` (None without a cap or on another backend).
 
     Shapes come from the GGUF header, so nothing bigger than the cap is ever allocated; the prompt is
@@ -72,7 +84,7 @@ def kv_capped_engine(backend: str, model: str, kv_type: str, cap: int | None, ge
     ``gen_tokens(info)`` is the per-sample cap (the task's max_tokens for that model)."""
     if cap is None or backend != "llama-cpp":
         return None
-    info = header_info(model, kv_type)
+    info = header_info(model, kv_type, kv_type_v)
     return fit_kv(info, cap, gen_tokens(info), max_seqs=max_seqs)
 
 

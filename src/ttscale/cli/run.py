@@ -19,6 +19,7 @@ from ttscale.cli.options import (
     ConcurrencyOpt,
     DataOpt,
     KvTypeOpt,
+    KvTypeVOpt,
     MaxTokensOpt,
     MinPOpt,
     ModelOpt,
@@ -119,6 +120,7 @@ def run(
     output: Annotated[Optional[Path], typer.Option(help="Write the JSON summary here (default: runs/<run-id>.json).")] = None,
     threads: ThreadsOpt = None,
     kv_type: KvTypeOpt = "f16",
+    kv_type_v: KvTypeVOpt = None,
     backend: BackendOpt = "llama-cpp",
     base_url: BaseUrlOpt = None,
     api_key: ApiKeyOpt = None,
@@ -203,7 +205,7 @@ def run(
         if kv_plan.budget_unit != budget_unit:
             fail(f"the KV plan's levels are in {kv_plan.budget_unit} per problem: pass --budget-{kv_plan.budget_unit}")
         chosen, kv_policy, _ = kv_plan.level_for(float(budget_tokens or 0))
-        if chosen != kv_type:
+        if chosen != kv_type or (kv_type_v or kv_type) != kv_type:
             fail(f"the KV plan runs {budget_tokens:g} {budget_unit}/problem at {chosen}: pass --kv-type {chosen}")
         max_kv_bytes = kv_plan.cap_bytes if max_kv_bytes is None else max_kv_bytes
     budget = Budget(tokens=max_tokens_per_problem, flops=max_flops_per_problem, kv_bytes=max_kv_bytes)
@@ -219,9 +221,10 @@ def run(
         return make_task(task, style=fmt_style, shots=shots, max_tokens=max_tokens, seed=task_seed, subtask=subtask,
                          data=str(data) if data else None, chat_model=model.has_chat_template, model=model.name)
 
-    kv_fit = kv_capped_engine(backend, model, kv_type, max_kv_bytes, lambda i: task_for(i, style).fmt.max_tokens)
+    kv_fit = kv_capped_engine(backend, model, kv_type, max_kv_bytes, lambda i: task_for(i, style).fmt.max_tokens,
+                              kv_type_v=kv_type_v)
     specs = backend_specs(backend, model, base_url, api_key, concurrency, threads, kv_type,
-                          kv_fit.options() if kv_fit else None)
+                          kv_fit.options() if kv_fit else None, kv_type_v)
     be = specs[0].build()
     check_kv_engine(kv_fit, be)
     if kv_fit is not None:

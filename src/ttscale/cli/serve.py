@@ -9,7 +9,7 @@ import typer
 
 from ttscale.backends.kv_sizing import DEFAULT_N_CTX, fit_kv, header_info
 from ttscale.cli.common import cli_errors, err_console, fail
-from ttscale.cli.options import KvTypeOpt
+from ttscale.cli.options import KvTypeOpt, KvTypeVOpt
 from ttscale.cli.remote_opts import check_kv_engine
 from ttscale.registry import strategy_names
 from ttscale.server.config import SERVER_VERIFIERS
@@ -32,6 +32,7 @@ def serve(
     max_budget_tokens: Annotated[int, typer.Option(help="Largest token budget a request may ask for.")] = 1_000_000,
     max_kv_bytes: Annotated[Optional[int], typer.Option(help="Server-wide hard cap on KV-cache bytes in use at once (at --kv-type's real size): every request's default and ceiling (ttscale.budget.kv_bytes may ask for less), each backend call's batch packed to fit it, and the embedded engine's n_ctx / n_seq_max sized to it.")] = None,
     kv_type: KvTypeOpt = "f16",
+    kv_type_v: KvTypeVOpt = None,
     max_k: Annotated[int, typer.Option(help="Largest k a request may ask for.")] = 64,
     max_n: Annotated[int, typer.Option(help="Largest n (returned choices) per request.")] = 8,
     max_tokens: Annotated[int, typer.Option(help="Default max_tokens per sample.")] = 256,
@@ -76,21 +77,22 @@ def serve(
             if n_ctx is not None:
                 fail("give --max-kv-bytes or --n-ctx, not both: the cap decides the context")
             # requests bring their own prompts: each sample of a batch is sized with its own default max_tokens
-            kv_fit = fit_kv(header_info(model, kv_type), max_kv_bytes, max_tokens, max_seqs=n_seq_max)
+            kv_fit = fit_kv(header_info(model, kv_type, kv_type_v), max_kv_bytes, max_tokens, max_seqs=n_seq_max)
             opts |= kv_fit.options()
             err_console.print(kv_fit.describe(), highlight=False)
         if kv_type != "f16":
             opts["kv_type"] = kv_type
+        if kv_type_v is not None and kv_type_v != kv_type:
+            opts["kv_type_v"] = kv_type_v
         if threads:
             opts["n_threads"] = threads
         be = make_backend(backend, model, **opts)
     else:
-        if kv_type != "f16":
-            fail("--kv-type sets the embedded engine's cache: use it with --backend llama-cpp")
         from ttscale.cli.remote_opts import backend_specs
 
+        # --backend openai: the served cache's types, so the meter and the server's cap count its bytes
         be = backend_specs(backend, model, [base_url] if base_url else None, backend_api_key, concurrency,
-                           threads)[0].build()
+                           threads, kv_type, kv_type_v=kv_type_v)[0].build()
     try:
         check_kv_engine(kv_fit, be)
         config = ServerConfig(

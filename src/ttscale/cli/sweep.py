@@ -18,6 +18,7 @@ from ttscale.cli.options import (
     ConcurrencyOpt,
     DataOpt,
     KvTypeOpt,
+    KvTypeVOpt,
     MaxTokensOpt,
     MinPOpt,
     ModelOpt,
@@ -68,6 +69,7 @@ def sweep(
     run_id: Annotated[Optional[str], typer.Option(help="Name of the sweep; an existing id resumes it.")] = None,
     threads: ThreadsOpt = None,
     kv_type: KvTypeOpt = "f16",
+    kv_type_v: KvTypeVOpt = None,
     max_kv_bytes: Annotated[Optional[int], typer.Option(help="Hard cap on the embedded engine's KV-cache bytes at --kv-type's real size: its context (n_ctx) and parallel sequences (n_seq_max) are sized to fit, and a --wave larger than fits runs in parts inside the engine (same samples, same seeds).")] = None,
     backend: BackendOpt = "llama-cpp",
     base_url: BaseUrlOpt = None,
@@ -100,9 +102,9 @@ def sweep(
                          data=str(data) if data else None, chat_model=info.has_chat_template, model=info.name)
 
     kv_fit = kv_capped_engine(backend, model, kv_type, max_kv_bytes, lambda i: task_for(i).fmt.max_tokens,
-                              max_seqs=min(k, DEFAULT_MAX_SEQS))
+                              max_seqs=min(k, DEFAULT_MAX_SEQS), kv_type_v=kv_type_v)
     specs = backend_specs(backend, model, base_url, api_key, concurrency, threads, kv_type,
-                          kv_fit.options() if kv_fit else None)
+                          kv_fit.options() if kv_fit else None, kv_type_v)
     be = specs[0].build()
     check_kv_engine(kv_fit, be)
     if kv_fit is not None:
