@@ -226,3 +226,36 @@ def test_a_flops_budget_plans_the_precision_in_gflops_and_runs_by_it(tmp_path: P
     assert r.exit_code != 0 and "--budget-gflops" in r.output
     r = runner.invoke(app, [*run, "--budget-gflops", budget], env={"COLUMNS": "200"})
     assert r.exit_code == 0, r.output
+
+
+def test_keys_and_values_at_different_types_are_one_more_precision(tmp_path: Path) -> None:
+    """A pool swept with --kv-type q8_0 --kv-type-v q4_0 is the precision ``q8_0/q4_0``: its bytes are
+    the two types' averaged, the planner may choose it, and a run must name both types."""
+    data = tmp_path / "q.jsonl"
+    data.write_text("".join(f'{{"id": "q{i}", "prompt": "Problem {i} here", "answer": "42"}}\n' for i in range(36)))
+    task = JsonlTask(path=str(data), fmt=PromptFormat(style="completion", max_tokens=16))
+    store = tmp_path / "s.sqlite"
+    st = Store(store)
+    for info, rid in ((FAKE_MODEL_INFO, "pool-f16"), (with_kv_types(FAKE_MODEL_INFO, "q8_0", "q4_0"), "pool-mixed")):
+        run_sweep(task=task, backend=FakeBackend(answers=script, filler_tokens=2, info=info), store=st, run_id=rid, k=16)
+    longest = int(load_plan_pool(st, ["pool-f16"]).prompt_tokens.max())
+    st.close()
+    mixed = with_kv_types(FAKE_MODEL_INFO, "q8_0", "q4_0")
+    assert mixed.kv_bytes(64) * 64 == FAKE_MODEL_INFO.kv_bytes(64) * 26  # (34 + 18) / 2 bytes per 32 values
+    cap = mixed.kv_bytes(16 * (longest + 16))
+    out = tmp_path / "kv.json"
+    r = runner.invoke(app, ["plan", "--pool", "pool-f16", "--kv-pool", "pool-mixed", "--max-kv-bytes", str(cap),
+                            "--store", str(store), "--bins", "2", "--probe", "1", "--orders", "8", "--output", str(out)],
+                      env={"COLUMNS": "200"})
+    assert r.exit_code == 0, r.output
+    plan = json.loads(out.read_text())
+    assert plan["precisions"]["q8_0/q4_0"]["max_k"] == 16 and plan["precisions"]["f16"]["max_k"] == 6
+    assert plan["levels"][-1]["kv_type"] == "q8_0/q4_0"
+    assert parse_kv_pools(["q8_0/q4_0=pool-mixed"]) == [("q8_0/q4_0", "pool-mixed")]
+    run = ["run", "--policy", str(out), "--budget-tokens", str(plan["levels"][-1]["budget_tokens"]), "--backend",
+           "fake", "--task", "jsonl", "--data", str(data), "--limit", "2", "--store", str(tmp_path / "r.sqlite"),
+           "--no-progress"]
+    r = runner.invoke(app, [*run, "--kv-type", "q8_0"], env={"COLUMNS": "200"})
+    assert r.exit_code != 0 and "--kv-type q8_0 --kv-type-v q4_0" in r.output
+    r = runner.invoke(app, [*run, "--kv-type", "q8_0", "--kv-type-v", "q4_0"], env={"COLUMNS": "200"})
+    assert r.exit_code == 0, r.output

@@ -60,6 +60,7 @@ from ttscale.runner import RunSummary, solve_problems, summarize
 from ttscale.store import Store
 from ttscale.strategies.base import Result, Sampling, Strategy
 from ttscale.tasks.base import HasChanceAccuracy, ReportsProgress, Task
+from ttscale.types import precision_label, split_precision
 
 
 def print_summary(s: RunSummary, chance: float | None = None) -> None:
@@ -205,8 +206,10 @@ def run(
         if kv_plan.budget_unit != budget_unit:
             fail(f"the KV plan's levels are in {kv_plan.budget_unit} per problem: pass --budget-{kv_plan.budget_unit}")
         chosen, kv_policy, _ = kv_plan.level_for(float(budget_tokens or 0))
-        if chosen != kv_type or (kv_type_v or kv_type) != kv_type:
-            fail(f"the KV plan runs {budget_tokens:g} {budget_unit}/problem at {chosen}: pass --kv-type {chosen}")
+        if chosen != precision_label(kv_type, kv_type_v or kv_type):
+            k_type, v_type = split_precision(chosen)
+            flags = f"--kv-type {k_type}" + (f" --kv-type-v {v_type}" if v_type != k_type else "")
+            fail(f"the KV plan runs {budget_tokens:g} {budget_unit}/problem at {chosen}: pass {flags}")
         max_kv_bytes = kv_plan.cap_bytes if max_kv_bytes is None else max_kv_bytes
     budget = Budget(tokens=max_tokens_per_problem, flops=max_flops_per_problem, kv_bytes=max_kv_bytes)
     if logprobs is None:  # only when something in the run reads them

@@ -24,7 +24,7 @@ from ttscale.replay import estimators as est
 from ttscale.replay.code_analysis import best_of_n_curve
 from ttscale.replay.pool import Pool, model_info_from_record, read_run
 from ttscale.store import Store
-from ttscale.types import ModelInfo
+from ttscale.types import ModelInfo, split_precision
 
 CLAIM = ("Quantizing the KV cache saves memory at little cost in quality: KIVI (Liu et al. 2024) keeps 2-bit "
          "keys (per channel) and values (per token) near-lossless on long generations; Hugging Face "
@@ -94,7 +94,8 @@ def group(store: Store, run_ids: list[str]) -> tuple[list[Workload], list[str]]:
         if info is None:
             missing.append(f"`{rid}`: its record has no model shapes")
             continue
-        info = dataclasses.replace(info, kv_type_k=kind, kv_type_v=kind)
+        k_type, v_type = split_precision(kind)
+        info = dataclasses.replace(info, kv_type_k=k_type, kv_type_v=v_type)
         gen = max_generation(rec.config) or int(pool.n_tokens.max())
         slot = by.setdefault((pool.task, pool.model), {})
         if kind in slot:

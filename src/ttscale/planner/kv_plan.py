@@ -34,7 +34,7 @@ from ttscale.errors import ConfigError
 from ttscale.planner.data import PlanPool
 from ttscale.planner.evaluate import level_outcomes
 from ttscale.planner.policy import Level, Policy, default_budgets, fit_policy
-from ttscale.types import ModelInfo, kv_element_bytes
+from ttscale.types import ModelInfo, precision_bytes, precision_label, split_precision
 
 FORMAT = "ttscale-kv-plan/1"
 REFERENCE = "f16"
@@ -52,7 +52,7 @@ class KvPool:
     """Per-sample generation cap the pool was made with (the worst case a wave must hold)."""
 
     def __post_init__(self) -> None:
-        kv_element_bytes(self.kv_type)  # an unknown type is a ConfigError naming the known ones
+        split_precision(self.kv_type)  # an unknown type is a ConfigError naming the known ones
         if self.max_gen < 1:
             raise ConfigError(f"max generation must be >= 1, got {self.max_gen}")
 
@@ -162,7 +162,7 @@ def _reference(pools: Mapping[str, KvPool]) -> str:
     """f16 when there is one, else the most precise cache given (most bytes per element)."""
     if REFERENCE in pools:
         return REFERENCE
-    return max(pools, key=lambda t: kv_element_bytes(t))
+    return max(pools, key=lambda t: precision_bytes(t))
 
 
 def fit_kv_plan(
@@ -220,7 +220,7 @@ def fit_kv_plan(
         if not cands:
             continue
         best = max(cands, key=lambda t: (round(cands[t].expected_accuracy, 9), -round(cands[t].expected_tokens, 6),
-                                         kv_element_bytes(t)))
+                                         precision_bytes(t)))
         levels.append(KvLevel(b, best, float(cands[best].expected_accuracy), float(cands[best].expected_tokens),
                               {t: {"expected_accuracy": float(lv.expected_accuracy),
                                    "expected_tokens": float(lv.expected_tokens), "k": _choices_k(lv)}
@@ -287,17 +287,16 @@ def parse_kv_pools(specs: Sequence[str]) -> list[tuple[str | None, str]]:
         if sep and (not kind or not run):
             raise ConfigError(f"--kv-pool takes TYPE=RUN or RUN, got {spec!r}")
         if sep:
-            kv_element_bytes(kind)
+            split_precision(kind)
         out.append((kind, run) if sep else (None, spec))
     return out
 
 
 def recorded_kv_type(model: Mapping[str, Any]) -> str:
-    """The K/V cache type a run's model record names; f16 for records made before the engine took one."""
+    """The precision label of a run's cache (``q8_0``, or ``q8_0/q4_0`` for keys and values at different
+    types); f16 for records made before the engine took one."""
     k, v = str(model.get("kv_type_k", REFERENCE)), str(model.get("kv_type_v", model.get("kv_type_k", REFERENCE)))
-    if k != v:
-        raise ConfigError(f"K and V caches of different types ({k}/{v}) are not a single precision")
-    return k
+    return precision_label(k, v)
 
 
 def max_generation(config: Mapping[str, Any]) -> int | None:
@@ -336,7 +335,8 @@ def load_kv_pools(store: Any, pool_runs: Sequence[str], kv_specs: Sequence[str],
 
     def kv_pool(kind: str, pp: PlanPool, info: ModelInfo, gen: int | None) -> KvPool:
         observed = int(np.ceil(pp.pool.n_tokens.max()))  # runs that did not record their cap: what they used
-        return KvPool(kind, pp, replace(info, kv_type_k=kind, kv_type_v=kind), gen or max(observed, 1))
+        k_type, v_type = split_precision(kind)
+        return KvPool(kind, pp, replace(info, kv_type_k=k_type, kv_type_v=v_type), gen or max(observed, 1))
 
     primary = load_plan_pool(store, pool_runs, k)
     kind, info, gen, model = meta(pool_runs, None)

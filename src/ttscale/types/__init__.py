@@ -24,6 +24,9 @@ from ttscale.types.engine import (
     Usage,
     capabilities_of,
     kv_element_bytes,
+    precision_bytes,
+    precision_label,
+    split_precision,
 )
 from ttscale.types.run import (
     Problem,
@@ -41,5 +44,5 @@ __all__ = [
     "DEFAULT_DELIMITER", "KV_CACHE_TYPES", "Cancelled", "Capabilities", "ChatMessage", "Completion", "FinishReason",
     "Generation", "GenerationRequest", "ModelInfo", "OnFinish", "OnSample", "Problem", "PromptFormat", "PromptStyle",
     "Result", "Role", "Sample", "Sampling", "Shot", "ShouldStop", "Usage", "capabilities_of", "dataclass_knobs",
-    "kv_element_bytes", "options_error",
+    "kv_element_bytes", "options_error", "precision_bytes", "precision_label", "split_precision",
 ]

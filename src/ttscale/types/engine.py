@@ -32,6 +32,30 @@ def kv_element_bytes(kind: str) -> float:
     return block_bytes / block
 
 
+def split_precision(label: str) -> tuple[str, str]:
+    """A precision label's K and V types: ``q8_0`` is both, ``q8_0/q4_0`` keys at q8_0 and values at q4_0.
+
+    >>> split_precision("q8_0/q4_0"), split_precision("f16")
+    (('q8_0', 'q4_0'), ('f16', 'f16'))
+    """
+    k, sep, v = label.partition("/")
+    kinds = (k, v if sep else k)
+    for kind in kinds:
+        kv_element_bytes(kind)
+    return kinds
+
+
+def precision_label(kv_type_k: str, kv_type_v: str) -> str:
+    """The label of a cache with these K and V types (one name when they agree)."""
+    return kv_type_k if kv_type_k == kv_type_v else f"{kv_type_k}/{kv_type_v}"
+
+
+def precision_bytes(label: str) -> float:
+    """Mean bytes per K or V element of a precision label (``q8_0/q4_0``: keys and values averaged)."""
+    k, v = split_precision(label)
+    return (kv_element_bytes(k) + kv_element_bytes(v)) / 2
+
+
 DEFAULT_DELIMITER = "\n\n"
 
 # The generation hooks every backend's ``generate`` takes (keyword-only). ``on_finish`` and
