@@ -45,9 +45,10 @@ from ttscale.backends.kv_sizing import header_info, max_parallel_bytes
 from ttscale.experiments.kv_precision import EXPERIMENT, group, paired_delta, per_problem
 from ttscale.pools import resolve_store
 from ttscale.store import Store
-from ttscale.types import kv_element_bytes
+from ttscale.types import kv_element_bytes, split_precision
 
-TYPES = ("f16", "q8_0", "q4_0")
+TYPES = ("f16", "q8_0", "q8_0/q4_0", "q4_0")
+"""Precisions of parts 2 and 3 (``K/V``: keys and values at different types)."""
 SHORT = {"qwen2.5-coder-0.5b": "qwen05", "qwen2.5-coder-1.5b": "qwen15"}
 WORKLOADS = {"humaneval": "humaneval", "gsm-symbolic": "gsm8k"}
 
@@ -103,12 +104,12 @@ def fit_table(workloads: list[Any], cap_mib: float, models: list[str]) -> tuple[
         prompt, gen = prompts.get(model, max(prompts.values(), default=300)), 512
         out[model] = {}
         for t in TYPES:
-            info = header_info(model, t)
+            info = header_info(model, *split_precision(t))
             own = max_parallel_bytes(info, cap, prompt, gen, shared_prompt=False)
             shared = max_parallel_bytes(info, cap, prompt, gen, shared_prompt=True)
             out[model][t] = {"bytes_per_token": info.kv_bytes(1024) / 1024, "own_prompt": own, "shared_prompt": shared}
             rows.append(f"| {model} | {prompt} + {gen} | {t} | {info.kv_bytes(1024) / 1024:,.0f} | {own} | {shared} |")
-            claims.append(f"bench: kv_max_parallel_{SHORT.get(model, model)}_{t} = {own}")
+            claims.append(f"bench: kv_max_parallel_{SHORT.get(model, model)}_{t.replace('/', '_')} = {own}")
     return rows, out, claims
 
 
@@ -116,9 +117,11 @@ SPEED = """
 import json, resource, statistics, sys, time
 from ttscale.backends.llama_cpp import LlamaCppBackend
 model, kind = sys.argv[1], sys.argv[2]
+k_type, _, v_type = kind.partition("/")
 depth, steps, threads, n_ctx, n_cap = map(int, sys.argv[3:8])
 n = max(16, n_cap)
-be = LlamaCppBackend(model, n_ctx=max(n_ctx, depth + n * (steps + 8) + 256), n_seq_max=n + 1, prefix_slots=0, kv_type=kind,
+be = LlamaCppBackend(model, n_ctx=max(n_ctx, depth + n * (steps + 8) + 256), n_seq_max=n + 1, prefix_slots=0, kv_type=k_type,
+                     kv_type_v=v_type or None,
                      n_threads=threads, verbose=True)
 t = time.perf_counter()
 be.decode([(100 + j % 1000, j, 1, j == depth - 1) for j in range(depth)])
@@ -184,8 +187,9 @@ def speed_table(model: str, depth: int, steps: int, threads: int, repeats: int, 
                     f"{b['step_s_16'] * 1e3:.1f} | x{ratio:.2f} | N={n}: {b[f'step_s_{n}'] * 1e3:.1f}, {tput(t):.0f} | "
                     f"x{cap_ratio:.2f} | {b['engine_kv_bytes'] / 2**20:.2f} / {b['meter_kv_bytes'] / 2**20:.2f} "
                     f"(n_ctx {b['n_ctx']}) | {b['peak_rss_bytes'] / 2**20:.0f} |")
-        claims.append(f"bench: kv_decode16_ratio_{short}_{t} = {ratio:.3f}")
-        claims.append(f"bench: kv_cap_throughput_ratio_{short}_{t} = {cap_ratio:.3f}")
+        name = t.replace("/", "_")
+        claims.append(f"bench: kv_decode16_ratio_{short}_{name} = {ratio:.3f}")
+        claims.append(f"bench: kv_cap_throughput_ratio_{short}_{name} = {cap_ratio:.3f}")
     return rows, best, claims
 
 

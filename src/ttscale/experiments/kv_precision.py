@@ -32,7 +32,7 @@ CLAIM = ("Quantizing the KV cache saves memory at little cost in quality: KIVI (
          "fp16 while int2 degrades; llama.cpp users report q8_0 as nearly lossless and q4_0 as harmful on "
          "some models. The memory buys parallel samples: under a fixed cap, more samples at lower precision "
          "may beat fewer at full precision.")
-TYPES = ("f16", "q8_0", "q4_0")
+TYPES = ("f16", "q8_0", "q8_0/q4_0", "q4_0")
 CAP_MIB = 64
 """The fixed memory cap of the page's "samples per cap" table and figure."""
 VOTING_TASKS = ("gsm-symbolic", "gsm8k", "bigbench", "jsonl")
@@ -162,7 +162,7 @@ def run(store: Store, pools: list[str], out: Path) -> Page:
     acc_rows, fit_rows, verdicts = [], [], []
     fig, axes = figure(out / "kv-precision.png")
     ax = axes
-    colors = {"f16": "tab:blue", "q8_0": "tab:orange", "q4_0": "tab:green"}  # colour: precision; line: workload
+    colors = {"f16": "tab:blue", "q8_0": "tab:orange", "q8_0/q4_0": "tab:purple", "q4_0": "tab:green"}  # colour: precision; line: workload
     lines = ("-", "--", ":", "-.")
     for wi, w in enumerate(workloads):
         stats = {t: per_problem(p.pool, w.votes) for t, p in w.precisions.items()}
@@ -235,8 +235,8 @@ def run(store: Store, pools: list[str], out: Path) -> Page:
 def _experiment():  # type: ignore[no-untyped-def]
     from ttscale.experiments import Experiment
 
-    pools = tuple(f"{w}-{t}k16" for w in ("humaneval-qwen05", "gsm8k-qwen05", "gsm8k-qwen15")
-                  for t in ("", "q8-", "q4-"))
+    pools = (*(f"{w}-{t}k16" for w in ("humaneval-qwen05", "gsm8k-qwen05", "gsm8k-qwen15") for t in ("", "q8-", "q4-")),
+             "gsm8k-qwen05-q8q4-k16")  # keys at q8_0, values at q4_0
     return Experiment("kv-precision", "kv-precision", pools, run)
 
 
