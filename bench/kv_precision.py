@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from ttscale.backends.kv_sizing import header_info, max_parallel_bytes
-from ttscale.experiments.kv_precision import EXPERIMENT, group, paired_delta, per_problem
+from ttscale.experiments.kv_precision import EXPERIMENT, compare, group
 from ttscale.pools import resolve_store
 from ttscale.store import Store
 from ttscale.types import kv_element_bytes, split_precision
@@ -53,7 +53,7 @@ SHORT = {"qwen2.5-coder-0.5b": "qwen05", "qwen2.5-coder-1.5b": "qwen15"}
 WORKLOADS = {"humaneval": "humaneval", "gsm-symbolic": "gsm8k"}
 
 
-def accuracy_table(store_arg: str, seed: int) -> tuple[list[str], dict[str, Any], list[str], list[Any]]:
+def accuracy_table(store_arg: str) -> tuple[list[str], dict[str, Any], list[str], list[Any]]:
     """Part 1 (the experiment's measurement, printed as one table) and the workloads it found."""
     st = Store(resolve_store(store_arg))
     try:
@@ -62,32 +62,29 @@ def accuracy_table(store_arg: str, seed: int) -> tuple[list[str], dict[str, Any]
         st.close()
     for m in missing:
         print(f"not measured: {m}")
-    rows = ["| workload | KV | problems x k | pass@1 | Δ pass@1 vs f16 (95% CI) | majority@k | Δ majority | "
-            "pass@k | mean tokens |", "|---|---|---|---|---|---|---|---|---|"]
+    rows = ["| workload | KV | problems x k | pass@1 | f16 on them | Δ pass@1 vs f16 (95% CI) | majority@k | "
+            "Δ majority | pass@k | mean tokens |", "|---|---|---|---|---|---|---|---|---|---|"]
     claims: list[str] = []
     out: dict[str, Any] = {}
     for w in workloads:
         name = f"{WORKLOADS.get(w.task, w.task)}_{SHORT.get(w.model, w.model)}"
-        stats = {t: per_problem(p.pool, w.votes) for t, p in w.precisions.items()}
-        ref = stats["f16"]
         out[name] = {}
-        for t, s in stats.items():
+        for t, c in compare(w).items():
+            s, d1, dm = c.stats, c.pass1, c.majority
             rec: dict[str, Any] = {m: float(v.mean()) for m, v in s.items()}
-            d1 = dm = None
-            if t != "f16":
-                d1 = paired_delta(s["pass@1"], ref["pass@1"], seed=seed)
-                claims.append(f"bench: kv_pass1_delta_{name}_{t} = {d1[0]:+.4f}")
-                if w.votes:
-                    dm = paired_delta(s["majority@K"], ref["majority@K"], seed=seed)
-            rec |= {"pass1_delta": d1, "majority_delta": dm}
+            rec |= {"problems": len(c.problems), "f16_pass1": float(c.reference["pass@1"].mean()),
+                    "pass1_delta": d1, "majority_delta": dm}
+            if d1 is not None:
+                claims.append(f"bench: kv_pass1_delta_{name}_{t.replace('/', '_')} = {d1[0]:+.4f}")
             out[name][t] = rec
 
             def delta(d: tuple[float, float, float] | None) -> str:
                 return "" if d is None else f"{d[0]:+.3f} ({d[1]:+.3f}, {d[2]:+.3f})"
 
             maj = f"{rec['majority@K']:.3f}" if w.votes else "n/a"
-            rows.append(f"| {w.name} | {t} | {len(w.problems)} x {w.precisions[t].pool.k} | {rec['pass@1']:.3f} | "
-                        f"{delta(d1)} | {maj} | {delta(dm)} | {rec['pass@K']:.3f} | {rec['tokens']:.0f} |")
+            f16_on = "" if t == "f16" else f"{rec['f16_pass1']:.3f}"
+            rows.append(f"| {w.name} | {t} | {len(c.problems)} x {w.precisions[t].pool.k} | {rec['pass@1']:.3f} | "
+                        f"{f16_on} | {delta(d1)} | {maj} | {delta(dm)} | {rec['pass@K']:.3f} | {rec['tokens']:.0f} |")
     return rows, out, claims, workloads
 
 
@@ -255,12 +252,11 @@ def main() -> None:
                          "cache type, compared with f16's (loads each model once per pair)")
     ap.add_argument("--agreement-problems", type=int, default=20)
     ap.add_argument("--agreement-tokens", type=int, default=32)
-    ap.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     ap.add_argument("--output", type=Path, default=None, help="write every figure as JSON here")
     args = ap.parse_args()
     claims: list[str] = []
     out: dict[str, Any] = {}
-    rows, out["accuracy"], c, workloads = accuracy_table(args.store, args.seed)
+    rows, out["accuracy"], c, workloads = accuracy_table(args.store)
     print("\n".join(rows) + "\n")
     claims += c
     models = args.speed_model or ["qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"]

@@ -39,7 +39,7 @@ def test_precisions_are_compared_on_the_problems_all_of_them_hold(tmp_path: Path
     (w,), missing = group(st, ["pool-f16", "pool-q8_0", "pool-q4_0", "absent"])
     st.close()
     assert list(w.precisions) == ["f16", "q8_0", "q4_0"]  # the precision each run's record names
-    assert len(w.problems) == 20 and all(p.pool.problem_ids == w.problems for p in w.precisions.values())
+    assert len(w.problems) == 20 and len(w.shared["q8_0"]) == 20 and len(w.shared["q4_0"]) == 30
     assert any("`absent`" in m for m in missing)
     assert w.precisions["q8_0"].info.kv_bytes(32) * 64 == w.precisions["f16"].info.kv_bytes(32) * 34
 
@@ -51,9 +51,9 @@ def test_the_page_says_which_precision_costs_accuracy_and_what_the_cap_holds(tmp
                                    "--pool", "pool-f16", "--pool", "pool-q8_0", "--pool", "pool-q4_0"])
     assert res.exit_code == 0, res.output
     page = (out / "kv-precision.md").read_text()
-    assert "KIVI" in page and "20 x 8" in page
+    assert "KIVI" in page and "| 20 x 8 |" in page and "| 30 x 8 |" in page
     # same seeds and the same answer distribution: q8_0's samples are f16's; q4_0's are spoiled
-    assert "q8_0 +0.000 [0.000, 0.000]: no difference resolved" in page
+    assert "q8_0 +0.000 [0.000, 0.000] against f16's" in page and "on 20 problems: no difference resolved" in page
     assert "q4_0 -" in page and "worse than f16" in page
     st = Store(store)
     (w,), _ = group(st, ["pool-f16", "pool-q8_0", "pool-q4_0"])

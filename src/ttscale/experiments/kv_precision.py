@@ -58,7 +58,9 @@ class Workload:
     model: str
     precisions: dict[str, Precision]
     problems: list[str]
-    """Problems every precision's pool holds (the comparison is on these only)."""
+    """Problems every precision's pool holds (the figure's curves are over these)."""
+    shared: dict[str, list[str]]
+    """Per precision: the problems its pool shares with f16's (each comparison is over these)."""
 
     @property
     def name(self) -> str:
@@ -108,15 +110,16 @@ def group(store: Store, run_ids: list[str]) -> tuple[list[Workload], list[str]]:
             missing.append(f"{task} / {model}: needs an f16 pool and another precision (has {', '.join(precs)})")
             continue
         ids = [pid for pid in precs["f16"].pool.problem_ids if all(pid in p.pool.problem_ids for p in precs.values())]
+        shared = {t: [pid for pid in precs["f16"].pool.problem_ids if pid in set(p.pool.problem_ids)]
+                  for t, p in precs.items()}
         k = min(p.pool.k for p in precs.values())
         for p in precs.values():
-            p.pool = rows_of(p.pool, ids)
             if p.pool.k > k:
                 p.pool = dataclasses.replace(p.pool, **{n: getattr(p.pool, n)[:, :k] for n in (
                     "answer", "n_tokens", "logprob", "finish_rank", "sample_tokens", "sample_flops")},
                     scores={s: v[:, :k] for s, v in p.pool.scores.items()})
         out.append(Workload(task, model, {t: precs[t] for t in TYPES if t in precs}
-                            | {t: p for t, p in precs.items() if t not in TYPES}, ids))
+                            | {t: p for t, p in precs.items() if t not in TYPES}, ids, shared))
     return out, missing
 
 
@@ -137,6 +140,37 @@ def paired_delta(a: np.ndarray, b: np.ndarray, reps: int = BOOTSTRAP, seed: int 
     d = a[idx].mean(axis=1) - b[idx].mean(axis=1)
     lo, hi = np.percentile(d, [2.5, 97.5])
     return float(a.mean() - b.mean()), float(lo), float(hi)
+
+
+@dataclass
+class Comparison:
+    """One precision against f16 on the problems both pools hold."""
+
+    problems: list[str]
+    stats: dict[str, np.ndarray]
+    """This precision's per-problem figures (:func:`per_problem`)."""
+    reference: dict[str, np.ndarray]
+    """f16's on the same problems."""
+    pass1: tuple[float, float, float] | None
+    """Δ pass@1 and its 95% interval (None for f16 itself)."""
+    majority: tuple[float, float, float] | None
+    at_cap: float
+    """Share of this precision's samples that ran to the generation cap."""
+
+
+def compare(w: Workload) -> dict[str, Comparison]:
+    """Every precision of ``w`` against f16, each on the problems it shares with f16's pool."""
+    f16 = w.precisions["f16"]
+    out = {}
+    for t, p in w.precisions.items():
+        ids = w.shared[t]
+        mine = rows_of(p.pool, ids)
+        s, ref = per_problem(mine, w.votes), per_problem(rows_of(f16.pool, ids), w.votes)
+        other = t != "f16"
+        out[t] = Comparison(ids, s, ref, paired_delta(s["pass@1"], ref["pass@1"]) if other else None,
+                            paired_delta(s["majority@K"], ref["majority@K"]) if other and w.votes else None,
+                            float((mine.n_tokens >= p.max_gen).mean()))
+    return out
 
 
 def curve(pool: Pool, votes: bool, n_orders: int = 64, seed: int = SEED) -> np.ndarray:
@@ -165,40 +199,41 @@ def run(store: Store, pools: list[str], out: Path) -> Page:
     colors = {"f16": "tab:blue", "q8_0": "tab:orange", "q8_0/q4_0": "tab:purple", "q4_0": "tab:green"}  # colour: precision; line: workload
     lines = ("-", "--", ":", "-.")
     for wi, w in enumerate(workloads):
-        stats = {t: per_problem(p.pool, w.votes) for t, p in w.precisions.items()}
-        ref = stats["f16"]
+        f16 = w.precisions["f16"]
         prompt = max(p.longest_prompt for p in w.precisions.values())
-        deltas: dict[str, tuple[float, float, float]] = {}
-        for t, s in stats.items():
-            p = w.precisions[t]
-            d1 = paired_delta(s["pass@1"], ref["pass@1"]) if t != "f16" else None
-            dm = paired_delta(s["majority@K"], ref["majority@K"]) if t != "f16" and w.votes else None
-            if d1 is not None:
-                deltas[t] = d1
-            at_cap = float((p.pool.n_tokens >= p.max_gen).mean())
-            acc_rows.append([w.name, t, f"`{p.run_id}`", f"{len(w.problems)} x {p.pool.k}", f"{s['pass@1'].mean():.3f}",
+        comps = compare(w)
+        for t, p in w.precisions.items():
+            c = comps[t]
+            s, ref, d1, dm, at_cap = c.stats, c.reference, c.pass1, c.majority, c.at_cap
+            same = t == "f16"
+            acc_rows.append([w.name, t, f"`{p.run_id}`", f"{len(c.problems)} x {p.pool.k}", f"{s['pass@1'].mean():.3f}",
+                             "" if same else f"{ref['pass@1'].mean():.3f}",
                              "" if d1 is None else f"{d1[0]:+.3f} {ci(d1[1], d1[2])}",
                              f"{s['majority@K'].mean():.3f}" if w.votes else "n/a",
+                             "" if same or not w.votes else f"{ref['majority@K'].mean():.3f}",
                              "" if dm is None else f"{dm[0]:+.3f} {ci(dm[1], dm[2])}",
                              f"{s['pass@K'].mean():.3f}", f"{s['tokens'].mean():.0f}", f"{at_cap:.2f}"])
             own = max_parallel_bytes(p.info, cap, prompt, p.max_gen, shared_prompt=False)
             shared = max_parallel_bytes(p.info, cap, prompt, p.max_gen, shared_prompt=True)
             fit_rows.append([w.model, t, f"{p.info.kv_bytes(1024) / 1024:,.0f}", f"{prompt} + {p.max_gen}",
                              str(own), str(shared)])
-            acc = curve(p.pool, w.votes)
+            acc = curve(rows_of(p.pool, w.problems), w.votes)  # all curves over the same problems
             mib = np.array([p.info.kv_bytes((prompt + p.max_gen) * k) for k in range(1, p.pool.k + 1)]) / 2**20
             ax.plot(mib, acc, marker="o", ms=2.5, ls=lines[wi % len(lines)], color=colors.get(t),  # type: ignore[attr-defined]
                     label=f"{w.task} {w.model.replace('qwen2.5-coder-', '')} {t}")
         parts = []
-        for t, (d, lo, hi) in deltas.items():
+        for t, c in comps.items():
+            if c.pass1 is None:
+                continue
+            (d, lo, hi), base, n = c.pass1, float(c.reference["pass@1"].mean()), len(c.problems)
+            against = f"against f16's {base:.3f} on {n} problems"
             if lo <= 0 <= hi:
                 size = max(abs(lo), abs(hi))
-                parts.append(f"{t} {d:+.3f} {ci(lo, hi)}: no difference resolved (any effect is within "
+                parts.append(f"{t} {d:+.3f} {ci(lo, hi)} {against}: no difference resolved (any effect is within "
                              f"{size:.2f})")
             else:
-                parts.append(f"{t} {d:+.3f} {ci(lo, hi)}: {'worse' if hi < 0 else 'better'} than f16")
-        verdicts.append(f"{w.name} ({len(w.problems)} problems x {w.precisions['f16'].pool.k} samples), pass@1 "
-                        f"against f16 {ref['pass@1'].mean():.3f}: " + "; ".join(parts) + ".")
+                parts.append(f"{t} {d:+.3f} {ci(lo, hi)} {against}: {'worse' if hi < 0 else 'better'} than f16")
+        verdicts.append(f"{w.name} ({f16.pool.k} samples per problem), pass@1: " + "; ".join(parts) + ".")
     ax.axvline(CAP_MIB, color="grey", lw=0.8, ls=":")  # type: ignore[attr-defined]
     ax.set_xscale("log", base=2)  # type: ignore[attr-defined]
     ax.set_xlabel("KV bytes of k parallel samples, each with its own prompt (MiB)")  # type: ignore[attr-defined]
@@ -207,16 +242,18 @@ def run(store: Store, pools: list[str], out: Path) -> Page:
     save(fig)
     sections = [
         "## Accuracy per precision\n\n" + table(
-            ["workload", "KV", "pool", "problems x k", "pass@1", "Δ pass@1 vs f16 [95% CI]", "majority@K",
-             "Δ majority@K", "pass@K", "mean tokens", "share at the length cap"], acc_rows),
+            ["workload", "KV", "pool", "problems x k", "pass@1", "f16 on them", "Δ pass@1 vs f16 [95% CI]",
+             "majority@K", "f16 on them", "Δ majority@K", "pass@K", "mean tokens", "share at the length cap"],
+            acc_rows),
         f"## What {CAP_MIB} MiB of KV cache holds\n\n" + table(
             ["model", "KV", "bytes per token", "longest prompt + generation cap", "samples at once, own prompts",
              "sharing one prompt"], fit_rows),
         "![accuracy against the KV memory of k parallel samples](kv-precision.png)",
         ("Method: the pools were swept with the same seeds, waves and prompts at each precision, so sample i "
          "of a problem is drawn with the same seed everywhere (the trajectories still diverge after the first "
-         "token whose distribution the cache changes). Differences are over the problems every precision's "
-         "pool holds, with percentile intervals from 400 paired resamples of problems. Bytes are the engine's "
+         "token whose distribution the cache changes). Each precision is compared with f16 on the problems both "
+         "pools hold (\"f16 on them\"), with percentile intervals from 400 paired resamples of problems; the "
+         "figure's curves are over the problems every pool holds. Bytes are the engine's "
          "(block scales included: q8_0 34 bytes per 32 values, q4_0 18), checked against llama.cpp's own "
          "buffer sizes in tests/backends/test_kv_types.py and bench/kv_memory.py. llama.cpp has no 2-bit KV "
          "type, so KIVI's 2-bit setting is not measured here; its q4_0 is per-block symmetric 4-bit for keys "
