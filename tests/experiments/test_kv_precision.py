@@ -55,6 +55,7 @@ def test_the_page_says_which_precision_costs_accuracy_and_what_the_cap_holds(tmp
     # same seeds and the same answer distribution: q8_0's samples are f16's; q4_0's are spoiled
     assert "q8_0 +0.000 [0.000, 0.000] against f16's" in page and "on 20 problems: no difference resolved" in page
     assert "q4_0 -" in page and "worse than f16" in page
+    assert "**q8_0 nearly lossless** (llama.cpp users): holds" in page and "harmful on some models** (llama.cpp users): holds" in page
     st = Store(store)
     (w,), _ = group(st, ["pool-f16", "pool-q8_0", "pool-q4_0"])
     st.close()

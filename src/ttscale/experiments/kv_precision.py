@@ -188,6 +188,41 @@ def curve(pool: Pool, votes: bool, n_orders: int = 64, seed: int = SEED) -> np.n
     return est.winners_correct(pool.answer_correct, win).mean(axis=(0, 1))
 
 
+def _deltas(all_comps: dict[str, dict[str, Comparison]], t: str) -> list[tuple[str, tuple[float, float, float]]]:
+    return [(name, c[t].pass1) for name, c in all_comps.items() if t in c and c[t].pass1 is not None]  # type: ignore[misc]
+
+
+def anchors(all_comps: dict[str, dict[str, Comparison]]) -> str:
+    """The published anchors, each against the measured pass@1 differences (workload name -> comparisons)."""
+    def fmt(rows: list[tuple[str, tuple[float, float, float]]]) -> str:
+        return "; ".join(f"{name} {d:+.3f} {ci(lo, hi)}" for name, (d, lo, hi) in rows)
+
+    out = []
+    q8, q4, mixed = _deltas(all_comps, "q8_0"), _deltas(all_comps, "q4_0"), _deltas(all_comps, "q8_0/q4_0")
+    if q8:
+        lossless = all(hi >= 0 for _, (_, _lo, hi) in q8)  # no interval entirely below zero
+        bound = max(max(abs(lo), abs(hi)) for _, (_, lo, hi) in q8)
+        out.append(f"**q8_0 nearly lossless** (llama.cpp users): {'holds' if lossless else 'does not hold'} here "
+                   f"({fmt(q8)}; {'no loss resolved, any effect within ' + f'{bound:.2f}' if lossless else 'a loss'}).")
+    if q4:
+        harmful = [r for r in q4 if r[1][2] < 0]
+        out.append(f"**q4_0 harmful on some models** (llama.cpp users): "
+                   f"{'holds, and strongly' if harmful else 'not seen'} ({fmt(q4)}). "
+                   f"**transformers' int4 close to fp16**: {'does not hold for' if harmful else 'holds for'} "
+                   "llama.cpp's q4_0 on these models (transformers' quantized cache quantizes in groups of 64 and "
+                   "keeps the latest 128 tokens in full precision; q4_0 puts one scale on 32 consecutive values "
+                   "and keeps nothing, so its saving here is 64/18 = 3.6x, not 2.5x).")
+    if mixed:
+        kept = all(hi >= 0 for _, (_, _lo, hi) in mixed)
+        out.append(f"**Keys at q8_0, values at q4_0** (0.41x f16's bytes): "
+                   f"{'no loss resolved' if kept else 'a loss'} ({fmt(mixed)}).")
+    out.append("**KIVI's 2-bit keys and values near-lossless**: not measured (llama.cpp has no 2-bit cache type). "
+               "Its premise shows here: the damage is in the keys (4-bit keys garble the output while 4-bit values "
+               "do not: `bench/kv_precision.py --agreement`, docs/benchmarks.md), which is why KIVI quantizes keys "
+               "per channel rather than per token.")
+    return "\n\n".join(out)
+
+
 def run(store: Store, pools: list[str], out: Path) -> Page:
     workloads, missing = group(store, pools)
     if not workloads:
@@ -198,10 +233,11 @@ def run(store: Store, pools: list[str], out: Path) -> Page:
     ax = axes
     colors = {"f16": "tab:blue", "q8_0": "tab:orange", "q8_0/q4_0": "tab:purple", "q4_0": "tab:green"}  # colour: precision; line: workload
     lines = ("-", "--", ":", "-.")
+    all_comps: dict[str, dict[str, Comparison]] = {}
     for wi, w in enumerate(workloads):
         f16 = w.precisions["f16"]
         prompt = max(p.longest_prompt for p in w.precisions.values())
-        comps = compare(w)
+        comps = all_comps[w.name] = compare(w)
         for t, p in w.precisions.items():
             c = comps[t]
             s, ref, d1, dm, at_cap = c.stats, c.reference, c.pass1, c.majority, c.at_cap
@@ -241,6 +277,7 @@ def run(store: Store, pools: list[str], out: Path) -> Page:
     ax.legend(fontsize=6)  # type: ignore[attr-defined]
     save(fig)
     sections = [
+        "## Against the published anchors\n\n" + anchors(all_comps),
         "## Accuracy per precision\n\n" + table(
             ["workload", "KV", "pool", "problems x k", "pass@1", "f16 on them", "Δ pass@1 vs f16 [95% CI]",
              "majority@K", "f16 on them", "Δ majority@K", "pass@K", "mean tokens", "share at the length cap"],
