@@ -85,9 +85,9 @@ POOL_CMDS := \
   "humaneval-qwen05-q8-k16|--task humaneval --model qwen2.5-coder-0.5b --limit 20 --max-tokens 384 --verifier unit-tests --verifier certainty --kv-type q8_0" \
   "humaneval-qwen05-q4-k16|--task humaneval --model qwen2.5-coder-0.5b --limit 20 --max-tokens 384 --verifier unit-tests --verifier certainty --kv-type q4_0" \
   "gsm8k-qwen05-q4-k16|--task gsm-symbolic --model qwen2.5-coder-0.5b --limit 30 --max-tokens 512 --verifier certainty --kv-type q4_0" \
-  "gsm8k-qwen15-q8-k16|--task gsm-symbolic --model qwen2.5-coder-1.5b --limit 10 --max-tokens 512 --verifier certainty --kv-type q8_0" \
+  "gsm8k-qwen15-q8-k16|--task gsm-symbolic --model qwen2.5-coder-1.5b --limit 20 --max-tokens 512 --verifier certainty --kv-type q8_0" \
   "gsm8k-qwen15-q4-k16|--task gsm-symbolic --model qwen2.5-coder-1.5b --limit 10 --max-tokens 512 --verifier certainty --kv-type q4_0" \
-  "gsm8k-qwen05-q8q4-k16|--task gsm-symbolic --model qwen2.5-coder-0.5b --limit 15 --max-tokens 512 --verifier certainty --kv-type q8_0 --kv-type-v q4_0"
+  "gsm8k-qwen05-q8q4-k16|--task gsm-symbolic --model qwen2.5-coder-0.5b --limit 8 --max-tokens 512 --verifier certainty --kv-type q8_0 --kv-type-v q4_0"
 
 pools: setup
 	@for spec in $(POOL_CMDS); do \
