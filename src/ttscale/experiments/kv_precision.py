@@ -58,7 +58,7 @@ class Workload:
     model: str
     precisions: dict[str, Precision]
     problems: list[str]
-    """Problems every precision's pool holds (the figure's curves are over these)."""
+    """Problems every precision's pool holds."""
     shared: dict[str, list[str]]
     """Per precision: the problems its pool shares with f16's (each comparison is over these)."""
 
@@ -253,10 +253,12 @@ def run(store: Store, pools: list[str], out: Path) -> Page:
             shared = max_parallel_bytes(p.info, cap, prompt, p.max_gen, shared_prompt=True)
             fit_rows.append([w.model, t, f"{p.info.kv_bytes(1024) / 1024:,.0f}", f"{prompt} + {p.max_gen}",
                              str(own), str(shared)])
-            acc = curve(rows_of(p.pool, w.problems), w.votes)  # all curves over the same problems
+            # each curve over the problems its pool shares with f16; f16's over the largest such set
+            ids = w.shared[t] if t != "f16" else max((v for k, v in w.shared.items() if k != "f16"), key=len)
+            acc = curve(rows_of(p.pool, ids), w.votes)
             mib = np.array([p.info.kv_bytes((prompt + p.max_gen) * k) for k in range(1, p.pool.k + 1)]) / 2**20
             ax.plot(mib, acc, marker="o", ms=2.5, ls=lines[wi % len(lines)], color=colors.get(t),  # type: ignore[attr-defined]
-                    label=f"{w.task} {w.model.replace('qwen2.5-coder-', '')} {t}")
+                    label=f"{w.task} {w.model.replace('qwen2.5-coder-', '')} {t} ({len(ids)} problems)")
         parts = []
         for t, c in comps.items():
             if c.pass1 is None:
@@ -289,8 +291,9 @@ def run(store: Store, pools: list[str], out: Path) -> Page:
         ("Method: the pools were swept with the same seeds, waves and prompts at each precision, so sample i "
          "of a problem is drawn with the same seed everywhere (the trajectories still diverge after the first "
          "token whose distribution the cache changes). Each precision is compared with f16 on the problems both "
-         "pools hold (\"f16 on them\"), with percentile intervals from 400 paired resamples of problems; the "
-         "figure's curves are over the problems every pool holds. Bytes are the engine's "
+         "pools hold (\"f16 on them\"), with percentile intervals from 400 paired resamples of problems; in the "
+         "figure each curve is over the problems its pool shares with f16 (f16's over the largest such set; "
+         "the legend gives the count). Bytes are the engine's "
          "(block scales included: q8_0 34 bytes per 32 values, q4_0 18), checked against llama.cpp's own "
          "buffer sizes in tests/backends/test_kv_types.py and bench/kv_memory.py. llama.cpp has no 2-bit KV "
          "type, so KIVI's 2-bit setting is not measured here; its q4_0 is per-block symmetric 4-bit for keys "
