@@ -18,6 +18,7 @@ import numpy as np
 from ttscale.backends.kv_sizing import max_parallel_bytes
 from ttscale.errors import ConfigError
 from ttscale.experiments.common import BOOTSTRAP, SEED, figure, load_pools, save
+from ttscale.experiments.matched_flops import take
 from ttscale.experiments.page import Page, ci, table
 from ttscale.planner.kv_plan import max_generation, recorded_kv_type
 from ttscale.replay import estimators as est
@@ -74,11 +75,7 @@ class Workload:
 def rows_of(pool: Pool, ids: list[str]) -> Pool:
     """The problems ``ids`` of ``pool`` (in that order)."""
     pos = {pid: i for i, pid in enumerate(pool.problem_ids)}
-    idx = np.array([pos[i] for i in ids], dtype=np.int64)
-    P = pool.n_problems
-    arrays = {f.name: getattr(pool, f.name)[idx] for f in dataclasses.fields(pool)
-              if isinstance(getattr(pool, f.name), np.ndarray) and getattr(pool, f.name).shape[:1] == (P,)}
-    return dataclasses.replace(pool, problem_ids=list(ids), scores={k: v[idx] for k, v in pool.scores.items()}, **arrays)
+    return take(pool, [pos[i] for i in ids])
 
 
 def group(store: Store, run_ids: list[str]) -> tuple[list[Workload], list[str]]:
