@@ -10,7 +10,6 @@ threads (one per problem in flight) can share it. Calls with stop hooks stream t
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -19,6 +18,7 @@ import httpx
 from pydantic import Field
 
 from ttscale.backends.base import Capabilities, Generation, GenerationRequest, ModelInfo, report_finished
+from ttscale.backends.kv_sizing import with_kv_types
 from ttscale.backends.openai_client import (  # noqa: F401 - kept importable from here
     RETRY_STATUS,
     AsyncOpenAIClient,
@@ -52,8 +52,7 @@ class OpenAIHttpBackend:
             # the served cache's types (the server's --cache-type-k/-v): what the meter counts KV bytes at
             if self._info is None:
                 raise ConfigError("kv_type needs the model's shapes: pass info_model (or info)")
-            k = kv_type or self._info.kv_type_k
-            self._info = dataclasses.replace(self._info, kv_type_k=k, kv_type_v=kv_type_v or kv_type or self._info.kv_type_v)
+            self._info = with_kv_types(self._info, kv_type or self._info.kv_type_k, kv_type_v or kv_type)
 
     def _run(self, coro: Any) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
