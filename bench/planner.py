@@ -1,6 +1,6 @@
 """Compute-optimal planner on a mixed workload: policy vs fixed strategies, adaptive allocation vs majority@k.
 
-Workload, as real traffic is mixed: BIG-bench arithmetic subtasks from settled to hopeless for the
+Workload, as real traffic is mixed: arithmetic subtasks in BIG-bench's format (generated in-process) from settled to hopeless for the
 embedded models (1-digit addition, multiplication, subtraction, 2-digit addition; 5-shot completion
 prompts, ``--problems`` each, split in half by a seeded hash) plus GSM-Symbolic instances (chain of
 thought; ``--gsm`` generated with seed 1 for fitting and as many with seed 2 held out). Every model
@@ -59,7 +59,7 @@ by 0.01 between orderings, enough to let a lucky setting win the tuning and then
 
 @dataclass
 class Group:
-    """One pool of the workload: a BIG-bench subtask (split in half) or one seed of GSM-Symbolic instances."""
+    """One pool of the workload: an arithmetic subtask (split in half) or one seed of GSM-Symbolic instances."""
 
     name: str
     side: str
@@ -86,7 +86,7 @@ def make_pools(args: argparse.Namespace, st: Store) -> list[Group]:
                 task = make_task("gsm-symbolic", seed=int(g.name[5:]), max_tokens=args.gsm_max_tokens, chat_model=chat)
                 n = args.gsm
             else:
-                task = make_task("bigbench", subtask=f"arithmetic/{g.name}", max_tokens=args.max_tokens, chat_model=False)
+                task = make_task("arithmetic", subtask=f"arithmetic/{g.name}", max_tokens=args.max_tokens, chat_model=False)
                 n = args.problems
             probs = task.problems(limit=n)
             g.tasks[model] = task
@@ -193,7 +193,7 @@ def main() -> None:
         print(f"  {g.name:24s} ({g.side:5s}, {len(rows)} problems): {', '.join(line)}; "
               f"{never} never solved by {primary}")
 
-    # Split: BIG-bench subtasks in half by a seeded hash; GSM-Symbolic by seed (fit on one, test on the other).
+    # Split: arithmetic subtasks in half by a seeded hash; GSM-Symbolic by seed (fit on one, test on the other).
     side = [by_run[g].side for g in pp.group]
     halves = split_problems([i for i, s in zip(pp.problem_ids, side, strict=True) if s == "split"],
                             [g for g, s in zip(pp.group, side, strict=True) if s == "split"], test_fraction=0.5,

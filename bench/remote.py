@@ -1,6 +1,6 @@
 """Remote engines and scale-out: HTTP concurrency against llama-server, and Ray workers.
 
-1. A sweep of 20 BIG-bench arithmetic problems x 8 samples through the HTTP
+1. A sweep of 20 arithmetic problems (BIG-bench's format, generated in-process) x 8 samples through the HTTP
    backend against llama.cpp's ``llama-server`` (8 parallel slots, continuous
    batching), one sample per request: concurrency 1 (one request at a time) vs
    concurrency 8 (8 problems in flight, which the server batches). Token totals
@@ -191,7 +191,7 @@ def strategies_part(args: argparse.Namespace, tmp: Path) -> tuple[float, float]:
     model = args.strategy_model
     gsm = make_task("gsm-symbolic", style="chat", max_tokens=args.gsm_max_tokens, model=model)
     gsm_probs = gsm.problems(limit=args.questions)
-    arith = make_task("bigbench", subtask="arithmetic/1_digit_multiplication", model=model)
+    arith = make_task("arithmetic", subtask="arithmetic/1_digit_multiplication", model=model)
     arith_probs = arith.problems(limit=args.arith_problems)
     binary = build_llama_server()
     with LlamaServer(resolve_model_path(model), parallel=8, ctx_per_slot=args.ctx_per_slot,
@@ -225,7 +225,7 @@ def strategies_part(args: argparse.Namespace, tmp: Path) -> tuple[float, float]:
             print(f"  plain / SC with the plain client's sampler: {plain['wall'] / sc_same['wall']:.2f}; with ttscale's "
                   f"default full-vocabulary sampling: {plain['wall'] / sc['wall']:.2f}; with --logprobs too: "
                   f"{plain['wall'] / sc_lp['wall']:.2f}")
-        print(f"BIG-bench 1-digit multiplication, {len(arith_probs)} problems x 16")
+        print(f"1-digit multiplication (BIG-bench format), {len(arith_probs)} problems x 16")
         sc16 = ttscale_run(url, model, arith, arith_probs, "self-consistency", 16, 0.8, tmp)
         ada16 = ttscale_run(url, model, arith, arith_probs, "adaptive-consistency", 16, 0.8, tmp)
         for name, r in (("ttscale self-consistency@16", sc16), ("ttscale adaptive (defaults)", ada16)):
@@ -261,7 +261,7 @@ def main() -> None:
         print(f"bench: remote_sc_vs_plain = {sc_vs_plain:.2f}")
         print(f"bench: remote_adaptive_vs_sc = {ada_vs_sc:.2f}")
         return
-    task = make_task("bigbench", subtask="arithmetic/1_digit_multiplication", shots=3, max_tokens=args.max_tokens)
+    task = make_task("arithmetic", subtask="arithmetic/1_digit_multiplication", shots=3, max_tokens=args.max_tokens)
     probs = task.problems(limit=args.problems)
     print(f"cpu cores: {os.cpu_count()} (shared), load average {os.getloadavg()[0]:.1f}")
 

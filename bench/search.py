@@ -1,7 +1,7 @@
 """Verifier-guided search vs voting at two token budgets, and the prefix-reuse saving of step-level generation.
 
 Workloads (embedded SmolLM2-135M-Instruct in chat, chain of thought):
-  - BIG-bench arithmetic/1_digit_multiplication, "solve step by step" instruction;
+  - arithmetic 1_digit_multiplication (BIG-bench's subtask, generated in-process), "solve step by step" instruction;
   - optionally generated GSM-Symbolic instances (--gsm N; each sample is ~200 tokens, so on a
     shared 2-core CPU the default is 0: say so when reporting).
 Strategies, each under a hard per-problem token budget (prefilled + generated, judge included):
@@ -50,7 +50,7 @@ def bon_k(ctx_prompt: int, max_tokens: int, budget: int, cap: int) -> int:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="smollm2-135m")
-    ap.add_argument("--problems", type=int, default=4, help="BIG-bench problems")
+    ap.add_argument("--problems", type=int, default=4, help="arithmetic problems")
     ap.add_argument("--gsm", type=int, default=0, help="generated GSM-Symbolic instances (task seed 1)")
     ap.add_argument("--budgets", default="400,800", help="token budgets per problem, comma-separated")
     ap.add_argument("--max-tokens", type=int, default=64, help="cap per whole sample (voting, BoN, adaptive)")
@@ -64,7 +64,7 @@ def main() -> None:
 
     be = LlamaCppBackend(args.model, n_ctx=8192, n_seq_max=16, n_threads=args.threads)
     workloads: list[tuple[str, Task, int]] = [
-        ("bb-mult-cot", make_task("bigbench", style="chat", shots=0, instruction=DEFAULT_INSTRUCTION,
+        ("bb-mult-cot", make_task("arithmetic", style="chat", shots=0, instruction=DEFAULT_INSTRUCTION,
                                   max_tokens=args.max_tokens, chat_model=True), args.problems),
     ]
     if args.gsm:

@@ -105,7 +105,7 @@ def test_ray_resumes_from_stored_samples(tmp_path: Path, ray_local: object) -> N
 
 @pytest.mark.model
 def test_ray_with_embedded_model(tmp_path: Path, ray_local: object) -> None:
-    task = make_task("bigbench", subtask="arithmetic/1_digit_multiplication", max_tokens=8, shots=2)
+    task = make_task("arithmetic", subtask="arithmetic/1_digit_multiplication", max_tokens=8, shots=2)
     st = Store(tmp_path / "m.db")
     spec = BackendSpec("llama-cpp", "gemma3-270m", {"n_ctx": 1024, "n_seq_max": 4, "n_threads": 1})
     try:

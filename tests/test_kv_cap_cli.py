@@ -33,7 +33,7 @@ def test_sweep_cap_needs_the_embedded_engine(tmp_path: Path) -> None:
 
 
 def test_run_cap_on_another_backend_is_the_meters_budget(tmp_path: Path) -> None:
-    code, out = _run("run", "--backend", "fake", "--task", "bigbench", "--limit", "2", "-k", "8",
+    code, out = _run("run", "--backend", "fake", "--task", "arithmetic", "--limit", "2", "-k", "8",
                      "--max-kv-bytes", str(512 * 60), "--store", str(tmp_path / "s.db"), "--run-id", "r",
                      "--no-progress", "--output", str(tmp_path / "r.json"))
     assert code == 0, out
@@ -50,14 +50,14 @@ def test_run_cap_on_another_backend_is_the_meters_budget(tmp_path: Path) -> None
 
 
 def test_a_cap_too_small_for_the_engine_is_one_line() -> None:
-    code, out = _run("run", "--task", "bigbench", "--limit", "1", "--max-kv-bytes", "1000", "--no-progress")
+    code, out = _run("run", "--task", "arithmetic", "--limit", "1", "--max-kv-bytes", "1000", "--no-progress")
     assert code != 0 and "KV cap" in out and "cells" in out and "Traceback" not in out
 
 
 @pytest.mark.model
 def test_run_sizes_the_engine_from_the_cap(tmp_path: Path) -> None:
     cap = 12 * 2**20
-    code, out = _run("run", "--task", "bigbench", "--subtask", "arithmetic/1_digit_addition", "--limit", "1",
+    code, out = _run("run", "--task", "arithmetic", "--subtask", "arithmetic/1_digit_addition", "--limit", "1",
                      "-k", "4", "--max-tokens", "6", "--max-kv-bytes", str(cap), "--store", str(tmp_path / "s.db"),
                      "--run-id", "r", "--no-progress", "--output", str(tmp_path / "r.json"))
     assert code == 0, out
@@ -122,7 +122,7 @@ def test_kv_types_reach_every_backend_that_has_a_cache_and_are_refused_elsewhere
 
 
 def test_run_records_separate_key_and_value_types(tmp_path: Path) -> None:
-    code, out = _run("run", "--backend", "fake", "--task", "bigbench", "--limit", "1", "-k", "2", "--kv-type", "q8_0",
+    code, out = _run("run", "--backend", "fake", "--task", "arithmetic", "--limit", "1", "-k", "2", "--kv-type", "q8_0",
                      "--kv-type-v", "q4_0", "--store", str(tmp_path / "s.db"), "--run-id", "r", "--no-progress")
     assert code == 0, out
     st = Store(tmp_path / "s.db")

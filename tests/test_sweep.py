@@ -103,7 +103,7 @@ def test_cli_sweep_curves_report(tmp_path: Path) -> None:
 def test_real_model_sweep_feeds_replay(tmp_path: Path, smollm) -> None:  # type: ignore[no-untyped-def]
     from ttscale.registry import make_task
 
-    t = make_task("bigbench", subtask="arithmetic/1_digit_multiplication", style="completion", max_tokens=8,
+    t = make_task("arithmetic", subtask="arithmetic/1_digit_multiplication", style="completion", max_tokens=8,
                   chat_model=False)
     st = Store(tmp_path / "s.sqlite")
     s = run_sweep(task=t, backend=smollm, store=st, run_id="real", k=2, limit=2, verifiers=[CertaintyVerifier()])

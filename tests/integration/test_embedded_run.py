@@ -18,8 +18,8 @@ from ttscale.strategies.base import Sampling
 pytestmark = pytest.mark.model
 
 
-def test_self_consistency_on_bigbench_costs_match_engine(smollm, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    task = make_task("bigbench", subtask="arithmetic/1_digit_addition", max_tokens=6)
+def test_self_consistency_on_arithmetic_costs_match_engine(smollm, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    task = make_task("arithmetic", subtask="arithmetic/1_digit_addition", max_tokens=6)
     st = Store(tmp_path / "s.sqlite")
     summary = solve_problems(task=task, strategy=make_strategy("self-consistency", k=2), backend=smollm, store=st,
                              run_id="it", limit=2, sampling=Sampling(seed=0))
@@ -47,7 +47,7 @@ def test_budget_cap_on_real_model(smollm, tmp_path: Path) -> None:  # type: igno
 
 def test_cli_run_on_embedded_model(tmp_path: Path) -> None:
     out = tmp_path / "sum.json"
-    r = CliRunner().invoke(app, ["run", "--task", "bigbench", "--subtask", "arithmetic/1_digit_multiplication",
+    r = CliRunner().invoke(app, ["run", "--task", "arithmetic", "--subtask", "arithmetic/1_digit_multiplication",
                                  "--model", "gemma3-270m", "-k", "2", "--limit", "2", "--max-tokens", "6",
                                  "--store", str(tmp_path / "s.sqlite"), "--output", str(out), "--no-progress"],
                            env={"COLUMNS": "200"})
@@ -55,3 +55,17 @@ def test_cli_run_on_embedded_model(tmp_path: Path) -> None:
     data = json.loads(out.read_text())
     assert data["problems"] == 2 and data["usage"]["generated_tokens"] > 0
     assert data["model"] == "gemma3-270m" and "accuracy" in r.output
+
+
+def test_speed_measures_the_engine_and_scales_a_reference_time() -> None:
+    import re
+
+    r = CliRunner().invoke(app, ["speed", "smollm2-135m", "--threads", "1", "--expect", "demo=10@5"])
+    assert r.exit_code == 0, r.output
+    one, eight = (float(x) for x in re.search(r"decode ([\d.]+) ms/token .*?([\d.]+) ms/token each", r.output,
+                                              re.S).groups())  # type: ignore[union-attr]
+    assert one > 0 and eight > 0
+    minutes = float(re.search(r"demo: about (\d+) min", r.output).group(1))  # type: ignore[union-attr]
+    assert minutes == pytest.approx(10 * one / 5, abs=0.6)
+    bad = CliRunner().invoke(app, ["speed", "smollm2-135m", "--expect", "demo=ten@5"])
+    assert bad.exit_code == 2 and "LABEL=MINUTES@MS" in bad.output

@@ -1,7 +1,7 @@
 """The HTTP backend against real local servers on 127.0.0.1 with the embedded models.
 
-* llama.cpp's ``llama-server`` (built from the vendored sources on first use and
-  cached; ~8 min on two cores) with parallel slots: ``n`` is honoured, and our
+* llama.cpp's ``llama-server`` (built from the vendored sources by ``make externals`` and
+  cached; ~8 min on two cores; the tests skip, saying so, without it) with parallel slots: ``n`` is honoured, and our
   counts are checked against the server's own ``/metrics`` counters.
 * llama-cpp-python's bundled server, which ignores ``n``: detected and fanned out.
 """
@@ -19,25 +19,21 @@ import httpx
 import pytest
 
 from ttscale.backends.base import ChatMessage, GenerationRequest
-from ttscale.backends.llama_server import BuildUnavailable, LlamaServer, build_llama_server, free_port
+from ttscale.backends.llama_server import LlamaServer, free_port
 from ttscale.backends.models import resolve_model_path
 from ttscale.backends.openai_http import OpenAIHttpBackend, parse_prometheus
 from ttscale.distributed import run_parallel
 from ttscale.registry import make_strategy, make_task
 from ttscale.store import Store
 
-# The first test may build llama-server (~8 min on 2 idle cores, much longer on a loaded machine).
 pytestmark = [pytest.mark.model, pytest.mark.timeout(2700)]
 MODEL = "smollm2-135m"
 PROMPT = "Question: What is 3 times 4?\nAnswer:"
 
 
 @pytest.fixture(scope="module")
-def llama_server() -> Iterator[LlamaServer]:
-    try:
-        binary = build_llama_server()  # cached after the first build
-    except BuildUnavailable as e:
-        pytest.skip(f"llama-server unavailable: {e}")
+def llama_server(llama_server_binary: Path) -> Iterator[LlamaServer]:
+    binary = llama_server_binary
     # 1 thread: on a shared, loaded 2-core machine 2 spinning threads were 20x slower (measured)
     with LlamaServer(resolve_model_path(MODEL), parallel=4, ctx_per_slot=1024, threads=1, binary=binary) as srv:
         yield srv
@@ -92,7 +88,7 @@ def test_why_usage_is_not_trusted_for_several_choices(llama_server: LlamaServer)
 
 
 def test_concurrent_run_matches_server_counters(http: OpenAIHttpBackend, tmp_path: Path) -> None:
-    task = make_task("bigbench", subtask="arithmetic/1_digit_multiplication", max_tokens=8, shots=2)
+    task = make_task("arithmetic", subtask="arithmetic/1_digit_multiplication", max_tokens=8, shots=2)
     st = Store(tmp_path / "s.db")
     before = http.metrics()
     try:
@@ -205,16 +201,13 @@ def test_python_server_ignoring_n_is_fanned_out(python_server: str, smollm: obje
     assert gen.prefilled_tokens == 3 * gen.prompt_tokens  # the server reports a full prefill per request
 
 
-def test_a_quantized_kv_server_allocates_what_the_meter_counts() -> None:
+def test_a_quantized_kv_server_allocates_what_the_meter_counts(llama_server_binary: Path) -> None:
     """llama-server at q8_0 (flash attention on): its own KV buffer equals the meter's bytes, and it generates."""
     import re
 
     from ttscale.backends.kv_sizing import header_info
 
-    try:
-        binary = build_llama_server()
-    except BuildUnavailable as e:
-        pytest.skip(f"llama-server unavailable: {e}")
+    binary = llama_server_binary
     # --verbose: the log then carries llama.cpp's own "KV buffer size" lines
     with LlamaServer(resolve_model_path(MODEL), parallel=2, ctx_per_slot=512, threads=1, binary=binary,
                      kv_type="q8_0", extra_args=["--verbose"]) as srv:

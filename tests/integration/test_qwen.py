@@ -1,4 +1,4 @@
-"""The capable embedded model (Qwen2.5-Coder-0.5B-Instruct) end to end, kept small: fetched on first use,
+"""The capable embedded model (Qwen2.5-Coder-0.5B-Instruct) end to end, kept small: fetched by `make externals`,
 shapes from its header, a chat HumanEval sample batch that is extracted and graded in the sandbox."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import pytest
 
 from ttscale.registry import make_task
 
-pytestmark = pytest.mark.model
+pytestmark = [pytest.mark.model, pytest.mark.external("qwen2.5-coder-0.5b")]
 MODEL = "qwen2.5-coder-0.5b"
 
 

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.model
 
 
 def _task():  # type: ignore[no-untyped-def]
-    return make_task("bigbench", subtask="arithmetic/1_digit_addition", max_tokens=4, chat_model=False)
+    return make_task("arithmetic", subtask="arithmetic/1_digit_addition", max_tokens=4, chat_model=False)
 
 
 def test_policy_fitted_on_a_real_pool_applies_online(smollm, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

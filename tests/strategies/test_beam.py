@@ -63,7 +63,7 @@ def test_real_model_beam_with_judge(smollm) -> None:
     from ttscale.tasks.gsm_symbolic import DEFAULT_INSTRUCTION
     from ttscale.verifiers.judge import JudgeVerifier
 
-    t = make_task("bigbench", style="chat", shots=0, instruction=DEFAULT_INSTRUCTION, chat_model=True)
+    t = make_task("arithmetic", style="chat", shots=0, instruction=DEFAULT_INSTRUCTION, chat_model=True)
     st = BeamSearch(verifier=JudgeVerifier(smollm), k=2, beam_width=1, step_tokens=6, max_steps=2)
     res, ctx = solve(st, t, smollm, Budget(tokens=2000))
     assert ctx.meter.usage.total_tokens <= 2000

@@ -50,7 +50,7 @@ def test_real_model_best_first(smollm) -> None:
     from ttscale.tasks.gsm_symbolic import DEFAULT_INSTRUCTION
     from ttscale.verifiers.judge import JudgeVerifier
 
-    t = make_task("bigbench", style="chat", shots=0, instruction=DEFAULT_INSTRUCTION, chat_model=True)
+    t = make_task("arithmetic", style="chat", shots=0, instruction=DEFAULT_INSTRUCTION, chat_model=True)
     res, ctx = solve(BestFirstSearch(verifier=JudgeVerifier(smollm), k=2, beam_width=2, step_tokens=6, max_steps=2),
                       t, smollm, Budget(tokens=2000))
     assert ctx.meter.usage.total_tokens <= 2000 and 1 <= res.meta["expansions"] <= 2

@@ -56,7 +56,7 @@ def test_real_model_dvts(smollm) -> None:
     from ttscale.tasks.gsm_symbolic import DEFAULT_INSTRUCTION
     from ttscale.verifiers.certainty import CertaintyVerifier
 
-    t = make_task("bigbench", style="chat", shots=0, instruction=DEFAULT_INSTRUCTION, chat_model=True)
+    t = make_task("arithmetic", style="chat", shots=0, instruction=DEFAULT_INSTRUCTION, chat_model=True)
     st = DiverseVerifierTreeSearch(verifier=CertaintyVerifier(), k=4, beam_width=2, step_tokens=8, max_steps=2)
     res, ctx = solve(st, t, smollm, Budget(tokens=2000))
     assert ctx.meter.usage.total_tokens <= 2000

@@ -110,7 +110,7 @@ def test_real_model_short_m_at_k_cancels(smollm) -> None:
     from ttscale.registry import make_task
     from ttscale.tasks.gsm_symbolic import DEFAULT_INSTRUCTION
 
-    t = make_task("bigbench", style="chat", shots=0, instruction=DEFAULT_INSTRUCTION, max_tokens=16, chat_model=True)
+    t = make_task("arithmetic", style="chat", shots=0, instruction=DEFAULT_INSTRUCTION, max_tokens=16, chat_model=True)
     res, ctx = solve(ShortMAtK(k=4, m=1), t, smollm)
     assert res.meta["online_cancellation"] and len(res.samples) == 1
     done = [s for s in ctx.samples if s.finish_reason != "cancelled"]
@@ -124,6 +124,6 @@ def test_real_model_short_m_at_k_cancels(smollm) -> None:
 def test_real_model_adaptive(smollm) -> None:
     from ttscale.registry import make_task
 
-    t = make_task("bigbench", max_tokens=4, chat_model=True)  # few-shot completion: short answers
+    t = make_task("arithmetic", max_tokens=4, chat_model=True)  # few-shot completion: short answers
     res, ctx = solve(AdaptiveConsistency(k=4, batch=2, threshold=0.9), t, smollm)
     assert res.meta["stopped_at"] == len(ctx.samples) <= 4 and len(res.meta["confidence"]) >= 1

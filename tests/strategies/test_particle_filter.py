@@ -77,7 +77,7 @@ def test_real_model_particle_filter(smollm) -> None:
     from ttscale.tasks.gsm_symbolic import DEFAULT_INSTRUCTION
     from ttscale.verifiers.judge import JudgeVerifier
 
-    t = make_task("bigbench", style="chat", shots=0, instruction=DEFAULT_INSTRUCTION, chat_model=True)
+    t = make_task("arithmetic", style="chat", shots=0, instruction=DEFAULT_INSTRUCTION, chat_model=True)
     prob = t.problems(limit=1)[0]
     ctx = SolveContext(prob, smollm, t, Meter(smollm.model_info(), Budget(tokens=2000)))
     res = ParticleFilter(verifier=JudgeVerifier(smollm), k=2, step_tokens=6, max_steps=2).solve(prob, ctx)

@@ -52,7 +52,7 @@ def test_real_model_revision(smollm) -> None:
     from ttscale.registry import make_task
     from ttscale.tasks.gsm_symbolic import DEFAULT_INSTRUCTION
 
-    t = make_task("bigbench", style="chat", shots=0, instruction=DEFAULT_INSTRUCTION, max_tokens=8, chat_model=True)
+    t = make_task("arithmetic", style="chat", shots=0, instruction=DEFAULT_INSTRUCTION, max_tokens=8, chat_model=True)
     res, ctx = solve(SequentialRevision(k=2), t, smollm, Budget(tokens=1500))
     assert len(res.samples) == 2 and ctx.meter.usage.total_tokens <= 1500
     assert ctx.samples[1].prompt_tokens > ctx.samples[0].prompt_tokens  # the revision saw the first attempt

@@ -250,6 +250,12 @@ class LlamaEngine:
         with self._lock:
             return probe_next_tokens(self, requests, candidates)
 
+    def clear_memory(self) -> None:
+        """Empty the KV cache: every sequence and every cached prefix (timing runs start from here)."""
+        with self._lock:
+            self._prefixes.forget()
+            self._lc.llama_memory_clear(self._mem, True)
+
     def forget_prefixes(self) -> None:
         """Drop every cached prefix (the holder's and the kept ones): the next call prefills in full."""
         with self._lock:

@@ -160,6 +160,17 @@ def assemble_split(split: SplitGGUF, target: Path) -> Path:
     return target
 
 
+def cached_model_path(name: str) -> Path | None:
+    """The verified local file of an embedded model fetched on first use, or None while it is not
+    fetched yet (never downloads; models shipped inside installed packages are always local)."""
+    m = EMBEDDED_MODELS.get(name)
+    if m is None or m.split is None:
+        return None
+    target = cache_dir("models") / m.split.filename
+    marker = target.with_name(target.name + ".verified")
+    return target if target.is_file() and marker.is_file() and target.stat().st_size == m.split.size else None
+
+
 def resolve_model_path(name_or_path: str) -> Path:
     """The GGUF file for an embedded model name or a local path."""
     if name_or_path in EMBEDDED_MODELS:

@@ -8,7 +8,7 @@ from ttscale.cli.allocate import allocate
 from ttscale.cli.compare import compare
 from ttscale.cli.curves import curves, report
 from ttscale.cli.experiment import experiment
-from ttscale.cli.info import models, tasks
+from ttscale.cli.info import models, speed, tasks
 from ttscale.cli.plan import plan
 from ttscale.cli.pool import pool_app
 from ttscale.cli.run import run
@@ -26,6 +26,7 @@ app = typer.Typer(
 app.command("run")(run)
 app.command("models")(models)
 app.command("tasks")(tasks)
+app.command("speed")(speed)
 app.command("serve")(serve)
 app.command("compare")(compare)
 app.command("sweep")(sweep)

@@ -39,7 +39,9 @@ def models(
 
 @cli_errors
 def tasks(
-    bigbench: Annotated[bool, typer.Option(help="Also list every BIG-bench task (downloads the sdist once).")] = False,
+    bigbench: Annotated[Optional[str], typer.Option(
+        help="Also list every BIG-bench task in this copy (the sdist or a checkout; '' for $TTSCALE_DOWNLOADS).",
+        metavar="PATH")] = None,
 ) -> None:
     """List tasks, strategies, verifiers and backends (built-ins, then plugins from entry points)."""
     t = Table(title="tasks")
@@ -72,9 +74,43 @@ def tasks(
         fields = kind.options.model_fields.items() if kind.options is not None else ()
         bt.add_row(kind.name, kind.help, "\n".join(f"{n}: {f.description or ''}".rstrip(": ") for n, f in fields))
     console.print(bt)
-    if bigbench:
-        from ttscale.tasks.bigbench import list_tasks
+    from ttscale.tasks.arithmetic import subtask_names
 
-        names = list_tasks()
+    console.print("arithmetic subtasks (--task arithmetic --subtask NAME): " + ", ".join(subtask_names()), soft_wrap=True)
+    if bigbench is not None:
+        from ttscale.tasks.bigbench import find_source
+
+        names = find_source(bigbench or None).list_tasks()
         console.print(f"BIG-bench tasks ({len(names)}), use with --task bigbench --subtask NAME:")
         console.print(", ".join(names), soft_wrap=True)
+
+
+@cli_errors
+def speed(
+    model: Annotated[str, typer.Argument(help="An embedded model name or a .gguf path.")] = "smollm2-135m",
+    threads: Annotated[Optional[int], typer.Option(help="llama.cpp threads (default: every core).")] = None,
+    expect: Annotated[Optional[str], typer.Option(
+        help="LABEL=MINUTES@MS: a duration measured elsewhere at MS ms/token (one sequence); prints it scaled "
+             "to this machine's speed, e.g. 'make demo=17.4@25.0'.")] = None,
+) -> None:
+    """Measure how fast the embedded engine decodes this model here (one sequence, and 8 of one prompt)."""
+    from ttscale.backends.llama_engine import LlamaEngine
+    from ttscale.backends.llama_timing import measure_decode_speed
+    from ttscale.errors import ConfigError
+
+    engine = LlamaEngine(model, n_ctx=2048, n_seq_max=8, n_threads=threads, prefix_slots=0)
+    try:
+        s = measure_decode_speed(engine)
+    finally:
+        engine.close()
+    console.print(f"{model}: decode {s.ms_per_token_1:.1f} ms/token for one sequence, "
+                  f"{s.ms_per_token_8:.1f} ms/token each for 8 sequences of one prompt (context 256)")
+    if expect:
+        label, _, rest = expect.rpartition("=")
+        minutes, _, ms = rest.partition("@")
+        try:
+            est = s.scaled_minutes(float(minutes), float(ms))
+        except ValueError:
+            raise ConfigError(f"--expect takes LABEL=MINUTES@MS, not {expect!r}") from None
+        console.print(f"{label or 'this job'}: about {est:.0f} min here ({float(minutes):g} min where one "
+                      f"sequence decoded at {float(ms):g} ms/token)")

@@ -22,10 +22,11 @@ MinPOpt = Annotated[float, typer.Option(help="Drop tokens below min-p times the 
 SeedOpt = Annotated[int, typer.Option(help="Sampling seed; results are reproducible given it.")]
 TaskSeedOpt = Annotated[
     Optional[int],
-    typer.Option(help="gsm-symbolic: generate instances with this seed (unset: original GSM8K questions). bigbench: shuffle seed."),
+    typer.Option(help="gsm-symbolic: generate instances with this seed (unset: original GSM8K questions). arithmetic, bigbench: shuffle seed."),
 ]
-SubtaskOpt = Annotated[Optional[str], typer.Option(help="bigbench: task path, e.g. arithmetic/1_digit_addition.")]
-DataOpt = Annotated[Optional[Path], typer.Option(help="jsonl: path to a file of {id, prompt, answer} lines.")]
+SubtaskOpt = Annotated[Optional[str], typer.Option(help="arithmetic: N_digit_OP, e.g. 2_digit_addition; bigbench: task path, e.g. navigate.")]
+DataOpt = Annotated[Optional[Path], typer.Option(
+    help="jsonl: path to a file of {id, prompt, answer} lines. bigbench: the bigbench-1.0.0.tar.gz sdist or a BIG-bench checkout.")]
 StoreOpt = Annotated[Path, typer.Option(help="SQLite file holding every run's samples.")]
 KvTypeOpt = Annotated[str, typer.Option(help="KV-cache element type of K (and V unless --kv-type-v): f16 (default), q8_0, q4_0, q4_1, q5_0, q5_1, iq4_nl, bf16, f32. The embedded engine runs at it (quantized types with flash attention); with --backend openai it names the served cache's type (llama-server --cache-type-k/-v) so the meter counts its bytes. Recorded with the run; the meter counts its real bytes (q8_0: 34/64 of f16's). Measured: docs/experiments/kv-precision.md.")]
 KvTypeVOpt = Annotated[Optional[str], typer.Option(help="V cache type when it differs from --kv-type's. Keys are what quantization breaks: on the Qwen2.5-Coder models 4-bit keys garble the output while 4-bit values do not, so --kv-type q8_0 --kv-type-v q4_0 (0.41x f16's bytes) keeps the model coherent where q4_0 for both does not.")]
