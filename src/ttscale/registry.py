@@ -3,11 +3,17 @@
 Each component declares one record beside its class (``SPEC``/``SPECS`` in its module); the
 registry discovers them in the package, then from the entry points of installed plugins. The
 CLI, the server and the library all build components through these functions, so a new
-component becomes available everywhere by adding one module. Nothing here holds state.
+component becomes available everywhere by adding one module.
+
+Discovery imports every component module and reads the installed distributions' entry points,
+which takes milliseconds; the server builds components per request, so the records are found once
+per process and kept, keyed by ``sys.path`` (a plugin put on the path later is still found).
 """
 
 from __future__ import annotations
 
+import functools
+import sys
 from typing import Any, TypeVar
 
 from ttscale.backends.base import Backend
@@ -29,6 +35,12 @@ VERIFIER_ENTRY_POINT_GROUP = "ttscale.verifiers"
 
 
 def _discover(package: str, kind: type[_S], group: str | None) -> dict[str, _S]:
+    """The records of ``package`` and ``group``, found once per ``sys.path`` (see :func:`_scan`)."""
+    return dict(_scan(package, kind, group, tuple(sys.path)))
+
+
+@functools.lru_cache(maxsize=64)
+def _scan(package: str, kind: type[_S], group: str | None, path: tuple[str, ...]) -> dict[str, _S]:
     """The ``SPEC``/``SPECS`` records of type ``kind`` in every module of ``package``, then the records
     that installed distributions declare under the entry-point ``group`` (a plugin cannot replace one;
     one that fails to load is named, it never crashes the tool)."""

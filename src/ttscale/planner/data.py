@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from ttscale.errors import ConfigError, StoreError
-from ttscale.replay.pool import Pool, model_info_from_record, pool_from_samples, read_run
+from ttscale.replay.pool import Pool, model_info_from_record, pool_from_samples, read_run, task_equivalence
 from ttscale.store import Store
 from ttscale.strategies.base import Sample
 
@@ -136,7 +136,8 @@ def _plan_part(run_id: str, by_problem: dict[str, list[Sample]], model: object, 
     info = model if isinstance(model, dict) else {}
     key = {pid: f"{run_id}/{pid}" if prefix else pid for pid in by_problem}
     pool = pool_from_samples({key[pid]: ss for pid, ss in by_problem.items()}, info=model_info_from_record(info),
-                             k=k, run_id=run_id, task=task, model=str(info.get("name", "")))
+                             k=k, run_id=run_id, task=task, model=str(info.get("name", "")),
+                             equivalent=task_equivalence(task))
     lengths = {key[pid]: float(ss[0].prompt_tokens) for pid, ss in by_problem.items()}
     return PlanPool(pool, np.array([lengths[i] for i in pool.problem_ids]), [run_id] * pool.n_problems)
 

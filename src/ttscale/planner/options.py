@@ -27,7 +27,7 @@ from ttscale.planner.features import certainty
 from ttscale.replay import estimators as est
 from ttscale.replay.pool import Pool
 from ttscale.strategies.base import Sample
-from ttscale.strategies.voting import weighted_vote
+from ttscale.strategies.voting import Equivalence, answer_groups, weighted_vote
 
 CHOICE_KINDS: tuple[str, ...] = ("majority", "weighted-majority", "best-of-n")
 
@@ -149,19 +149,27 @@ def replay_options(pp: PlanPool, p: int, choices: Sequence[Choice], *, n_orders:
     return OptionTable(list(choices), order, acc, tokens)
 
 
-def aggregate(choice: Choice, samples: Sequence[Sample]) -> tuple[str | None, dict[str, float]]:
-    """Apply a choice's rule to drawn samples (online), with the same tie rules as replay."""
+def aggregate(choice: Choice, samples: Sequence[Sample],
+              equivalent: Equivalence | None = None) -> tuple[str | None, dict[str, float]]:
+    """Apply a choice's rule to drawn samples (online), with replay's tie rules and answer groups.
+
+    ``equivalent`` is the task's answer equivalence: replay grouped the pool's answers by it
+    (``"1/2"`` and ``"0.5"`` are one answer), so the policy must vote with it too.
+    """
     if choice.kind == "majority":
-        return weighted_vote(samples)
+        return weighted_vote(samples, equivalent=equivalent)
     scores = [certainty(s) for s in samples]
     if choice.kind == "weighted-majority":
-        return weighted_vote(samples, scores)
+        return weighted_vote(samples, scores, equivalent=equivalent)
     answered = [(sc, s) for sc, s in zip(scores, samples, strict=True) if s.answer is not None]
     if not answered:
         return None, {}
     best = max(answered, key=lambda t: (t[0], -t[1].index))[1]
+    group = answer_groups([s.answer for _, s in sorted(answered, key=lambda t: t[1].index)], equivalent)
     votes: dict[str, float] = {}
     for sc, s in answered:
         assert s.answer is not None
-        votes[s.answer] = max(votes.get(s.answer, -math.inf), sc)
-    return best.answer, votes
+        a = group[s.answer]
+        votes[a] = max(votes.get(a, -math.inf), sc)
+    assert best.answer is not None
+    return group[best.answer], votes

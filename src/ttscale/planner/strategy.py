@@ -60,13 +60,13 @@ class PolicyStrategy:
             other = ctx.fork(backend, task, offset)
             drawn = other.sample(rule.choice.k) if not ctx.budget_exhausted else []
             ctx.budget_exhausted = ctx.budget_exhausted or other.budget_exhausted
-            answer, votes = aggregate(rule.choice, drawn)  # the probe is set aside (another model's votes)
+            answer, votes = aggregate(rule.choice, drawn, task.equivalent)  # the probe is set aside
             samples = probe + drawn
         else:
             more = (ctx.sample(rule.choice.k - len(probe))
                     if rule.choice.k > len(probe) and not ctx.budget_exhausted else [])
             samples = probe + more
-            answer, votes = aggregate(rule.choice, samples[: rule.choice.k])
+            answer, votes = aggregate(rule.choice, samples[: rule.choice.k], ctx.task.equivalent)
         return ctx.result(self.name, answer, samples, votes, policy={
             "level_budget_tokens": lv.budget, "probe": lv.probe, "features": feats.to_dict(),
             "predicted_pass_rate": round(predicted, 4), "bin": rule.index, "choice": rule.choice.label,

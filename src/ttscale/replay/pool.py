@@ -202,7 +202,9 @@ def read_run(store: Store, run_id: str) -> tuple[RunRecord, dict[str, list[Sampl
     if not any(by_problem.values()):
         raise StoreError(f"run {run_id!r} has no samples")
     task = rec.config.get("task", {})
-    name = str(task.get("task") or task.get("name") or "") if isinstance(task, dict) else str(task)
+    # The registered task name (its record holds the answer equivalence); BIG-bench runs also carry
+    # their subtask under "task", which older readers preferred.
+    name = str(task.get("name") or task.get("task") or "") if isinstance(task, dict) else str(task)
     return rec, by_problem, name
 
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ttscale.errors import UnknownNameError
+from ttscale.tasks.answers import answers_equivalent
 from ttscale.tasks.examples import ExamplesTask
 from ttscale.tasks.spec import TaskArgs, TaskSpec
 from ttscale.types import PromptFormat
@@ -101,4 +102,4 @@ def _build(a: TaskArgs) -> ArithmeticTask:
 
 SPEC = TaskSpec("arithmetic", _build,
                 "BIG-bench-style arithmetic generated in-process, e.g. --subtask 2_digit_addition "
-                "(1-5 digits; addition, subtraction, multiplication, division)")
+                "(1-5 digits; addition, subtraction, multiplication, division)", answers_equivalent)

@@ -27,6 +27,7 @@ from typing import Any
 from ttscale.errors import DatasetError, UnknownNameError
 from ttscale.package_index import ENV_DOWNLOADS
 from ttscale.paths import cache_dir
+from ttscale.tasks.answers import answers_equivalent
 from ttscale.tasks.examples import LETTERS, ExamplesTask, normalize_text
 from ttscale.tasks.spec import TaskArgs, TaskSpec
 from ttscale.types import PromptFormat
@@ -165,4 +166,4 @@ def _build(a: TaskArgs) -> BigBenchTask:
 
 
 SPEC = TaskSpec("bigbench", _build, "a BIG-bench JSON task from a copy you supply (--data SDIST_OR_CHECKOUT or "
-                f"${ENV_DOWNLOADS}/{SDIST}), e.g. --subtask arithmetic/1_digit_multiplication")
+                f"${ENV_DOWNLOADS}/{SDIST}), e.g. --subtask arithmetic/1_digit_multiplication", answers_equivalent)
