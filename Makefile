@@ -52,8 +52,12 @@ browser:
 
 # One xdist worker: a crash inside the engine (a segfault) fails the test that caused it and the worker
 # is replaced, instead of killing the whole run.
+# Everything the project promises: the layer contract, lint, types, the docstrings' examples, then the suite.
 test: setup externals
 	$(VENV)/bin/lint-imports
+	$(VENV)/bin/ruff check --quiet src tests bench
+	$(VENV)/bin/mypy
+	$(PY) -m pytest -q -p no:cacheprovider --doctest-modules src/ttscale
 	$(PY) -m pytest -q -n 1 --max-worker-restart 20
 
 # llama.cpp's llama-server for the HTTP-backend tests and bench/remote.py: built from the sources vendored in

@@ -36,16 +36,17 @@ from pathlib import Path
 import numpy as np
 
 from ttscale.backends.llama_cpp import LlamaCppBackend
-from ttscale.planner.allocate import AllocationConfig, BackendSampler, PoolSampler, allocate, policy_gain
+from ttscale.planner.allocate import AllocationConfig, allocate, policy_gain
 from ttscale.planner.data import PlanPool, align_alternate, load_plan_pool, load_stacked_pool, raw_id
 from ttscale.planner.evaluate import Split, evaluate_policy, split_problems
 from ttscale.planner.policy import Policy, fit_policy
+from ttscale.planner.samplers import BackendSampler, PoolSampler
 from ttscale.registry import make_task
 from ttscale.replay.curves import StrategySpec, compute_curves
 from ttscale.store import Store
-from ttscale.strategies.base import Sampling
 from ttscale.sweep import run_sweep
-from ttscale.tasks.base import Problem, Task
+from ttscale.tasks.base import Task
+from ttscale.types import Problem, Sampling
 
 SUBTASKS = ("1_digit_addition", "1_digit_multiplication", "1_digit_subtraction", "2_digit_addition")
 PRIMARY = "smollm2-135m"

@@ -44,7 +44,7 @@ from ttscale.backends.openai_http import OpenAIHttpBackend
 from ttscale.distributed import BackendSpec, PoolStrategy, run_parallel
 from ttscale.registry import make_task
 from ttscale.store import Store
-from ttscale.strategies.base import Sampling
+from ttscale.types import Sampling
 
 
 def http_sweep(url: str, model: str, task, probs, k: int, concurrency: int, tmp: Path) -> tuple[float, int, dict]:  # type: ignore[no-untyped-def]

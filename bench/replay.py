@@ -25,9 +25,9 @@ from collections import Counter
 from scipy.special import betainc
 
 from ttscale.replay.curves import DEFAULT_STRATEGIES, compute_curves
-from ttscale.strategies.base import Sample
 from ttscale.strategies.voting import weighted_vote
 from ttscale.testing.synthetic import synthetic_pool
+from ttscale.types import Sample
 
 BUDGETS = [1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64]
 

@@ -14,11 +14,11 @@ import argparse
 import os
 import time
 
-from ttscale.backends.base import GenerationRequest
 from ttscale.backends.llama_cpp import LlamaCppBackend
 from ttscale.backends.llama_cpu import plain_llama
 from ttscale.registry import make_task
 from ttscale.tasks.gsm_symbolic import GsmSymbolicTask
+from ttscale.types import GenerationRequest
 
 # Both sides sample from the same distribution: temperature 0.8 over the full vocabulary
 # (Llama's default top_k=40 and min_p=0.05 are switched off to match).

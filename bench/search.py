@@ -26,9 +26,9 @@ from collections.abc import Callable
 from typing import Any
 
 from ttscale.backends.llama_cpp import LlamaCppBackend
-from ttscale.cost import Budget, Meter, Usage
+from ttscale.cost import Budget, Meter
 from ttscale.registry import make_task
-from ttscale.strategies.base import Result, Sampling, SolveContext, Strategy
+from ttscale.strategies.base import SolveContext, Strategy
 from ttscale.strategies.beam import BeamSearch
 from ttscale.strategies.best_of_n import BestOfN
 from ttscale.strategies.early_stop import AdaptiveConsistency
@@ -36,6 +36,7 @@ from ttscale.strategies.particle_filter import ParticleFilter
 from ttscale.strategies.voting import SelfConsistency
 from ttscale.tasks.base import Task
 from ttscale.tasks.gsm_symbolic import DEFAULT_INSTRUCTION
+from ttscale.types import Result, Sampling, Usage
 from ttscale.verifiers.judge import JudgeVerifier
 
 

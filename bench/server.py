@@ -31,13 +31,12 @@ import subprocess
 import sys
 import time
 
-from ttscale.backends.base import ChatMessage, GenerationRequest
 from ttscale.backends.fake import FakeBackend
 from ttscale.cost import Budget, Meter
 from ttscale.registry import make_strategy
 from ttscale.server.solve import RequestTask
-from ttscale.strategies.base import Sampling, SolveContext
-from ttscale.tasks.base import Problem
+from ttscale.strategies.base import SolveContext
+from ttscale.types import ChatMessage, GenerationRequest, Problem, Sampling
 
 QUESTION = "What is 6 times 7?"
 PAIRS = [(2, 3), (17, 25), (9, 8), (41, 7), (13, 13), (6, 54), (30, 12), (5, 99)]

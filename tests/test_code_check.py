@@ -153,8 +153,8 @@ def test_best_of_n_sweep_and_verifier_do_not_take_a_forged_pass(tmp_path) -> Non
     from ttscale.registry import make_strategy, make_verifier
     from ttscale.runner import solve_problems
     from ttscale.store import Store
-    from ttscale.strategies.base import Sampling
     from ttscale.sweep import run_sweep
+    from ttscale.types import Sampling
 
     task = HumanEvalTask()
     forged = "```python\nimport os\ndef truncate_number(number):\n    return 0.0\n_ = os._exit(0)\n```"

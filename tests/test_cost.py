@@ -4,9 +4,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ttscale.backends.base import Completion, Generation, GenerationRequest, ModelInfo
-from ttscale.cost import Budget, Meter, Usage, generation_usage
+from ttscale.cost import Budget, Meter, generation_usage
 from ttscale.errors import ConfigError
+from ttscale.types import Completion, Generation, GenerationRequest, ModelInfo, Usage
 
 INFO = ModelInfo("m", n_params=1000, n_layers=2, n_heads=2, n_kv_heads=1, head_dim=4, d_model=8, n_ctx_train=128)
 
@@ -96,14 +96,14 @@ def test_kv_budget_is_a_hard_cap_on_every_wave(cap_cells: int, prompt: int, max_
 def test_kv_budget_holds_for_real_runs_on_the_scripted_engine(cap_cells: int, k: int) -> None:
     """Self-consistency under a KV cap: the engine's measured peak of every wave stays under it."""
     from ttscale.backends.fake import FakeBackend
-    from ttscale.strategies.base import Sampling, SolveContext
+    from ttscale.strategies.base import SolveContext
     from ttscale.strategies.voting import SelfConsistency
-    from ttscale.types import Problem
+    from ttscale.types import Problem, Sampling
 
     be = FakeBackend(answers={"4": 1.0}, filler_tokens=lambda rng: rng.randrange(0, 12))
     info = be.model_info()
     cap = info.kv_bytes(cap_cells)
-    from ttscale.tasks.base import PromptFormat
+    from ttscale.types import PromptFormat
 
     class _Task:
         name, fmt = "t", PromptFormat(style="completion", max_tokens=16)

@@ -11,8 +11,8 @@ from ttscale.backends.fake import FakeBackend
 from ttscale.cli import app
 from ttscale.registry import make_task, make_verifier
 from ttscale.store import Store
-from ttscale.strategies.base import Sampling
 from ttscale.sweep import run_sweep
+from ttscale.types import Sampling
 
 
 def _numeric_pool(tmp_path: Path) -> Path:

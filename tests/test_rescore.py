@@ -27,10 +27,9 @@ from ttscale.rescore import (
 )
 from ttscale.store import Store
 from ttscale.sweep import run_sweep
-from ttscale.tasks.base import Problem, PromptFormat
 from ttscale.tasks.jsonl import JsonlTask
 from ttscale.testing.fake_steps import ScriptedStepBackend
-from ttscale.types import Sample, Usage
+from ttscale.types import Problem, PromptFormat, Sample, Usage
 from ttscale.verifiers.base import Scores
 from ttscale.verifiers.judge import JudgeVerifier
 

@@ -17,9 +17,8 @@ from ttscale.errors import StoreError
 from ttscale.registry import make_strategy
 from ttscale.runner import solve_problems
 from ttscale.store import Store
-from ttscale.strategies.base import Sample, Sampling
-from ttscale.tasks.base import Problem
 from ttscale.tasks.jsonl import JsonlTask
+from ttscale.types import Problem, Sample, Sampling
 
 
 def _task(tmp_path: Path, n: int = 5) -> JsonlTask:

@@ -12,10 +12,9 @@ from ttscale.cli import app
 from ttscale.errors import ConfigError, StoreError
 from ttscale.replay import load_pool
 from ttscale.store import Store
-from ttscale.strategies.base import Sampling
 from ttscale.sweep import run_sweep
-from ttscale.tasks.base import PromptFormat
 from ttscale.tasks.jsonl import JsonlTask
+from ttscale.types import PromptFormat, Sampling
 from ttscale.verifiers.certainty import CertaintyVerifier
 from ttscale.verifiers.oracle import OracleVerifier
 

@@ -19,7 +19,7 @@ from ttscale.errors import ConfigError
 from ttscale.types import (
     Generation,
     ModelInfo,
-    Usage,  # noqa: F401 - the core data types live in ttscale.types
+    Usage,
 )
 
 
@@ -132,7 +132,7 @@ class Meter:
 class _MeterView(Meter):
     """Charges go to the parent meter; worst cases use this model's shapes."""
 
-    def __init__(self, parent: Meter, info: ModelInfo) -> None:  # noqa: super().__init__ would reset usage
+    def __init__(self, parent: Meter, info: ModelInfo) -> None:  # no super().__init__: it would reset usage
         self._parent = parent
         self.info = info
         self.budget = parent.budget

@@ -28,15 +28,15 @@ from pathlib import Path
 from typing import Any
 
 from ttscale.backends.base import Backend
-from ttscale.cost import Budget, Usage
+from ttscale.cost import Budget
 from ttscale.errors import ConfigError
-from ttscale.executor import BackendSpec, Executor, Job, Outcome, SweepStrategy, Writer, run_config, solve_problem
+from ttscale.executor import BackendSpec, Executor, Job, Outcome, SweepStrategy, Writer, run_config
 from ttscale.store import Store
-from ttscale.strategies.base import Result, Sample, Sampling, Strategy
-from ttscale.tasks.base import Problem, Task
-from ttscale.types import dataclass_knobs
+from ttscale.strategies.base import Strategy
+from ttscale.tasks.base import Task
+from ttscale.types import Problem, Result, Sampling, Usage, dataclass_knobs
 
-__all__ = ["BackendSpec", "DieOnce", "ParallelSummary", "PoolStrategy", "run_parallel", "solve_one"]
+__all__ = ["BackendSpec", "DieOnce", "ParallelSummary", "PoolStrategy", "run_parallel"]
 
 Progress = Callable[[int, int], None]
 """Called with (problems finished, problems in the run)."""
@@ -81,13 +81,6 @@ class DieOnce:
 
 
 PoolStrategy = SweepStrategy  # the name this module gave it first
-
-
-def solve_one(problem: Problem, backend: Backend, task: Task, strategy: Strategy, sampling: Sampling,
-              budget: Budget, stored: Sequence[Sample], sink: Callable[[Problem, list[Sample]], None] | None
-              ) -> tuple[list[Sample], Result]:
-    """Solve one problem (see :func:`ttscale.executor.solve_problem`, the step every run loop shares)."""
-    return solve_problem(problem, backend, task, strategy, sampling, budget, stored, sink)
 
 
 def run_parallel(

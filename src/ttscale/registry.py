@@ -23,10 +23,11 @@ from ttscale.strategies.base import Strategy
 from ttscale.strategies.spec import StrategySpec
 from ttscale.tasks.base import Task
 from ttscale.tasks.spec import TaskArgs, TaskSpec
-from ttscale.types import dataclass_knobs  # noqa: F401 - kept importable from here
 from ttscale.verifiers.base import Verifier
 from ttscale.verifiers.spec import VerifierArgs, VerifierSpec
 
+_KINDS: dict[str, type[StrategySpec | VerifierSpec | TaskSpec | BackendKind]] = {
+    k.__name__: k for k in (StrategySpec, VerifierSpec, TaskSpec, BackendKind)}
 ENTRY_POINT_GROUP = "ttscale.strategies"
 """Third-party strategies: each entry point in this group names a ``StrategySpec``."""
 
@@ -36,11 +37,12 @@ VERIFIER_ENTRY_POINT_GROUP = "ttscale.verifiers"
 
 def _discover(package: str, kind: type[_S], group: str | None) -> dict[str, _S]:
     """The records of ``package`` and ``group``, found once per ``sys.path`` (see :func:`_scan`)."""
-    return dict(_scan(package, kind, group, tuple(sys.path)))
+    # keyed by the kind's name: the scan is cached, and record classes are not hashable for mypy
+    return dict(_scan(package, kind.__name__, group, tuple(sys.path)))
 
 
 @functools.lru_cache(maxsize=64)
-def _scan(package: str, kind: type[_S], group: str | None, path: tuple[str, ...]) -> dict[str, _S]:
+def _scan(package: str, kind_name: str, group: str | None, path: tuple[str, ...]) -> dict[str, Any]:
     """The ``SPEC``/``SPECS`` records of type ``kind`` in every module of ``package``, then the records
     that installed distributions declare under the entry-point ``group`` (a plugin cannot replace one;
     one that fails to load is named, it never crashes the tool)."""
@@ -48,8 +50,9 @@ def _scan(package: str, kind: type[_S], group: str | None, path: tuple[str, ...]
     import pkgutil
     from importlib.metadata import entry_points
 
+    kind = _KINDS[kind_name]
     pkg = importlib.import_module(package)
-    specs: dict[str, _S] = {}
+    specs: dict[str, Any] = {}
     for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda m: m.name):
         mod = importlib.import_module(f"{package}.{info.name}")
         for spec in getattr(mod, "SPECS", None) or ([mod.SPEC] if hasattr(mod, "SPEC") else []):
@@ -84,10 +87,8 @@ def strategy_spec(name: str) -> StrategySpec:
     return specs[name]
 
 
-# Views derived from the built-in records (kept for callers that read them as tables).
+# The built-in strategies' options, as a table (the server's per-request check reads it).
 STRATEGY_KNOBS: dict[str, tuple[str, ...]] = {s.name: s.knobs for s in builtin_strategy_specs()}
-STRATEGY_HELP: dict[str, str] = {s.name: s.help for s in builtin_strategy_specs()}
-OPTIONAL_VERIFIER: frozenset[str] = frozenset(s.name for s in builtin_strategy_specs() if s.verifier == "optional")
 
 
 def strategy_knobs(name: str) -> tuple[str, ...]:

@@ -37,8 +37,8 @@ from typing import Any
 from ttscale.errors import ConfigError, StoreError
 from ttscale.registry import make_task
 from ttscale.store import Store, code_version
-from ttscale.tasks.base import Problem, Task
-from ttscale.types import Sample, Usage
+from ttscale.tasks.base import Task
+from ttscale.types import Problem, Sample, Usage
 from ttscale.verifiers.base import Verifier
 
 COST_FIELDS = ("prefilled", "generated", "flops", "seconds")

@@ -12,19 +12,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ttscale.backends.base import Backend
-from ttscale.cost import Budget, Usage
-from ttscale.executor import (  # noqa: F401 - run_config and solve_problem kept importable
+from ttscale.cost import Budget
+from ttscale.executor import (
     Executor,
     Job,
     Outcome,
     Writer,
     model_record,
     run_config,
-    solve_problem,
 )
 from ttscale.store import Store
-from ttscale.strategies.base import Result, Sampling, Strategy
-from ttscale.tasks.base import Problem, Task
+from ttscale.strategies.base import Strategy
+from ttscale.tasks.base import Task
+from ttscale.types import Problem, Result, Sampling, Usage
 
 ProgressFn = Callable[[int, int, Result | None], None]
 

@@ -18,20 +18,19 @@ from dataclasses import dataclass
 from typing import Any
 
 from ttscale.backends.base import Backend
-from ttscale.cost import Budget, Usage
+from ttscale.cost import Budget
 from ttscale.errors import ConfigError
-from ttscale.executor import (  # noqa: F401 - solve_problem kept importable
+from ttscale.executor import (
     Executor,
     Job,
     SweepStrategy,
     Writer,
     model_record,
-    solve_problem,
     sweep_config,
 )
 from ttscale.store import Store
-from ttscale.strategies.base import Sampling
-from ttscale.tasks.base import Problem, Task
+from ttscale.tasks.base import Task
+from ttscale.types import Problem, Sampling, Usage
 from ttscale.verifiers.base import Verifier
 
 SweepProgress = Callable[[int, int], None]

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from ttscale.backends.base import Backend, Capabilities, GenerationRequest, capabilities_of
+from ttscale.backends.base import Backend
 from ttscale.backends.fake import FakeBackend
 from ttscale.testing.fake_steps import ScriptedStepBackend
+from ttscale.types import Capabilities, GenerationRequest, capabilities_of
 
 
 def test_in_tree_fakes_declare_capabilities() -> None:

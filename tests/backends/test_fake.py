@@ -2,8 +2,9 @@ from __future__ import annotations
 
 from collections import Counter
 
-from ttscale.backends.base import Backend, GenerationRequest
+from ttscale.backends.base import Backend
 from ttscale.backends.fake import FakeBackend
+from ttscale.types import GenerationRequest
 
 
 def test_fake_follows_its_script() -> None:

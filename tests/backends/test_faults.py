@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 
-from ttscale.backends.base import GenerationRequest
 from ttscale.backends.fake import FAKE_MODEL_INFO
 from ttscale.backends.openai_http import OpenAIHttpBackend
 from ttscale.cost import Budget
@@ -15,6 +14,7 @@ from ttscale.errors import BackendError
 from ttscale.registry import make_strategy, make_task
 from ttscale.store import Store
 from ttscale.testing.openai_fake_server import FAULTS, FakeOpenAIServer
+from ttscale.types import GenerationRequest
 
 PROMPT = "Question: 2 plus 2?\nAnswer:"
 

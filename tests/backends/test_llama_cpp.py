@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from ttscale.backends.base import ChatMessage, GenerationRequest
 from ttscale.cost import generation_usage
 from ttscale.errors import ConfigError, UnsupportedFeatureError
+from ttscale.types import ChatMessage, GenerationRequest
 
 pytestmark = pytest.mark.model
 

@@ -8,15 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from ttscale.backends.base import ChatMessage, GenerationRequest
 from ttscale.backends.fake import FAKE_MODEL_INFO
-from ttscale.backends.openai_http import OpenAIHttpBackend, TokenLedger, parse_prometheus
+from ttscale.backends.openai_client import TokenLedger
+from ttscale.backends.openai_http import OpenAIHttpBackend, parse_prometheus
 from ttscale.backends.openai_wire import MalformedResponse, parse_response
 from ttscale.errors import BackendError, BudgetExceededError, ConfigError, UnsupportedFeatureError
 from ttscale.registry import make_backend, make_strategy, make_task
 from ttscale.runner import solve_problems
 from ttscale.store import Store
 from ttscale.testing.openai_fake_server import FakeOpenAIServer
+from ttscale.types import ChatMessage, GenerationRequest
 
 PROMPT = "Question: what is 6 times 7?\nAnswer:"
 

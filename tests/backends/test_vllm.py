@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 
-from ttscale.backends.base import ChatMessage, GenerationRequest
 from ttscale.backends.vllm import (
     VLLM_MISSING,
     VllmBackend,
@@ -20,6 +19,7 @@ from ttscale.backends.vllm import (
 )
 from ttscale.cost import generation_usage
 from ttscale.errors import UnsupportedFeatureError
+from ttscale.types import ChatMessage, GenerationRequest
 
 
 @dataclass

@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from ttscale.backends.base import Capabilities, Completion, Generation, GenerationRequest, ModelInfo
 from ttscale.backends.fake import FAKE_MODEL_INFO
 from ttscale.cost import Meter
 from ttscale.pools import pool_files, shipped_runs
@@ -26,9 +25,21 @@ from ttscale.store import Store
 from ttscale.strategies.base import SolveContext
 from ttscale.strategies.deepconf import DeepConf, calibrate, lowest_group_confidence, trace_weight
 from ttscale.strategies.voting import weighted_vote
-from ttscale.tasks.base import Problem, PromptFormat
 from ttscale.tasks.jsonl import JsonlTask
-from ttscale.types import Cancelled, OnFinish, OnSample, Sample, ShouldStop
+from ttscale.types import (
+    Cancelled,
+    Capabilities,
+    Completion,
+    Generation,
+    GenerationRequest,
+    ModelInfo,
+    OnFinish,
+    OnSample,
+    Problem,
+    PromptFormat,
+    Sample,
+    ShouldStop,
+)
 
 WINDOW = 4
 

@@ -12,10 +12,9 @@ from ttscale.backends.kv_sizing import max_parallel_bytes, with_kv_types
 from ttscale.cli import app
 from ttscale.experiments.kv_precision import CAP_MIB, group, paired_delta
 from ttscale.store import Store
-from ttscale.strategies.base import Sampling
 from ttscale.sweep import run_sweep
-from ttscale.tasks.base import PromptFormat
 from ttscale.tasks.jsonl import JsonlTask
+from ttscale.types import PromptFormat, Sampling
 
 
 def _store(tmp_path: Path) -> Path:

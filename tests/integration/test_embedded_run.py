@@ -13,7 +13,7 @@ from ttscale.cost import Budget
 from ttscale.registry import make_strategy, make_task
 from ttscale.runner import solve_problems
 from ttscale.store import Store
-from ttscale.strategies.base import Sampling
+from ttscale.types import Sampling
 
 pytestmark = pytest.mark.model
 

@@ -18,13 +18,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ttscale.backends.base import ChatMessage, GenerationRequest
 from ttscale.backends.llama_server import LlamaServer, free_port
 from ttscale.backends.models import resolve_model_path
 from ttscale.backends.openai_http import OpenAIHttpBackend, parse_prometheus
 from ttscale.distributed import run_parallel
 from ttscale.registry import make_strategy, make_task
 from ttscale.store import Store
+from ttscale.types import ChatMessage, GenerationRequest
 
 pytestmark = [pytest.mark.model, pytest.mark.timeout(2700)]
 MODEL = "smollm2-135m"

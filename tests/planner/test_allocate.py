@@ -11,11 +11,11 @@ from hypothesis import strategies as st
 
 from ttscale.backends.fake import FakeBackend
 from ttscale.errors import ConfigError
-from ttscale.planner.allocate import AllocationConfig, BackendSampler, PoolSampler, allocate
-from ttscale.strategies.base import Sampling
-from ttscale.tasks.base import PromptFormat
+from ttscale.planner.allocate import AllocationConfig, allocate
+from ttscale.planner.samplers import BackendSampler, PoolSampler
 from ttscale.tasks.jsonl import JsonlTask
 from ttscale.testing.synthetic import synthetic_pool
+from ttscale.types import PromptFormat, Sampling
 
 from .helpers import Group, known_pool
 
@@ -145,7 +145,7 @@ def test_probe_tokens_probe_long_answers_once_and_short_ones_fully() -> None:
 def test_policy_gain_uses_the_largest_predictor_the_samples_allow() -> None:
     from ttscale.planner.allocate import ProblemState, policy_gain
     from ttscale.planner.policy import fit_policy
-    from ttscale.strategies.base import Sample
+    from ttscale.types import Sample
 
     groups = [Group(20, 1.0, lp=-0.3), Group(20, 0.45, wrong=8, lp=-1.0)]
     policy = fit_policy(known_pool(groups, k=16, seed=1), probes=(1, 4), n_bins=2, n_orders=8)
@@ -169,7 +169,7 @@ def test_neighbor_gain_tells_a_hopeless_long_problem_from_a_contested_short_one(
     from ttscale.planner.allocate import ProblemState, policy_gain
     from ttscale.planner.data import merge
     from ttscale.planner.policy import fit_policy
-    from ttscale.strategies.base import Sample
+    from ttscale.types import Sample
 
     # both kinds are rarely right in one sample; only the short one has a plurality to find
     short = known_pool([Group(30, 0.25, wrong=30, lp=-1.2)], k=16, seed=5, tokens=6)
@@ -192,7 +192,7 @@ def test_neighbor_gain_tells_a_hopeless_long_problem_from_a_contested_short_one(
 def test_one_gain_estimate_serves_many_allocations_each_with_its_own_bins() -> None:
     from ttscale.planner.allocate import ProblemState, policy_gain
     from ttscale.planner.policy import fit_policy
-    from ttscale.strategies.base import Sample
+    from ttscale.types import Sample
 
     groups = [Group(20, 1.0, lp=-0.3), Group(20, 0.45, wrong=8, lp=-1.0)]
     policy = fit_policy(known_pool(groups, k=16, seed=1), probes=(2,), n_bins=2, n_orders=8)

@@ -18,8 +18,8 @@ from ttscale.planner.policy import Policy, fit_policy
 from ttscale.planner.strategy import ALTERNATE_INDEX_OFFSET, PolicyStrategy
 from ttscale.runner import solve_problems
 from ttscale.store import Store
-from ttscale.strategies.base import Sampling
 from ttscale.tasks.jsonl import JsonlTask
+from ttscale.types import Sampling
 
 from .helpers import Group, known_pool
 

@@ -13,10 +13,9 @@ from ttscale.cli import app
 from ttscale.planner.strategy import PolicyStrategy
 from ttscale.runner import solve_problems
 from ttscale.store import Store
-from ttscale.strategies.base import Sampling
 from ttscale.sweep import run_sweep
-from ttscale.tasks.base import PromptFormat
 from ttscale.tasks.jsonl import JsonlTask
+from ttscale.types import PromptFormat, Sampling
 
 runner = CliRunner()
 

@@ -13,10 +13,9 @@ from ttscale.errors import ConfigError, StoreError
 from ttscale.planner.data import PlanPool, in_budget_unit, load_plan_pool, load_stacked_pool
 from ttscale.planner.policy import fit_policy
 from ttscale.store import Store
-from ttscale.strategies.base import Sampling
 from ttscale.sweep import run_sweep
-from ttscale.tasks.base import PromptFormat
 from ttscale.tasks.jsonl import JsonlTask
+from ttscale.types import PromptFormat, Sampling
 
 from .helpers import Group, known_pool
 from .test_cli import script

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ttscale.planner.features import FEATURE_NAMES, oracle_pass_rate, pool_probe_features, probe_features
-from ttscale.strategies.base import Sample
+from ttscale.types import Sample
 
 
 def _sample(i: int, answer: int, lp: float, n: int = 4) -> Sample:
@@ -39,7 +39,7 @@ def test_features_of_a_split_probe() -> None:
 
 
 def test_a_policy_saved_before_a_feature_existed_still_predicts() -> None:
-    from ttscale.planner.policy import Predictor
+    from ttscale.planner.predictor import Predictor
 
     old = Predictor(probe=1, mean=[0.0] * 6, scale=[1.0] * 6, weights=[0.1, 0, 0, 0, 0, 0], intercept=0.5,
                     edges=[0.5], features=list(FEATURE_NAMES[:6]))

@@ -19,10 +19,9 @@ from ttscale.planner.evaluate import split_problems
 from ttscale.planner.kv_plan import KvPlan, KvPool, evaluate_kv_plan, fit_kv_plan, parse_kv_pools
 from ttscale.store import Store
 from ttscale.sweep import run_sweep
-from ttscale.tasks.base import PromptFormat
 from ttscale.tasks.jsonl import JsonlTask
 from ttscale.testing.synthetic import synthetic_pool
-from ttscale.types import ModelInfo
+from ttscale.types import ModelInfo, PromptFormat
 
 SMOL = ModelInfo("smol", 134_515_008, 30, 9, 3, 64, 576, 8192)
 GEN = 200  # the synthetic pools' samples run to < 200 tokens

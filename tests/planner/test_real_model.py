@@ -6,16 +6,17 @@ from pathlib import Path
 
 import pytest
 
-from ttscale.planner.allocate import AllocationConfig, BackendSampler, allocate
+from ttscale.planner.allocate import AllocationConfig, allocate
 from ttscale.planner.data import align_alternate, load_plan_pool, load_stacked_pool
 from ttscale.planner.options import Choice
 from ttscale.planner.policy import fit_policy
+from ttscale.planner.samplers import BackendSampler
 from ttscale.planner.strategy import ALTERNATE_INDEX_OFFSET, PolicyStrategy
 from ttscale.registry import make_task
 from ttscale.runner import solve_problems
 from ttscale.store import Store
-from ttscale.strategies.base import Sampling
 from ttscale.sweep import run_sweep
+from ttscale.types import Sampling
 
 pytestmark = pytest.mark.model
 

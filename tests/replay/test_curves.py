@@ -76,7 +76,7 @@ def test_bad_budgets_and_missing_scores() -> None:
 def _jsonl(tmp_path, n: int = 4):  # type: ignore[no-untyped-def]
     p = tmp_path / "q.jsonl"
     p.write_text("".join(f'{{"id": "q{i}", "prompt": "What is {i}?", "answer": "42"}}\n' for i in range(n)))
-    from ttscale.tasks.base import PromptFormat
+    from ttscale.types import PromptFormat
 
     return JsonlTask(path=str(p), fmt=PromptFormat(style="completion", max_tokens=32))
 
@@ -111,7 +111,7 @@ def test_load_pool_from_a_sweep(tmp_path) -> None:  # type: ignore[no-untyped-de
 
 def test_unshared_prefill_is_charged_per_sample() -> None:
     from ttscale.replay.pool import pool_from_samples
-    from ttscale.strategies.base import Sample
+    from ttscale.types import Sample
 
     # an engine without prefix sharing charges the whole prompt to every sample
     ss = [Sample(i, "", "1", True, 5, 20, 20, 100.0, "stop", logprob=-1.0, wave=0) for i in range(4)]

@@ -16,8 +16,8 @@ from scipy.special import betainc
 from ttscale.replay import estimators as est
 from ttscale.replay.curves import StrategySpec, compute_curves
 from ttscale.replay.pool import pool_from_samples
-from ttscale.strategies.base import Sample
 from ttscale.strategies.voting import weighted_vote
+from ttscale.types import Sample
 
 K = 6
 

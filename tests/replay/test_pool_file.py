@@ -13,8 +13,8 @@ from ttscale.errors import StoreError
 from ttscale.registry import make_task
 from ttscale.replay.pool_file import export_run, import_pool_file, read_pool_file
 from ttscale.store import Store
-from ttscale.strategies.base import Sampling
 from ttscale.sweep import run_sweep
+from ttscale.types import Sampling
 
 
 @pytest.fixture

@@ -84,9 +84,9 @@ def test_cli_report_counts_samples_that_game_their_tests(tmp_path: Path) -> None
     from ttscale.cli import app
     from ttscale.registry import make_verifier
     from ttscale.store import Store
-    from ttscale.strategies.base import Sampling
     from ttscale.sweep import run_sweep
     from ttscale.tasks.humaneval import HumanEvalTask
+    from ttscale.types import Sampling
 
     sig = "def truncate_number(number):\n"
     texts = {

@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 import pytest
 import uvicorn
 
-from ttscale.backends.base import Capabilities, Generation, GenerationRequest
 from ttscale.backends.fake import FakeBackend
 from ttscale.server.app import create_app
 from ttscale.server.config import ServerConfig
+from ttscale.types import Capabilities, Generation, GenerationRequest
 
 
 @dataclass

@@ -8,7 +8,6 @@ from collections.abc import Sequence
 
 import pytest
 
-from ttscale.backends.base import Capabilities, Generation, GenerationRequest
 from ttscale.backends.fake import FakeBackend
 from ttscale.errors import ConfigError
 from ttscale.server.batcher import MicroBatcher
@@ -17,6 +16,7 @@ from ttscale.server.control import resolve, split_model
 from ttscale.server.errors import APIError, RequestCancelled
 from ttscale.server.schemas import TtscaleOptions
 from ttscale.server.solve import RequestTask, normalize_text
+from ttscale.types import Capabilities, Generation, GenerationRequest
 
 
 class CountingBackend(FakeBackend):

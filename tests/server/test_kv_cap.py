@@ -14,12 +14,12 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from ttscale.backends.base import Generation, GenerationRequest
 from ttscale.backends.fake import FAKE_MODEL_INFO, FakeBackend
 from ttscale.errors import ConfigError
 from ttscale.server.app import create_app
 from ttscale.server.batcher import MicroBatcher
 from ttscale.server.config import ServerConfig
+from ttscale.types import Generation, GenerationRequest
 
 from .conftest import run_server
 

@@ -9,8 +9,8 @@ import httpx
 import openai
 import pytest
 
-from ttscale.backends.base import ChatMessage, GenerationRequest
 from ttscale.backends.fake import FakeBackend
+from ttscale.types import ChatMessage, GenerationRequest
 
 MSG = [{"role": "user", "content": "What is 6 times 7?"}]
 FILLER = 10  # FakeBackend default: 10 filler words + "The answer is N." = 14 tokens per sample

@@ -7,9 +7,9 @@ from pathlib import Path
 
 from ttscale.backends.base import Backend
 from ttscale.cost import Budget, Meter
-from ttscale.strategies.base import Result, SolveContext, Strategy
-from ttscale.tasks.base import PromptFormat
+from ttscale.strategies.base import SolveContext, Strategy
 from ttscale.tasks.jsonl import JsonlTask
+from ttscale.types import PromptFormat, Result
 
 
 def one_problem_task(tmp_path: Path, style: str = "completion", max_tokens: int = 64) -> JsonlTask:

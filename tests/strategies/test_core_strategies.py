@@ -10,9 +10,10 @@ from hypothesis import strategies as st
 from ttscale.backends.fake import FakeBackend
 from ttscale.cost import Budget, Meter
 from ttscale.registry import make_strategy, make_verifier, strategy_names
-from ttscale.strategies.base import Sample, Sampling, SolveContext
+from ttscale.strategies.base import SolveContext
 from ttscale.strategies.voting import weighted_vote
 from ttscale.tasks.jsonl import JsonlTask
+from ttscale.types import Sample, Sampling
 
 
 def _sample(i: int, answer: str | None, logprob: float | None = None) -> Sample:
@@ -145,13 +146,13 @@ class _CostlyVerifier:
     uses_reference = False
 
     def score(self, problem, candidates):  # type: ignore[no-untyped-def]
-        from ttscale.cost import Usage
+        from ttscale.types import Usage
         from ttscale.verifiers.base import Scores
 
         return Scores([1.0] * len(candidates), Usage(prefilled_tokens=30 * len(candidates)))
 
     def cost_bound(self, problem, candidates, extra_tokens=0):  # type: ignore[no-untyped-def]
-        from ttscale.cost import Usage
+        from ttscale.types import Usage
 
         return Usage(prefilled_tokens=30 * len(candidates))
 
@@ -169,9 +170,9 @@ def test_best_of_n_reserves_the_verifier_cost(task, budget: int) -> None:  # typ
 
 def test_equivalent_answers_vote_together() -> None:
     """'0.5' and '1/2' are one answer to a numeric task: together they outvote '3' (voting.py used exact strings)."""
-    from ttscale.strategies.base import Sample
     from ttscale.strategies.voting import weighted_vote
     from ttscale.tasks.answers import answers_equivalent
+    from ttscale.types import Sample
 
     def s(i: int, a: str) -> Sample:
         return Sample(i, "", a, None, 1, 1, 0, 0.0, "stop")

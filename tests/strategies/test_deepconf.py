@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from ttscale.backends.base import Capabilities, Completion, Generation, GenerationRequest, ModelInfo
 from ttscale.backends.fake import FAKE_MODEL_INFO
 from ttscale.cost import Budget
 from ttscale.errors import ConfigError
@@ -27,7 +26,17 @@ from ttscale.strategies.deepconf import (
     stop_point,
 )
 from ttscale.testing.fake_steps import ScriptedStepBackend
-from ttscale.types import Cancelled, OnFinish, OnSample, ShouldStop
+from ttscale.types import (
+    Cancelled,
+    Capabilities,
+    Completion,
+    Generation,
+    GenerationRequest,
+    ModelInfo,
+    OnFinish,
+    OnSample,
+    ShouldStop,
+)
 
 from .helpers import solve
 

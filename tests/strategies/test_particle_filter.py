@@ -10,9 +10,10 @@ import pytest
 
 from ttscale.cost import Budget, Meter
 from ttscale.errors import ConfigError
-from ttscale.strategies.base import Sampling, SolveContext
+from ttscale.strategies.base import SolveContext
 from ttscale.strategies.particle_filter import ParticleFilter, resample, softmax_weights
 from ttscale.testing.fake_steps import ScriptedRewardModel, ScriptedStepBackend
+from ttscale.types import Sampling
 
 
 def test_softmax_weights() -> None:

@@ -6,11 +6,11 @@ from dataclasses import replace
 
 import pytest
 
-from ttscale.backends.base import Capabilities, ChatMessage, GenerationRequest
 from ttscale.cost import Budget, Meter, generation_usage
 from ttscale.errors import ConfigError
 from ttscale.strategies.steps import StepGenerator
 from ttscale.testing.fake_steps import ScriptedStepBackend
+from ttscale.types import Capabilities, ChatMessage, GenerationRequest
 
 
 def _gen(backend, **kw) -> StepGenerator:

@@ -13,8 +13,8 @@ from ttscale.errors import DatasetError, UnknownNameError
 from ttscale.package_index import ENV_DOWNLOADS
 from ttscale.registry import make_task
 from ttscale.tasks.arithmetic import arithmetic_examples
-from ttscale.tasks.base import PromptFormat
 from ttscale.tasks.bigbench import SDIST, BigBenchTask, find_source
+from ttscale.types import PromptFormat
 
 _NAVIGATE = {
     "name": "navigate",

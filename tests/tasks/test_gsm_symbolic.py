@@ -2,7 +2,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ttscale.tasks.base import PromptFormat
 from ttscale.tasks.gsm_symbolic import (
     GsmSymbolicTask,
     clean_worked_answer,
@@ -10,6 +9,7 @@ from ttscale.tasks.gsm_symbolic import (
     load_templates,
     reference_from_answer,
 )
+from ttscale.types import PromptFormat
 
 
 def test_originals() -> None:

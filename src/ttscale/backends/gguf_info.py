@@ -11,8 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ttscale.backends.base import ModelInfo
 from ttscale.errors import BackendError
+from ttscale.types import ModelInfo
 
 
 def _field(reader: Any, key: str) -> Any:

@@ -27,13 +27,22 @@ from typing import Any
 import numpy as np
 from pydantic import Field
 
-from ttscale.backends.base import Capabilities, Completion, Generation, GenerationRequest, ModelInfo
 from ttscale.backends.llama_engine import LlamaEngine
 from ttscale.backends.llama_prefix import common_prefix
 from ttscale.backends.models import DEFAULT_MODEL
 from ttscale.backends.spec import BackendKind, BackendOptions
 from ttscale.errors import ConfigError
-from ttscale.types import Cancelled, OnFinish, OnSample, ShouldStop
+from ttscale.types import (
+    Cancelled,
+    Capabilities,
+    Completion,
+    Generation,
+    GenerationRequest,
+    ModelInfo,
+    OnFinish,
+    OnSample,
+    ShouldStop,
+)
 
 
 @dataclass

@@ -18,13 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ttscale.backends.base import GenerationRequest, ModelInfo
 from ttscale.backends.llama_cpu import configure_model_params
 from ttscale.backends.llama_prefix import PrefixCache
 from ttscale.backends.llama_probe import TokenProbe, probe_next_tokens
 from ttscale.backends.models import DEFAULT_MODEL, resolve_model_path
 from ttscale.errors import BackendError, ConfigError, UnsupportedFeatureError
-from ttscale.types import KV_CACHE_TYPES
+from ttscale.types import KV_CACHE_TYPES, GenerationRequest, ModelInfo
 
 _LOG_CALLBACKS: dict[bool, object] = {}  # keeps the ctypes callbacks alive for the process
 

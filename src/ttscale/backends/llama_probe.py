@@ -14,9 +14,9 @@ from typing import Protocol
 
 import numpy as np
 
-from ttscale.backends.base import GenerationRequest
 from ttscale.backends.llama_prefix import HOLDER, PrefixCache, common_prefix
 from ttscale.errors import ConfigError
+from ttscale.types import GenerationRequest
 
 
 @dataclass

@@ -28,7 +28,6 @@ from typing import Any
 
 import httpx
 
-from ttscale.backends.base import Completion, Generation, GenerationRequest
 from ttscale.backends.openai_wire import (
     MalformedResponse,
     endpoint,
@@ -39,6 +38,7 @@ from ttscale.backends.openai_wire import (
     to_completions,
 )
 from ttscale.errors import BackendError, BudgetExceededError, ConfigError, UnsupportedFeatureError
+from ttscale.types import Completion, Generation, GenerationRequest
 
 RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 

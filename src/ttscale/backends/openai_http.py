@@ -17,19 +17,25 @@ from typing import Any
 import httpx
 from pydantic import Field
 
-from ttscale.backends.base import Capabilities, Generation, GenerationRequest, ModelInfo, report_finished
+from ttscale.backends.base import report_finished
 from ttscale.backends.kv_sizing import with_kv_types
-from ttscale.backends.openai_client import (  # noqa: F401 - kept importable from here
-    RETRY_STATUS,
+from ttscale.backends.openai_client import (
     AsyncOpenAIClient,
     HttpStats,
-    TokenLedger,
 )
 from ttscale.backends.openai_stream import generate_streamed
-from ttscale.backends.openai_wire import MalformedResponse  # noqa: F401 - kept importable from here
 from ttscale.backends.spec import BackendKind, BackendOptions
 from ttscale.errors import ConfigError, UnsupportedFeatureError
-from ttscale.types import Cancelled, OnFinish, OnSample, ShouldStop
+from ttscale.types import (
+    Cancelled,
+    Capabilities,
+    Generation,
+    GenerationRequest,
+    ModelInfo,
+    OnFinish,
+    OnSample,
+    ShouldStop,
+)
 
 
 class OpenAIHttpBackend:

@@ -19,8 +19,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from ttscale.backends.base import Completion, FinishReason, GenerationRequest
 from ttscale.errors import BackendError
+from ttscale.types import Completion, FinishReason, GenerationRequest
 
 
 class MalformedResponse(BackendError, ValueError):

@@ -26,18 +26,21 @@ from typing import Any
 
 from pydantic import ConfigDict
 
-from ttscale.backends.base import (
+from ttscale.backends.base import report_finished
+from ttscale.backends.spec import BackendKind, BackendOptions
+from ttscale.errors import BackendError, UnsupportedFeatureError
+from ttscale.types import (
+    Cancelled,
     Capabilities,
     Completion,
     FinishReason,
     Generation,
     GenerationRequest,
     ModelInfo,
-    report_finished,
+    OnFinish,
+    OnSample,
+    ShouldStop,
 )
-from ttscale.backends.spec import BackendKind, BackendOptions
-from ttscale.errors import BackendError, UnsupportedFeatureError
-from ttscale.types import Cancelled, OnFinish, OnSample, ShouldStop
 
 VLLM_MISSING = (
     "vLLM is not installed (pip install 'ttscale[vllm]'); it needs a CUDA/ROCm GPU or a supported "

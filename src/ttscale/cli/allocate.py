@@ -10,11 +10,12 @@ import typer
 
 from ttscale.cli.common import cli_errors, console, fail, write_json
 from ttscale.errors import ConfigError
-from ttscale.planner.allocate import AllocationConfig, BackendSampler, policy_gain
+from ttscale.planner.allocate import AllocationConfig, policy_gain
 from ttscale.planner.allocate import allocate as run_allocation
 from ttscale.planner.policy import Policy
+from ttscale.planner.samplers import BackendSampler
 from ttscale.registry import make_backend, make_task, task_names
-from ttscale.strategies.base import Sampling
+from ttscale.types import Sampling
 
 
 @cli_errors

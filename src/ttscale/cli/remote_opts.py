@@ -6,14 +6,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ttscale.backends.base import Backend, ModelInfo
+from ttscale.backends.base import Backend
 from ttscale.backends.kv_sizing import DEFAULT_MAX_SEQS, KvFit, check_engine_fits, fit_kv, header_info
 from ttscale.backends.models import EMBEDDED_MODELS
 from ttscale.distributed import BackendSpec
 from ttscale.errors import BackendError, ConfigError
 from ttscale.store import Store
-from ttscale.strategies.base import Sampling
 from ttscale.tasks.base import Task
+from ttscale.types import ModelInfo, Sampling
 from ttscale.verifiers.base import Verifier
 
 if TYPE_CHECKING:

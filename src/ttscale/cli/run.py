@@ -10,7 +10,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from ttscale.backends.base import Backend, ModelInfo, ReportsStats
+from ttscale.backends.base import Backend, ReportsStats
 from ttscale.cli.common import DEFAULT_STORE, cli_errors, console, fail, human, write_json
 from ttscale.cli.options import (
     ApiKeyOpt,
@@ -58,9 +58,9 @@ from ttscale.registry import (
 )
 from ttscale.runner import RunSummary, solve_problems, summarize
 from ttscale.store import Store
-from ttscale.strategies.base import Result, Sampling, Strategy
+from ttscale.strategies.base import Strategy
 from ttscale.tasks.base import HasChanceAccuracy, ReportsProgress, Task
-from ttscale.types import precision_label, split_precision
+from ttscale.types import ModelInfo, Result, Sampling, precision_label, split_precision
 
 
 def print_summary(s: RunSummary, chance: float | None = None) -> None:

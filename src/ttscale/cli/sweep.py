@@ -8,7 +8,6 @@ from typing import Annotated, Optional
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from ttscale.backends.base import ModelInfo
 from ttscale.backends.kv_sizing import DEFAULT_MAX_SEQS
 from ttscale.cli.common import DEFAULT_STORE, cli_errors, console, fail, human, write_json
 from ttscale.cli.options import (
@@ -41,9 +40,9 @@ from ttscale.cli.remote_opts import backend_specs, check_kv_engine, kv_capped_en
 from ttscale.errors import ConfigError
 from ttscale.registry import make_task, make_verifier, verifier_names
 from ttscale.store import Store
-from ttscale.strategies.base import Sampling
 from ttscale.sweep import run_sweep
 from ttscale.tasks.base import Task
+from ttscale.types import ModelInfo, Sampling
 
 
 @cli_errors

@@ -28,7 +28,7 @@ import numpy as np
 from ttscale.errors import ConfigError
 from ttscale.experiments.common import bootstrap
 from ttscale.planner.features import oracle_pass_rate, pool_probe_features
-from ttscale.planner.policy import fit_predictor
+from ttscale.planner.predictor import fit_predictor
 from ttscale.replay import estimators as est
 from ttscale.replay.curves import CurvePoint, Curves, StrategySpec, compute_curves
 from ttscale.replay.pool import Pool

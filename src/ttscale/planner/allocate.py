@@ -37,10 +37,9 @@ from typing import Any, Protocol
 from ttscale.errors import BudgetExceededError, ConfigError
 from ttscale.planner.features import probe_features
 from ttscale.planner.policy import Policy
-from ttscale.planner.samplers import BackendSampler, PoolSampler  # noqa: F401 - kept importable from here
-from ttscale.strategies.base import Sample
 from ttscale.strategies.early_stop import beta_confidence
 from ttscale.strategies.voting import weighted_vote
+from ttscale.types import Sample
 
 
 @dataclass(frozen=True)

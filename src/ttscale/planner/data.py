@@ -16,7 +16,7 @@ import numpy as np
 from ttscale.errors import ConfigError, StoreError
 from ttscale.replay.pool import Pool, model_info_from_record, pool_from_samples, read_run, task_equivalence
 from ttscale.store import Store
-from ttscale.strategies.base import Sample
+from ttscale.types import Sample
 
 
 @dataclass

@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from ttscale.strategies.base import Sample
+from ttscale.types import Sample
 
 FEATURE_NAMES: tuple[str, ...] = (
     "agreement", "entropy", "answered", "mean_logprob", "verifier", "prompt_tokens", "log_length",

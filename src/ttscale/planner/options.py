@@ -26,8 +26,8 @@ from ttscale.planner.data import PlanPool
 from ttscale.planner.features import certainty
 from ttscale.replay import estimators as est
 from ttscale.replay.pool import Pool
-from ttscale.strategies.base import Sample
 from ttscale.strategies.voting import Equivalence, answer_groups, weighted_vote
+from ttscale.types import Sample
 
 CHOICE_KINDS: tuple[str, ...] = ("majority", "weighted-majority", "best-of-n")
 

@@ -39,7 +39,7 @@ from ttscale.errors import ConfigError
 from ttscale.planner.data import PlanPool
 from ttscale.planner.features import ProbeFeatures, oracle_pass_rate, pool_probe_features
 from ttscale.planner.options import Choice, alternate_grid, option_grid, replay_options
-from ttscale.planner.predictor import Predictor, fit_predictor  # noqa: F401 - kept importable from here
+from ttscale.planner.predictor import Predictor, fit_predictor
 
 FORMAT = "ttscale-policy/1"
 Z_CLIP = 3.0

@@ -6,12 +6,13 @@ from collections.abc import Hashable, Sequence
 
 import numpy as np
 
-from ttscale.backends.base import Backend, GenerationRequest, capabilities_of, shares_prompt_prefix
+from ttscale.backends.base import Backend, shares_prompt_prefix
 from ttscale.cost import generation_usage
 from ttscale.errors import ConfigError
 from ttscale.replay.pool import Pool
-from ttscale.strategies.base import Sample, Sampling, sample_seed
-from ttscale.tasks.base import Problem, Task
+from ttscale.strategies.base import sample_seed
+from ttscale.tasks.base import Task
+from ttscale.types import GenerationRequest, Problem, Sample, Sampling, capabilities_of
 
 
 class BackendSampler:

@@ -19,8 +19,9 @@ from ttscale.errors import ConfigError
 from ttscale.planner.features import probe_features
 from ttscale.planner.options import aggregate
 from ttscale.planner.policy import Level, Policy
-from ttscale.strategies.base import Result, SolveContext
-from ttscale.tasks.base import Problem, Task
+from ttscale.strategies.base import SolveContext
+from ttscale.tasks.base import Task
+from ttscale.types import Problem, Result
 
 ALTERNATE_INDEX_OFFSET = 100_000
 """Stored sample indices of the first other model start here (the second's at twice this)."""

@@ -16,10 +16,9 @@ from dataclasses import dataclass, field, fields
 
 import numpy as np
 
-from ttscale.backends.base import ModelInfo
 from ttscale.errors import StoreError
 from ttscale.store import RunRecord, Store
-from ttscale.types import Sample
+from ttscale.types import ModelInfo, Sample
 
 
 @dataclass

@@ -25,8 +25,7 @@ from typing import Any
 
 from ttscale.errors import StoreError
 from ttscale.store import Store
-from ttscale.strategies.base import Result, Sample
-from ttscale.tasks.base import Problem
+from ttscale.types import Problem, Result, Sample
 
 FORMAT = "ttscale-pool"
 VERSION = 1
@@ -161,7 +160,7 @@ def import_pool_file(path: Path, store: Store, run_id: str | None = None) -> str
     for p in problems:
         r = p.get("result")
         if r:
-            from ttscale.cost import Usage
+            from ttscale.types import Usage
 
             usage = Usage(**{k: v for k, v in r.get("usage", {}).items() if k in Usage.__dataclass_fields__})
             store.finish_problem(rid, Result(r["problem_id"], r.get("answer"), r.get("correct"), r.get("strategy", ""),

@@ -20,8 +20,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ttscale.backends.base import ChatMessage, GenerationRequest, capabilities_of
-from ttscale.cost import Budget, Usage
+from ttscale.cost import Budget
 from ttscale.server import streaming
 from ttscale.server.config import ServerConfig
 from ttscale.server.control import Plan, resolve
@@ -39,6 +38,7 @@ from ttscale.server.schemas import (
 from ttscale.server.security import Guard
 from ttscale.server.service import ClientGone, Service, Ticket
 from ttscale.server.solve import ChoiceResult, ttscale_object
+from ttscale.types import ChatMessage, GenerationRequest, Usage, capabilities_of
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse, "description": desc}

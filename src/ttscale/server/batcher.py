@@ -38,9 +38,10 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
-from ttscale.backends.base import Backend, Generation, GenerationRequest, capabilities_of
+from ttscale.backends.base import Backend
 from ttscale.errors import ConfigError
 from ttscale.server.errors import RequestCancelled
+from ttscale.types import Generation, GenerationRequest, capabilities_of
 
 log = logging.getLogger("ttscale.server")
 

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from ttscale.backends.base import Generation
+from ttscale.types import Generation
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 

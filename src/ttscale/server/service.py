@@ -19,7 +19,6 @@ from typing import Any
 
 from starlette.requests import Request
 
-from ttscale.backends.base import GenerationRequest, capabilities_of
 from ttscale.backends.kv_sizing import cells_needed
 from ttscale.cost import Budget
 from ttscale.server.batcher import MicroBatcher
@@ -28,6 +27,7 @@ from ttscale.server.control import Plan
 from ttscale.server.errors import APIError, RequestCancelled, from_library_error
 from ttscale.server.metrics import Metrics
 from ttscale.server.solve import ChoiceResult, ProgressFn, solve_choice
+from ttscale.types import GenerationRequest, capabilities_of
 
 POLL_S = 0.05
 """How often a waiting request checks for client disconnect and its deadline."""

@@ -19,25 +19,32 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ttscale.backends.base import (
-    Backend,
-    Capabilities,
-    Generation,
-    GenerationRequest,
-    ModelInfo,
-    capabilities_of,
-    report_finished,
-)
-from ttscale.cost import Budget, Meter, Usage
+from ttscale.backends.base import Backend, report_finished
+from ttscale.cost import Budget, Meter
 from ttscale.errors import UnsupportedFeatureError
 from ttscale.registry import make_strategy, make_verifier
 from ttscale.server.batcher import MicroBatcher
 from ttscale.server.control import Plan
 from ttscale.server.errors import APIError, RequestCancelled
-from ttscale.strategies.base import Result, Sample, Sampling, SolveContext
+from ttscale.strategies.base import SolveContext
 from ttscale.tasks.answers import answers_equivalent, extract_numeric_answer
-from ttscale.tasks.base import Problem, PromptFormat
-from ttscale.types import Cancelled, OnFinish, OnSample, ShouldStop
+from ttscale.types import (
+    Cancelled,
+    Capabilities,
+    Generation,
+    GenerationRequest,
+    ModelInfo,
+    OnFinish,
+    OnSample,
+    Problem,
+    PromptFormat,
+    Result,
+    Sample,
+    Sampling,
+    ShouldStop,
+    Usage,
+    capabilities_of,
+)
 
 _WS = re.compile(r"\s+")
 

@@ -12,11 +12,11 @@ import hashlib
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
-from ttscale.backends.base import Backend, Completion, GenerationRequest, capabilities_of
+from ttscale.backends.base import Backend
 from ttscale.cost import Meter, generation_usage
 from ttscale.errors import ConfigError
-from ttscale.tasks.base import Problem, Task, grade_with_detail
-from ttscale.types import Result, Sample, Sampling  # noqa: F401 - the core data types live in ttscale.types
+from ttscale.tasks.base import Task, grade_with_detail
+from ttscale.types import Completion, GenerationRequest, Problem, Result, Sample, Sampling, capabilities_of
 
 SampleSink = Callable[[Problem, list[Sample]], None]
 

@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ttscale.errors import ConfigError
-from ttscale.strategies.base import Result, SolveContext
+from ttscale.strategies.base import SolveContext
 from ttscale.strategies.search_common import Search, SearchKnobs
 from ttscale.strategies.spec import BeamOptions, StrategySpec
 from ttscale.strategies.steps import Partial
-from ttscale.tasks.base import Problem
+from ttscale.types import Problem, Result
 from ttscale.verifiers.base import Verifier
 
 

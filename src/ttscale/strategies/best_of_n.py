@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from ttscale.errors import ConfigError
-from ttscale.strategies.base import Result, Sample, SolveContext
+from ttscale.strategies.base import SolveContext
 from ttscale.strategies.spec import KOptions, StrategySpec
 from ttscale.strategies.voting import weighted_vote
-from ttscale.tasks.base import Problem
+from ttscale.types import Problem, Result, Sample
 from ttscale.verifiers.base import Verifier, verifier_bound
 
 

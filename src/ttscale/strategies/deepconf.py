@@ -51,12 +51,11 @@ from typing import Any
 import numpy as np
 from pydantic import Field
 
-from ttscale.backends.base import capabilities_of
 from ttscale.errors import ConfigError
-from ttscale.strategies.base import Result, Sample, SolveContext
+from ttscale.strategies.base import SolveContext
 from ttscale.strategies.spec import KOptions, StrategySpec
 from ttscale.strategies.voting import Equivalence, answer_groups, weighted_vote
-from ttscale.tasks.base import Problem
+from ttscale.types import Problem, Result, Sample, capabilities_of
 
 CONFIDENCE_PROXY = "mean sampled-token log-prob over a sliding window (no top-k log-probs are stored)"
 

@@ -35,12 +35,11 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field
 
-from ttscale.backends.base import capabilities_of
 from ttscale.errors import ConfigError
-from ttscale.strategies.base import Result, Sample, SolveContext, sample_seed
+from ttscale.strategies.base import SolveContext, sample_seed
 from ttscale.strategies.spec import KOptions, StrategySpec
 from ttscale.strategies.voting import weighted_vote
-from ttscale.tasks.base import Problem
+from ttscale.types import Problem, Result, Sample, capabilities_of
 
 
 def supports_cancellation(backend: object) -> bool:

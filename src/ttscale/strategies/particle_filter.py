@@ -27,11 +27,11 @@ from typing import Any
 from pydantic import Field
 
 from ttscale.errors import ConfigError
-from ttscale.strategies.base import Result, SolveContext, sample_seed
+from ttscale.strategies.base import SolveContext, sample_seed
 from ttscale.strategies.search_common import Search, SearchKnobs
 from ttscale.strategies.spec import SearchOptions, StrategySpec
 from ttscale.strategies.steps import Partial
-from ttscale.tasks.base import Problem
+from ttscale.types import Problem, Result
 from ttscale.verifiers.base import Verifier
 
 

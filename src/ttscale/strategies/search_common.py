@@ -13,10 +13,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ttscale.cost import Usage
 from ttscale.errors import ConfigError
-from ttscale.strategies.base import Result, Sample, SolveContext
+from ttscale.strategies.base import SolveContext
 from ttscale.strategies.steps import DEFAULT_DELIMITER, Partial, as_sample, step_generator
+from ttscale.types import Result, Sample, Usage
 from ttscale.verifiers.aggregate import aggregate, check_aggregate
 from ttscale.verifiers.base import Verifier, verifier_bound
 

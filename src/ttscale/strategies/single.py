@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ttscale.strategies.base import Result, SolveContext
+from ttscale.strategies.base import SolveContext
 from ttscale.strategies.spec import NoOptions, StrategySpec
-from ttscale.tasks.base import Problem
+from ttscale.types import Problem, Result
 
 
 @dataclass

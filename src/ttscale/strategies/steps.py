@@ -27,12 +27,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ttscale.backends.base import Backend, GenerationRequest, capabilities_of, render_prompt, shares_prompt_prefix  # noqa: F401
-from ttscale.cost import Meter, Usage, generation_usage
+from ttscale.backends.base import Backend, render_prompt, shares_prompt_prefix
+from ttscale.cost import Meter, generation_usage
 from ttscale.errors import ConfigError
-from ttscale.strategies.base import Sample, SolveContext, sample_seed
-from ttscale.tasks.base import Problem, Task
-from ttscale.types import DEFAULT_DELIMITER
+from ttscale.strategies.base import SolveContext, sample_seed
+from ttscale.tasks.base import Task
+from ttscale.types import DEFAULT_DELIMITER, GenerationRequest, Problem, Sample, Usage
 
 FINAL_PATTERN = re.compile(r"answer is|####|\\boxed\{", re.IGNORECASE)
 

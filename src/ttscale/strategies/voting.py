@@ -16,9 +16,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ttscale.strategies.base import Result, Sample, SolveContext
+from ttscale.strategies.base import SolveContext
 from ttscale.strategies.spec import KOptions, StrategySpec
-from ttscale.tasks.base import Problem
+from ttscale.types import Problem, Result, Sample
 
 Equivalence = Callable[[str | None, str | None], bool]
 

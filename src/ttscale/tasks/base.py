@@ -5,8 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
-from ttscale.backends.base import ChatMessage, GenerationRequest
-from ttscale.types import Problem, PromptFormat, PromptStyle, Shot  # noqa: F401 - the core data types live in ttscale.types
+from ttscale.types import ChatMessage, GenerationRequest, Problem, PromptFormat, Shot
 
 
 def build_request(

@@ -14,9 +14,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from ttscale.backends.base import GenerationRequest
 from ttscale.tasks.answers import answers_equivalent, extract_numeric_answer, normalize_number
-from ttscale.tasks.base import Problem, PromptFormat, Shot, build_request
+from ttscale.tasks.base import build_request
+from ttscale.types import GenerationRequest, Problem, PromptFormat, Shot
 
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 _LETTER_RE = re.compile(r"\(?\b([A-Z])\b\)?")

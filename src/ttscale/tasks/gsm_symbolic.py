@@ -20,12 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ttscale.backends.base import GenerationRequest
 from ttscale.errors import DatasetError, ModelNotFoundError
 from ttscale.paths import cache_dir
 from ttscale.tasks.answers import answers_equivalent, extract_numeric_answer
-from ttscale.tasks.base import Problem, PromptFormat, Shot, build_request
+from ttscale.tasks.base import build_request
 from ttscale.tasks.spec import TaskArgs, TaskSpec
+from ttscale.types import GenerationRequest, Problem, PromptFormat, Shot
 
 DEFAULT_INSTRUCTION = "Solve the math problem step by step. Finish with a line 'The answer is N.' where N is a number."
 # Exemplars come from a fixed list of templates so that problems share one few-shot prefix

@@ -30,12 +30,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ttscale.backends.base import ChatMessage, GenerationRequest
 from ttscale.code_check import CheckPrograms, check_programs
 from ttscale.errors import ConfigError, DatasetError, ModelNotFoundError
 from ttscale.sandbox import CheckResult, Limits, Sandbox
-from ttscale.tasks.base import Problem, PromptFormat
 from ttscale.tasks.spec import TaskArgs, TaskSpec
+from ttscale.types import ChatMessage, GenerationRequest, Problem, PromptFormat
 
 BODY_MARKER = "# completion body\n"
 DEFAULT_INSTRUCTION = (

@@ -11,11 +11,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ttscale.backends.base import GenerationRequest
 from ttscale.errors import ConfigError, DatasetError
 from ttscale.tasks.answers import answers_equivalent, extract_numeric_answer
-from ttscale.tasks.base import Problem, PromptFormat, build_request
+from ttscale.tasks.base import build_request
 from ttscale.tasks.spec import TaskArgs, TaskSpec
+from ttscale.types import GenerationRequest, Problem, PromptFormat
 
 
 def load_jsonl_problems(path: str | Path) -> list[Problem]:

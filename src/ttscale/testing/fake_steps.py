@@ -21,9 +21,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ttscale.backends.base import Capabilities, Completion, Generation, GenerationRequest, ModelInfo
 from ttscale.backends.fake import FAKE_MODEL_INFO
 from ttscale.backends.llama_probe import TokenProbe
+from ttscale.types import Capabilities, Completion, Generation, GenerationRequest, ModelInfo
 
 _STEP_RE = re.compile(r"Step (\d+):")
 

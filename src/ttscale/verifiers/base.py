@@ -6,9 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
-from ttscale.cost import Usage
-from ttscale.tasks.base import Problem
-from ttscale.types import Sample
+from ttscale.types import Problem, Sample, Usage
 
 
 @dataclass

@@ -10,8 +10,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ttscale.tasks.base import Problem
-from ttscale.types import Sample
+from ttscale.types import Problem, Sample
 from ttscale.verifiers.base import Scores
 from ttscale.verifiers.spec import VerifierSpec
 

@@ -21,18 +21,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ttscale.backends.base import (
-    Backend,
-    ChatMessage,
-    GenerationRequest,
-    capabilities_of,
-    render_prompt,
-    shares_prompt_prefix,
-)
-from ttscale.cost import Usage, generation_usage
+from ttscale.backends.base import Backend, render_prompt, shares_prompt_prefix
+from ttscale.cost import generation_usage
 from ttscale.errors import ConfigError, UnsupportedFeatureError
-from ttscale.tasks.base import Problem, Task
-from ttscale.types import Sample
+from ttscale.tasks.base import Task
+from ttscale.types import ChatMessage, GenerationRequest, Problem, Sample, Usage, capabilities_of
 from ttscale.verifiers.base import Scores
 from ttscale.verifiers.spec import VerifierSpec
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ttscale.tasks.base import Problem, Task
-from ttscale.types import Sample
+from ttscale.tasks.base import Task
+from ttscale.types import Problem, Sample
 from ttscale.verifiers.base import Scores
 from ttscale.verifiers.spec import VerifierSpec
 

@@ -28,10 +28,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ttscale.cost import Usage
 from ttscale.errors import BackendError, ConfigError
-from ttscale.tasks.base import Problem
-from ttscale.types import DEFAULT_DELIMITER, Sample
+from ttscale.types import DEFAULT_DELIMITER, Problem, Sample, Usage
 from ttscale.verifiers.base import Scores
 from ttscale.verifiers.spec import VerifierArgs, VerifierSpec
 

@@ -13,11 +13,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ttscale.backends.base import Backend, GenerationRequest, render_prompt
-from ttscale.cost import Meter, Usage, generation_usage
+from ttscale.backends.base import Backend, render_prompt
+from ttscale.cost import Meter, generation_usage
 from ttscale.errors import ConfigError
-from ttscale.tasks.base import Problem, Task
-from ttscale.types import DEFAULT_DELIMITER, Sample
+from ttscale.tasks.base import Task
+from ttscale.types import DEFAULT_DELIMITER, GenerationRequest, Problem, Sample, Usage
 from ttscale.verifiers.base import Scores
 from ttscale.verifiers.spec import VerifierSpec
 

@@ -17,11 +17,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
-from ttscale.cost import Usage
 from ttscale.errors import ConfigError
 from ttscale.sandbox import CheckResult
-from ttscale.tasks.base import Problem
-from ttscale.types import Sample
+from ttscale.types import Problem, Sample, Usage
 from ttscale.verifiers.base import Scores
 from ttscale.verifiers.spec import VerifierSpec
 
