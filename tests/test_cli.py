@@ -66,3 +66,10 @@ def test_run_with_fake_backend_writes_summary(tmp_path: Path) -> None:
     code, out = _run("run", "--backend", "fake", "--task", "jsonl", "--data", str(data), "-k", "4",
                      "--store", str(tmp_path / "s.sqlite"), "--run-id", "t", "--output", str(out_json), "--no-progress")
     assert code == 0 and "3 resumed" in out
+
+
+@pytest.mark.parametrize("args", [["--port", "99999"], ["--port", "0"], ["-k", "0"], ["--max-queue", "-1"],
+                                  ["--temperature", "-0.5"], ["--n-ctx", "8"]])
+def test_serve_refuses_out_of_range_numbers_before_starting(args: list[str]) -> None:
+    r = CliRunner().invoke(app, ["serve", "--backend", "fake", *args])
+    assert r.exit_code == 2 and args[0] in r.output
