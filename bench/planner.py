@@ -42,7 +42,7 @@ from ttscale.planner.evaluate import Split, evaluate_policy, split_problems
 from ttscale.planner.policy import Policy, fit_policy
 from ttscale.planner.samplers import BackendSampler, PoolSampler
 from ttscale.registry import make_task
-from ttscale.replay.curves import StrategySpec, compute_curves
+from ttscale.replay.curves import CurveSpec, compute_curves
 from ttscale.store import Store
 from ttscale.sweep import run_sweep
 from ttscale.tasks.base import Task
@@ -111,7 +111,7 @@ def saving_vs_majority(maj: dict[int, dict], acc: float, tokens: float) -> tuple
 def majority_curve(pp: PlanPool, k: int, n_orders: int = 64) -> dict[int, dict]:  # type: ignore[type-arg]
     """Majority@1..k replayed on ``pp`` (which may hold more than ``k`` samples per problem: each
     ordering then draws its k from all of them, a less noisy estimate than one draw of k)."""
-    curves = compute_curves(pp.pool, [StrategySpec("majority", "majority")], list(range(1, k + 1)), n_orders=n_orders)
+    curves = compute_curves(pp.pool, [CurveSpec("majority", "majority")], list(range(1, k + 1)), n_orders=n_orders)
     return {p.k: {"k": p.k, "accuracy": p.accuracy, "tokens": p.total_tokens} for p in curves.curve("majority")}
 
 

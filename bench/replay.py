@@ -24,7 +24,7 @@ from collections import Counter
 
 from scipy.special import betainc
 
-from ttscale.replay.curves import DEFAULT_STRATEGIES, compute_curves
+from ttscale.replay.curves import compute_curves, default_curves
 from ttscale.strategies.voting import weighted_vote
 from ttscale.testing.synthetic import synthetic_pool
 from ttscale.types import Sample
@@ -108,14 +108,14 @@ def main() -> None:
     args = ap.parse_args()
     budgets = [b for b in BUDGETS if b <= args.k]
     pool = synthetic_pool(args.problems, args.k, seed=0)
-    print(f"pool: {args.problems} problems x {args.k} samples; {len(DEFAULT_STRATEGIES)} strategies x "
+    print(f"pool: {args.problems} problems x {args.k} samples; {len(default_curves())} strategies x "
           f"{len(budgets)} budgets; {args.orders} orderings per problem; {args.bootstrap} bootstrap resamples")
 
     compute_curves(synthetic_pool(20, args.k, seed=1), budgets=budgets, n_orders=4, n_bootstrap=10)  # warm up
     times, cpu = [], []
     for _ in range(args.repeats):
         t0, c0 = time.perf_counter(), time.process_time()
-        curves = compute_curves(pool, DEFAULT_STRATEGIES, budgets, n_orders=args.orders, n_bootstrap=args.bootstrap)
+        curves = compute_curves(pool, default_curves(), budgets, n_orders=args.orders, n_bootstrap=args.bootstrap)
         times.append(time.perf_counter() - t0)
         cpu.append(time.process_time() - c0)
     fast = min(times)
@@ -123,7 +123,7 @@ def main() -> None:
           f"{min(cpu):.2f} s CPU; {len(curves.points)} curve points")
 
     tracemalloc.start()
-    compute_curves(pool, DEFAULT_STRATEGIES, budgets, n_orders=args.orders, n_bootstrap=args.bootstrap)
+    compute_curves(pool, default_curves(), budgets, n_orders=args.orders, n_bootstrap=args.bootstrap)
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

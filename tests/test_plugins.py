@@ -45,6 +45,31 @@ def test_a_plugin_strategy_is_found_built_and_validated(plugin_site: Path) -> No
         make_strategy("first-answer", k=0)
 
 
+def test_a_plugin_rule_is_replayed_planned_and_served(plugin_site: Path) -> None:
+    """One file (the plugin) and no other edit: its rule shows up in replay's curves, the planner's
+    choices, and the server's aliases, and replay agrees with applying the rule to the samples."""
+    from ttscale.planner.options import Choice, _rule_outcomes, aggregate, choice_kinds
+    from ttscale.replay.curves import compute_curves, default_curves, parse_strategy
+    from ttscale.server.control import aliases
+    from ttscale.testing.synthetic import synthetic_pool
+
+    assert "first-answer" in [c.name for c in default_curves()]
+    assert "first" in choice_kinds() and aliases()["first"] == "first-answer"
+    pool = synthetic_pool(30, 8, seed=3)
+    curves = compute_curves(pool, [parse_strategy("first"), parse_strategy("pass")], [1, 4], n_orders=8,
+                            n_bootstrap=5)
+    first, single = curves.curve("first"), curves.curve("pass@k")
+    # the first answered sample of a random order is a random answered sample: at k=1, accuracy is pass@1
+    assert first[0].accuracy == pytest.approx(single[0].accuracy, abs=0.08)
+    import numpy as np
+
+    order = np.broadcast_to(np.arange(8), (30, 1, 8))
+    replayed = _rule_outcomes(pool, order, "first", [4])[4][:, 0]
+    expected = [next((bool(pool.correct[p, j]) for j in range(4) if pool.answer[p, j] >= 0), False) for p in range(30)]
+    assert list(replayed.astype(bool)) == expected
+    assert Choice("first", 4).label == "first@4" and aggregate(Choice("first", 4), []) == (None, {})
+
+
 def test_the_cli_runs_a_plugin_strategy(plugin_site: Path, tmp_path: Path) -> None:
     data = tmp_path / "q.jsonl"
     data.write_text('{"id": "a", "prompt": "What is 6 times 7?", "answer": "42"}\n')

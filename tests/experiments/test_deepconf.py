@@ -19,7 +19,7 @@ from ttscale.cost import Meter
 from ttscale.pools import pool_files, shipped_runs
 from ttscale.replay import confidence as conf
 from ttscale.replay import estimators as est
-from ttscale.replay.curves import StrategySpec, compute_curves
+from ttscale.replay.curves import CurveSpec, compute_curves
 from ttscale.replay.pool import pool_from_samples
 from ttscale.store import Store
 from ttscale.strategies.base import SolveContext
@@ -170,7 +170,7 @@ def test_self_consistency_and_adaptive_match_ttscale_curves() -> None:
     cp = _cpool(_samples(P=8, K=8))
     pool = cp.pool
     order = conf.orderings(pool, 32, seed=0)
-    curves = compute_curves(pool, [StrategySpec("majority", "majority"), StrategySpec("adaptive", "adaptive")],
+    curves = compute_curves(pool, [CurveSpec("majority", "majority"), CurveSpec("adaptive", "adaptive")],
                             budgets=[pool.k], n_orders=32, seed=0)
     sc, ad = conf.self_consistency(pool, order, pool.k), conf.adaptive(pool, order, 0.95)
     assert sc.accuracy.mean() == pytest.approx(curves.curve("majority")[0].accuracy)

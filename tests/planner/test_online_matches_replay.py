@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from ttscale.planner.data import load_plan_pool
-from ttscale.planner.options import CHOICE_KINDS, Choice, _rule_outcomes, aggregate
+from ttscale.planner.options import Choice, _rule_outcomes, aggregate, choice_kinds
 from ttscale.pools import shipped_runs, shipped_store
 from ttscale.replay.pool import read_run, task_equivalence
 from ttscale.store import Store
@@ -29,7 +29,7 @@ def test_online_aggregation_equals_replay_on_the_shipped_pool(store: Store, run:
     assert equivalent is not None, f"task {task!r} of {run} declares no answer equivalence"
     P, K = pool.n_problems, pool.k
     first_k = np.broadcast_to(np.arange(K), (P, 1, K))  # the first k samples, as the policy draws them
-    for kind in CHOICE_KINDS:
+    for kind in choice_kinds():
         ks = sorted({1, 4, K})
         replayed = _rule_outcomes(pool, first_k, kind, ks)
         for k in ks:

@@ -7,7 +7,7 @@ import pytest
 
 from ttscale.backends.fake import FakeBackend
 from ttscale.errors import ConfigError, StoreError
-from ttscale.replay import DEFAULT_STRATEGIES, compute_curves, load_pool, parse_strategy
+from ttscale.replay import compute_curves, default_curves, load_pool, parse_strategy
 from ttscale.replay.curves import default_budgets
 from ttscale.store import Store
 from ttscale.sweep import run_sweep
@@ -17,7 +17,7 @@ from ttscale.testing.synthetic import synthetic_pool
 
 @pytest.fixture(scope="module")
 def curves():  # type: ignore[no-untyped-def]
-    return compute_curves(synthetic_pool(120, 32, seed=1), DEFAULT_STRATEGIES, n_orders=32, n_bootstrap=50)
+    return compute_curves(synthetic_pool(120, 32, seed=1), default_curves(), n_orders=32, n_bootstrap=50)
 
 
 def test_every_strategy_has_every_budget_and_sane_costs(curves) -> None:  # type: ignore[no-untyped-def]

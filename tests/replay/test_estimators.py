@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from scipy.special import betainc
 
 from ttscale.replay import estimators as est
-from ttscale.replay.curves import StrategySpec, compute_curves
+from ttscale.replay.curves import CurveSpec, compute_curves
 from ttscale.replay.pool import pool_from_samples
 from ttscale.strategies.voting import weighted_vote
 from ttscale.types import Sample
@@ -89,10 +89,10 @@ def rpc_weight_rule(prune: float):  # type: ignore[no-untyped-def]
 def test_vote_estimators_match_brute_force(seed: int) -> None:
     by = make_samples(seed)
     pool = pool_from_samples(by)
-    specs = [StrategySpec("pass@k", "pass"), StrategySpec("majority", "majority"),
-             StrategySpec("wm", "weighted-majority", score="certainty"), StrategySpec("bon", "bon"),
-             StrategySpec("rpc", "rpc", prune=0.3), StrategySpec("short-1", "short", m=1),
-             StrategySpec("short-2", "short", m=2)]
+    specs = [CurveSpec("pass@k", "pass"), CurveSpec("majority", "majority"),
+             CurveSpec("wm", "weighted-majority", score="certainty"), CurveSpec("bon", "best-of-n"),
+             CurveSpec("rpc", "rpc", prune=0.3), CurveSpec("short-1", "short", m=1),
+             CurveSpec("short-2", "short", m=2)]
     # n_orders >= C(6, 3) = 20: every budget is enumerated exactly
     curves = compute_curves(pool, specs, list(range(1, K + 1)), n_orders=20, n_bootstrap=10)
     assert all(p.exact for p in curves.points)
@@ -123,7 +123,7 @@ def test_vote_estimators_match_brute_force(seed: int) -> None:
 def test_resampled_estimates_approach_exact() -> None:
     by = make_samples(5, n_problems=30, k=12)
     pool = pool_from_samples(by)
-    specs = [StrategySpec("majority", "majority"), StrategySpec("short-2", "short", m=2)]
+    specs = [CurveSpec("majority", "majority"), CurveSpec("short-2", "short", m=2)]
     exact = compute_curves(pool, specs, [4], n_orders=1000, n_bootstrap=10)  # C(12, 4) = 495: exact
     approx = compute_curves(pool, specs, [4], n_orders=400, n_bootstrap=10, seed=3)
     for name in ("majority", "short-2"):
@@ -171,7 +171,7 @@ def test_adaptive_stop_matches_sequential_simulation() -> None:
 def test_adaptive_curve_matches_python_loop() -> None:
     by = make_samples(7, n_problems=6, k=10)
     pool = pool_from_samples(by)
-    spec = StrategySpec("adaptive", "adaptive", threshold=0.8)
+    spec = CurveSpec("adaptive", "adaptive", threshold=0.8)
     curves = compute_curves(pool, [spec], [3, 10], n_orders=16, n_bootstrap=10, seed=4)
     orders = est.random_orders(pool.n_problems, pool.k, 16, np.random.default_rng(4))
     stops = est.adaptive_stop(pool.answer, orders, 0.8)
@@ -197,5 +197,5 @@ def test_vote_tie_rule_matches_weighted_vote() -> None:
     ss = [Sample(0, "", "2", False, 3, 1, 0, 0.0, "stop", logprob=-1.0),
           Sample(1, "", "1", True, 3, 1, 0, 0.0, "stop", logprob=-0.5)]
     pool = pool_from_samples({"p": ss})
-    c = compute_curves(pool, [StrategySpec("majority", "majority")], [2], n_bootstrap=5)
+    c = compute_curves(pool, [CurveSpec("majority", "majority")], [2], n_bootstrap=5)
     assert c.points[0].accuracy == (weighted_vote(ss)[0] == "1") == 1.0

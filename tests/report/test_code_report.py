@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from ttscale.replay import analyze
 from ttscale.replay.code_analysis import analyze_pool
-from ttscale.replay.curves import StrategySpec
+from ttscale.replay.curves import CurveSpec
 from ttscale.replay.pool import Pool
 from ttscale.report.html import write_report
 from ttscale.testing.synthetic import synthetic_pool
@@ -35,7 +35,7 @@ def code_pool(visible: np.ndarray, hidden: np.ndarray) -> Pool:
 
 
 def page_for(pool: Pool, out: Path) -> str:
-    specs = [StrategySpec("pass@k", "pass"), StrategySpec("bon-unit", "bon", score="unit-tests")]
+    specs = [CurveSpec("pass@k", "pass"), CurveSpec("bon-unit", "best-of-n", score="unit-tests")]
     a = analyze(pool, specs, n_orders=8, n_bootstrap=10)
     return write_report(a, out, analyze_pool(pool)).read_text()
 
@@ -71,7 +71,7 @@ def test_zero_coverage_says_why_the_fit_is_skipped(tmp_path: Path) -> None:
 
 
 def test_report_without_unit_test_scores_has_no_code_section(tmp_path: Path) -> None:
-    a = analyze(synthetic_pool(10, 4), [StrategySpec("pass@k", "pass")], n_orders=4, n_bootstrap=10)
+    a = analyze(synthetic_pool(10, 4), [CurveSpec("pass@k", "pass")], n_orders=4, n_bootstrap=10)
     page = write_report(a, tmp_path).read_text()
     assert "Unit-test verifier" not in page and not (tmp_path / "code_verifier.png").exists()
 

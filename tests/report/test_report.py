@@ -41,9 +41,9 @@ def test_plots_are_pngs(report: Path) -> None:
 
 
 def test_coverage_plot_needs_pass_at_k(tmp_path: Path) -> None:
-    from ttscale.replay.curves import StrategySpec
+    from ttscale.replay.curves import CurveSpec
 
-    a = analyze(synthetic_pool(20, 4), [StrategySpec("majority", "majority")], n_orders=4, n_bootstrap=10)
+    a = analyze(synthetic_pool(20, 4), [CurveSpec("majority", "majority")], n_orders=4, n_bootstrap=10)
     assert "coverage" not in write_plots(a, tmp_path) and a.coverage_fit is None
 
 

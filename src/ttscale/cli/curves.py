@@ -13,13 +13,13 @@ from ttscale.cli.options import BootstrapOpt, BudgetsOpt, OrdersOpt, PoolKOpt, P
 from ttscale.pools import SHIPPED, resolve_store
 from ttscale.replay.analysis import Analysis, analyze
 from ttscale.replay.code_analysis import CodeAnalysis, analyze_pool
-from ttscale.replay.curves import DEFAULT_STRATEGIES, KINDS, parse_strategy
+from ttscale.replay.curves import default_curves, parse_strategy, replay_rules
 from ttscale.replay.pool import Pool, load_pool
 from ttscale.store import Store
 
 _STRATEGY_HELP = (
-    f"Replayed strategy (repeatable): kind[:key=value,...], kinds {', '.join(KINDS)}; keys score (verifier name), "
-    "m (short), threshold (adaptive), prune (rpc). Default: " + ", ".join(s.name for s in DEFAULT_STRATEGIES) + "."
+    f"Replayed strategy (repeatable): kind[:key=value,...], kinds {', '.join(replay_rules())}; keys score (verifier name), "
+    "m (short), threshold (adaptive), prune (rpc). Default: " + ", ".join(s.name for s in default_curves()) + "."
 )
 
 
@@ -33,7 +33,7 @@ def _analysis(store: Path, run_id: str, strategy: list[str] | None, budgets: str
     store = resolve_store(store)
     if not store.exists():
         fail(f"no store at {store} (run `ttscale sweep` first or pass --store)")
-    specs = [parse_strategy(s) for s in strategy] if strategy else list(DEFAULT_STRATEGIES)
+    specs = [parse_strategy(s) for s in strategy] if strategy else list(default_curves())
     ks: list[int] | None = None
     if budgets:
         try:

@@ -12,7 +12,7 @@ from ttscale.cli.common import cli_errors, err_console, fail
 from ttscale.cli.options import KvTypeOpt, KvTypeVOpt
 from ttscale.cli.remote_opts import check_kv_engine
 from ttscale.registry import strategy_names
-from ttscale.server.config import SERVER_VERIFIERS
+from ttscale.server.config import server_verifiers
 
 
 @cli_errors
@@ -27,7 +27,7 @@ def serve(
     concurrency: Annotated[int, typer.Option(help="openai backend: HTTP requests in flight to the engine.", min=1)] = 8,
     strategy: Annotated[str, typer.Option("--strategy", "-s", help=f"Default strategy: {', '.join(strategy_names())}.")] = "self-consistency",
     k: Annotated[int, typer.Option("-k", "--k", help="Default samples for voting / best-of-n.", min=1)] = 4,
-    verifier: Annotated[str, typer.Option(help=f"Default verifier for strategies that take one: {', '.join(SERVER_VERIFIERS)}.")] = "certainty",
+    verifier: Annotated[str, typer.Option(help=f"Default verifier for strategies that take one: {', '.join(server_verifiers())}.")] = "certainty",
     budget_tokens: Annotated[Optional[int], typer.Option(help="Default cap on processed tokens per request (prefilled + generated).", min=1)] = None,
     max_budget_tokens: Annotated[int, typer.Option(help="Largest token budget a request may ask for.", min=1)] = 1_000_000,
     max_kv_bytes: Annotated[Optional[int], typer.Option(help="Server-wide hard cap on KV-cache bytes in use at once (at --kv-type's real size): every request's default and ceiling (ttscale.budget.kv_bytes may ask for less), each backend call's batch packed to fit it, and the embedded engine's n_ctx / n_seq_max sized to it.", min=1)] = None,

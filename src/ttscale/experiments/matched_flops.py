@@ -30,7 +30,7 @@ from ttscale.experiments.common import bootstrap
 from ttscale.planner.features import oracle_pass_rate, pool_probe_features
 from ttscale.planner.predictor import fit_predictor
 from ttscale.replay import estimators as est
-from ttscale.replay.curves import CurvePoint, Curves, StrategySpec, compute_curves
+from ttscale.replay.curves import CurvePoint, Curves, CurveSpec, compute_curves
 from ttscale.replay.pool import Pool
 
 LEVEL_KS = (1, 2, 4, 6, 8)
@@ -42,11 +42,11 @@ PROBE = 2
 EPS = 1e-9
 
 
-def strategies(verifier: str) -> tuple[StrategySpec, ...]:
+def strategies(verifier: str) -> tuple[CurveSpec, ...]:
     """The deployable test-time strategies compared: majority, best-of-n with a verifier, adaptive stopping."""
-    return (StrategySpec("majority", "majority"),
-            StrategySpec(f"best-of-n[{verifier}]", "bon", score=verifier),
-            StrategySpec("adaptive", "adaptive", threshold=0.95))
+    return (CurveSpec("majority", "majority"),
+            CurveSpec(f"best-of-n[{verifier}]", "best-of-n", score=verifier),
+            CurveSpec("adaptive", "adaptive", threshold=0.95))
 
 
 def take(pool: Pool, idx: np.ndarray | Sequence[int]) -> Pool:

@@ -24,7 +24,7 @@ from ttscale.experiments.verify_budget import (
     judge_cost_per_solution,
     match_text,
 )
-from ttscale.replay.curves import StrategySpec, compute_curves
+from ttscale.replay.curves import CurveSpec, compute_curves
 from ttscale.replay.pool import Pool, model_info_from_record, pool_from_samples, read_run, task_equivalence
 from ttscale.rescore import cost_key, paid_scores
 from ttscale.store import Store
@@ -39,7 +39,7 @@ CLAIM = ("When To Solve, When To Verify (Singhi et al. 2025): at a fixed inferen
          "number of verifications (S_opt ~ C^0.57, V_opt ~ C^0.39). Measured on MATH, AIME24 and GPQA-Diamond "
          "with Llama-3.1-8B, Qwen-2.5-7B and larger models.")
 PAPER_MULTIPLE = 8.0
-METHODS = {"best-of-n": "bon", "weighted": "weighted-bon"}
+METHODS = {"best-of-n": "best-of-n", "weighted": "weighted-best-of-n"}
 """Best-of-S' by the judge's score (the paper's GenRM), and the judge's scores summed per answer."""
 ROWS_AT = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32)
 N_ORDERS = 64
@@ -124,9 +124,9 @@ def measure(store: Store, rid: str) -> tuple[list[JudgeResult], str]:
                                          info=info, k=S, run_id=rid, task=task, model=policy, equivalent=equiv)
         if judged.problem_ids != full.problem_ids:  # problems without a reference drop from both alike
             continue
-        sc_curves = compute_curves(full, [StrategySpec("majority", "majority")], list(range(1, K + 1)),
+        sc_curves = compute_curves(full, [CurveSpec("majority", "majority")], list(range(1, K + 1)),
                                    n_orders=N_ORDERS, n_bootstrap=BOOTSTRAP)
-        specs = [StrategySpec(m, kind, score=name) for m, kind in METHODS.items()]
+        specs = [CurveSpec(m, kind, score=name) for m, kind in METHODS.items()]
         g_curves = compute_curves(judged, specs, list(range(1, S + 1)), n_orders=N_ORDERS, n_bootstrap=BOOTSTRAP)
         pts = sc_curves.curve("majority")
         note = notes.get(f"score:{name}", {})

@@ -26,7 +26,7 @@ import numpy as np
 from ttscale.errors import ConfigError
 from ttscale.experiments.matched_flops import ModelPair, mean_ci
 from ttscale.planner.data import PlanPool, align_alternate, from_pool
-from ttscale.planner.evaluate import BASELINES, level_outcomes, split_problems
+from ttscale.planner.evaluate import baselines, level_outcomes, split_problems
 from ttscale.planner.policy import Policy, fit_policy
 from ttscale.replay.curves import Curves, compute_curves
 from ttscale.replay.pool import Pool
@@ -198,8 +198,8 @@ def plan_two_models(pair: ModelPair, budget_ks: Sequence[int] = BUDGET_KS, *, n_
         return acc, spent, switched
 
     ks = list(range(1, K + 1))
-    curves = {pair.small.model: compute_curves(small.pool, BASELINES, ks, n_orders=n_orders, n_bootstrap=50, seed=seed),
-              pair.large.model: compute_curves(large.pool, BASELINES, ks, n_orders=n_orders, n_bootstrap=50, seed=seed)}
+    curves = {pair.small.model: compute_curves(small.pool, baselines(), ks, n_orders=n_orders, n_bootstrap=50, seed=seed),
+              pair.large.model: compute_curves(large.pool, baselines(), ks, n_orders=n_orders, n_bootstrap=50, seed=seed)}
     fixed = [pt for m, c in curves.items() for pt in fixed_points(m, c)]
     levels: list[PlanLevel] = []
     notes: list[str] = []

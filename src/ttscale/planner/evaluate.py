@@ -22,16 +22,13 @@ from ttscale.planner.data import PlanPool
 from ttscale.planner.features import pool_probe_features
 from ttscale.planner.options import replay_options
 from ttscale.planner.policy import Level, Policy
-from ttscale.replay.curves import CurvePoint, StrategySpec, compute_curves
+from ttscale.replay.curves import CurvePoint, CurveSpec, compute_curves, strategy_curves
 
-BASELINES: tuple[StrategySpec, ...] = (
-    StrategySpec("majority", "majority"),
-    StrategySpec("weighted-majority", "weighted-majority", score="certainty"),
-    StrategySpec("best-of-n", "bon", score="certainty"),
-    StrategySpec("short-1", "short", m=1),
-    StrategySpec("short-3", "short", m=3),
-    StrategySpec("adaptive", "adaptive", threshold=0.95),
-)
+
+def baselines() -> tuple[CurveSpec, ...]:
+    """The fixed strategies a policy is compared with: the default curves of every strategy record
+    (majority first), not replay's own measures (pass@k is an oracle bound, RPC has no live twin)."""
+    return strategy_curves()
 
 
 @dataclass(frozen=True)
@@ -127,7 +124,7 @@ def evaluate_policy(policy: Policy, test: PlanPool, *, n_orders: int = 64, seed:
         raise ConfigError(f"refusing to evaluate on {len(leak)} problems the policy was fitted on "
                           f"(e.g. {sorted(leak)[0]})")
     K = test.pool.k
-    curves = compute_curves(test.pool, BASELINES, list(range(1, K + 1)), n_orders=n_orders, seed=seed)
+    curves = compute_curves(test.pool, baselines(), list(range(1, K + 1)), n_orders=n_orders, seed=seed)
     maj = {p.k: p for p in curves.curve("majority")}
     ref = maj[K]
     rows: list[dict[str, Any]] = []
@@ -162,7 +159,7 @@ def evaluate_policy(policy: Policy, test: PlanPool, *, n_orders: int = 64, seed:
                    for name in curves.strategies},
         "alternate_majority": {
             model: [{"k": p.k, "accuracy": p.accuracy, "ci": [p.ci_low, p.ci_high], "tokens": p.total_tokens}
-                    for p in compute_curves(alt.pool, BASELINES[:1], list(range(1, K + 1)), n_orders=n_orders,
+                    for p in compute_curves(alt.pool, [CurveSpec("majority", "majority")], list(range(1, K + 1)), n_orders=n_orders,
                                             seed=seed).curve("majority")]
             for model, alt in test.alts.items()
         },

@@ -14,7 +14,6 @@ Votes use replay's estimators (:mod:`ttscale.replay.estimators`) and the voting 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -25,11 +24,25 @@ from ttscale.errors import ConfigError
 from ttscale.planner.data import PlanPool
 from ttscale.planner.features import certainty
 from ttscale.replay import estimators as est
+from ttscale.replay.curves import replay_rules
 from ttscale.replay.pool import Pool
-from ttscale.strategies.voting import Equivalence, answer_groups, weighted_vote
+from ttscale.strategies.best_of_n import best_scored
+from ttscale.strategies.spec import Equivalence, ReplayRule
+from ttscale.strategies.voting import majority, weighted_majority
 from ttscale.types import Sample
 
-CHOICE_KINDS: tuple[str, ...] = ("majority", "weighted-majority", "best-of-n")
+
+def plan_rules() -> dict[str, ReplayRule]:
+    """The rules a policy may choose after its probe, by kind: every strategy record's rule marked
+    ``plannable`` (built-ins: majority, weighted-majority, best-of-n by certainty; plugins too)."""
+    rules = [r for r in replay_rules().values() if r.plannable and r.aggregate is not None]
+    # Simplest first (unweighted, then weighted by certainty, then by a score): equal choices resolve to it.
+    simplicity = {"none": 0, "certainty": 1, "score": 2}
+    return {r.kind: r for r in sorted(rules, key=lambda r: simplicity[r.weighs])}
+
+
+def choice_kinds() -> tuple[str, ...]:
+    return tuple(plan_rules())
 
 
 @dataclass(frozen=True)
@@ -42,8 +55,8 @@ class Choice:
     """Another model to switch to after the probe (None: the primary model, probe kept)."""
 
     def __post_init__(self) -> None:
-        if self.kind not in CHOICE_KINDS:
-            raise ConfigError(f"unknown choice kind {self.kind!r}; available: {', '.join(CHOICE_KINDS)}")
+        if self.kind not in plan_rules():
+            raise ConfigError(f"unknown choice kind {self.kind!r}; available: {', '.join(choice_kinds())}")
         if self.k < 1:
             raise ConfigError(f"a choice needs k >= 1, got {self.k}")
         if self.score != "certainty":
@@ -63,18 +76,18 @@ class Choice:
                    model=str(model) if model else None)
 
 
-def option_grid(p: int, K: int, kinds: Sequence[str] = CHOICE_KINDS) -> list[Choice]:
+def option_grid(p: int, K: int, kinds: Sequence[str] | None = None) -> list[Choice]:
     """Every kind at every k from the probe size ``p`` up to the pool's ``K`` (log-spaced past 16)."""
     if not 1 <= p <= K:
         raise ConfigError(f"probe size must be in 1..{K} (the pool's samples per problem), got {p}")
     ks = sorted({k for k in range(p, K + 1) if k <= 16 or k == K or (k & (k - 1)) == 0 or k % 8 == 0})
-    return [Choice(kind, k) for kind in kinds for k in ks]
+    return [Choice(kind, k) for kind in kinds or choice_kinds() for k in ks]
 
 
-def alternate_grid(model: str, K: int, kinds: Sequence[str] = CHOICE_KINDS) -> list[Choice]:
+def alternate_grid(model: str, K: int, kinds: Sequence[str] | None = None) -> list[Choice]:
     """Every kind at every k from 1 to ``K`` (log-spaced past 16) on another model."""
     ks = sorted({k for k in range(1, K + 1) if k <= 16 or k == K or (k & (k - 1)) == 0 or k % 8 == 0})
-    return [Choice(kind, k, model=model) for kind in kinds for k in ks]
+    return [Choice(kind, k, model=model) for kind in kinds or choice_kinds() for k in ks]
 
 
 @dataclass
@@ -94,9 +107,11 @@ class OptionTable:
 def _rule_outcomes(pool: Pool, order: np.ndarray, kind: str, ks: Sequence[int]) -> dict[int, np.ndarray]:
     """(P, N) correctness of rule ``kind`` over the first k samples of each ordering, for each k."""
     P = pool.n_problems
-    if kind == "best-of-n":
-        s = np.where(pool.answer >= 0, pool.scores["certainty"], -np.inf)
-        sg = est._gather(s, order)
+    rule = plan_rules()[kind]
+    weights = pool.scores["certainty"] if rule.weighs != "none" else None
+    if rule.aggregate is best_scored:
+        assert weights is not None
+        sg = est._gather(np.where(pool.answer >= 0, weights, -np.inf), order)
         by_k = {}
         for k in ks:
             j = np.argmax(sg[..., :k], axis=-1)  # first best position (online: lowest index; same up to exact ties)
@@ -104,10 +119,27 @@ def _rule_outcomes(pool: Pool, order: np.ndarray, kind: str, ks: Sequence[int]) 
             ok = np.take_along_axis(pool.correct, win.reshape(P, -1), axis=1).reshape(win.shape)
             by_k[k] = ok.astype(float)
         return by_k
-    weights = pool.scores["certainty"] if kind == "weighted-majority" else None
-    w = est.vote_winners(pool.answer, order, list(ks), pool.n_answers, weights, pool.logprob)
-    ok = est.winners_correct(pool.answer_correct, w).astype(float)  # (P, N, len(ks))
-    return {k: ok[..., i] for i, k in enumerate(ks)}
+    if rule.aggregate in (majority, weighted_majority):
+        w = est.vote_winners(pool.answer, order, list(ks), pool.n_answers, weights, pool.logprob)
+        ok = est.winners_correct(pool.answer_correct, w).astype(float)  # (P, N, len(ks))
+        return {k: ok[..., i] for i, k in enumerate(ks)}
+    return {k: _generic_outcomes(pool, order, rule, k, weights) for k in ks}
+
+
+def _generic_outcomes(pool: Pool, order: np.ndarray, rule: ReplayRule, k: int, weights: np.ndarray | None) -> np.ndarray:
+    """A plugin's rule, applied to the first k samples of every ordering (answers: the pool's groups)."""
+    assert rule.aggregate is not None
+    P, N = order.shape[0], order.shape[1]
+    out = np.zeros((P, N))
+    for p in range(P):
+        for n in range(N):
+            idx = order[p, n, :k]
+            drawn = [Sample(int(j), "", str(pool.answer[p, j]) if pool.answer[p, j] >= 0 else None, None,
+                            int(pool.n_tokens[p, j]), 0, 0, 0.0, "stop", logprob=float(pool.logprob[p, j]))
+                     for j in idx]
+            answer, _ = rule.aggregate(drawn, None if weights is None else [float(weights[p, j]) for j in idx], None)
+            out[p, n] = answer is not None and bool(pool.answer_correct[p, int(answer)])
+    return out
 
 
 def replay_options(pp: PlanPool, p: int, choices: Sequence[Choice], *, n_orders: int = 64, seed: int = 0) -> OptionTable:
@@ -136,7 +168,7 @@ def replay_options(pp: PlanPool, p: int, choices: Sequence[Choice], *, n_orders:
         src = pool if model is None else pp.alts[model].pool
         o = order if model is None else est.random_orders(P, K, n_orders, rng)
         c_cum = cum if model is None else np.cumsum(est._gather(src.sample_tokens, o), axis=-1)
-        for kind in CHOICE_KINDS:
+        for kind in choice_kinds():
             idx = [i for i, c in enumerate(choices) if c.kind == kind and c.model == model]
             if not idx:
                 continue
@@ -151,25 +183,10 @@ def replay_options(pp: PlanPool, p: int, choices: Sequence[Choice], *, n_orders:
 
 def aggregate(choice: Choice, samples: Sequence[Sample],
               equivalent: Equivalence | None = None) -> tuple[str | None, dict[str, float]]:
-    """Apply a choice's rule to drawn samples (online), with replay's tie rules and answer groups.
-
-    ``equivalent`` is the task's answer equivalence: replay grouped the pool's answers by it
-    (``"1/2"`` and ``"0.5"`` are one answer), so the policy must vote with it too.
-    """
-    if choice.kind == "majority":
-        return weighted_vote(samples, equivalent=equivalent)
-    scores = [certainty(s) for s in samples]
-    if choice.kind == "weighted-majority":
-        return weighted_vote(samples, scores, equivalent=equivalent)
-    answered = [(sc, s) for sc, s in zip(scores, samples, strict=True) if s.answer is not None]
-    if not answered:
-        return None, {}
-    best = max(answered, key=lambda t: (t[0], -t[1].index))[1]
-    group = answer_groups([s.answer for _, s in sorted(answered, key=lambda t: t[1].index)], equivalent)
-    votes: dict[str, float] = {}
-    for sc, s in answered:
-        assert s.answer is not None
-        a = group[s.answer]
-        votes[a] = max(votes.get(a, -math.inf), sc)
-    assert best.answer is not None
-    return group[best.answer], votes
+    """Apply a choice's rule to drawn samples (online): the strategy record's own ``aggregate``, with
+    certainty scores where it weighs samples, and the task's answer equivalence (replay grouped the
+    pool's answers by it: ``"1/2"`` and ``"0.5"`` are one answer), so online equals replay."""
+    rule = plan_rules()[choice.kind]
+    assert rule.aggregate is not None
+    scores = [certainty(s) for s in samples] if rule.weighs != "none" else None
+    return rule.aggregate(samples, scores, equivalent)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ttscale.errors import ConfigError
-from ttscale.replay.curves import DEFAULT_STRATEGIES, CurvePoint, Curves, StrategySpec, compute_curves
+from ttscale.replay.curves import CurvePoint, Curves, CurveSpec, compute_curves
 from ttscale.replay.fit import CoverageFit, SaturationFit, fit_coverage, fit_saturation
 from ttscale.replay.pareto import CheapestRow, cheapest_table, frontier
 from ttscale.replay.pool import Pool
@@ -62,14 +62,14 @@ class Analysis:
 
 def analyze(
     pool: Pool,
-    strategies: Sequence[StrategySpec] = DEFAULT_STRATEGIES,
+    strategies: Sequence[CurveSpec] | None = None,
     budgets: list[int] | None = None,
     *,
     n_orders: int = 64,
     n_bootstrap: int = 200,
     seed: int = 0,
 ) -> Analysis:
-    curves = compute_curves(pool, list(strategies), budgets, n_orders=n_orders, n_bootstrap=n_bootstrap, seed=seed)
+    curves = compute_curves(pool, strategies, budgets, n_orders=n_orders, n_bootstrap=n_bootstrap, seed=seed)
     notes: list[str] = []
     cov_fit = sat_fit = None
     cov = [p for p in curves.points if p.strategy == "pass@k"]

@@ -11,26 +11,49 @@ they would actually have generated.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
 from ttscale.errors import ConfigError
+from ttscale.registry import strategy_specs
 from ttscale.replay import estimators as est
 from ttscale.replay.pool import Pool
+from ttscale.strategies.spec import ReplayRule
+from ttscale.types import Sample
 
-KINDS = ("pass", "majority", "weighted-majority", "bon", "weighted-bon", "rpc", "short", "adaptive")
+# Replay's own kinds, beside the rules the strategy records declare: coverage (pass@k, an oracle
+# bound, not a strategy) and RPC (a reweighted vote replay offers without a live twin).
+_OWN_RULES = (
+    ReplayRule("pass", curves=(("pass@k", {}),)),
+    ReplayRule("rpc", options=("prune",), curves=(("rpc", {}),)),
+)
+_LEGACY_KINDS = {"bon": "best-of-n", "weighted-bon": "weighted-best-of-n"}
+"""Kind names of earlier versions, still accepted by :func:`parse_strategy`."""
+
+
+def replay_rules() -> dict[str, ReplayRule]:
+    """Every replayable rule by kind: pass@k, those the strategy records declare (plugins included),
+    then RPC. Adding a strategy with a ``replay`` rule adds its curves here, and nothing else."""
+    rules = {_OWN_RULES[0].kind: _OWN_RULES[0]}
+    for spec in strategy_specs().values():
+        for rule in spec.replay:
+            rules.setdefault(rule.kind, rule)
+    rules.setdefault(_OWN_RULES[1].kind, _OWN_RULES[1])
+    return rules
 
 
 @dataclass(frozen=True)
-class StrategySpec:
-    """One replayed strategy. ``name`` labels its curve."""
+class CurveSpec:
+    """One replayed curve: a rule (``kind``) with its options. ``name`` labels the curve."""
 
     name: str
     kind: str
     score: str = "certainty"
-    """Verifier score used by bon / weighted-bon / weighted-majority."""
+    """Score a weighing rule reads (best-of-n, weighted-majority, weighted-best-of-n): a stored verifier's
+    name, ``certainty``, or ``oracle``."""
     m: int = 1
     """short-m@k: vote over the first m samples to finish."""
     threshold: float = 0.95
@@ -39,8 +62,9 @@ class StrategySpec:
     """rpc: drop the samples whose mean token log-prob is in this lowest fraction of the problem's pool."""
 
     def __post_init__(self) -> None:
-        if self.kind not in KINDS:
-            raise ConfigError(f"unknown replay strategy kind {self.kind!r}; available: {', '.join(KINDS)}")
+        rules = replay_rules()
+        if self.kind not in rules:
+            raise ConfigError(f"unknown replay strategy kind {self.kind!r}; available: {', '.join(rules)}")
         if self.m < 1:
             raise ConfigError(f"short-m@k needs m >= 1, got {self.m}")
         if not 0 < self.threshold < 1:
@@ -49,28 +73,35 @@ class StrategySpec:
             raise ConfigError(f"rpc prune fraction must be in [0, 1), got {self.prune}")
 
     @property
+    def rule(self) -> ReplayRule:
+        return replay_rules()[self.kind]
+
+    @property
     def oracle(self) -> bool:
         """True when the curve reads reference answers (an upper bound, not a deployable strategy)."""
-        return self.kind == "pass" or (self.kind in ("bon", "weighted-bon", "weighted-majority") and self.score == "oracle")
+        return self.kind == "pass" or (self.rule.weighs != "none" and self.score == "oracle")
 
 
-# Eight curves by default. Weighted best-of-N (`weighted-bon:score=NAME`) sums a verifier's
-# scores per answer; with the free certainty score it equals weighted-majority, so it is opt-in.
-DEFAULT_STRATEGIES: tuple[StrategySpec, ...] = (
-    StrategySpec("pass@k", "pass"),
-    StrategySpec("majority", "majority"),
-    StrategySpec("weighted-majority", "weighted-majority", score="certainty"),
-    StrategySpec("best-of-n", "bon", score="certainty"),
-    StrategySpec("rpc", "rpc"),
-    StrategySpec("short-1", "short", m=1),
-    StrategySpec("short-3", "short", m=3),
-    StrategySpec("adaptive", "adaptive", threshold=0.95),
-)
+def strategy_curves() -> tuple[CurveSpec, ...]:
+    """The default curves of the strategy records' rules alone (deployable strategies, majority first)."""
+    own = {r.kind for r in _OWN_RULES}
+    curves = [CurveSpec(label, rule.kind, **opts) for rule in replay_rules().values() if rule.kind not in own
+              for label, opts in rule.curves]
+    return tuple(sorted(curves, key=lambda c: c.kind != "majority"))
 
 
-def parse_strategy(text: str) -> StrategySpec:
-    """``kind[:key=value,...]``, e.g. ``short:m=3``, ``bon:score=oracle``, ``adaptive:threshold=0.9``."""
+def default_curves() -> tuple[CurveSpec, ...]:
+    """The curves every rule declares as its defaults (pass@k, majority, best-of-n by certainty, ...)."""
+    rules = replay_rules()
+    pass_k = tuple(CurveSpec(label, "pass", **opts) for label, opts in rules["pass"].curves)
+    rpc = tuple(CurveSpec(label, "rpc", **opts) for label, opts in rules["rpc"].curves)
+    return pass_k + strategy_curves() + rpc
+
+
+def parse_strategy(text: str) -> CurveSpec:
+    """``kind[:key=value,...]``, e.g. ``short:m=3``, ``best-of-n:score=oracle``, ``adaptive:threshold=0.9``."""
     kind, _, rest = text.partition(":")
+    kind = _LEGACY_KINDS.get(kind, kind)
     kw: dict[str, Any] = {}
     for part in filter(None, rest.split(",")):
         key, eq, value = part.partition("=")
@@ -80,11 +111,10 @@ def parse_strategy(text: str) -> StrategySpec:
             kw[key] = int(value) if key == "m" else float(value) if key in ("threshold", "prune") else value
         except ValueError as e:
             raise ConfigError(f"bad value for {key} in {text!r}: {value!r}") from e
-    name = {"pass": "pass@k", "short": f"short-{kw.get('m', 1)}", "bon": "best-of-n",
-            "weighted-bon": "weighted-best-of-n"}.get(kind, kind)
-    if "score" in kw and kind in ("bon", "weighted-bon", "weighted-majority"):
+    name = {"pass": "pass@k", "short": f"short-{kw.get('m', 1)}"}.get(kind, kind)
+    if "score" in kw and kind in replay_rules() and replay_rules()[kind].weighs != "none":
         name += f"[{kw['score']}]"
-    return StrategySpec(name, kind, **kw)
+    return CurveSpec(name, kind, **kw)
 
 
 def default_budgets(K: int, n: int = 12) -> list[int]:
@@ -214,77 +244,121 @@ class _Replayer:
                 out[k] = (est.winners_correct(pool.answer_correct, w)[..., 0].mean(axis=1), True)
         return [_Raw(out[k][0], *_full_cost(pool, k), exact=out[k][1]) for k in self.ks]
 
-    def run(self, spec: StrategySpec) -> list[_Raw | None]:
+    def run(self, spec: CurveSpec) -> list[_Raw | None]:
+        """One curve at every budget: the rule's vectorized replay where replay has one, else its
+        ``aggregate`` applied to each ordering's first k samples."""
+        fast = {"pass": self._pass, "best-of-n": self._best_of_n, "majority": self._majority,
+                "weighted-majority": self._weighted, "weighted-best-of-n": self._weighted, "rpc": self._rpc,
+                "short": self._short, "adaptive": self._adaptive}.get(spec.kind)
+        if fast is not None:
+            return fast(spec)
+        rule = spec.rule
+        if rule.aggregate is None:
+            raise ConfigError(f"replay rule {spec.kind!r} has neither a vectorized replay nor an aggregate")
+        return self._generic(rule, spec)
+
+    def _pass(self, spec: CurveSpec) -> list[_Raw | None]:
         pool = self.pool
-        if spec.kind == "pass":
-            c = pool.correct.sum(axis=1)
-            return [_Raw(est.pass_at_k(pool.k, c, k), *_full_cost(pool, k), exact=True) for k in self.ks]
-        if spec.kind == "bon":
-            s = self._score(spec.score)
-            return [_Raw(est.best_of_n_exact(pool.answer, pool.correct, s, k), *_full_cost(pool, k), exact=True)
-                    for k in self.ks]
-        if spec.kind == "majority":
-            return list(self.vote(pool.answer, None))
-        if spec.kind in ("weighted-majority", "weighted-bon"):
-            return list(self.vote(pool.answer, self._score(spec.score)))
-        if spec.kind == "rpc":
-            mlp = pool.mean_logprob
-            cut = np.quantile(mlp, spec.prune, axis=1, keepdims=True) if spec.prune > 0 else np.full((pool.n_problems, 1), -np.inf)
-            answer = np.where(mlp >= cut, pool.answer, -1)
-            # Sequence probability, rescaled per problem so it never underflows (argmax is unchanged).
-            w = np.exp(pool.logprob - pool.logprob.max(axis=1, keepdims=True))
-            return list(self.vote(answer, w))
-        if spec.kind == "short":
-            out: list[_Raw | None] = [None] * len(self.ks)
-            valid = [k for k in self.ks if k >= spec.m]
-            groups = [([k], True) for k in valid if self._exact_ok(k)]
-            resampled = [k for k in valid if not self._exact_ok(k)]
-            if resampled:
-                groups.append((resampled, False))
-            for ks, exact in groups:
-                order = est.exact_orders(pool.k, ks[0]) if exact else self.orders
-                order = np.broadcast_to(order, (pool.n_problems, *order.shape[-2:]))
-                chosen, gen = est.short_m_choice(pool.finish_rank, pool.n_tokens, order, ks, spec.m)
-                # prefix sums over each ordering: full-length tokens, FLOPs and per-sample prefill of the first k
-                cum = {n: np.cumsum(est._gather(v, order), axis=-1) for n, v in (
-                    ("tok", pool.n_tokens), ("fl", pool.sample_flops), ("extra", pool.sample_tokens - pool.n_tokens))}
-                for i, k in enumerate(ks):
-                    w = est.vote_winners(pool.answer, chosen[:, :, i], [spec.m], pool.n_answers, None, pool.logprob)
-                    acc = est.winners_correct(pool.answer_correct, w)[..., 0].mean(axis=1)
-                    # Truncated samples: FLOPs pro rata to the tokens they got; per-sample prefill in full.
-                    full = cum["tok"][..., k - 1]
-                    frac = np.where(full > 0, gen[:, :, i] / np.maximum(full, 1), 1.0)
-                    fl = (cum["fl"][..., k - 1] * frac).mean(1)
-                    extra = cum["extra"][..., k - 1].mean(1)
-                    g = gen[:, :, i].mean(axis=1)
-                    out[self.ks.index(k)] = _Raw(acc, np.full(pool.n_problems, float(k)), g,
-                                                 pool.prefill_tokens + g + extra, pool.prefill_flops + fl, exact)
-            return out
-        if spec.kind == "adaptive":
-            # With budget k the rule draws min(stop, k) samples: rows that stopped by k keep the
-            # vote at their stopping point, the others are a plain majority over the first k.
-            stop = est.adaptive_stop(pool.answer, self.orders, spec.threshold)
-            at_stop = np.where(np.arange(pool.k) < stop[..., None], self.orders, -1)
-            w_stop = est.vote_winners(pool.answer, at_stop, [pool.k], pool.n_answers, None, pool.logprob)[..., 0]
-            w_k = self.majority_prefix()
-            lengths = np.stack([np.minimum(stop, k) for k in self.ks], axis=1)  # (P, nk, N)
-            costs = _prefix_cost(pool, self.orders, lengths.reshape(pool.n_problems, -1), per=len(self.ks))
-            out = []
-            for i, k in enumerate(self.ks):
-                if k == 1:  # one draw, no rule to apply: exactly a single random sample
-                    out.append(_Raw(pool.correct.mean(axis=1), *_full_cost(pool, 1), exact=True))
-                    continue
-                w = np.where(stop <= k, w_stop, w_k[..., i])
-                acc = est.winners_correct(pool.answer_correct, w).mean(axis=1)
-                n, gen, tok, fl = (c[:, i] for c in costs)
-                out.append(_Raw(acc, n, gen, tok, fl, exact=False))
-            return out
-        raise ConfigError(f"unknown replay strategy kind {spec.kind!r}")
+        c = pool.correct.sum(axis=1)
+        return [_Raw(est.pass_at_k(pool.k, c, k), *_full_cost(pool, k), exact=True) for k in self.ks]
+
+    def _best_of_n(self, spec: CurveSpec) -> list[_Raw | None]:
+        pool = self.pool
+        s = self._score(spec.score)
+        return [_Raw(est.best_of_n_exact(pool.answer, pool.correct, s, k), *_full_cost(pool, k), exact=True)
+                for k in self.ks]
+
+    def _majority(self, spec: CurveSpec) -> list[_Raw | None]:
+        return list(self.vote(self.pool.answer, None))
+
+    def _weighted(self, spec: CurveSpec) -> list[_Raw | None]:
+        return list(self.vote(self.pool.answer, self._score(spec.score)))
+
+    def _rpc(self, spec: CurveSpec) -> list[_Raw | None]:
+        pool = self.pool
+        mlp = pool.mean_logprob
+        cut = np.quantile(mlp, spec.prune, axis=1, keepdims=True) if spec.prune > 0 else np.full((pool.n_problems, 1), -np.inf)
+        answer = np.where(mlp >= cut, pool.answer, -1)
+        # Sequence probability, rescaled per problem so it never underflows (argmax is unchanged).
+        w = np.exp(pool.logprob - pool.logprob.max(axis=1, keepdims=True))
+        return list(self.vote(answer, w))
+
+    def _generic(self, rule: ReplayRule, spec: CurveSpec) -> list[_Raw | None]:
+        """Any rule over drawn samples, applied to the first k samples of every ordering (answers are the
+        pool's equivalence groups, so the rule needs no task)."""
+        assert rule.aggregate is not None
+        pool, P = self.pool, self.pool.n_problems
+        scores = self._score(spec.score) if rule.weighs != "none" else None
+        out: list[_Raw | None] = []
+        for k in self.ks:
+            acc = np.zeros(P)
+            for p in range(P):
+                hits = 0
+                for row in self.orders[p]:
+                    idx = row[:k]
+                    drawn = [Sample(int(j), "", str(pool.answer[p, j]) if pool.answer[p, j] >= 0 else None, None,
+                                    int(pool.n_tokens[p, j]), 0, 0, 0.0, "stop", logprob=float(pool.logprob[p, j]))
+                             for j in idx]
+                    answer, _ = rule.aggregate(drawn, None if scores is None else [float(scores[p, j]) for j in idx],
+                                               None)
+                    hits += answer is not None and bool(pool.answer_correct[p, int(answer)])
+                acc[p] = hits / len(self.orders[p])
+            out.append(_Raw(acc, *_full_cost(pool, k), exact=False))
+        return out
+
+    def _short(self, spec: CurveSpec) -> list[_Raw | None]:
+        pool = self.pool
+        out: list[_Raw | None] = [None] * len(self.ks)
+        valid = [k for k in self.ks if k >= spec.m]
+        groups = [([k], True) for k in valid if self._exact_ok(k)]
+        resampled = [k for k in valid if not self._exact_ok(k)]
+        if resampled:
+            groups.append((resampled, False))
+        for ks, exact in groups:
+            order = est.exact_orders(pool.k, ks[0]) if exact else self.orders
+            order = np.broadcast_to(order, (pool.n_problems, *order.shape[-2:]))
+            chosen, gen = est.short_m_choice(pool.finish_rank, pool.n_tokens, order, ks, spec.m)
+            # prefix sums over each ordering: full-length tokens, FLOPs and per-sample prefill of the first k
+            cum = {n: np.cumsum(est._gather(v, order), axis=-1) for n, v in (
+                ("tok", pool.n_tokens), ("fl", pool.sample_flops), ("extra", pool.sample_tokens - pool.n_tokens))}
+            for i, k in enumerate(ks):
+                w = est.vote_winners(pool.answer, chosen[:, :, i], [spec.m], pool.n_answers, None, pool.logprob)
+                acc = est.winners_correct(pool.answer_correct, w)[..., 0].mean(axis=1)
+                # Truncated samples: FLOPs pro rata to the tokens they got; per-sample prefill in full.
+                full = cum["tok"][..., k - 1]
+                frac = np.where(full > 0, gen[:, :, i] / np.maximum(full, 1), 1.0)
+                fl = (cum["fl"][..., k - 1] * frac).mean(1)
+                extra = cum["extra"][..., k - 1].mean(1)
+                g = gen[:, :, i].mean(axis=1)
+                out[self.ks.index(k)] = _Raw(acc, np.full(pool.n_problems, float(k)), g,
+                                             pool.prefill_tokens + g + extra, pool.prefill_flops + fl, exact)
+        return out
+
+    def _adaptive(self, spec: CurveSpec) -> list[_Raw | None]:
+        pool = self.pool
+        # With budget k the rule draws min(stop, k) samples: rows that stopped by k keep the
+        # vote at their stopping point, the others are a plain majority over the first k.
+        stop = est.adaptive_stop(pool.answer, self.orders, spec.threshold)
+        at_stop = np.where(np.arange(pool.k) < stop[..., None], self.orders, -1)
+        w_stop = est.vote_winners(pool.answer, at_stop, [pool.k], pool.n_answers, None, pool.logprob)[..., 0]
+        w_k = self.majority_prefix()
+        lengths = np.stack([np.minimum(stop, k) for k in self.ks], axis=1)  # (P, nk, N)
+        costs = _prefix_cost(pool, self.orders, lengths.reshape(pool.n_problems, -1), per=len(self.ks))
+        out: list[_Raw | None] = []
+        for i, k in enumerate(self.ks):
+            if k == 1:  # one draw, no rule to apply: exactly a single random sample
+                out.append(_Raw(pool.correct.mean(axis=1), *_full_cost(pool, 1), exact=True))
+                continue
+            w = np.where(stop <= k, w_stop, w_k[..., i])
+            acc = est.winners_correct(pool.answer_correct, w).mean(axis=1)
+            n, gen, tok, fl = (c[:, i] for c in costs)
+            out.append(_Raw(acc, n, gen, tok, fl, exact=False))
+        return out
 
 
 def compute_curves(
     pool: Pool,
-    strategies: tuple[StrategySpec, ...] | list[StrategySpec] = DEFAULT_STRATEGIES,
+    strategies: Sequence[CurveSpec] | None = None,
     budgets: list[int] | None = None,
     *,
     n_orders: int = 64,
@@ -302,6 +376,7 @@ def compute_curves(
         raise ConfigError(f"budgets must lie in 1..{pool.k} (the pool's samples per problem), got {ks}")
     if n_orders < 1 or n_bootstrap < 1 or not 0 < ci < 1:
         raise ConfigError("n_orders and n_bootstrap must be >= 1 and ci in (0, 1)")
+    strategies = list(default_curves() if strategies is None else strategies)
     names = [s.name for s in strategies]
     if len(set(names)) != len(names):
         raise ConfigError(f"strategy names must be unique, got {names}")

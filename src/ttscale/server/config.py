@@ -12,9 +12,13 @@ from dataclasses import dataclass
 
 from ttscale.backends.base import Backend
 from ttscale.errors import ConfigError
+from ttscale.registry import verifier_specs
 
-SERVER_VERIFIERS: tuple[str, ...] = ("certainty", "judge")
-"""Verifiers a request may name: they need no reference answer and no extra configuration."""
+
+def server_verifiers() -> tuple[str, ...]:
+    """Verifiers a request may name: the records that declare ``serves`` (no reference answer, no extra
+    configuration)."""
+    return tuple(name for name, spec in verifier_specs().items() if spec.serves)
 
 
 @dataclass(frozen=True)
@@ -88,8 +92,8 @@ class ServerConfig:
             raise ConfigError(f"temperature must be in [0, 2], got {self.temperature}")
         if self.default_max_tokens > self.max_max_tokens:
             raise ConfigError("default_max_tokens exceeds max_max_tokens")
-        if self.verifier not in SERVER_VERIFIERS:
-            raise ConfigError(f"verifier {self.verifier!r} cannot serve requests; use one of {', '.join(SERVER_VERIFIERS)}")
+        if self.verifier not in server_verifiers():
+            raise ConfigError(f"verifier {self.verifier!r} cannot serve requests; use one of {', '.join(server_verifiers())}")
         if self.api_key is not None and not self.api_key.strip():
             raise ConfigError("api_key must not be empty")
 

@@ -13,18 +13,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ttscale.registry import STRATEGY_KNOBS, strategy_knobs, strategy_names, verifier_names
-from ttscale.server.config import SERVER_VERIFIERS, ServerConfig
+from ttscale.registry import STRATEGY_KNOBS, strategy_knobs, strategy_names, strategy_specs, verifier_names
+from ttscale.server.config import ServerConfig, server_verifiers
 from ttscale.server.errors import APIError
 from ttscale.server.schemas import TtscaleOptions
 
+
 # Short prefixes for clients that can only set the model name: "sc8/<model>", "bon4/<model>".
-ALIASES: dict[str, str] = {
-    "sc": "self-consistency",
-    "bon": "best-of-n",
-    "wbon": "weighted-best-of-n",
-    "single": "single",
-}
+def aliases() -> dict[str, str]:
+    """Each strategy record's short name (``alias``) -> its name; every strategy also answers to its own."""
+    return {spec.alias: name for name, spec in strategy_specs().items() if spec.alias}
 _PREFIX_RE = re.compile(r"^(?P<name>[a-z][a-z-]*?)(?P<k>\d+)?$")
 
 HEADER_STRATEGY = "x-ttscale-strategy"
@@ -71,14 +69,14 @@ def split_model(model: str, served: str) -> tuple[str | None, int | None]:
     if sep and rest == served:
         m = _PREFIX_RE.match(prefix)
         if m:
-            name = ALIASES.get(m.group("name"), m.group("name"))
+            name = aliases().get(m.group("name"), m.group("name"))
             k = int(m.group("k")) if m.group("k") else None
             if _known(name):
                 return name, k
             if _known(prefix):  # full names that end in digits are not k
                 return prefix, None
         raise APIError(404, f"unknown strategy prefix {prefix!r} in model {model!r}; use e.g. "
-                       f"sc8/{served} ({', '.join(f'{a}=<{n}>' for a, n in ALIASES.items())}) or a full strategy name",
+                       f"sc8/{served} ({', '.join(f'{a}=<{n}>' for a, n in aliases().items())}) or a full strategy name",
                        param="model", code="model_not_found")
     raise APIError(404, f"model {model!r} is not served here; available: {served} (optionally prefixed, e.g. sc8/{served})",
                    param="model", code="model_not_found")
@@ -104,7 +102,7 @@ def resolve(opts: TtscaleOptions | None, headers: Mapping[str, str], model: str,
 
     candidates = [(o.strategy, "body"), (h_strategy, "header"), (prefix_strategy, "model")]
     strategy, source = next(((s, src) for s, src in candidates if s), (cfg.strategy, "default"))
-    strategy = ALIASES.get(strategy.strip(), strategy.strip())
+    strategy = aliases().get(strategy.strip(), strategy.strip())
     param = {"body": "ttscale.strategy", "header": HEADER_STRATEGY, "model": "model", "default": None}[source]
     if not _known(strategy):
         raise APIError(400, f"unknown strategy {strategy!r}; available: {', '.join(strategy_names())}",
@@ -129,10 +127,10 @@ def resolve(opts: TtscaleOptions | None, headers: Mapping[str, str], model: str,
     if explicit_v and "verifier" not in knobs:
         raise APIError(400, f"strategy {strategy!r} takes no verifier", param="ttscale.verifier", code="invalid_value")
     verifier = (explicit_v or cfg.verifier) if "verifier" in knobs else None
-    if verifier is not None and verifier not in SERVER_VERIFIERS:
+    if verifier is not None and verifier not in server_verifiers():
         known = verifier in verifier_names()
         why = "is not available for requests (it needs reference answers or extra setup)" if known else "is unknown"
-        raise APIError(400, f"verifier {verifier!r} {why}; available: {', '.join(SERVER_VERIFIERS)}",
+        raise APIError(400, f"verifier {verifier!r} {why}; available: {', '.join(server_verifiers())}",
                        param="ttscale.verifier", code="unknown_verifier")
     options = tuple(sorted((o.options or {}).items()))
     for name, _ in options:

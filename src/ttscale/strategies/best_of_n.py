@@ -8,15 +8,36 @@ Samples without an extractable answer are scored but cannot win.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from ttscale.errors import ConfigError
 from ttscale.strategies.base import SolveContext
-from ttscale.strategies.spec import KOptions, StrategySpec
-from ttscale.strategies.voting import weighted_vote
+from ttscale.strategies.spec import Equivalence, KOptions, ReplayRule, StrategySpec
+from ttscale.strategies.voting import answer_groups, weighted_majority
 from ttscale.types import Problem, Result, Sample
 from ttscale.verifiers.base import Verifier, verifier_bound
+
+
+def best_scored(samples: Sequence[Sample], scores: Sequence[float] | None,
+                equivalent: Equivalence | None = None) -> tuple[str | None, dict[str, float]]:
+    """Best-of-N's rule: the answer of the top-scored sample (ties: lowest sample index); each answer's
+    vote is its best sample's score, equivalent answers grouped as the task says."""
+    if scores is None:
+        raise ValueError("best-of-n needs a score per sample")
+    answered = [(sc, s) for sc, s in zip(scores, samples, strict=True) if s.answer is not None]
+    if not answered:
+        return None, {}
+    best = max(answered, key=lambda t: (t[0], -t[1].index))[1]
+    group = answer_groups([s.answer for _, s in sorted(answered, key=lambda t: t[1].index)], equivalent)
+    votes: dict[str, float] = {}
+    for sc, s in answered:
+        assert s.answer is not None
+        votes[group[s.answer]] = max(votes.get(group[s.answer], -math.inf), float(sc))
+    assert best.answer is not None
+    return group[best.answer], votes
 
 
 @dataclass
@@ -52,18 +73,8 @@ class BestOfN:
         ctx.meter.charge(scored.usage)
         for s, sc in zip(samples, scored.scores, strict=False):
             s.scores[self.verifier.name] = sc
-        answered = [(i, s) for i, s in enumerate(samples) if s.answer is not None]
-        if self.weighted:
-            answer, votes = weighted_vote(samples, scored.scores, equivalent=ctx.task.equivalent)
-        elif answered:
-            best_i, best = max(answered, key=lambda t: (scored.scores[t[0]], -t[1].index))
-            answer = best.answer
-            votes = {}
-            for i, s in answered:
-                assert s.answer is not None
-                votes[s.answer] = max(votes.get(s.answer, float("-inf")), scored.scores[i])
-        else:
-            answer, votes = None, {}
+        rule = weighted_majority if self.weighted else best_scored
+        answer, votes = rule(samples, scored.scores, ctx.task.equivalent)
         return ctx.result(
             self.name,
             answer,
@@ -80,7 +91,13 @@ class BestOfN:
 
 SPECS = (
     StrategySpec("best-of-n", lambda **kw: BestOfN(**kw, weighted=False, name="best-of-n"), KOptions,
-                 "k samples, the verifier's top-scored answer", verifier="required"),
+                 "k samples, the verifier's top-scored answer", verifier="required", alias="bon",
+                 replay=(ReplayRule("best-of-n", best_scored, weighs="score", options=("score",),
+                                    curves=(("best-of-n", {"score": "certainty"}),), plannable=True),)),
+    # With the free certainty score as the verifier, weighted best-of-N is the weighted majority vote.
     StrategySpec("weighted-best-of-n", lambda **kw: BestOfN(**kw, weighted=True, name="weighted-best-of-n"), KOptions,
-                 "k samples, answer with the largest summed verifier score", verifier="required"),
+                 "k samples, answer with the largest summed verifier score", verifier="required", alias="wbon",
+                 replay=(ReplayRule("weighted-majority", weighted_majority, weighs="certainty",
+                                    curves=(("weighted-majority", {}),), plannable=True),
+                         ReplayRule("weighted-best-of-n", weighted_majority, weighs="score", options=("score",)))),
 )

@@ -37,7 +37,7 @@ from pydantic import Field
 
 from ttscale.errors import ConfigError
 from ttscale.strategies.base import SolveContext, sample_seed
-from ttscale.strategies.spec import KOptions, StrategySpec
+from ttscale.strategies.spec import KOptions, ReplayRule, StrategySpec
 from ttscale.strategies.voting import weighted_vote
 from ttscale.types import Problem, Result, Sample, capabilities_of
 
@@ -181,8 +181,11 @@ class AdaptiveOptions(KOptions):
 
 
 SPECS = (
-    StrategySpec("short-m@k", ShortMAtK, ShortOptions, "start k samples, stop all once the first --m finish, vote over those m"),
+    # Replay models both from the pool's finish order and vote sequence (no rule on drawn samples alone).
+    StrategySpec("short-m@k", ShortMAtK, ShortOptions, "start k samples, stop all once the first --m finish, vote over those m",
+                 replay=(ReplayRule("short", options=("m",), curves=(("short-1", {"m": 1}), ("short-3", {"m": 3}))),)),
     StrategySpec("adaptive-consistency", AdaptiveConsistency, AdaptiveOptions,
                  "start samples in waves as wide as the backend runs in parallel; stop (cancelling unfinished "
-                 "samples) once the finished ones reach the Beta/Dirichlet confidence --threshold (max k)"),
+                 "samples) once the finished ones reach the Beta/Dirichlet confidence --threshold (max k)",
+                 replay=(ReplayRule("adaptive", options=("threshold",), curves=(("adaptive", {"threshold": 0.95}),)),)),
 )

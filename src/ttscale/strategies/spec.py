@@ -16,17 +16,46 @@ A minimal plugin (docs/architecture.md shows it whole)::
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ttscale.errors import ConfigError
 from ttscale.strategies.base import Strategy
-from ttscale.types import options_error
+from ttscale.types import Sample, options_error
 
 VerifierNeed = Literal["none", "required", "optional"]
+Equivalence = Callable[[str | None, str | None], bool]
+Aggregate = Callable[[Sequence[Sample], Sequence[float] | None, Equivalence | None], tuple[str | None, dict[str, float]]]
+"""A rule over drawn samples: (samples, their scores or None, the task's answer equivalence) -> (answer, votes)."""
+
+
+@dataclass(frozen=True)
+class ReplayRule:
+    """A strategy's rule as replay (``ttscale curves``/``report``) and the planner apply it to stored samples.
+
+    Live runs, replay and the planner share ``aggregate``, so they agree by construction (a
+    differential test checks each built-in). Replay evaluates a rule over many orderings of a pool's
+    samples: through a vectorized implementation of ``kind`` where :mod:`ttscale.replay.curves` has one
+    (the built-ins), else by calling ``aggregate`` on each ordering's first k samples (any plugin).
+    """
+
+    kind: str
+    """The curve kind (``ttscale curves --strategy KIND[:key=value]``) and the planner's choice kind."""
+    aggregate: Aggregate | None = None
+    """The rule on k drawn samples; None when it depends on more than the samples (finish order,
+    sequential stopping), which only a vectorized replay can model."""
+    weighs: Literal["none", "score", "certainty"] = "none"
+    """What ``aggregate``'s scores are: none, a stored verifier score (the curve's ``score`` option), or
+    the free certainty score (``exp`` of the mean token log-prob)."""
+    options: tuple[str, ...] = ()
+    """Curve options it reads (``m``, ``threshold``, ``prune``, ``score``)."""
+    curves: tuple[tuple[str, dict[str, Any]], ...] = ()
+    """Default curves, as (label, options): what ``ttscale curves`` draws without ``--strategy``."""
+    plannable: bool = False
+    """The planner may choose it after its probe (the rule needs no score a live request lacks)."""
 
 
 class StrategyOptions(BaseModel):
@@ -65,6 +94,10 @@ class StrategySpec:
     """Whether it takes a verifier (``--verifier``): not at all, always, or optionally."""
     uses_logprobs: bool = False
     """It reads the samples' token log-probs (``ttscale run`` then asks the engine for them)."""
+    replay: tuple[ReplayRule, ...] = field(default=())
+    """Its rules over stored samples, for replay and the planner (empty: not replayable)."""
+    alias: str | None = None
+    """Short name for clients that can only set the model (``sc8/<model>`` in the server)."""
 
     @property
     def knobs(self) -> tuple[str, ...]:

@@ -12,15 +12,13 @@ and the group is named by its first answer (lowest sample index).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from ttscale.strategies.base import SolveContext
-from ttscale.strategies.spec import KOptions, StrategySpec
+from ttscale.strategies.spec import Equivalence, KOptions, ReplayRule, StrategySpec
 from ttscale.types import Problem, Result, Sample
-
-Equivalence = Callable[[str | None, str | None], bool]
 
 
 def answer_groups(answers: Sequence[str | None], equivalent: Equivalence | None) -> dict[str, str]:
@@ -72,6 +70,18 @@ def weighted_vote(samples: Sequence[Sample], weights: Sequence[float] | None = N
     return best, votes
 
 
+def majority(samples: Sequence[Sample], scores: Sequence[float] | None = None,
+             equivalent: Equivalence | None = None) -> tuple[str | None, dict[str, float]]:
+    """Self-consistency's rule: one vote per sample (``scores`` are ignored)."""
+    return weighted_vote(samples, None, equivalent)
+
+
+def weighted_majority(samples: Sequence[Sample], scores: Sequence[float] | None = None,
+                      equivalent: Equivalence | None = None) -> tuple[str | None, dict[str, float]]:
+    """Each sample votes with its score (weighted best-of-N; weighted majority with certainty scores)."""
+    return weighted_vote(samples, scores, equivalent)
+
+
 @dataclass
 class SelfConsistency:
     """Majority vote over ``k`` samples (Wang et al. 2022)."""
@@ -81,11 +91,12 @@ class SelfConsistency:
 
     def solve(self, problem: Problem, ctx: SolveContext) -> Result:
         samples = ctx.sample(self.k)
-        answer, votes = weighted_vote(samples, equivalent=ctx.task.equivalent)
+        answer, votes = majority(samples, None, ctx.task.equivalent)
         return ctx.result(self.name, answer, samples, votes)
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "k": self.k}
 
 
-SPEC = StrategySpec("self-consistency", SelfConsistency, KOptions, "majority vote over k samples")
+SPEC = StrategySpec("self-consistency", SelfConsistency, KOptions, "majority vote over k samples",
+                    replay=(ReplayRule("majority", majority, curves=(("majority", {}),), plannable=True),), alias="sc")

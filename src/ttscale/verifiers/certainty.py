@@ -29,4 +29,4 @@ class CertaintyVerifier:
 
 
 SPEC = VerifierSpec("certainty", lambda a: CertaintyVerifier(), "self-certainty, exp(mean token log-prob)",
-                    uses_logprobs=True)
+                    uses_logprobs=True, serves=True)

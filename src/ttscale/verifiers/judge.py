@@ -184,4 +184,4 @@ class JudgeVerifier:
 
 SPEC = VerifierSpec("judge", lambda a: JudgeVerifier(a.backend, verifications=a.verifications or 1, task=a.task),
                     "LLM-as-judge (GenRM): P(Yes) from the backend model's next-token log-probs (--verifications V)",
-                    needs_backend=True)
+                    needs_backend=True, serves=True)

@@ -31,6 +31,9 @@ class VerifierSpec:
     """It scores with the backend's model (judge, rollout)."""
     uses_logprobs: bool = False
     """It reads the samples' token log-probs (certainty): ``ttscale run`` then asks the engine for them."""
+    serves: bool = False
+    """A server request may name it: it needs no reference answer, no task-specific data and no option
+    beyond what the request carries."""
 
     def build(self, args: VerifierArgs) -> Verifier:
         if self.needs_backend and args.backend is None:
