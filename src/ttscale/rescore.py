@@ -8,7 +8,7 @@ one) over the samples of a stored run and writes, for every sample it scores:
   scoring this sample cost the verifier (tokens it prefilled and generated, forward FLOPs on the
   verifier's own model, wall seconds). Processed tokens are ``prefilled + generated``.
 
-So the replay reads the judge's scores like any verifier's (``bon:score=NAME``) and the experiments
+So the replay reads the judge's scores like any verifier's (``best-of-n:score=NAME``) and the experiments
 read its compute, which sets the paper's lambda (verification cost over solution cost).
 
 **How a call's cost is split over samples.** A verifier reports one :class:`~ttscale.cost.Usage` per

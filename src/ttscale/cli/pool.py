@@ -89,7 +89,7 @@ SCORE_HELP = (
     "under NAME (default VERIFIER-MODEL-vV, e.g. judge-qwen2.5-coder-1.5b-v1) and what scoring it cost the judge "
     "under NAME:prefilled, NAME:generated, NAME:flops and NAME:seconds: each judge call's usage is split over its "
     "samples by their judge prompt lengths (--batch 1 makes the split exact). Replay reads the score like any "
-    "verifier's (ttscale curves RUN --strategy bon:score=NAME); `ttscale experiment solve-or-verify` reads the "
+    "verifier's (ttscale curves RUN --strategy best-of-n:score=NAME); `ttscale experiment solve-or-verify` reads the "
     "costs for the paper's lambda.\n\n"
     "Resumable: rerun the same command and samples already scored under NAME are skipped; scores are committed "
     "after every judge call. --limit-problems N and --samples-per-problem S pick a fixed subset (the first N "
@@ -180,5 +180,5 @@ def score(
                   f"({summary.scored} scored now, {summary.already} already); judge spent {u.prefilled_tokens:,} "
                   f"tokens prefilled, {u.generated_tokens:,} generated, {human(u.flops)} FLOPs, {summary.wall_s:.1f} s"
                   + (f" ({per:.2f} s/sample)" if summary.scored else ""))
-    console.print(f"next: ttscale curves {run_id} --store {store} --strategy bon:score={summary.name}   "
+    console.print(f"next: ttscale curves {run_id} --store {store} --strategy best-of-n:score={summary.name}   "
                   f"(rerun to resume or extend)")
