@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -51,6 +52,10 @@ def serve(
     n_ctx: Annotated[Optional[int], typer.Option(help="llama.cpp context size (KV cells shared by all batched samples; default 16384, or what --max-kv-bytes buys).", min=64)] = None,
     n_seq_max: Annotated[int, typer.Option(help="llama.cpp parallel sequences (samples decoded together; at most what --max-kv-bytes holds).", min=1)] = 64,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+    policy: Annotated[Optional[Path], typer.Option(
+        help="A fitted plan (ttscale plan --out FILE): requests that name no strategy are answered by it, each "
+             "prompt by its probe, difficulty bin and choice at the level its budget buys (ttscale.budget.tokens; "
+             "the richest level without one); the response's ttscale.choices[].policy says why.")] = None,
 ) -> None:
     """Serve /v1/chat/completions and /v1/completions, each request answered by a test-time strategy.
 
@@ -68,6 +73,14 @@ def serve(
     from ttscale.registry import make_backend
 
     check_bind(host, api_key, allow_unauthenticated_remote)
+    fitted = None
+    if policy is not None:
+        from ttscale.planner.policy import Policy
+
+        fitted = Policy.load(policy)
+        if fitted.models():
+            fail(f"{policy} may switch to other models ({', '.join(fitted.models())}); the server serves one "
+                 "model: fit the plan without --alt-pool")
     if strategy not in strategy_names():
         fail(f"unknown strategy {strategy!r}; available: {', '.join(strategy_names())}")
     kv_fit = None
@@ -102,13 +115,17 @@ def serve(
             default_max_tokens=max_tokens, max_max_tokens=max_max_tokens, max_concurrency=max_concurrency,
             max_queue=max_queue, timeout_s=timeout, batch_window_ms=batch_window_ms, api_key=api_key,
             batch_min_wait_ms=batch_min_wait_ms if batch_min_wait_ms is not None else (10.0 if backend == "llama-cpp" else 0.0),
-            max_body_bytes=max_body_bytes,
+            max_body_bytes=max_body_bytes, policy=fitted,
         )
         app = create_app(config)
         logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
         auth = "Bearer key required" if api_key else "no auth"
-        err_console.print(f"serving {config.served_model} on http://{host}:{port}/v1 ({auth}); "
-                          f"default strategy {strategy}" + (f" k={k}" if "k" in _knobs(strategy) else ""))
+        default = (f"default: the plan in {policy} ({len(fitted.levels)} budget levels, fitted on "
+                   f"{fitted.primary_model})" if fitted is not None
+                   else f"default strategy {strategy}" + (f" k={k}" if "k" in _knobs(strategy) else ""))
+        err_console.print(f"serving {config.served_model} on http://{host}:{port}/v1 ({auth}); {default}")
+        if fitted is not None and fitted.primary_model not in (config.served_model, model):
+            err_console.print(f"note: the plan was fitted on {fitted.primary_model}, this server runs {config.served_model}")
         uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=graceful_timeout,
                     limit_concurrency=max_concurrency + max_queue + 64, server_header=False)
     finally:

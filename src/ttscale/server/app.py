@@ -9,6 +9,8 @@ answered by a test-time strategy (chosen per request, see
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -39,6 +41,8 @@ from ttscale.server.security import Guard
 from ttscale.server.service import ClientGone, Service, Ticket
 from ttscale.server.solve import ChoiceResult, ttscale_object
 from ttscale.types import ChatMessage, GenerationRequest, Usage, capabilities_of
+
+trace_log = logging.getLogger("ttscale.server.trace")
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse, "description": desc}
@@ -194,6 +198,11 @@ def create_app(config: ServerConfig) -> FastAPI:
         svc.metrics.strategy.labels(plan.strategy).inc()
         svc.metrics.tokens.labels("prefilled").inc(u.prefilled_tokens)
         svc.metrics.tokens.labels("generated").inc(u.generated_tokens)
+        if plan.trace:  # asked for: the same record the response carries goes to the server's log
+            trace_log.info("trace %s", json.dumps({
+                "strategy": plan.strategy, "choices": [{"answer": c.result.answer, "votes": c.result.votes,
+                                                        "policy": c.result.meta.get("policy"), "calls": c.trace}
+                                                       for c in choices]}, default=str))
 
     async def complete(request: Request, body: ChatCompletionRequest | CompletionRequest) -> Response:
         chat = isinstance(body, ChatCompletionRequest)

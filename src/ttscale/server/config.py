@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from ttscale.backends.base import Backend
 from ttscale.errors import ConfigError
+from ttscale.planner.policy import Policy
 from ttscale.registry import verifier_specs
 
 
@@ -69,6 +70,10 @@ class ServerConfig:
     api_key: str | None = None
     """When set, every endpoint except /health requires ``Authorization: Bearer <key>``."""
     max_body_bytes: int = 1_000_000
+    policy: Policy | None = None
+    """A fitted plan (``ttscale plan --out``): requests that name no strategy are answered by it (its
+    probe, difficulty bin and choice at the level their token budget buys); ``strategy="policy"`` asks
+    for it explicitly."""
 
     def __post_init__(self) -> None:
         positive = {

@@ -18,8 +18,11 @@ from ttscale.server.config import ServerConfig, server_verifiers
 from ttscale.server.errors import APIError
 from ttscale.server.schemas import TtscaleOptions
 
-
 # Short prefixes for clients that can only set the model name: "sc8/<model>", "bon4/<model>".
+POLICY = "policy"
+"""The strategy name of the server's fitted plan (``ttscale serve --policy``)."""
+
+
 def aliases() -> dict[str, str]:
     """Each strategy record's short name (``alias``) -> its name; every strategy also answers to its own."""
     return {spec.alias: name for name, spec in strategy_specs().items() if spec.alias}
@@ -48,11 +51,13 @@ class Plan:
     """Further strategy knobs from ``ttscale.options``."""
     budget_kv_bytes: int | None = None
     """Cap on KV-cache bytes in use at once for the whole request (the server's cap when it sends none)."""
+    trace: bool = False
+    """Return and log what the strategy did inside (``ttscale.trace``)."""
 
 
 def _known(strategy: str) -> bool:
     # STRATEGY_KNOBS is a constant: checking it first avoids rebuilding the registry table per request.
-    return strategy in STRATEGY_KNOBS or strategy in strategy_names()
+    return strategy in STRATEGY_KNOBS or strategy == POLICY or strategy in strategy_names()
 
 
 def split_model(model: str, served: str) -> tuple[str | None, int | None]:
@@ -101,9 +106,13 @@ def resolve(opts: TtscaleOptions | None, headers: Mapping[str, str], model: str,
     h_verifier = headers.get(HEADER_VERIFIER)
 
     candidates = [(o.strategy, "body"), (h_strategy, "header"), (prefix_strategy, "model")]
-    strategy, source = next(((s, src) for s, src in candidates if s), (cfg.strategy, "default"))
+    default = POLICY if cfg.policy is not None else cfg.strategy
+    strategy, source = next(((s, src) for s, src in candidates if s), (default, "default"))
     strategy = aliases().get(strategy.strip(), strategy.strip())
     param = {"body": "ttscale.strategy", "header": HEADER_STRATEGY, "model": "model", "default": None}[source]
+    if strategy == POLICY:
+        return _policy_plan(o, h_budget, cfg, source, param, headers,
+                            explicit_k=next((x for x in (o.k, h_k) if x is not None), None))
     if not _known(strategy):
         raise APIError(400, f"unknown strategy {strategy!r}; available: {', '.join(strategy_names())}",
                        param=param, code="unknown_strategy")
@@ -140,15 +149,42 @@ def resolve(opts: TtscaleOptions | None, headers: Mapping[str, str], model: str,
                            param=f"ttscale.options.{name}", code="invalid_value")
 
     b = o.budget
+    tokens = _budget_tokens(o, h_budget, cfg)
+    flops = b.flops if b is not None else None
+    return Plan(strategy, k, verifier, tokens, flops, o.answer, source, options,
+                _kv_cap(b.kv_bytes if b is not None else None, _int_header(headers, HEADER_BUDGET_KV), cfg), o.trace)
+
+
+def _budget_tokens(o: TtscaleOptions, h_budget: int | None, cfg: ServerConfig) -> int | None:
+    b = o.budget
     tokens = b.tokens if b is not None and b.tokens is not None else h_budget
     if tokens is None:
         tokens = cfg.budget_tokens
     if tokens is not None and not 1 <= tokens <= cfg.max_budget_tokens:
         raise APIError(400, f"budget tokens must be in [1, {cfg.max_budget_tokens}], got {tokens}",
                        param="ttscale.budget.tokens", code="invalid_value")
-    flops = b.flops if b is not None else None
-    return Plan(strategy, k, verifier, tokens, flops, o.answer, source, options,
-                _kv_cap(b.kv_bytes if b is not None else None, _int_header(headers, HEADER_BUDGET_KV), cfg))
+    return tokens
+
+
+def _policy_plan(o: TtscaleOptions, h_budget: int | None, cfg: ServerConfig, source: str, param: str | None,
+                 headers: Mapping[str, str], explicit_k: int | None) -> Plan:
+    """The fitted plan chooses strategy and k per prompt: a request may set its budget, nothing else."""
+    if cfg.policy is None:
+        raise APIError(400, "this server has no policy (start it with ttscale serve --policy FILE)",
+                       param=param, code="unknown_strategy")
+    for name, given in (("k", explicit_k), ("verifier", o.verifier), ("options", o.options)):
+        if given:
+            raise APIError(400, f"the policy chooses its own {name}; send only a budget", param=f"ttscale.{name}",
+                           code="invalid_value")
+    tokens = _budget_tokens(o, h_budget, cfg)
+    if tokens is not None:
+        smallest = min(lv.budget for lv in cfg.policy.levels)
+        if tokens < smallest:
+            raise APIError(400, f"budget tokens {tokens} is below the policy's smallest level ({smallest:g} tokens "
+                           "per prompt on average)", param="ttscale.budget.tokens", code="invalid_value")
+    b = o.budget
+    return Plan(POLICY, None, None, tokens, b.flops if b is not None else None, o.answer, source, (),
+                _kv_cap(b.kv_bytes if b is not None else None, _int_header(headers, HEADER_BUDGET_KV), cfg), o.trace)
 
 
 def _kv_cap(body: int | None, header: int | None, cfg: ServerConfig) -> int | None:

@@ -38,6 +38,9 @@ class TtscaleOptions(BaseModel):
     answer: Literal["auto", "numeric", "text"] = Field(
         "auto", description="How samples are compared for voting: the final number, the normalized text, or "
         "the number when there is one (auto).")
+    trace: StrictBool = Field(
+        False, description="Return (and log) what the strategy did inside: each backend call with its samples and "
+        "cost, each verifier probe, the votes.")
 
 
 class TextPart(BaseModel):

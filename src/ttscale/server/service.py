@@ -116,7 +116,8 @@ class Service:
             with self._lock:
                 self._queued -= 1
             return solve_choice(template=template, plan=plan, backend=cfg.backend, batcher=self.batcher,
-                                cancel=cancel, problem_id=pid, seed=run_seed, budget=budget, progress=progress)
+                                cancel=cancel, problem_id=pid, seed=run_seed, budget=budget, progress=progress,
+                                policy=cfg.policy)
 
         def finished(_: Future[Any]) -> None:
             # Admission is released when the last thread ends, not when the client stops

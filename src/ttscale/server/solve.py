@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -22,9 +23,11 @@ from typing import Any
 from ttscale.backends.base import Backend, report_finished
 from ttscale.cost import Budget, Meter
 from ttscale.errors import UnsupportedFeatureError
+from ttscale.planner.policy import Policy
+from ttscale.planner.strategy import PolicyStrategy
 from ttscale.registry import make_strategy, make_verifier
 from ttscale.server.batcher import MicroBatcher
-from ttscale.server.control import Plan
+from ttscale.server.control import POLICY, Plan
 from ttscale.server.errors import APIError, RequestCancelled
 from ttscale.strategies.base import SolveContext
 from ttscale.tasks.answers import answers_equivalent, extract_numeric_answer
@@ -102,12 +105,14 @@ class BatchedBackend:
     """
 
     def __init__(self, inner: Backend, batcher: MicroBatcher, cancel: threading.Event,
-                 progress: ProgressFn | None = None) -> None:
+                 progress: ProgressFn | None = None, trace: list[dict[str, Any]] | None = None) -> None:
         self._inner = inner
         self._batcher = batcher
         self._cancel = cancel
         self._progress = progress
         self._hooks = capabilities_of(inner).cancellation
+        self.trace = trace
+        """When a list, each backend call appends what it asked and got (``ttscale.trace``); None costs nothing."""
 
     @property
     def name(self) -> str:
@@ -131,7 +136,15 @@ class BatchedBackend:
         hooks = {k: v for k, v in given.items() if v is not None} if self._hooks else {}
         if self._cancel.is_set():
             raise RequestCancelled("request cancelled")
+        t0 = time.perf_counter() if self.trace is not None else 0.0
         gens = self._batcher.generate(list(requests), self._cancel.is_set, hooks or None)
+        if self.trace is not None:
+            self.trace.append({
+                "call": "generate", "wall_s": round(time.perf_counter() - t0, 6),
+                "requests": [{"n": r.n, "max_tokens": r.max_tokens, "temperature": r.temperature,
+                              "prefilled_tokens": g.prefilled_tokens, "generated_tokens": g.generated_tokens,
+                              "finish_reasons": [c.finish_reason for c in g.completions]}
+                             for r, g in zip(requests, gens, strict=False)]})
         if self._cancel.is_set():
             raise RequestCancelled("request cancelled")
         if not self._hooks:
@@ -146,7 +159,13 @@ class BatchedBackend:
             raise UnsupportedFeatureError(f"backend {self._inner.name} has no next-token probes")
         if self._cancel.is_set():
             raise RequestCancelled("request cancelled")
-        return self._inner.next_token_logprobs(*args, **kwargs)  # type: ignore[attr-defined]
+        t0 = time.perf_counter() if self.trace is not None else 0.0
+        probes = self._inner.next_token_logprobs(*args, **kwargs)  # type: ignore[attr-defined]
+        if self.trace is not None:
+            self.trace.append({"call": "next_token_probes", "prompts": len(probes),
+                               "wall_s": round(time.perf_counter() - t0, 6),
+                               "prefilled_tokens": sum(getattr(p, "prefilled_tokens", 0) for p in probes)})
+        return probes
 
     def close(self) -> None:
         pass
@@ -161,6 +180,8 @@ class ChoiceResult:
     text: str
     finish_reason: str
     strategy: dict[str, Any]
+    trace: list[dict[str, Any]] | None = None
+    """The backend calls the strategy made (only when the request asked for a trace)."""
 
     @property
     def usage(self) -> Usage:
@@ -210,12 +231,22 @@ def solve_choice(
     seed: int,
     budget: Budget,
     progress: ProgressFn | None = None,
+    policy: Policy | None = None,
 ) -> ChoiceResult:
     """Run the plan's strategy on one prompt (called in a worker thread)."""
     batcher.run_started()
     try:
-        proxy = BatchedBackend(backend, batcher, cancel, progress)
+        proxy = BatchedBackend(backend, batcher, cancel, progress, [] if plan.trace else None)
         task = RequestTask(template, plan.answer_mode)
+        if plan.strategy == POLICY:
+            assert policy is not None
+            # The level: what the request's budget buys (the policy's richest level when it sets none),
+            # in the unit the policy was fitted in.
+            given = plan.budget_flops / 1e9 if policy.budget_unit == "gflops" and plan.budget_flops else (
+                plan.budget_tokens if policy.budget_unit != "gflops" else None)
+            level_budget = given or max(lv.budget for lv in policy.levels)
+            return _run(PolicyStrategy(policy, float(level_budget)), template, plan, proxy, task, problem_id,
+                        seed, budget, backend)
         verifier = make_verifier(plan.verifier, task, proxy) if plan.verifier else None
         if verifier is not None and verifier.uses_reference:
             raise APIError(400, f"verifier {plan.verifier!r} reads reference answers, which requests do not have",
@@ -225,15 +256,20 @@ def solve_choice(
             options = dict(plan.options)
             check_option_types(strategy, options)
             strategy = make_strategy(plan.strategy, k=plan.k, verifier=verifier, **options)
-        problem = Problem(id=problem_id, prompt=template.prompt or "")
-        sampling = Sampling(temperature=template.temperature, top_p=template.top_p, top_k=template.top_k,
-                            min_p=template.min_p, seed=seed, max_tokens=template.max_tokens)
-        ctx = SolveContext(problem, proxy, task, Meter(backend.model_info(), budget), sampling)
-        result = strategy.solve(problem, ctx)
-        text, finish = pick_text(result, ctx.samples, plan.verifier)
-        return ChoiceResult(result, list(ctx.samples), text, finish, strategy.describe())
+        return _run(strategy, template, plan, proxy, task, problem_id, seed, budget, backend)
     finally:
         batcher.run_finished()
+
+
+def _run(strategy: Any, template: GenerationRequest, plan: Plan, proxy: BatchedBackend, task: RequestTask,
+         problem_id: str, seed: int, budget: Budget, backend: Backend) -> ChoiceResult:
+    problem = Problem(id=problem_id, prompt=template.prompt or "")
+    sampling = Sampling(temperature=template.temperature, top_p=template.top_p, top_k=template.top_k,
+                        min_p=template.min_p, seed=seed, max_tokens=template.max_tokens)
+    ctx = SolveContext(problem, proxy, task, Meter(backend.model_info(), budget), sampling)
+    result = strategy.solve(problem, ctx)
+    text, finish = pick_text(result, ctx.samples, plan.verifier)
+    return ChoiceResult(result, list(ctx.samples), text, finish, strategy.describe(), proxy.trace)
 
 
 def usage_breakdown(choices: Sequence[ChoiceResult]) -> dict[str, Any]:
@@ -277,6 +313,8 @@ def ttscale_object(plan: Plan, choices: Sequence[ChoiceResult], budget: Budget, 
                              "finish_reason": s.finish_reason, **({"scores": s.scores} if s.scores else {})}
                             for s in c.samples],
                 "budget_exhausted": bool(c.result.meta.get("budget_exhausted", False)),
+                **({"policy": c.result.meta["policy"]} if "policy" in c.result.meta else {}),
+                **({"trace": c.trace} if c.trace is not None else {}),
             }
             for i, c in enumerate(choices)
         ],
