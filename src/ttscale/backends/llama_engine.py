@@ -249,6 +249,9 @@ class LlamaEngine:
         with self._lock:
             return probe_next_tokens(self, requests, candidates)
 
+    def model_info(self) -> ModelInfo:
+        return self._info
+
     def clear_memory(self) -> None:
         """Empty the KV cache: every sequence and every cached prefix (timing runs start from here)."""
         with self._lock:

@@ -8,6 +8,7 @@ from ttscale.cli.allocate import allocate
 from ttscale.cli.compare import compare
 from ttscale.cli.curves import curves, report
 from ttscale.cli.experiment import experiment
+from ttscale.cli.hardware import calibrate, hardware
 from ttscale.cli.info import models, speed, tasks
 from ttscale.cli.plan import plan
 from ttscale.cli.pool import pool_app
@@ -36,6 +37,8 @@ app.command("curves")(curves)
 app.command("report")(report)
 app.add_typer(pool_app, name="pool")
 app.command("experiment")(experiment)
+app.command("hardware")(hardware)
+app.command("calibrate")(calibrate)
 
 
 def main() -> None:

@@ -1,0 +1,76 @@
+"""Does the calibrated roofline predict this machine's wall time? Calibrate, then time steps it never saw.
+
+1. Calibrate the ``--base`` profile (``ttscale calibrate``'s procedure) on both Qwen2.5-Coder models:
+   prefills of 128/512/2048 tokens, decode steps of N = 1..16 sequences at contexts 256 and 2048.
+2. Time held-out steps on both models: prefills of 100, 1,000 and 4,000 tokens, and decode steps of
+   N = 3, 5, 6, 12 (and 1, 16) sequences at contexts from 100 to 4,000; compare with the prediction.
+3. Baseline, fitted on the same calibration points: time proportional to FLOPs alone (one constant),
+   the currency ttscale priced in before.
+
+Ends with ``bench: cost_model_median_abs_error = <fraction>`` (target <= 0.15) and
+``bench: flops_only_median_abs_error = <fraction>``.
+
+    python bench/cost_model.py [--threads 2] [--out runs/cpu-calibrated.toml]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+from dataclasses import replace
+from pathlib import Path
+
+from ttscale.backends.calibration import calibrate, engine_for, time_steps
+from ttscale.roofline import load_profile, median_abs_error
+
+MODELS = ("qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b")
+HELD_OUT_PREFILLS = (100, 1000, 4000)
+HELD_OUT_DECODES = ((1, 4000), (3, 100), (5, 2500), (6, 1000), (12, 4000), (16, 1000))
+
+
+def flops_of(info, step) -> float:  # type: ignore[no-untyped-def]
+    if step.kind == "prefill":
+        return info.flops_for_positions(step.context, step.context + step.tokens)
+    return step.sequences * info.flops_for_positions(step.context, step.context + 1)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--base", default="cpu-2core")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--out", type=Path, default=Path("runs/cpu-calibrated.toml"))
+    args = ap.parse_args()
+
+    base = replace(load_profile(args.base), name=f"{args.base}-calibrated")
+    fitted, cal_points = calibrate(MODELS, base, threads=args.threads, progress=print)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    fitted.save(args.out)
+    print(f"calibrated: {fitted.effective_flops / 1e9:.1f} GFLOP/s, {fitted.effective_bandwidth / 1e9:.1f} GB/s, "
+          f"{fitted.step_overhead_s * 1e3:.2f} ms/step; fit error median {fitted.calibration['median_abs_error']:.1%} "
+          f"on {len(cal_points)} calibration steps; profile written to {args.out}")
+
+    held = []
+    for model in MODELS:
+        engine = engine_for(model, threads=args.threads)
+        try:
+            info = engine.model_info()
+            held += [(info, s) for s in time_steps(engine, HELD_OUT_PREFILLS, HELD_OUT_DECODES)]
+        finally:
+            engine.close()
+    print(f"{'model':20s} {'step':28s} {'measured':>10s} {'roofline':>10s} {'error':>7s}")
+    for info, s in held:
+        what = (f"prefill {s.tokens}" if s.kind == "prefill" else f"decode {s.sequences} x 1 @ ctx {s.context}")
+        pred = s.predict(info, fitted)
+        print(f"{info.name:20s} {what:28s} {s.seconds * 1e3:8.1f}ms {pred * 1e3:8.1f}ms {pred / s.seconds - 1:+7.1%}")
+
+    # baseline: seconds per FLOP, one constant fitted on the calibration points (median ratio)
+    per_flop = statistics.median(s.seconds / flops_of(i, s) for i, s in cal_points)
+    flops_err = statistics.median(abs(per_flop * flops_of(i, s) / s.seconds - 1) for i, s in held)
+    err = median_abs_error(fitted, held)
+    print(f"held-out steps: {len(held)}; roofline median |error| {err:.1%}; FLOPs-only median |error| {flops_err:.1%}")
+    print(f"bench: cost_model_median_abs_error = {err:.3f}")
+    print(f"bench: flops_only_median_abs_error = {flops_err:.3f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,25 @@
+"""`ttscale calibrate` on the real embedded engine: it times real steps and writes a profile the cost model loads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from ttscale.cli import app
+from ttscale.roofline import load_profile
+
+pytestmark = pytest.mark.model
+
+
+def test_calibrate_writes_a_fitted_profile(tmp_path: Path) -> None:
+    out = tmp_path / "here.toml"
+    r = CliRunner().invoke(app, ["calibrate", "--model", "smollm2-135m", "--out", str(out), "--threads", "1"])
+    assert r.exit_code == 0, r.output
+    hw = load_profile(out)
+    assert hw.name == "cpu-2core-calibrated" and hw.calibration["points"] == 11
+    assert 0 < hw.compute_efficiency <= 1 and 0 < hw.bandwidth_efficiency <= 1
+    assert "median error" in r.output and "smollm2-135m" in hw.calibration["models"]
+    listed = CliRunner().invoke(app, ["hardware", str(out), "--model", "smollm2-135m"])
+    assert listed.exit_code == 0 and "cpu-2core-calibrated" in listed.output and "yes" in listed.output
