@@ -15,10 +15,11 @@ pytestmark = pytest.mark.model
 
 def test_calibrate_writes_a_fitted_profile(tmp_path: Path) -> None:
     out = tmp_path / "here.toml"
-    r = CliRunner().invoke(app, ["calibrate", "--model", "smollm2-135m", "--out", str(out), "--threads", "1"])
+    r = CliRunner().invoke(app, ["calibrate", "--model", "smollm2-135m", "--out", str(out), "--threads", "1",
+                                  "--quick"])
     assert r.exit_code == 0, r.output
     hw = load_profile(out)
-    assert hw.name == "cpu-2core-calibrated" and hw.calibration["points"] == 11
+    assert hw.name == "cpu-2core-calibrated" and hw.calibration["points"] == 5 and hw.calibration["quick"] is True
     assert 0 < hw.compute_efficiency <= 1 and 0 < hw.bandwidth_efficiency <= 1
     assert "median error" in r.output and "smollm2-135m" in hw.calibration["models"]
     listed = CliRunner().invoke(app, ["hardware", str(out), "--model", "smollm2-135m"])

@@ -19,6 +19,9 @@ CALIBRATION_PREFILLS: tuple[int, ...] = (128, 512, 2048)
 CALIBRATION_DECODES: tuple[tuple[int, int], ...] = ((1, 256), (2, 256), (4, 256), (8, 256), (16, 256),
                                                     (1, 2048), (8, 2048), (16, 2048))
 """(sequences, context) of the decode steps timed for calibration."""
+QUICK_PREFILLS: tuple[int, ...] = (128, 512)
+QUICK_DECODES: tuple[tuple[int, int], ...] = ((1, 128), (4, 128), (16, 128))
+"""A quick calibration (``--quick``): a rough fit in seconds, for a first look or a test."""
 
 
 def time_steps(engine: LlamaEngine, prefills: Sequence[int], decodes: Sequence[tuple[int, int]], *,
@@ -46,21 +49,23 @@ def engine_for(model: str, *, threads: int | None = None, longest: int = 4096, s
                        prefix_slots=0)
 
 
-def calibrate(models: Sequence[str], base: HardwareProfile, *, threads: int | None = None,
+def calibrate(models: Sequence[str], base: HardwareProfile, *, threads: int | None = None, quick: bool = False,
               progress: Callable[[str], None] | None = None) -> tuple[HardwareProfile, list[tuple[ModelInfo, TimedStep]]]:
     """``base`` fitted to steps timed on every model; returns the profile and the points it was fitted on."""
     points: list[tuple[ModelInfo, TimedStep]] = []
     for model in models:
-        engine = engine_for(model, threads=threads)
+        engine = engine_for(model, threads=threads, longest=1024 if quick else 4096)
         try:
             info = engine.model_info()
             def said(message: str, _model: str = model) -> None:
                 if progress is not None:
                     progress(f"{_model}: {message}")
 
-            for step in time_steps(engine, CALIBRATION_PREFILLS, CALIBRATION_DECODES, progress=said):
+            prefills, decodes = (QUICK_PREFILLS, QUICK_DECODES) if quick else (CALIBRATION_PREFILLS, CALIBRATION_DECODES)
+            for step in time_steps(engine, prefills, decodes, repeats=1 if quick else 2, progress=said):
                 points.append((info, step))
         finally:
             engine.close()
-    fitted = fit_profile(replace(base, calibration={"models": ", ".join(models), "threads": threads or 0}), points)
+    fitted = fit_profile(replace(base, calibration={"models": ", ".join(models), "threads": threads or 0,
+                                                    "quick": quick}), points)
     return fitted, points

@@ -43,6 +43,7 @@ def calibrate(
     out: Annotated[Path, typer.Option(help="Where to write the calibrated profile (TOML).")] = Path("runs/hardware.toml"),
     name: Annotated[Optional[str], typer.Option(help="The new profile's name (default: BASE-calibrated).")] = None,
     threads: Annotated[Optional[int], typer.Option(help="llama.cpp threads (default: every core).", min=1)] = None,
+    quick: Annotated[bool, typer.Option(help="Time a few short steps only: a rough fit in seconds.")] = False,
 ) -> None:
     """Time prefills and decode steps of the embedded engine here and fit the roofline's effective compute,
     bandwidth and per-step overhead to them; writes a profile that --hardware accepts."""
@@ -54,7 +55,7 @@ def calibrate(
     models = model or ["qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"]
     start = load_profile(base)
     start = replace(start, name=name or f"{start.name}-calibrated")
-    fitted, points = run_calibration(models, start, threads=threads,
+    fitted, points = run_calibration(models, start, threads=threads, quick=quick,
                                      progress=lambda m: err_console.print(m, highlight=False))
     out.parent.mkdir(parents=True, exist_ok=True)
     fitted.save(out)
