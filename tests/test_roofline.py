@@ -76,3 +76,19 @@ def test_the_fit_recovers_the_efficiencies_that_made_the_times() -> None:
     assert fitted.compute_efficiency == pytest.approx(0.21, rel=0.02)
     assert fitted.bandwidth_efficiency == pytest.approx(0.37, rel=0.05)
     assert fitted.calibration["median_abs_error"] < 0.01
+
+
+def test_replayed_curves_priced_per_machine_rank_batching_differently() -> None:
+    """Same points, two machines: on the GPU a wide batch is nearly free per sample, on the CPU it is not."""
+    from ttscale.replay.curves import CurvePoint
+    from ttscale.replay.pricing import cheapest_reaching, price_curve
+
+    wide = CurvePoint("majority", 16, 0.70, 0.6, 0.8, 16.0, 16 * 280.0, 16 * 280.0 + 150, 0.0, True)
+    narrow = CurvePoint("adaptive", 16, 0.70, 0.6, 0.8, 6.0, 6 * 280.0, 6 * 280.0 + 150, 0.0, False)
+    gpu, cpu = load_profile("h100"), load_profile("cpu-2core")
+    g_wide, g_narrow = price_curve([wide, narrow], QWEN05, gpu)
+    c_wide, c_narrow = price_curve([wide, narrow], QWEN05, cpu)
+    assert g_wide.seconds < 1.2 * g_narrow.seconds  # 16 in one batch ~ 6 in one batch on a GPU
+    assert c_wide.seconds > 2 * c_narrow.seconds  # ... but ~16/6 times the work on the CPU
+    assert cheapest_reaching([c_wide, c_narrow], 0.7) is c_narrow
+    assert g_wide.usd == pytest.approx(gpu.usd(g_wide.seconds))

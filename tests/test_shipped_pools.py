@@ -63,3 +63,15 @@ def test_kv_precision_experiment_and_plan_on_the_shipped_precision_pools(tmp_pat
     plan = json.loads(out.read_text())
     assert plan["precisions"]["f16"]["max_k"] == 8 and plan["precisions"]["q8_0"]["max_k"] == 16
     assert {lv["kv_type"] for lv in plan["levels"]} <= {"f16", "q8_0"} and plan["evaluation"]["levels"]
+
+
+def test_a_shipped_pool_priced_on_two_machines_without_generating(tmp_path: Path) -> None:
+    if "gsm8k-qwen15-k16" not in shipped_runs():
+        pytest.skip("no shipped GSM8K 1.5B pool")
+    from ttscale.cli import app
+
+    r = CliRunner().invoke(app, ["curves", "gsm8k-qwen15-k16", "--store", "shipped", "--bootstrap", "10",
+                                 "--out", str(tmp_path / "c"), "--hardware", "h100", "--hardware", "cpu-2core"])
+    assert r.exit_code == 0, r.output
+    assert "h100 $" in r.output and "cpu-2core $" in r.output
+    assert r.output.count("cheapest to 97% of the best accuracy") == 2

@@ -14,8 +14,9 @@ from ttscale.pools import SHIPPED, resolve_store
 from ttscale.replay.analysis import Analysis, analyze
 from ttscale.replay.code_analysis import CodeAnalysis, analyze_pool
 from ttscale.replay.curves import default_curves, parse_strategy, replay_rules
-from ttscale.replay.pool import Pool, load_pool
+from ttscale.replay.pool import Pool, load_pool, model_info_from_record
 from ttscale.store import Store
+from ttscale.types import ModelInfo
 
 _STRATEGY_HELP = (
     f"Replayed strategy (repeatable): kind[:key=value,...], kinds {', '.join(replay_rules())}; keys score (verifier name), "
@@ -48,6 +49,15 @@ def _analysis(store: Path, run_id: str, strategy: list[str] | None, budgets: str
     return analyze(pool, specs, ks, n_orders=orders, n_bootstrap=bootstrap, seed=seed), pool
 
 
+def _model_info(store: Path, run_id: str) -> ModelInfo | None:
+    st = Store(resolve_store(store))
+    try:
+        rec = st.get_run(run_id)
+        return model_info_from_record(rec.model) if rec is not None else None
+    finally:
+        st.close()
+
+
 # A pool swept with this verifier carries visible-test scores next to the hidden-test grade.
 CODE_VERIFIER = "unit-tests"
 
@@ -61,6 +71,41 @@ def _print_code(c: CodeAnalysis) -> None:
                   f"accuracy ceiling of verifier-filtered resampling {c.accuracy_ceiling:.3f}")
     gaming = ", ".join(f"{kind} {n}" for kind, n in c.gaming.items()) or "none"
     console.print(f"samples caught gaming the tests (graded as failures): {gaming}")
+
+
+def _print_priced(a: Analysis, info: ModelInfo | None, profiles: list[str]) -> None:
+    """Each curve's largest budget, and the cheapest way to the best deployable accuracy, priced per machine."""
+    from ttscale.replay.pricing import cheapest_reaching, price_curve
+    from ttscale.roofline import load_profile
+
+    if info is None:
+        fail("this run's record has no model shapes to price it with")
+        return
+    t = Table(title="priced per 1,000 problems (roofline; --hardware)", title_justify="left")
+    t.add_column("strategy")
+    t.add_column("k")
+    for name in profiles:
+        t.add_column(f"{name} s")
+        t.add_column(f"{name} $")
+    hws = [load_profile(n) for n in profiles]
+    points = [p for name in a.curves.strategies for p in a.curves.curve(name) if not p.oracle]
+    priced = {hw.name: price_curve(points, info, hw) for hw in hws}
+    for i, p in enumerate(points):
+        if p.k != a.curves.curve(p.strategy)[-1].k:
+            continue
+        cells = []
+        for hw in hws:
+            q = priced[hw.name][i]
+            cells += [f"{q.seconds * 1000:,.0f}", f"{q.usd * 1000:.3f}"]
+        t.add_row(p.strategy, str(p.k), *cells)
+    console.print(t)
+    target = max(p.accuracy for p in points)
+    for hw in hws:
+        best = cheapest_reaching(priced[hw.name], 0.97 * target)
+        if best is not None:
+            console.print(f"{hw.name}: cheapest to 97% of the best accuracy ({0.97 * target:.3f}): "
+                          f"{best.point.strategy}@{best.point.k}, ${best.usd * 1000:.3f} and "
+                          f"{best.seconds:.2f} s per problem ({best.seconds * 1000 / 3600:.2f} h per 1,000)")
 
 
 def _print(a: Analysis) -> None:
@@ -99,6 +144,9 @@ def curves(
     orders: OrdersOpt = 64,
     bootstrap: BootstrapOpt = 200,
     seed: ResampleSeedOpt = 0,
+    hardware: Annotated[Optional[list[str]], typer.Option(
+        help="Also price each curve in seconds and dollars on this hardware profile (repeatable; built-in: "
+             "h100, a100, l4, cpu-2core, or a .toml from ttscale calibrate).")] = None,
 ) -> None:
     """Accuracy-vs-compute points of every strategy at every budget, from one stored pool (CSV + JSON)."""
     a, _ = _analysis(store, run_id, strategy, budgets, k, orders, bootstrap, seed)
@@ -107,6 +155,8 @@ def curves(
     a.write_csv(csv_path)
     a.write_json(json_path)
     _print(a)
+    if hardware:
+        _print_priced(a, _model_info(store, run_id), hardware)
     console.print(f"wrote {csv_path} and {json_path}")
 
 
