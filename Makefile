@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml requirements-data.txt 2>/dev/null | cksum | cut -d' ' -f1)
 
-.PHONY: setup demo test bench lint clean llama-server externals browser pools
+.PHONY: setup demo test bench lint clean llama-server externals browser pools fresh-check
 
 setup: $(STAMP) browser
 
@@ -83,6 +83,14 @@ bench: setup
 	$(PY) bench/sampling.py
 	$(PY) bench/replay.py
 	$(PY) bench/server.py
+
+# What a green run on a warm machine cannot show: CI from a clean clone with empty pip and ttscale caches
+# (HOME is a new empty directory), as on a fresh machine. Run it after any change to dependencies, data or
+# tests. About 30 minutes on 2 cores (llama.cpp compiled twice: the package and llama-server).
+fresh-check:
+	d=$$(mktemp -d) && h=$$(mktemp -d) && git clone -q . $$d/repo && \
+	  { [ ! -d ../shared ] || ln -s $(abspath ../shared) $$d/shared; } && \
+	  cd $$d/repo && HOME=$$h CI=true bash .ci/run
 
 lint: setup
 	$(VENV)/bin/ruff check src tests bench
