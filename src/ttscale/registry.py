@@ -142,7 +142,6 @@ def task_specs() -> dict[str, TaskSpec]:
     return _discover("ttscale.tasks", TaskSpec, TASK_ENTRY_POINT_GROUP)
 
 
-TASK_HELP: dict[str, str] = {name: spec.help for name, spec in task_specs().items()}
 
 
 def task_names() -> list[str]:
@@ -161,12 +160,14 @@ def make_task(
     data: str | None = None,
     chat_model: bool = True,
     model: str | None = None,
+    options: dict[str, Any] | None = None,
 ) -> Task:
     """Build a task from its record. Unset format fields take the task's default for the model kind.
 
     ``chat_model`` says whether the model has a chat template; base models default
     to few-shot completion prompts. ``model`` (an embedded model's name) brings that model's own
     sample cap for the task where it has one (the Qwen models need longer GSM8K solutions).
+    ``options`` are the task's own (``--task-option``), checked by its record's options model.
     """
     from ttscale.backends.models import task_max_tokens
 
@@ -175,7 +176,9 @@ def make_task(
         raise UnknownNameError("task", name, list(specs))
     if max_tokens is None:
         max_tokens = task_max_tokens(model, name)
-    return specs[name].factory(TaskArgs(style, shots, max_tokens, instruction, seed, subtask, data, chat_model))
+    spec = specs[name]
+    checked = spec.check_options(options or {})
+    return spec.factory(TaskArgs(style, shots, max_tokens, instruction, seed, subtask, data, chat_model, checked))
 
 
 BACKEND_ENTRY_POINT_GROUP = "ttscale.backends"

@@ -69,3 +69,26 @@ def test_speed_measures_the_engine_and_scales_a_reference_time() -> None:
     assert minutes == pytest.approx(10 * one / 5, abs=0.6)
     bad = CliRunner().invoke(app, ["speed", "smollm2-135m", "--expect", "demo=ten@5"])
     assert bad.exit_code == 2 and "LABEL=MINUTES@MS" in bad.output
+
+
+def test_rag_questions_answered_from_retrieved_passages(tmp_path: Path) -> None:
+    """`ttscale run --task rag` on the real engine: DRAG prompts with passages and demonstrations; each
+    sample's grade carries exact match and F1; the retrieved passage ids are stored with the problems."""
+    store = tmp_path / "s.sqlite"
+    r = CliRunner().invoke(app, ["run", "--task", "rag", "-T", "docs=2", "--shots", "1", "--limit", "2",
+                                 "--strategy", "single", "--max-tokens", "24", "--store", str(store),
+                                 "--run-id", "rag", "--no-progress", "--threads", "2"])
+    assert r.exit_code == 0, r.output
+    st = Store(store)
+    try:
+        problems = st.problems("rag")
+        samples = [s for _, s in st.samples("rag")]
+    finally:
+        st.close()
+    assert len(problems) == 2 and all(len(p.meta["retrieved"]) == 2 for p in problems)
+    assert len(samples) == 2 and all({"em", "f1"} <= set(s.grade) for s in samples)
+    # the prompt holds a demonstration and two passages per question: hundreds of tokens, not a bare question
+    assert all(s.prompt_tokens > 200 for s in samples)
+    bad = CliRunner().invoke(app, ["run", "--task", "rag", "-T", "docs=-3", "--limit", "1", "--no-progress",
+                                   "--store", str(store)])
+    assert bad.exit_code != 0 and "docs" in bad.output

@@ -9,7 +9,7 @@ from rich.table import Table
 
 from ttscale.backends.models import EMBEDDED_MODELS
 from ttscale.cli.common import cli_errors, console, human
-from ttscale.registry import TASK_HELP, VERIFIER_HELP, backend_kinds, strategy_specs
+from ttscale.registry import VERIFIER_HELP, backend_kinds, strategy_specs, task_specs
 
 
 @cli_errors
@@ -44,11 +44,13 @@ def tasks(
         metavar="PATH")] = None,
 ) -> None:
     """List tasks, strategies, verifiers and backends (built-ins, then plugins from entry points)."""
-    t = Table(title="tasks")
+    t = Table(title="tasks (--task NAME; its own options with -T key=value)")
     t.add_column("task")
     t.add_column("what")
-    for k, v in TASK_HELP.items():
-        t.add_row(k, v)
+    t.add_column("options")
+    for name, task_spec in task_specs().items():
+        task_fields = task_spec.options.model_fields.items() if task_spec.options is not None else ()
+        t.add_row(name, task_spec.help, "\n".join(f"{n}: {f.description or ''}" for n, f in task_fields))
     console.print(t)
     s = Table(title="strategies (built in, then plugins from the ttscale.strategies entry points)")
     s.add_column("strategy")

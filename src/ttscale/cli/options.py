@@ -49,3 +49,28 @@ PoolKOpt = Annotated[Optional[int], typer.Option("-k", help="Use only the first 
 OrdersOpt = Annotated[int, typer.Option(help="Random orderings per problem for resampled estimates.")]
 BootstrapOpt = Annotated[int, typer.Option(help="Bootstrap resamples over problems for the CIs.")]
 ResampleSeedOpt = Annotated[int, typer.Option(help="Seed of the resampling.")]
+
+TaskOptionOpt = Annotated[Optional[list[str]], typer.Option(
+    "--task-option", "-T", help="A task option as key=value (repeatable): what the task's record declares, e.g. "
+    "--task rag -T docs=10 (`ttscale tasks` lists them).")]
+
+
+def parse_value(raw: str) -> object:
+    """A key=value option's value: JSON where it parses (numbers, true/false, null), else the string."""
+    import json
+
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw
+
+
+def parse_pairs(items: list[str] | None, flag: str) -> dict[str, object]:
+    """``key=value`` strings as a dict (a malformed one is a usage error naming ``flag``)."""
+    out: dict[str, object] = {}
+    for item in items or []:
+        key, eq, raw = item.partition("=")
+        if not eq or not key.strip():
+            raise typer.BadParameter(f"takes key=value, got {item!r}", param_hint=flag)
+        out[key.strip()] = parse_value(raw)
+    return out

@@ -31,12 +31,15 @@ from ttscale.cli.options import (
     StyleOpt,
     SubtaskOpt,
     TaskOpt,
+    TaskOptionOpt,
     TaskSeedOpt,
     TemperatureOpt,
     ThreadsOpt,
     TopKOpt,
     TopPOpt,
     WorkersOpt,
+    parse_pairs,
+    parse_value,
 )
 from ttscale.cli.plan import print_policy_choices
 from ttscale.cli.remote_opts import MAX_KV_BYTES_HELP, backend_specs, check_kv_engine, kv_capped_engine
@@ -84,16 +87,6 @@ def print_summary(s: RunSummary, chance: float | None = None) -> None:
     console.print(t)
 
 
-def _parse_value(raw: str) -> object:
-    """A --option value: JSON where it parses (numbers, true/false, null), else the string."""
-    import json
-
-    try:
-        return json.loads(raw)
-    except ValueError:
-        return raw
-
-
 @cli_errors
 def run(
     task: TaskOpt = "gsm-symbolic",
@@ -113,6 +106,7 @@ def run(
     task_seed: TaskSeedOpt = None,
     subtask: SubtaskOpt = None,
     data: DataOpt = None,
+    task_option: TaskOptionOpt = None,
     max_tokens_per_problem: Annotated[Optional[int], typer.Option(help="Hard cap on processed tokens (prefilled + generated) per problem.")] = None,
     max_flops_per_problem: Annotated[Optional[float], typer.Option(help="Hard cap on forward FLOPs per problem.")] = None,
     max_kv_bytes: Annotated[Optional[int], typer.Option(help=MAX_KV_BYTES_HELP)] = None,
@@ -187,13 +181,13 @@ def run(
         if key == "k":
             if k is not None:
                 fail("give k once: -k or -o k=...")
-            value = _parse_value(raw)
+            value = parse_value(raw)
             if not isinstance(value, int) or isinstance(value, bool):
                 fail(f"-o k= needs an integer, got {raw!r}")
             else:
                 k = value
             continue
-        extra_knobs[key] = _parse_value(raw)
+        extra_knobs[key] = parse_value(raw)
     for knob, value in extra_knobs.items():
         if value is not None and knob not in knobs:
             flag = "--temperature-pf" if knob == "pf_temperature" else "--" + knob.replace("_", "-")
@@ -222,7 +216,8 @@ def run(
 
     def task_for(model: ModelInfo, fmt_style: str | None) -> Task:
         return make_task(task, style=fmt_style, shots=shots, max_tokens=max_tokens, seed=task_seed, subtask=subtask,
-                         data=str(data) if data else None, chat_model=model.has_chat_template, model=model.name)
+                         data=str(data) if data else None, chat_model=model.has_chat_template, model=model.name,
+                         options=parse_pairs(task_option, "--task-option"))
 
     kv_fit = kv_capped_engine(backend, model, kv_type, max_kv_bytes, lambda i: task_for(i, style).fmt.max_tokens,
                               kv_type_v=kv_type_v)

@@ -29,12 +29,14 @@ from ttscale.cli.options import (
     StyleOpt,
     SubtaskOpt,
     TaskOpt,
+    TaskOptionOpt,
     TaskSeedOpt,
     TemperatureOpt,
     ThreadsOpt,
     TopKOpt,
     TopPOpt,
     WorkersOpt,
+    parse_pairs,
 )
 from ttscale.cli.remote_opts import backend_specs, check_kv_engine, kv_capped_engine, parallel_sweep
 from ttscale.errors import ConfigError
@@ -62,6 +64,7 @@ def sweep(
     task_seed: TaskSeedOpt = None,
     subtask: SubtaskOpt = None,
     data: DataOpt = None,
+    task_option: TaskOptionOpt = None,
     verifier: Annotated[Optional[list[str]], typer.Option(help=f"Score every sample with this verifier (repeatable): {', '.join(verifier_names())}.")] = None,
     wave: Annotated[int, typer.Option(help="Samples per batched request; each wave is committed before the next.")] = 32,
     store: StoreOpt = DEFAULT_STORE,
@@ -98,7 +101,8 @@ def sweep(
 
     def task_for(info: ModelInfo) -> Task:
         return make_task(task, style=style, shots=shots, max_tokens=max_tokens, seed=task_seed, subtask=subtask,
-                         data=str(data) if data else None, chat_model=info.has_chat_template, model=info.name)
+                         data=str(data) if data else None, chat_model=info.has_chat_template, model=info.name,
+                         options=parse_pairs(task_option, "--task-option"))
 
     kv_fit = kv_capped_engine(backend, model, kv_type, max_kv_bytes, lambda i: task_for(i).fmt.max_tokens,
                               max_seqs=min(k, DEFAULT_MAX_SEQS), kv_type_v=kv_type_v)

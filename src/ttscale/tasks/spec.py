@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
+from pydantic import BaseModel, ValidationError
+
+from ttscale.errors import ConfigError
 from ttscale.tasks.base import Task
-from ttscale.types import PromptFormat
+from ttscale.types import PromptFormat, options_error
 
 
 @dataclass(frozen=True)
@@ -23,6 +26,8 @@ class TaskArgs:
     data: str | None = None
     chat_model: bool = True
     """Whether the model has a chat template (base models default to few-shot completion prompts)."""
+    options: dict[str, Any] = field(default_factory=dict)
+    """The task's own options (``--task-option key=value``), validated by its record's ``options`` model."""
 
     @property
     def default_style(self) -> str:
@@ -44,3 +49,17 @@ class TaskSpec:
     equivalent: Callable[[str, str], bool] | None = None
     """How the task compares two extracted answers (its ``Task.equivalent``), for replay, which
     groups stored samples into votes without building the task; None: the same string."""
+    options: type[BaseModel] | None = None
+    """The task's own options model (strict); None: the task takes none."""
+
+    def check_options(self, options: dict[str, Any]) -> dict[str, Any]:
+        """``options`` validated by the record's model (one ConfigError naming a bad one)."""
+        if not options:
+            return {}
+        if self.options is None:
+            raise ConfigError(f"task {self.name!r} takes no options (got {', '.join(options)})")
+        try:
+            parsed = self.options(**options)
+        except ValidationError as e:
+            raise options_error(f"task {self.name!r}", e, list(self.options.model_fields)) from None
+        return {k: getattr(parsed, k) for k in options}
