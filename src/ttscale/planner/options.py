@@ -134,11 +134,9 @@ def _generic_outcomes(pool: Pool, order: np.ndarray, rule: ReplayRule, k: int, w
     for p in range(P):
         for n in range(N):
             idx = order[p, n, :k]
-            drawn = [Sample(int(j), "", str(pool.answer[p, j]) if pool.answer[p, j] >= 0 else None, None,
-                            int(pool.n_tokens[p, j]), 0, 0, 0.0, "stop", logprob=float(pool.logprob[p, j]))
-                     for j in idx]
-            answer, _ = rule.aggregate(drawn, None if weights is None else [float(weights[p, j]) for j in idx], None)
-            out[p, n] = answer is not None and bool(pool.answer_correct[p, int(answer)])
+            answer, _ = rule.aggregate(pool.drawn(p, idx),
+                                       None if weights is None else [float(weights[p, j]) for j in idx], None)
+            out[p, n] = pool.answer_is_correct(p, answer)
     return out
 
 

@@ -22,7 +22,6 @@ from ttscale.registry import strategy_specs
 from ttscale.replay import estimators as est
 from ttscale.replay.pool import Pool
 from ttscale.strategies.spec import ReplayRule
-from ttscale.types import Sample
 
 # Replay's own kinds, beside the rules the strategy records declare: coverage (pass@k, an oracle
 # bound, not a strategy) and RPC (a reweighted vote replay offers without a live twin).
@@ -296,12 +295,9 @@ class _Replayer:
                 hits = 0
                 for row in self.orders[p]:
                     idx = row[:k]
-                    drawn = [Sample(int(j), "", str(pool.answer[p, j]) if pool.answer[p, j] >= 0 else None, None,
-                                    int(pool.n_tokens[p, j]), 0, 0, 0.0, "stop", logprob=float(pool.logprob[p, j]))
-                             for j in idx]
-                    answer, _ = rule.aggregate(drawn, None if scores is None else [float(scores[p, j]) for j in idx],
-                                               None)
-                    hits += answer is not None and bool(pool.answer_correct[p, int(answer)])
+                    answer, _ = rule.aggregate(pool.drawn(p, idx),
+                                               None if scores is None else [float(scores[p, j]) for j in idx], None)
+                    hits += pool.answer_is_correct(p, answer)
                 acc[p] = hits / len(self.orders[p])
             out.append(_Raw(acc, *_full_cost(pool, k), exact=False))
         return out

@@ -11,7 +11,7 @@ per sample).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 
 import numpy as np
@@ -72,6 +72,17 @@ class Pool:
         """bool (P, K): sample correctness."""
         ids = np.where(self.answer < 0, 0, self.answer)
         return np.take_along_axis(self.answer_correct, ids, axis=1) & (self.answer >= 0)
+
+    def drawn(self, problem: int, indices: Sequence[int] | np.ndarray) -> list[Sample]:
+        """Samples ``indices`` of row ``problem`` as the rules over drawn samples see them: each answer is
+        its equivalence group's id as a string (so a rule needs no task), with tokens and log-prob."""
+        return [Sample(int(j), "", str(self.answer[problem, j]) if self.answer[problem, j] >= 0 else None, None,
+                       int(self.n_tokens[problem, j]), 0, 0, 0.0, "stop", logprob=float(self.logprob[problem, j]))
+                for j in indices]
+
+    def answer_is_correct(self, problem: int, answer: str | None) -> bool:
+        """Whether an answer returned by a rule over :meth:`drawn` samples is correct."""
+        return answer is not None and bool(self.answer_correct[problem, int(answer)])
 
     @property
     def mean_logprob(self) -> np.ndarray:
