@@ -48,6 +48,12 @@ class HardwareProfile:
     bandwidth_efficiency: float = 0.8
     step_overhead_s: float = 0.0
     """Fixed cost of one forward step (kernel launches, synchronisation, sampling)."""
+    overlap: float = 1.0
+    """How far compute and memory traffic overlap: 1 is the roofline (the larger wins), 0 adds them (a
+    CPU whose cores both dequantize weights and multiply measures in between)."""
+    attention_efficiency: float | None = None
+    """Effective / peak FLOP/s of attention over the KV cache, where it differs from the matmuls' (CPU
+    attention kernels run far below their matmuls); None: ``compute_efficiency``."""
     sources: tuple[str, ...] = ()
     calibration: dict[str, Any] = field(default_factory=dict)
     """How the efficiencies were measured (model, points, fit error); empty for spec-sheet profiles."""
@@ -58,10 +64,16 @@ class HardwareProfile:
                 raise ConfigError(f"hardware profile {self.name!r}: {name} must be > 0")
         if self.usd_per_hour < 0 or self.step_overhead_s < 0:
             raise ConfigError(f"hardware profile {self.name!r}: price and overhead must be >= 0")
+        if not 0 <= self.overlap <= 1 or (self.attention_efficiency is not None and not self.attention_efficiency > 0):
+            raise ConfigError(f"hardware profile {self.name!r}: overlap must be in [0, 1], attention_efficiency > 0")
 
     @property
     def effective_flops(self) -> float:
         return self.peak_flops * self.compute_efficiency
+
+    @property
+    def effective_attention_flops(self) -> float:
+        return self.peak_flops * (self.attention_efficiency or self.compute_efficiency)
 
     @property
     def effective_bandwidth(self) -> float:
@@ -71,7 +83,7 @@ class HardwareProfile:
         return seconds * self.usd_per_hour / 3600.0
 
     def to_toml(self) -> str:
-        d = asdict(self)
+        d = {k: v for k, v in asdict(self).items() if v is not None}
         cal = d.pop("calibration")
         lines = []
         for k, v in d.items():
@@ -135,9 +147,11 @@ def weight_bytes(info: ModelInfo) -> float:
 
 def step_seconds(info: ModelInfo, hw: HardwareProfile, *, sequences: int, new_tokens: int, context: int) -> float:
     """One forward step: ``sequences`` sequences each adding ``new_tokens`` after ``context`` cached tokens."""
-    flops = sequences * info.flops_for_positions(context, context + new_tokens)
-    moved = weight_bytes(info) + sequences * info.kv_bytes(context + new_tokens)
-    return max(flops / hw.effective_flops, moved / hw.effective_bandwidth) + hw.step_overhead_s
+    matmul = sequences * 2.0 * info.n_params * new_tokens
+    attention = sequences * info.flops_for_positions(context, context + new_tokens) - matmul
+    compute = matmul / hw.effective_flops + attention / hw.effective_attention_flops
+    memory = (weight_bytes(info) + sequences * info.kv_bytes(context + new_tokens)) / hw.effective_bandwidth
+    return max(compute, memory) + (1.0 - hw.overlap) * min(compute, memory) + hw.step_overhead_s
 
 
 def prefill_seconds(info: ModelInfo, hw: HardwareProfile, tokens: int, *, context: int = 0, batch: int = 512) -> float:
@@ -191,25 +205,30 @@ class TimedStep:
 
 
 def fit_profile(base: HardwareProfile, points: Iterable[tuple[ModelInfo, TimedStep]]) -> HardwareProfile:
-    """``base`` with its efficiencies and step overhead fitted to measured steps (least squares on the log
-    of predicted over measured time, so every point counts by its relative error)."""
+    """``base`` with its efficiencies (matmul, attention, bandwidth), compute/memory overlap and step
+    overhead fitted to measured steps (least squares on the log of predicted over measured time, so every
+    point counts by its relative error)."""
     import numpy as np
     from scipy.optimize import least_squares
 
     pts = list(points)
-    if len(pts) < 3:
-        raise ConfigError("calibration needs at least 3 measured steps")
+    if len(pts) < 5:
+        raise ConfigError("calibration needs at least 5 measured steps")
 
     def profile(x: Any) -> HardwareProfile:
-        return replace(base, compute_efficiency=math.exp(x[0]), bandwidth_efficiency=math.exp(x[1]),
-                       step_overhead_s=math.exp(x[2]))
+        e = np.exp(x)
+        return replace(base, compute_efficiency=float(e[0]), bandwidth_efficiency=float(e[1]),
+                       step_overhead_s=float(e[2]), overlap=float(e[3]), attention_efficiency=float(e[4]))
 
     def residuals(x: Any) -> Any:
         hw = profile(x)
         return np.array([math.log(s.predict(i, hw) / s.seconds) for i, s in pts])
 
-    x0 = np.log([base.compute_efficiency, base.bandwidth_efficiency, max(base.step_overhead_s, 1e-5)])
-    fit = least_squares(residuals, x0, bounds=(np.log([1e-4, 1e-3, 1e-7]), np.log([1.0, 1.0, 1.0])))
+    # Nominal CPU peaks are guesses, so an efficiency may come out above 1 relative to them.
+    lo, hi = np.log([1e-4, 1e-3, 1e-7, 1e-3, 1e-5]), np.log([4.0, 4.0, 1.0, 1.0, 4.0])
+    x0 = np.log([base.compute_efficiency, base.bandwidth_efficiency, max(base.step_overhead_s, 1e-4),
+                 min(max(base.overlap, 2e-3), 0.99), base.attention_efficiency or base.compute_efficiency])
+    fit = least_squares(residuals, np.clip(x0, lo + 1e-6, hi - 1e-6), bounds=(lo, hi))
     hw = profile(fit.x)
     errors = [abs(s.predict(i, hw) / s.seconds - 1) for i, s in pts]
     return replace(hw, calibration={**base.calibration, "points": len(pts),

@@ -25,18 +25,20 @@ QUICK_DECODES: tuple[tuple[int, int], ...] = ((1, 128), (4, 128), (16, 128))
 
 
 def time_steps(engine: LlamaEngine, prefills: Sequence[int], decodes: Sequence[tuple[int, int]], *,
-               steps: int = 6, repeats: int = 2,
+               steps: int = 8, repeats: int = 2,
                progress: Callable[[str], None] | None = None) -> list[TimedStep]:
-    """Measured prefills and decode steps (the fastest of ``repeats``: other load only adds time)."""
+    """Measured prefills (short ones the fastest of ``repeats``: other load only adds time) and decode steps
+    (the median of ``steps`` steps after one prefill of the context)."""
     out = []
     for length in prefills:
-        secs = min(prefill_seconds(engine, length) for _ in range(repeats))
+        # long prefills are seconds each: one is enough; short ones are repeated, the fastest kept
+        secs = min(prefill_seconds(engine, length) for _ in range(repeats if length <= 512 else 1))
         out.append(TimedStep("prefill", 1, length, 0, secs))
         if progress:
             progress(f"prefill {length} tokens: {secs * 1e3:.0f} ms")
     engine.clear_memory()
     for n, ctx in decodes:
-        secs = min(decode_step_seconds(engine, n, ctx, steps) for _ in range(repeats))
+        secs = decode_step_seconds(engine, n, ctx, steps)  # the median of its steps: one context prefill
         out.append(TimedStep("decode", n, 1, ctx, secs))
         if progress:
             progress(f"decode {n} x 1 token at context {ctx}: {secs * 1e3:.1f} ms")
