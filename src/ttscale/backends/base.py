@@ -9,7 +9,7 @@ costs are measured, never estimated from string lengths.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from ttscale.errors import UnsupportedFeatureError
 from ttscale.types import (
@@ -68,10 +68,46 @@ class ReportsStats(Protocol):
     def stats_line(self) -> str: ...
 
 
+@runtime_checkable
+class Tokenizes(Protocol):
+    """A backend that exposes its tokenizer (capability ``tokenizer``)."""
+
+    def tokenize(self, text: str) -> list[int]: ...
+
+
+@runtime_checkable
+class RendersPrompts(Protocol):
+    """A backend that shows the exact text it feeds the model (capability ``renders_prompts``)."""
+
+    def render(self, request: GenerationRequest) -> str: ...
+
+
+@runtime_checkable
+class ProbesNextTokens(Protocol):
+    """A backend that scores candidate next tokens after a prompt (capability ``next_token_probes``);
+    each result has ``logprobs`` by candidate and the prompt tokens it prefilled."""
+
+    def next_token_logprobs(self, requests: Sequence[GenerationRequest], candidates: Sequence[str]) -> Sequence[Any]: ...
+
+
+def tokenizer_of(backend: object) -> Tokenizes:
+    """``backend`` as a :class:`Tokenizes`, or an error saying it has no tokenizer."""
+    if not isinstance(backend, Tokenizes):
+        raise UnsupportedFeatureError(f"backend {getattr(backend, 'name', backend)!r} exposes no tokenizer")
+    return backend
+
+
+def prober_of(backend: object) -> ProbesNextTokens:
+    """``backend`` as a :class:`ProbesNextTokens`, or an error saying it cannot probe next tokens."""
+    if not isinstance(backend, ProbesNextTokens):
+        raise UnsupportedFeatureError(f"backend {getattr(backend, 'name', backend)!r} has no next-token probes")
+    return backend
+
+
 def render_prompt(backend: Backend, request: GenerationRequest) -> str:
     """The exact text the backend feeds the model for ``request`` (chat template applied)."""
-    if capabilities_of(backend).renders_prompts:
-        return str(backend.render(request))  # type: ignore[attr-defined]
+    if capabilities_of(backend).renders_prompts and isinstance(backend, RendersPrompts):
+        return str(backend.render(request))
     if request.prompt is not None:
         return request.prompt
     raise UnsupportedFeatureError(f"backend {backend.name} cannot render chat prompts for step-level generation")

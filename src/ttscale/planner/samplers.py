@@ -6,7 +6,7 @@ from collections.abc import Hashable, Sequence
 
 import numpy as np
 
-from ttscale.backends.base import Backend, shares_prompt_prefix
+from ttscale.backends.base import Backend, render_prompt, shares_prompt_prefix, tokenizer_of
 from ttscale.cost import generation_usage
 from ttscale.errors import ConfigError
 from ttscale.replay.pool import Pool
@@ -39,9 +39,8 @@ class BackendSampler:
         # Prompt token ids, where the engine prefills a call's common prefix once (llama.cpp backend).
         self._tokens: list[list[int]] | None = None
         if shared_prefix:
-            tok = backend.tokenize  # type: ignore[attr-defined]
-            render = backend.render  # type: ignore[attr-defined]
-            self._tokens = [tok(render(r)) for r in self._requests]
+            tok = tokenizer_of(backend).tokenize
+            self._tokens = [tok(render_prompt(backend, r)) for r in self._requests]
 
     @property
     def prompt_tokens(self) -> list[int]:

@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ttscale.backends.base import Backend, report_finished
+from ttscale.backends.base import Backend, prober_of, report_finished
 from ttscale.cost import Budget, Meter
 from ttscale.errors import UnsupportedFeatureError
 from ttscale.planner.policy import Policy
@@ -160,7 +160,7 @@ class BatchedBackend:
         if self._cancel.is_set():
             raise RequestCancelled("request cancelled")
         t0 = time.perf_counter() if self.trace is not None else 0.0
-        probes = self._inner.next_token_logprobs(*args, **kwargs)  # type: ignore[attr-defined]
+        probes = prober_of(self._inner).next_token_logprobs(*args, **kwargs)
         if self.trace is not None:
             self.trace.append({"call": "next_token_probes", "prompts": len(probes),
                                "wall_s": round(time.perf_counter() - t0, 6),

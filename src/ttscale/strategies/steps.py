@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ttscale.backends.base import Backend, render_prompt, shares_prompt_prefix
+from ttscale.backends.base import Backend, render_prompt, shares_prompt_prefix, tokenizer_of
 from ttscale.cost import Meter, generation_usage
 from ttscale.errors import ConfigError
 from ttscale.strategies.base import SolveContext, sample_seed
@@ -109,7 +109,7 @@ def prefill_bound(backend: Backend, texts: Sequence[str], extra: Sequence[int] |
     extra = list(extra) if extra is not None else [0] * len(texts)
     if not shares_prompt_prefix(backend) or not texts:
         return sum(backend.count_prompt_tokens(GenerationRequest(prompt=t)) for t in texts) + sum(extra)
-    toks = [backend.tokenize(t) for t in texts]  # type: ignore[attr-defined]
+    toks = [tokenizer_of(backend).tokenize(t) for t in texts]
     shared = max(0, min(_lcp_len(toks), min(len(t) for t in toks) - 1) - margin)
     return shared + sum(len(t) - shared + e for t, e in zip(toks, extra, strict=False))
 

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ttscale.backends.base import Backend, render_prompt, shares_prompt_prefix
+from ttscale.backends.base import Backend, prober_of, render_prompt, shares_prompt_prefix, tokenizer_of
 from ttscale.cost import generation_usage
 from ttscale.errors import ConfigError, UnsupportedFeatureError
 from ttscale.tasks.base import Task
@@ -123,7 +123,7 @@ class JudgeVerifier:
     def score(self, problem: Problem, candidates: Sequence[Sample]) -> Scores:
         if not candidates:
             return Scores([])
-        probe = self.backend.next_token_logprobs  # type: ignore[attr-defined]
+        probe = prober_of(self.backend).next_token_logprobs
         requests = [self.request(problem, c) for c in candidates]
         if self.verifications == 1:
             probes = probe(requests, YES + NO)
@@ -156,7 +156,7 @@ class JudgeVerifier:
                 cut = text.rfind(sol)
                 # An empty solution is shown as "(empty)", which its children will not share.
                 heads.append(text[: cut + (len(sol) if c.text.strip() else 0)] if cut >= 0 else "")
-            tok = self.backend.tokenize  # type: ignore[attr-defined]
+            tok = tokenizer_of(self.backend).tokenize
             head_toks = [tok(h) for h in heads]
             n = min(len(h) for h in head_toks)
             shared = 0
