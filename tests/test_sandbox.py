@@ -285,3 +285,15 @@ def test_daemon_with_processes_allowed_dies_with_the_check() -> None:
     r = sb.run(prog)
     assert r.status == "pass" and "parent exits" in r.stdout_tail
     assert_contained(r, allowed=("pass",))
+
+
+@pytest.mark.skipif(not _ISOLATED, reason="isolated mode needs root with namespace rights")
+def test_isolated_mode_with_a_home_under_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A HOME under /tmp (a fresh-machine check with an empty home) is hidden by the sandbox's own /tmp;
+    isolation must not fail trying to hide it a second time."""
+    secret = tmp_path / "secret.txt"
+    secret.write_text("do not read")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert isolation_available()
+    r = Sandbox(limits=LIMITS, mode="isolated").run(f"print(open({str(secret)!r}).read())\n")
+    assert r.status != "pass" and "do not read" not in r.stdout_tail

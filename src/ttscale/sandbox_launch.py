@@ -93,7 +93,8 @@ def _isolate(cfg: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
     _mount(libc, None, "/", None, MS_REC | MS_PRIVATE)
     python = cfg["python"]
     prefix = os.path.dirname(os.path.dirname(python))
-    hide = _hide_dirs(python, cfg["home"])
+    # /tmp becomes an empty tmpfs below, which already hides whatever lived under it (a HOME there).
+    hide = [d for d in _hide_dirs(python, cfg["home"]) if d != "/tmp" and not d.startswith("/tmp/")]
     _readonly_everything(libc)
     lim = cfg["limits"]
     _mount(libc, "tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, f"size={lim['disk_bytes']},mode=0755")
