@@ -81,7 +81,8 @@ def _bootstrap_ci(x: np.ndarray, n: int = 1000, ci: float = 0.95, seed: int = 0)
 
 
 def level_outcomes(policy: Policy, level: Level, pp: PlanPool, *, n_orders: int = 64, seed: int = 0) -> dict[str, Any]:
-    """Per-problem expected accuracy and tokens of one level on ``pp`` (mean over probe draws)."""
+    """Per-problem expected accuracy and tokens of one level on ``pp`` (mean over probe draws); also per
+    (problem, ordering): ``acc_by_order``, ``tokens_by_order`` and the choice made (``choice_by_order``, flat)."""
     pool = pp.pool
     p = level.probe
     pred = policy.predictors[p]
@@ -95,7 +96,8 @@ def level_outcomes(policy: Policy, level: Level, pp: PlanPool, *, n_orders: int 
     acc = np.take_along_axis(table.acc, col[..., None], axis=-1)[..., 0]
     tok = np.take_along_axis(table.tokens, col[..., None], axis=-1)[..., 0]
     labels = [level.bins[b].choice.label for b in bins.reshape(-1)]
-    return {"acc": acc.mean(axis=1), "tokens": tok.mean(axis=1), "bins": bins, "labels": labels}
+    return {"acc": acc.mean(axis=1), "tokens": tok.mean(axis=1), "bins": bins, "labels": labels,
+            "acc_by_order": acc, "tokens_by_order": tok, "choice_by_order": [table.choices[c] for c in col.reshape(-1)]}
 
 
 def _best_fixed(points: Sequence[CurvePoint], tokens: float, names: Sequence[str] | None = None) -> CurvePoint | None:

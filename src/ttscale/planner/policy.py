@@ -42,6 +42,7 @@ from ttscale.planner.options import Choice, alternate_grid, option_grid, replay_
 from ttscale.planner.predictor import Predictor, fit_predictor
 
 FORMAT = "ttscale-policy/1"
+SERVE_MODES = ("policy", "fixed")
 Z_CLIP = 3.0
 
 
@@ -75,15 +76,35 @@ class Level:
     expected_accuracy: float
     expected_tokens: float
     bins: list[BinRule]
+    fixed: Choice | None = None
+    """The best fixed choice within this budget on the training split (set by the comparison,
+    :mod:`ttscale.planner.compare`); None when none was made."""
+    serve: str = "policy"
+    """What ``ttscale serve`` answers with by default at this level: ``policy`` (per prompt) or
+    ``fixed`` (the fixed choice: the held-out comparison did not show the policy better)."""
+    decision: dict[str, Any] = field(default_factory=dict)
+    """Why ``serve`` is what it is (the paired held-out difference and its interval)."""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"budget_tokens": self.budget, "probe": self.probe, "expected_accuracy": self.expected_accuracy,
-                "expected_tokens": self.expected_tokens, "bins": [b.to_dict() for b in self.bins]}
+        d = {"budget_tokens": self.budget, "probe": self.probe, "expected_accuracy": self.expected_accuracy,
+             "expected_tokens": self.expected_tokens, "bins": [b.to_dict() for b in self.bins]}
+        if self.fixed is not None:
+            d |= {"fixed": self.fixed.to_dict(), "serve": self.serve, "decision": self.decision}
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Level:
+        serve = str(d.get("serve", "policy"))
+        if serve not in SERVE_MODES or (serve == "fixed" and not d.get("fixed")):
+            raise ConfigError(f"level {d.get('budget_tokens')}: serve must be one of {', '.join(SERVE_MODES)} "
+                              "('fixed' needs a fixed choice)")
         return cls(float(d["budget_tokens"]), int(d["probe"]), float(d["expected_accuracy"]),
-                   float(d["expected_tokens"]), [BinRule.from_dict(b) for b in d["bins"]])
+                   float(d["expected_tokens"]), [BinRule.from_dict(b) for b in d["bins"]],
+                   Choice.from_dict(d["fixed"]) if d.get("fixed") else None, serve, dict(d.get("decision", {})))
+
+    @property
+    def serves_fixed(self) -> bool:
+        return self.serve == "fixed" and self.fixed is not None
 
 
 @dataclass
@@ -93,6 +114,11 @@ class Policy:
     source: dict[str, Any] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
     evaluation: dict[str, Any] | None = None
+    follow_decisions: bool = False
+    """Apply each level's ``serve`` decision (``ttscale serve``'s default): a level whose comparison did
+    not show the per-prompt policy better than the best fixed choice answers with that choice. False
+    (``ttscale run``, the library, ``ttscale serve --per-prompt``): the per-prompt policy everywhere.
+    Not saved: it is how a policy is applied, not part of the fit."""
 
     @property
     def primary_model(self) -> str:

@@ -49,8 +49,15 @@ class PolicyStrategy:
                   alternates: dict[str, tuple[Backend, Task]] | None = None) -> PolicyStrategy:
         return cls(Policy.load(path), budget_tokens, alternates or {})
 
+    @property
+    def serves_fixed(self) -> bool:
+        """This level answers with its best fixed choice (``Policy.follow_decisions`` and the level's decision)."""
+        return self.policy.follow_decisions and self.level.serves_fixed
+
     def solve(self, problem: Problem, ctx: SolveContext) -> Result:
         lv = self.level
+        if self.serves_fixed:
+            return self._solve_fixed(ctx)
         probe = ctx.sample(lv.probe)
         feats = probe_features(probe, ctx.prompt_tokens())
         rule, predicted = self.policy.decide(lv, feats)
@@ -71,11 +78,26 @@ class PolicyStrategy:
         return ctx.result(self.name, answer, samples, votes, policy={
             "level_budget_tokens": lv.budget, "probe": lv.probe, "features": feats.to_dict(),
             "predicted_pass_rate": round(predicted, 4), "bin": rule.index, "choice": rule.choice.label,
-            "model": model or self.policy.primary_model,
+            "served": "policy", "model": model or self.policy.primary_model,
             "expected_accuracy_in_bin": rule.expected_accuracy, "expected_tokens_in_bin": rule.expected_tokens,
         })
 
+    def _solve_fixed(self, ctx: SolveContext) -> Result:
+        """The level's best fixed choice: its k samples in one call, aggregated by its rule (no probe)."""
+        lv = self.level
+        choice = lv.fixed
+        assert choice is not None
+        samples = ctx.sample(choice.k)
+        answer, votes = aggregate(choice, samples, ctx.task.equivalent)
+        return ctx.result(self.name, answer, samples, votes, policy={
+            "level_budget_tokens": lv.budget, "served": "fixed", "choice": choice.label,
+            "model": self.policy.primary_model, "decision": lv.decision,
+        })
+
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "budget_tokens": self.budget_tokens, "level_budget_tokens": self.level.budget,
-                "probe": self.level.probe, "bins": [r.choice.label for r in self.level.bins],
-                "policy_source": self.policy.source.get("pools", [])}
+        d = {"name": self.name, "budget_tokens": self.budget_tokens, "level_budget_tokens": self.level.budget,
+             "probe": self.level.probe, "bins": [r.choice.label for r in self.level.bins],
+             "policy_source": self.policy.source.get("pools", [])}
+        if self.level.fixed is not None:
+            d |= {"serves": "fixed" if self.serves_fixed else "policy", "fixed": self.level.fixed.label}
+        return d
