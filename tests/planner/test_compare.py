@@ -140,3 +140,28 @@ def test_decisions_survive_the_policy_file(tmp_path: Path) -> None:
     path.write_text(json.dumps(data))
     with pytest.raises(ConfigError, match="serve must be"):
         Policy.load(path)
+
+
+def test_plan_compares_by_default_and_records_the_decisions(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from ttscale.cli import app
+
+    out, cmp_out = tmp_path / "policy.json", tmp_path / "versus-fixed.json"
+    r = CliRunner().invoke(app, ["plan", "--store", "shipped", "--pool", "gsm8k-qwen05-k16", "--orders", "4",
+                                 "--probe", "1", "--bins", "2", "--bootstrap", "200", "--budget", "600",
+                                 "--budget", "1500", "--output", str(out), "--compare-output", str(cmp_out)])
+    assert r.exit_code == 0, r.output
+    assert "policy vs the best fixed choice" in r.output and "serves" in r.output
+    policy = Policy.load(out)
+    cmp = json.loads(cmp_out.read_text())
+    assert policy.evaluation is not None and policy.evaluation["versus_fixed"] == cmp
+    assert cmp["on"] == "held-out split" and set(cmp["usd"]) == {"h100", "cpu-2core"}
+    assert cmp["test_problems"] == len(policy.evaluation["held_out_split"]["test_problems"])
+    for lv, row in zip(policy.levels, cmp["tokens"], strict=True):
+        assert lv.fixed is not None and lv.fixed.label == row["fixed"]["label"]
+        assert lv.serve == ("policy" if row["paired"]["verdict"] == "policy better" else "fixed")
+    r = CliRunner().invoke(app, ["plan", "--store", "shipped", "--pool", "gsm8k-qwen05-k16", "--orders", "4",
+                                 "--probe", "1", "--bins", "2", "--budget", "600", "--no-compare",
+                                 "--output", str(out)])
+    assert r.exit_code == 0 and all(lv.fixed is None for lv in Policy.load(out).levels)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -10,7 +11,7 @@ from rich.table import Table
 
 from ttscale.cli.common import DEFAULT_STORE, cli_errors, console, fail
 from ttscale.cli.plan_kv import KV_POOL_HELP, MAX_KV_HELP, SHARED_HELP, plan_kv
-from ttscale.planner.data import BUDGET_UNITS, align_alternate, in_budget_unit, load_plan_pool
+from ttscale.planner.data import BUDGET_UNITS, PlanPool, align_alternate, in_budget_unit, load_plan_pool
 from ttscale.planner.evaluate import evaluate_policy, split_problems
 from ttscale.planner.policy import Policy, fit_policy
 from ttscale.pools import resolve_store
@@ -75,6 +76,10 @@ def plan(
     kv_pool: Annotated[Optional[list[str]], typer.Option(help=KV_POOL_HELP)] = None,
     max_kv_bytes: Annotated[Optional[int], typer.Option(help=MAX_KV_HELP)] = None,
     kv_shared_prompt: Annotated[bool, typer.Option("--kv-shared-prompt", help=SHARED_HELP)] = False,
+    compare: Annotated[bool, typer.Option("--compare/--no-compare", help="Compare every level with the best fixed choice (rule and k selected on the training split) on the held-out problems, paired bootstrap interval of the difference, and record per level what `ttscale serve --policy` answers with: the per-prompt policy only where it is shown better.")] = True,
+    hardware: Annotated[Optional[list[str]], typer.Option(help="Also compare per dollar budget on this hardware profile (repeatable; default h100 and cpu-2core; 'none' for tokens only).")] = None,
+    bootstrap: Annotated[int, typer.Option(help="Bootstrap draws of the paired intervals.", min=100)] = 2000,
+    compare_output: Annotated[Optional[Path], typer.Option(help="Also write the comparison alone to this JSON file.")] = None,
 ) -> None:
     """Fit which strategy and how many samples to use per difficulty bin and budget; check it on held-out problems.
 
@@ -141,9 +146,93 @@ def plan(
     for name, ep in evals.items():
         evaluation[name] = evaluate_policy(policy, ep, n_orders=orders, seed=seed)
         print_evaluation(evaluation[name], f"pool {name}", unit)
+    if compare:
+        where = "held-out split" if test_ids else next(iter(evals), None)
+        if where is None:
+            fail("--compare needs held-out problems")
+        test = pp.subset(test_ids) if test_ids else evals[str(where)]
+        evaluation["versus_fixed"] = compare_levels(policy, train, test, store=store, run_id=pool[0], orders=orders,
+                                                    seed=seed, n_boot=bootstrap, hardware=hardware, where=str(where))
+        print_serving(policy)
+        if compare_output is not None:
+            compare_output.parent.mkdir(parents=True, exist_ok=True)
+            compare_output.write_text(json.dumps(evaluation["versus_fixed"], indent=2) + "\n")
     policy.evaluation = evaluation
     policy.save(output)
     console.print(f"policy written to {output}; apply with: ttscale run --policy {output} --budget-{budget_unit} B")
+
+
+DEFAULT_HARDWARE = ("h100", "cpu-2core")
+
+
+def compare_levels(policy: Policy, train: PlanPool, test: PlanPool, *, store: Path, run_id: str, orders: int, seed: int,
+                   n_boot: int, hardware: list[str] | None, where: str) -> dict[str, Any]:
+    """The policy against the best fixed choice per budget (tokens, and dollars per machine), printed,
+    with each level's serving decision recorded in ``policy``."""
+    from ttscale.planner.compare import apply_decisions, compare_policy
+    from ttscale.replay.pool import model_info_from_record
+    from ttscale.roofline import load_profile
+
+    names = [h for h in (hardware if hardware is not None else DEFAULT_HARDWARE) if h != "none"]
+    info = None
+    if names:
+        if policy.budget_unit != "tokens" or policy.models():
+            console.print("[yellow]dollar comparison skipped: it needs a one-model policy planned in tokens[/]")
+            names = []
+        else:
+            st = Store(store)
+            try:
+                rec = st.get_run(run_id)
+            finally:
+                st.close()
+            info = model_info_from_record(rec.model) if rec is not None else None
+            if info is None:
+                console.print(f"[yellow]dollar comparison skipped: run {run_id} records no model shapes[/]")
+                names = []
+    cmp = compare_policy(policy, train, test, n_orders=orders, seed=seed, n_boot=n_boot, info=info,
+                         hardware=[load_profile(n) for n in names])
+    apply_decisions(policy, cmp, where=where)
+    cmp["on"] = where
+    print_comparison(cmp)
+    return cmp
+
+
+def _fmt_ci(pr: dict[str, Any], key: str) -> str:
+    lo, hi = pr[f"{key}_ci"]
+    return f"{pr[key]:+.3f} [{lo:+.3f}, {hi:+.3f}]" if key == "difference" else f"{pr[key]:.3f} [{lo:.3f}, {hi:.3f}]"
+
+
+def print_comparison(cmp: dict[str, Any]) -> None:
+    unit = "tok" if cmp["unit"] == "tokens" else cmp["unit"]
+    tables = [("tokens", f"budget {unit}/problem", cmp["tokens"], 1.0, "{:.0f}")]
+    tables += [(hw, "budget $/1k problems", rows, 1000.0, "{:.4f}") for hw, rows in cmp["usd"].items()]
+    for name, head, rows, scale, fmt in tables:
+        t = Table(title=f"per-prompt policy vs the best fixed choice ({name}; fixed chosen on {cmp['train_problems']} "
+                        f"training problems, compared on {cmp['test_problems']} held-out, paired 95% bootstrap)",
+                  title_justify="left")
+        for col in (head, "level", "policy acc [CI]", "policy cost", "fixed (train acc)", "fixed acc [CI]",
+                    "fixed cost", "policy - fixed [CI]", "verdict"):
+            t.add_column(col)
+        for r in rows:
+            pr, fx = r["paired"], r["fixed"]
+            t.add_row(fmt.format(r["budget"] * scale), f"{r['level_budget_tokens']:.0f}",
+                      _fmt_ci(pr, "policy") if pr else f"{r['policy_accuracy']:.3f}", fmt.format(r["policy_cost"] * scale),
+                      f"{fx['label']} ({fx['train_accuracy']:.3f})" if fx else "none fits",
+                      _fmt_ci(pr, "fixed") if pr else "-", fmt.format(r["fixed_cost"] * scale) if fx else "-",
+                      _fmt_ci(pr, "difference") if pr else "-", pr["verdict"] if pr else "-")
+        console.print(t)
+
+
+def print_serving(policy: Policy) -> None:
+    """What `ttscale serve --policy` answers with at each level (the comparison's decision)."""
+    for lv in policy.levels:
+        if lv.fixed is None:
+            console.print(f"level {lv.budget:g}: the per-prompt policy (no comparison recorded)")
+        else:
+            why = lv.decision
+            console.print(f"level {lv.budget:g}: serves {'the per-prompt policy' if lv.serve == 'policy' else lv.fixed.label} "
+                          f"(policy - {lv.fixed.label} = {why.get('difference', 0):+.3f} {why.get('difference_ci')})",
+                          highlight=False)
 
 
 def print_policy_choices(results: list[dict[str, Any]]) -> None:
