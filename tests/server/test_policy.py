@@ -118,3 +118,62 @@ def test_serve_refuses_a_plan_that_switches_models(tmp_path: Path, policy: Polic
     replace(policy, levels=[*policy.levels[:-1], other]).save(path)
     r = CliRunner().invoke(app, ["serve", "--backend", "fake", "--policy", str(path)])
     assert r.exit_code != 0 and "other models" in r.output
+
+
+def _decided(policy: Policy, serve: str) -> Policy:
+    """The fixture's plan with a comparison's decision at every level: serve ``serve``, fixed choice majority@3."""
+    from dataclasses import replace
+
+    from ttscale.planner.options import Choice
+
+    return replace(policy, levels=[replace(lv, fixed=Choice("majority", 3), serve=serve,
+                                           decision={"verdict": "not resolved", "difference": 0.0,
+                                                     "difference_ci": [-0.1, 0.1]})
+                                   for lv in policy.levels])
+
+
+@pytest.mark.parametrize("follow", [True, False], ids=["default", "per-prompt"])
+def test_a_level_not_shown_better_serves_its_fixed_choice(policy: Policy, follow: bool) -> None:
+    plan = _decided(policy, "fixed")
+    plan.follow_decisions = follow  # what `ttscale serve --policy` sets (False with --per-prompt)
+    backend = FakeBackend(answers={"42": 0.5, "41": 0.3, "7": 0.2})
+    with run_server(ServerConfig(backend=backend, model_name="fake", policy=plan)) as s:
+        r = _client(s).chat.completions.create(model="fake", messages=MSG, seed=5,
+                                               extra_body={"ttscale": {"trace": True}})
+        stream = list(_client(s).chat.completions.create(model="fake", messages=MSG, seed=5, stream=True))
+    ext = r.model_extra["ttscale"]  # type: ignore[index]
+    why = ext["choices"][0]["policy"]
+    calls = ext["choices"][0]["trace"]
+    assert ext["strategy"] == "policy" and ext["strategy_config"]["fixed"] == "majority@3"
+    if follow:
+        # the plan still picks rule and k for the budget; every prompt gets them, in one call, without a probe
+        assert why["served"] == "fixed" and why["choice"] == "majority@3" and why["decision"]["verdict"] == "not resolved"
+        assert len(ext["choices"][0]["samples"]) == 3 and len(calls) == 1 and calls[0]["requests"][0]["n"] == 3
+        assert ext["strategy_config"]["serves"] == "fixed"
+    else:
+        assert why["served"] == "policy" and "features" in why and ext["strategy_config"]["serves"] == "policy"
+    assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+
+
+def test_a_level_shown_better_serves_the_policy(policy: Policy) -> None:
+    plan = _decided(policy, "policy")
+    plan.follow_decisions = True
+    with run_server(ServerConfig(backend=FakeBackend(answers={"42": 1.0}), model_name="fake", policy=plan)) as s:
+        r = _client(s).chat.completions.create(model="fake", messages=MSG)
+    assert r.model_extra["ttscale"]["choices"][0]["policy"]["served"] == "policy"  # type: ignore[index]
+
+
+def test_serve_says_what_each_level_serves_and_per_prompt_needs_a_policy(policy: Policy) -> None:
+    from typer.testing import CliRunner
+
+    from ttscale.cli import app
+    from ttscale.cli.serve import serving_summary
+
+    plan = _decided(policy, "fixed")
+    plan.follow_decisions = True
+    assert "majority@3" in serving_summary(plan) and "--per-prompt to override" in serving_summary(plan)
+    plan.follow_decisions = False
+    assert "majority@3" not in serving_summary(plan) and "(--per-prompt)" in serving_summary(plan)
+    assert "records no comparison" in serving_summary(policy)
+    r = CliRunner().invoke(app, ["serve", "--backend", "fake", "--per-prompt"])
+    assert r.exit_code != 0 and "--per-prompt needs --policy" in r.output

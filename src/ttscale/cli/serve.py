@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
@@ -14,6 +14,9 @@ from ttscale.cli.options import KvTypeOpt, KvTypeVOpt
 from ttscale.cli.remote_opts import check_kv_engine
 from ttscale.registry import strategy_names
 from ttscale.server.config import server_verifiers
+
+if TYPE_CHECKING:
+    from ttscale.planner.policy import Policy
 
 
 @cli_errors
@@ -55,7 +58,10 @@ def serve(
     policy: Annotated[Optional[Path], typer.Option(
         help="A fitted plan (ttscale plan --out FILE): requests that name no strategy are answered by it, each "
              "prompt by its probe, difficulty bin and choice at the level its budget buys (ttscale.budget.tokens; "
-             "the richest level without one); the response's ttscale.choices[].policy says why.")] = None,
+             "the richest level without one); the response's ttscale.choices[].policy says why. At a level where "
+             "`ttscale plan` did not show the per-prompt policy better than the best fixed choice for its budget, "
+             "that fixed choice (rule and k) answers instead, unless --per-prompt.")] = None,
+    per_prompt: Annotated[bool, typer.Option("--per-prompt", help="With --policy: answer with the per-prompt policy at every level, even where the plan's comparison found it no better than the best fixed choice.")] = False,
 ) -> None:
     """Serve /v1/chat/completions and /v1/completions, each request answered by a test-time strategy.
 
@@ -78,9 +84,12 @@ def serve(
         from ttscale.planner.policy import Policy
 
         fitted = Policy.load(policy)
+        fitted.follow_decisions = not per_prompt
         if fitted.models():
             fail(f"{policy} may switch to other models ({', '.join(fitted.models())}); the server serves one "
                  "model: fit the plan without --alt-pool")
+    elif per_prompt:
+        fail("--per-prompt needs --policy")
     if strategy not in strategy_names():
         fail(f"unknown strategy {strategy!r}; available: {', '.join(strategy_names())}")
     kv_fit = None
@@ -124,12 +133,27 @@ def serve(
                    f"{fitted.primary_model})" if fitted is not None
                    else f"default strategy {strategy}" + (f" k={k}" if "k" in _knobs(strategy) else ""))
         err_console.print(f"serving {config.served_model} on http://{host}:{port}/v1 ({auth}); {default}")
+        if fitted is not None:
+            err_console.print(serving_summary(fitted), highlight=False)
         if fitted is not None and fitted.primary_model not in (config.served_model, model):
             err_console.print(f"note: the plan was fitted on {fitted.primary_model}, this server runs {config.served_model}")
         uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=graceful_timeout,
                     limit_concurrency=max_concurrency + max_queue + 64, server_header=False)
     finally:
         be.close()
+
+
+def serving_summary(policy: Policy) -> str:
+    """One line: what each level of the plan answers with (per-prompt policy, or its best fixed choice)."""
+    parts = []
+    for lv in policy.levels:
+        fixed = lv.serves_fixed and policy.follow_decisions
+        parts.append(f"{lv.budget:g} tok -> {lv.fixed.label if fixed and lv.fixed else 'per-prompt policy'}")
+    undecided = all(lv.fixed is None for lv in policy.levels)
+    note = (" (the plan records no comparison with fixed choices: refit with `ttscale plan` to get one)" if undecided
+            else " (--per-prompt)" if not policy.follow_decisions else
+            " (fixed where `ttscale plan` did not show the policy better; --per-prompt to override)")
+    return "plan levels: " + "; ".join(parts) + note
 
 
 def _knobs(strategy: str) -> tuple[str, ...]:
