@@ -9,6 +9,11 @@ embedded engine keeps it; llama-server's prompt cache does over HTTP) while the 
 full prompt (the paper's *effective context length*) and the tokens actually prefilled. The query's
 passages are ordered with the best nearest the question.
 
+IterDRAG (the ``iterdrag`` strategy) drives this task through :meth:`RagTask.iter_request` and
+:meth:`RagTask.retrieve_passages`: follow-up sub-questions, each with its own retrieved passages and
+intermediate answer, then the final answer; its demonstrations are the same demonstration questions
+worked through their gold decompositions (MuSiQue's), with passages retrieved for every sub-question.
+
 ``--task rag`` reads MuSiQue (shipped in ``ttscale/data/rag``, or ``--data DIR`` with the two files),
 or a generic question set with ``--data questions.jsonl --task-option corpus=corpus.jsonl``. Retrieval
 is BM25 (:mod:`ttscale.tasks.retrieval`); each problem's retrieved passage ids are in its ``meta``,
@@ -20,6 +25,7 @@ from __future__ import annotations
 
 import random
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -41,14 +47,23 @@ from ttscale.tasks.rag_data import (
     read_questions,
     token_f1,
 )
-from ttscale.tasks.retrieval import BM25Retriever, Retriever
+from ttscale.tasks.retrieval import BM25Retriever, Hop, HopStep, Retriever
 from ttscale.tasks.spec import TaskArgs, TaskSpec
-from ttscale.types import Problem, PromptFormat, Shot
+from ttscale.types import ChatMessage, Problem, PromptFormat, Shot
 
 DEMO_POOL = 8
 """Questions set aside (never evaluated) for demonstrations: m is at most this."""
 INSTRUCTION = ("Answer the question using the documents. Think briefly if needed, then end with "
                "'The answer is <short answer>.'")
+ITER_INSTRUCTION = ("Answer the question using the documents. If it needs several steps, ask one simple "
+                    "follow-up question at a time ('Follow up: ...'); you will get documents for it, then answer it "
+                    "('Intermediate answer: ...'). When you know the answer, write 'So the final answer is: "
+                    "<short answer>.'")
+CONTINUE = "Ask the next follow-up question, or give the final answer."
+FINAL = "Give the final answer now: 'So the final answer is: <short answer>.'"
+_FOLLOW_UP = re.compile(r"follow[- ]?up(?: question)?\s*:\s*(.+)", re.IGNORECASE)
+_FINAL = re.compile(r"answer is", re.IGNORECASE)
+_INTERMEDIATE = re.compile(r"intermediate answer\s*:\s*(.+)", re.IGNORECASE)
 _ANSWER = re.compile(r"answer is:?\s*(.+?)(?:\.\s*$|\.\s+|\n|$)", re.IGNORECASE | re.DOTALL)
 
 
@@ -119,14 +134,125 @@ class RagTask:
                          **q.meta})
                 for q, ids in zip(test, retrieved, strict=True)]
 
-    def request(self, problem: Problem) -> GenerationRequest:
+    @cached_property
+    def _where(self) -> dict[str, int]:
+        return {p.id: n for n, p in enumerate(self.corpus)}
+
+    def _query_docs(self, problem: Problem) -> list[int]:
+        """The problem's stored top-k passages (corpus indices), or retrieved now for a problem from elsewhere."""
         ids = problem.meta.get("retrieved")
-        if ids is None or len(ids) != min(self.docs, len(self.corpus)):  # a problem from elsewhere: retrieve now
-            idx = self._retrieved([Question(problem.id, problem.prompt, (problem.reference or "",))])[0]
-        else:
-            where = {p.id: n for n, p in enumerate(self.corpus)}
-            idx = [where[i] for i in ids]
-        return build_request(self._with_docs(problem.prompt, idx), self._shots, self.fmt, qa_labels=("", "Answer:"))
+        if ids is None or len(ids) != min(self.docs, len(self.corpus)):
+            return self._retrieved([Question(problem.id, problem.prompt, (problem.reference or "",))])[0]
+        return [self._where[i] for i in ids]
+
+    def request(self, problem: Problem) -> GenerationRequest:
+        return build_request(self._with_docs(problem.prompt, self._query_docs(problem)), self._shots, self.fmt,
+                             qa_labels=("", "Answer:"))
+
+    # ---- IterDRAG (driven by the iterdrag strategy) ---------------------------------------------------
+
+    def retrieve_passages(self, question: str) -> list[str]:
+        """Ids of the top-k passages for a follow-up question, best first."""
+        return [self.corpus[i].id for i in self.retriever.retrieve([question], self.docs)[0]]
+
+    @cached_property
+    def _iter_demos(self) -> list[tuple[str, list[int], list[Hop], str]]:
+        """IterDRAG's demonstrations: (question, its passages, its gold hops with their passages, answer)."""
+        demos = self._split[0][: self.fmt.shots]
+        missing = [q.id for q in demos if not q.decomposition]
+        if missing:
+            raise ConfigError(f"IterDRAG's demonstrations are worked through gold decompositions, and demonstration "
+                              f"question(s) {', '.join(missing)} have none (MuSiQue has them): use --shots 0")
+        out = []
+        for q in demos:
+            answers: list[str] = []
+            subs = []
+            for sub, a in q.decomposition:
+                subs.append(gold_sub_question(sub, answers))
+                answers.append(a)
+            found = self.retriever.retrieve([q.question, *subs], self.docs)
+            hops = [Hop(sq, tuple(self.corpus[i].id for i in ids), a)
+                    for sq, ids, a in zip(subs, found[1:], answers, strict=True)]
+            out.append((q.question, found[0], hops, q.answers[0]))
+        return out
+
+    def _iter_instruction(self) -> str:
+        return self.fmt.instruction.strip() if self.fmt.instruction != INSTRUCTION else ITER_INSTRUCTION
+
+    def _hop_docs(self, hop: Hop) -> str:
+        ask = f"Answer the follow-up question: {hop.question}"
+        return f"{self._context([self._where[i] for i in hop.passages])}\n\n{ask}" if hop.passages else ask
+
+    def _iter_chat(self, question: str, docs: list[int], hops: Sequence[Hop], prefix: str) -> list[ChatMessage]:
+        msgs = [ChatMessage("user", prefix + self._with_docs(question, docs))]
+        for n, h in enumerate(hops):
+            if n:
+                msgs.append(ChatMessage("user", CONTINUE))
+            msgs += [ChatMessage("assistant", f"Follow up: {h.question}"), ChatMessage("user", self._hop_docs(h))]
+            if h.answer is not None:
+                msgs.append(ChatMessage("assistant", f"Intermediate answer: {h.answer}"))
+        return msgs
+
+    def _iter_text(self, question: str, docs: list[int], hops: Sequence[Hop]) -> str:
+        lines = [self._with_docs(question, docs)]
+        for h in hops:
+            lines.append(f"Follow up: {h.question}")
+            if h.passages:
+                lines.append(self._context([self._where[i] for i in h.passages]))
+            if h.answer is not None:
+                lines.append(f"Intermediate answer: {h.answer}")
+        return "\n".join(lines)
+
+    def iter_request(self, problem: Problem, hops: Sequence[Hop], step: HopStep) -> GenerationRequest:
+        """The prompt of one IterDRAG call (without sampling settings): the demonstrations worked hop by hop,
+        then the question with its passages and the rounds so far; ``step`` says what the model writes next.
+        Every call of a question extends the previous call's prompt, and the demonstrations are the same for
+        every question, so an engine with prefix caching prefills each call's new part only."""
+        if step == "answer" and (not hops or hops[-1].answer is not None):
+            raise ConfigError("an intermediate answer needs an unanswered last follow-up")
+        if step != "answer" and any(h.answer is None for h in hops):
+            raise ConfigError("every follow-up but the one being answered needs its answer")
+        docs = self._query_docs(problem)
+        max_tokens = self.fmt.max_tokens
+        if self.fmt.style == "completion":
+            blocks = [self._iter_instruction()]
+            for q, d, h, a in self._iter_demos:
+                blocks.append(f"{self._iter_text(q, d, h)}\nSo the final answer is: {a}.")
+            now = self._iter_text(problem.prompt, docs, hops)
+            tail = {"follow_up": "\n", "answer": "\nIntermediate answer:", "final": "\nSo the final answer is:"}[step]
+            return GenerationRequest(prompt="\n\n".join(blocks) + "\n\n" + now + tail, stop=("\n",),
+                                     max_tokens=max_tokens)
+        prefix = f"{self._iter_instruction()}\n\n"
+        msgs: list[ChatMessage] = []
+        for q, d, h, a in self._iter_demos:
+            msgs += self._iter_chat(q, d, h, prefix)
+            if h:
+                msgs.append(ChatMessage("user", CONTINUE))
+            msgs.append(ChatMessage("assistant", f"So the final answer is: {a}."))
+        msgs += self._iter_chat(problem.prompt, docs, hops, prefix)
+        if step == "follow_up" and hops:
+            msgs.append(ChatMessage("user", CONTINUE))
+        elif step == "final":
+            if hops:
+                msgs.append(ChatMessage("user", FINAL))
+            else:
+                msgs[-1] = ChatMessage("user", f"{msgs[-1].content}\n\n{FINAL}")
+        stop = {"follow_up": ("Intermediate answer",), "answer": ("Follow up",), "final": ()}[step]
+        return GenerationRequest(messages=tuple(msgs), stop=stop, max_tokens=max_tokens)
+
+    def parse_follow_up(self, text: str) -> str | None:
+        """The follow-up question a follow-up call wrote, or None when it gave the final answer instead."""
+        follow, final = _FOLLOW_UP.search(text), _FINAL.search(text)
+        if follow is None or (final is not None and final.start() < follow.start()):
+            return None
+        return follow.group(1).strip().splitlines()[0].strip()[:300] or None
+
+    def parse_intermediate(self, text: str) -> str:
+        """The intermediate answer an answer call wrote (its first line, without the label)."""
+        m = _INTERMEDIATE.search(text)
+        found = m.group(1) if m else text
+        lines = [ln.strip() for ln in found.strip().splitlines() if ln.strip()]
+        return lines[0][:300] if lines else ""
 
     def extract(self, text: str) -> str | None:
         m = _ANSWER.search(text)
@@ -155,6 +281,26 @@ class RagTask:
                 "format": self.fmt.to_dict()}
 
 
+def gold_sub_question(text: str, earlier: Sequence[str]) -> str:
+    """A MuSiQue decomposition step as a question: ``#n`` replaced by the n-th earlier answer, and a
+    knowledge-base step ``subject >> relation`` written as a question (a long relation, such as Wikidata's
+    "located in the administrative territorial entity", as ``subject: relation?``).
+
+    >>> gold_sub_question("Who was the first president of #1 ?", ["the APA"])
+    'Who was the first president of the APA?'
+    >>> gold_sub_question("Hello Love >> performer", [])
+    'What is the performer of Hello Love?'
+    >>> gold_sub_question("Rome >> located in the administrative territorial entity", [])
+    'Rome: located in the administrative territorial entity?'
+    """
+    for n in range(len(earlier), 0, -1):
+        text = text.replace(f"#{n}", earlier[n - 1])
+    if ">>" in text:
+        subject, relation = (t.strip() for t in text.split(">>", 1))
+        text = f"What is the {relation} of {subject}?" if len(relation.split()) <= 2 else f"{subject}: {relation}?"
+    return re.sub(r"\s+([?.,])", r"\1", " ".join(text.split()))
+
+
 def _build(a: TaskArgs) -> RagTask:
     opts = RagOptions(**a.options)
     base = PromptFormat(style=a.default_style, shots=0, instruction=INSTRUCTION,  # type: ignore[arg-type]
@@ -173,4 +319,4 @@ def _build(a: TaskArgs) -> RagTask:
 
 SPEC = TaskSpec("rag", _build, "retrieval-augmented QA (DRAG): MuSiQue by default, or --data questions.jsonl "
                 "--task-option corpus=corpus.jsonl; --task-option docs=K passages, --shots M demonstrations",
-                lambda a, b: normalize_answer(a) == normalize_answer(b), options=RagOptions)
+                lambda a, b: normalize_answer(a) == normalize_answer(b), options=RagOptions, takes_data=True)

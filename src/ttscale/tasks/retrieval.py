@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from ttscale.paths import cache_dir
 from ttscale.tasks.rag_data import Passage
@@ -68,3 +69,21 @@ class BM25Retriever:
         # A query without any indexed word still gets k passages (scores 0), in a stable order.
         docs, _ = self.index.retrieve(tokens, k=k, show_progress=False, n_threads=1)
         return [[int(i) for i in row] for row in docs]
+
+
+@dataclass(frozen=True)
+class Hop:
+    """One retrieve-then-reason round of IterDRAG: a follow-up sub-question, the passages retrieved for it
+    (ids, best first) and the model's intermediate answer (``None`` until it is written)."""
+
+    question: str
+    passages: tuple[str, ...]
+    answer: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"question": self.question, "retrieved": list(self.passages), "answer": self.answer}
+
+
+HopStep = Literal["follow_up", "answer", "final"]
+"""Which call of IterDRAG a prompt is for: the next follow-up question (or the final answer, if the model
+is done), the intermediate answer of the last follow-up, or the final answer (rounds spent)."""
