@@ -6,6 +6,10 @@ samples, the probe kept) and aggregate. A choice on another model draws its k sa
 that model's backend instead (its own prompt format; the same budget and meter; sample indices
 from :data:`ALTERNATE_INDEX_OFFSET` up, so both live in one run of the store). What it saw and
 chose is kept in ``Result.meta`` under ``"policy"`` (``ttscale run --explain`` prints it).
+
+With ``Policy.follow_decisions`` (``ttscale serve``'s default), a level whose comparison with the best
+fixed choice did not show the per-prompt policy better (:mod:`ttscale.planner.compare`) answers
+every problem with that fixed choice instead: its k samples in one call, no probe.
 """
 
 from __future__ import annotations
