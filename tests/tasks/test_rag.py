@@ -106,3 +106,24 @@ def test_task_options_are_checked_once_with_one_clear_error() -> None:
         make_task("rag", options={"width": 3})
     with pytest.raises(ConfigError, match="takes no options"):
         make_task("gsm-symbolic", options={"docs": 3})
+
+
+def test_rag_composes_with_self_consistency_and_iterdrag_from_the_cli(tmp_path: Path) -> None:
+    """`ttscale run --task rag --strategy self-consistency -k 3` votes over DRAG answers; `--strategy iterdrag`
+    runs its rounds (the fake engine answers at once: one call per question); both on the fake backend."""
+    from typer.testing import CliRunner
+
+    from ttscale.cli import app
+
+    store = str(tmp_path / "s.sqlite")
+    for strategy, extra, samples, requests in (("self-consistency", ["-k", "3"], 6, 2),
+                                                ("iterdrag", ["--option", "rounds=2"], 2, 2)):
+        out = tmp_path / f"{strategy}.json"
+        r = CliRunner().invoke(app, ["run", "--task", "rag", "-T", "docs=2", "--shots", "1", "--strategy", strategy,
+                                     *extra, "--backend", "fake", "--limit", "2", "--store", store, "--no-progress",
+                                     "--output", str(out)])
+        assert r.exit_code == 0, r.output
+        data = json.loads(out.read_text())
+        assert data["strategy"] == strategy and data["problems"] == 2 and data["graded"] == 2
+        assert data["usage"]["samples"] == samples and data["usage"]["requests"] == requests
+        assert data["usage"]["prompt_tokens"] > 0
