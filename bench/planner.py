@@ -43,8 +43,8 @@ from ttscale.planner.policy import Policy, fit_policy
 from ttscale.planner.samplers import BackendSampler, PoolSampler
 from ttscale.registry import make_task
 from ttscale.replay.curves import CurveSpec, compute_curves
+from ttscale.run import Sweep, execute
 from ttscale.store import Store
-from ttscale.sweep import run_sweep
 from ttscale.tasks.base import Task
 from ttscale.types import Problem, Sampling
 
@@ -93,8 +93,7 @@ def make_pools(args: argparse.Namespace, st: Store) -> list[Group]:
             g.tasks[model] = task
             g.problems = {p.id: p for p in probs}
             ts = time.perf_counter()
-            s = run_sweep(task=task, backend=backend, store=st, run_id=g.run_id(model, args.k), k=args.k,
-                          problems=probs, sampling=Sampling(seed=0), wave=args.k)
+            s = execute(Sweep(task, args.k, wave=args.k, sampling=Sampling(seed=0)), store=st, run_id=g.run_id(model, args.k), backend=backend, problems=probs)
             print(f"pool {g.run_id(model, args.k)}: {s.problems} problems x {args.k} ({s.generated} generated now) "
                   f"{time.perf_counter() - ts:.0f} s", flush=True)
         backend.close()
@@ -307,8 +306,7 @@ def extra_sweeps(args: argparse.Namespace, st: Store, backend: LlamaCppBackend, 
         for r in range(1, n + 1):
             run_id = f"{rid}-{tag}{r}"
             ts = time.perf_counter()
-            s = run_sweep(task=g.tasks[args.models[0]], backend=backend, store=st, run_id=run_id, k=args.k,
-                          problems=probs, sampling=Sampling(seed=seed_base + r), wave=args.k)
+            s = execute(Sweep(g.tasks[args.models[0]], args.k, wave=args.k, sampling=Sampling(seed=seed_base + r)), store=st, run_id=run_id, backend=backend, problems=probs)
             if s.generated:
                 print(f"sweep {run_id}: {s.problems} problems x {args.k} ({s.generated} generated now) "
                       f"{time.perf_counter() - ts:.0f} s", flush=True)

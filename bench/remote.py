@@ -41,8 +41,8 @@ import httpx
 from ttscale.backends.llama_server import LlamaServer, build_llama_server
 from ttscale.backends.models import resolve_model_path
 from ttscale.backends.openai_http import OpenAIHttpBackend
-from ttscale.distributed import BackendSpec, PoolStrategy, run_parallel
 from ttscale.registry import make_task
+from ttscale.run import BackendSpec, Executor, Solve, Sweep, execute
 from ttscale.store import Store
 from ttscale.types import Sampling
 
@@ -54,8 +54,7 @@ def http_sweep(url: str, model: str, task, probs, k: int, concurrency: int, tmp:
         before = be.metrics()
         t0 = time.perf_counter()
         # wave=1: one sample per request, so concurrency is what lets the server batch
-        s = run_parallel(task=task, strategy=PoolStrategy(k, wave=1), backend=be, store=st, run_id="b",
-                         problems=probs, workers=concurrency, sampling=Sampling(seed=concurrency))
+        s = execute(Sweep(task, k, wave=1, sampling=Sampling(seed=concurrency)), store=st, run_id="b", executor=Executor(mode="threads", workers=concurrency, backend=be), problems=probs)
         dt = time.perf_counter() - t0
         after = be.metrics()
         served = int(after["llamacpp:tokens_predicted_total"] - before["llamacpp:tokens_predicted_total"])
@@ -71,8 +70,7 @@ def ray_sweep(model: str, task, probs, k: int, workers: int, tmp: Path) -> tuple
     spec = BackendSpec("llama-cpp", model, {"n_ctx": 2048, "n_seq_max": k, "n_threads": 1})
     try:
         t0 = time.perf_counter()
-        s = run_parallel(task=task, strategy=PoolStrategy(k, wave=k), backend_specs=[spec], store=st, run_id="b",
-                         problems=probs, workers=workers, mode="ray", sampling=Sampling(seed=1))
+        s = execute(Sweep(task, k, wave=k, sampling=Sampling(seed=1)), store=st, run_id="b", executor=Executor(mode="ray", workers=workers, backend_specs=tuple([spec])), problems=probs)
         dt = time.perf_counter() - t0
         assert not s.failures and s.finished == len(probs), s.failures
         return dt, s.usage.generated_tokens
@@ -117,16 +115,14 @@ def ttscale_run(url: str, model: str, task, probs, strategy: str, k: int, temper
                 **knobs: Any) -> dict[str, Any]:
     """What ``ttscale run --strategy S -k K`` does (its default: log-probs only when the run reads them)."""
     from ttscale.registry import make_strategy
-    from ttscale.runner import solve_problems
 
     be = OpenAIHttpBackend(url, model, info_model=model, concurrency=concurrency)
     st = Store(tmp / f"{strategy}-{k}-{time.monotonic_ns()}.db")
     try:
         before = be.metrics()
         t0 = time.perf_counter()
-        summary = solve_problems(task=task, strategy=make_strategy(strategy, k=k, **knobs), backend=be, store=st,
-                                 run_id="r", problems=probs, sampling=Sampling(temperature=temperature, seed=1, logprobs=logprobs,
-                                                                  top_k=top_k, min_p=min_p))
+        summary = execute(Solve(task, make_strategy(strategy, k=k, **knobs), sampling=Sampling(temperature=temperature, seed=1, logprobs=logprobs,
+                                                                  top_k=top_k, min_p=min_p)), store=st, run_id="r", backend=be, problems=probs)
         wall = time.perf_counter() - t0
         return {"wall": wall, "accuracy": summary.correct / max(1, summary.graded),
                 "counted": summary.usage.generated_tokens, "served": _served(be, before),

@@ -151,9 +151,8 @@ def test_best_of_n_sweep_and_verifier_do_not_take_a_forged_pass(tmp_path) -> Non
     sweep both record it as wrong, and the verifier scores it 0."""
     from ttscale.backends.fake import FakeBackend
     from ttscale.registry import make_strategy, make_verifier
-    from ttscale.runner import solve_problems
+    from ttscale.run import Solve, Sweep, execute
     from ttscale.store import Store
-    from ttscale.sweep import run_sweep
     from ttscale.types import Sampling
 
     task = HumanEvalTask()
@@ -163,13 +162,11 @@ def test_best_of_n_sweep_and_verifier_do_not_take_a_forged_pass(tmp_path) -> Non
     verifier = make_verifier("unit-tests", task, backend)
     strategy = make_strategy("best-of-n", k=3, verifier=verifier)
     problems = task.problems(limit=3)
-    summary = solve_problems(task=task, strategy=strategy, backend=backend, store=store, run_id="bon",
-                             problems=problems[2:3])
+    summary = execute(Solve(task, strategy), store=store, run_id="bon", backend=backend, problems=problems[2:3])
     assert summary.accuracy == 0.0
     [(_, sample), *_] = store.samples("bon")
     assert sample.correct is False and sample.scores.get("unit-tests") == 0.0
-    sweep = run_sweep(task=task, backend=backend, store=store, run_id="sweep", k=2, problems=problems[2:3],
-                      sampling=Sampling(), verifiers=[verifier])
+    sweep = execute(Sweep(task, 2, verifiers=[verifier], sampling=Sampling()), store=store, run_id="sweep", backend=backend, problems=problems[2:3])
     assert sweep.samples == 2
     assert all(s.correct is False and s.scores["unit-tests"] == 0.0 for _, s in store.samples("sweep"))
     grades = [s.grade for _, s in store.samples("sweep")]

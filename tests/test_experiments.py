@@ -10,8 +10,8 @@ from typer.testing import CliRunner
 from ttscale.backends.fake import FakeBackend
 from ttscale.cli import app
 from ttscale.registry import make_task, make_verifier
+from ttscale.run import Sweep, execute
 from ttscale.store import Store
-from ttscale.sweep import run_sweep
 from ttscale.types import Sampling
 
 
@@ -23,8 +23,7 @@ def _numeric_pool(tmp_path: Path) -> Path:
     be = FakeBackend(answers=lambda prompt: {"1": rates[prompt.split()[-2]] if prompt.split()[-2] in rates else 0.3,
                                              "2": 1.0})
     st = Store(tmp_path / "s.sqlite")
-    run_sweep(task=make_task("jsonl", data=str(data), style="completion"), backend=be, store=st, run_id="num",
-              k=16, sampling=Sampling(seed=1))
+    execute(Sweep(make_task("jsonl", data=str(data), style="completion"), 16, sampling=Sampling(seed=1)), store=st, run_id="num", backend=be)
     st.close()
     return tmp_path / "s.sqlite"
 
@@ -51,8 +50,7 @@ def test_imperfect_verifier_page_from_a_code_pool(tmp_path: Path) -> None:
     task = HumanEvalTask()
     be = FakeBackend(answers=texts, filler_tokens=0)
     st = Store(tmp_path / "c.sqlite")
-    run_sweep(task=task, backend=be, store=st, run_id="code", k=8, problems=task.problems(limit=3)[1:3],
-              sampling=Sampling(seed=2), verifiers=[make_verifier("unit-tests", task, be)])
+    execute(Sweep(task, 8, verifiers=[make_verifier("unit-tests", task, be)], sampling=Sampling(seed=2)), store=st, run_id="code", backend=be, problems=task.problems(limit=3)[1:3])
     st.close()
     res = CliRunner().invoke(app, ["experiment", "imperfect-verifier", "--pool", "code", "--store",
                                    str(tmp_path / "c.sqlite"), "--output", str(tmp_path / "out")])

@@ -99,24 +99,26 @@ def test_serve_sizes_the_engine_and_caps_every_request(monkeypatch: pytest.Monke
 
 def test_kv_types_reach_every_backend_that_has_a_cache_and_are_refused_elsewhere() -> None:
     from ttscale.backends.openai_http import OpenAIHttpBackend
-    from ttscale.cli.remote_opts import backend_specs
+    from ttscale.backends.spec import EngineArgs
     from ttscale.errors import ConfigError
+    from ttscale.registry import backend_kinds, make_backend
 
-    (spec,) = backend_specs("llama-cpp", "smollm2-135m", None, None, 8, None, "q8_0", kv_type_v="q4_0")
-    assert spec.options == {"kv_type": "q8_0", "kv_type_v": "q4_0"}
-    (spec,) = backend_specs("openai", "smollm2-135m", ["http://127.0.0.1:9/v1"], None, 8, None, "q8_0")
-    assert spec.options["kv_type"] == "q8_0" and spec.options["info_model"] == "smollm2-135m"
-    be = spec.build()
+    kinds = backend_kinds()
+    ((model, opts),) = kinds["llama-cpp"].endpoints(EngineArgs("smollm2-135m", kv_type="q8_0", kv_type_v="q4_0"))
+    assert (model, opts) == ("smollm2-135m", {"kv_type": "q8_0", "kv_type_v": "q4_0"})
+    ((model, opts),) = kinds["openai"].endpoints(EngineArgs("smollm2-135m", ("http://127.0.0.1:9/v1",), kv_type="q8_0"))
+    assert opts["kv_type"] == "q8_0" and opts["info_model"] == "smollm2-135m"
+    be = make_backend("openai", model, **opts)
     try:  # the served cache's type is what the meter counts its bytes at
         info = be.model_info()
         assert (info.kv_type_k, info.kv_type_v) == ("q8_0", "q8_0")
         assert info.kv_bytes(64) * 64 == header_info("smollm2-135m").kv_bytes(64) * 34
     finally:
         be.close()
-    (spec,) = backend_specs("fake", "x", None, None, 8, None, "f16", kv_type_v="q4_0")
-    assert spec.build().model_info().kv_type_v == "q4_0"
+    ((model, opts),) = kinds["fake"].endpoints(EngineArgs("x", kv_type_v="q4_0"))
+    assert make_backend("fake", model, **opts).model_info().kv_type_v == "q4_0"
     with pytest.raises(ConfigError, match="not vllm"):
-        backend_specs("vllm", "m", None, None, 8, None, "q8_0")
+        kinds["vllm"].endpoints(EngineArgs("m", kv_type="q8_0"))
     with pytest.raises(ConfigError, match="info_model"):
         OpenAIHttpBackend("http://127.0.0.1:9/v1", "served", kv_type="q8_0")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import shutil
 import subprocess
@@ -90,8 +91,10 @@ def test_the_cli_runs_a_plugin_strategy(plugin_site: Path, tmp_path: Path) -> No
 COMPONENTS = '''
 from dataclasses import dataclass, field
 
-from ttscale.backends.fake import FakeBackend
-from ttscale.backends.spec import BackendKind
+import dataclasses
+
+from ttscale.backends.fake import FAKE_MODEL_INFO, FakeBackend
+from ttscale.backends.spec import BackendKind, BackendOptions
 from ttscale.tasks.base import build_request
 from ttscale.tasks.spec import TaskSpec
 from ttscale.types import Problem, PromptFormat
@@ -135,6 +138,18 @@ class SixTimesSeven:
 VERIFIER = VerifierSpec("shortest", lambda args: ShortestFirst(), "prefers the shortest sample")
 TASK = TaskSpec("six-times-seven", lambda args: SixTimesSeven(), "one question, asked twice")
 BACKEND = BackendKind("always-42", lambda model, options: FakeBackend(answers={"42": 1.0}), None, "answers 42")
+
+
+class AlwaysOptions(BackendOptions):
+    answer: str = "42"
+
+
+def build_always(model, options):
+    info = dataclasses.replace(FAKE_MODEL_INFO, name=model or "always")
+    return FakeBackend(answers={options.get("answer", "42"): 1.0}, info=info)
+
+
+ALWAYS = BackendKind("always", build_always, AlwaysOptions, "answers what -B answer= says, as --model")
 '''
 
 
@@ -149,7 +164,7 @@ def components_site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (info / "entry_points.txt").write_text(
         "[ttscale.verifiers]\nshortest = more_components:VERIFIER\n"
         "[ttscale.tasks]\nsix-times-seven = more_components:TASK\n"
-        "[ttscale.backends]\nalways-42 = more_components:BACKEND\n")
+        "[ttscale.backends]\nalways-42 = more_components:BACKEND\nalways = more_components:ALWAYS\n")
     monkeypatch.syspath_prepend(str(site))
     importlib.invalidate_caches()
     yield site
@@ -176,6 +191,24 @@ def test_the_cli_runs_plugin_components_together(components_site: Path, tmp_path
     assert "1.000" in run.stdout  # both problems answered 42
     listed = subprocess.run([sys.executable, "-m", "ttscale", "tasks"], capture_output=True, text=True, env=env)
     assert all(n in listed.stdout for n in ("shortest", "six-times-seven", "always-42"))
+
+
+def test_a_plugin_backend_gets_the_model_and_its_options_from_the_cli(components_site: Path, tmp_path: Path) -> None:
+    env = os.environ | {"PYTHONPATH": str(components_site)}
+
+    def run(*extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "ttscale", "run", "--backend", "always", "--task", "six-times-seven",
+                               "--strategy", "single", "--store", str(tmp_path / "s.sqlite"), "--no-progress",
+                               "--output", str(tmp_path / "o.json"), *extra], capture_output=True, text=True, env=env)
+
+    wrong = run("--model", "my-model", "-B", "answer=41", "--run-id", "wrong")
+    assert wrong.returncode == 0, wrong.stdout + wrong.stderr
+    out = json.loads((tmp_path / "o.json").read_text())
+    assert out["model"] == out["config"]["model"] == "my-model" and out["accuracy"] == 0.0
+    right = run("--model", "my-model", "--run-id", "right")
+    assert right.returncode == 0 and json.loads((tmp_path / "o.json").read_text())["accuracy"] == 1.0
+    bad = run("-B", "anwser=41", "--run-id", "bad")
+    assert bad.returncode == 2 and "anwser" in bad.stderr and "Traceback" not in bad.stderr
 
 
 def test_a_plugin_cannot_replace_a_built_in(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

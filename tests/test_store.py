@@ -15,7 +15,7 @@ import pytest
 from ttscale.backends.fake import FakeBackend
 from ttscale.errors import StoreError
 from ttscale.registry import make_strategy
-from ttscale.runner import solve_problems
+from ttscale.run import Solve, execute
 from ttscale.store import Store
 from ttscale.tasks.jsonl import JsonlTask
 from ttscale.types import Problem, Sample, Sampling
@@ -60,10 +60,10 @@ def test_run_and_resume_skips_finished(tmp_path: Path) -> None:
     st = Store(tmp_path / "s.sqlite")
     strat = make_strategy("self-consistency", k=4)
     b1 = FakeBackend(answers=lambda prompt: {"2": 1.0})
-    s1 = solve_problems(task=task, strategy=strat, backend=b1, store=st, run_id="r", limit=3, sampling=Sampling(seed=3))
+    s1 = execute(Solve(task, strat, sampling=Sampling(seed=3)), store=st, run_id="r", backend=b1, limit=3)
     assert s1.problems == 3 and len(b1.history) == 3
     b2 = FakeBackend(answers=lambda prompt: {"2": 1.0})
-    s2 = solve_problems(task=task, strategy=strat, backend=b2, store=st, run_id="r", limit=5, sampling=Sampling(seed=3))
+    s2 = execute(Solve(task, strat, sampling=Sampling(seed=3)), store=st, run_id="r", backend=b2, limit=5)
     assert s2.problems == 5 and s2.skipped == 3 and len(b2.history) == 2
     assert st.sample_count("r") == 20
 
@@ -73,7 +73,7 @@ KILL_SCRIPT = textwrap.dedent(
     import json, sys
     from ttscale.backends.fake import FakeBackend
     from ttscale.registry import make_strategy
-    from ttscale.runner import solve_problems
+    from ttscale.run import Solve, execute
     from ttscale.store import Store
     from ttscale.strategies.base import Sampling
     from ttscale.tasks.jsonl import JsonlTask
@@ -82,9 +82,8 @@ KILL_SCRIPT = textwrap.dedent(
     task = JsonlTask(sys.argv[1])
     # max_tokens 20 with a 300-token budget: each problem's 8 samples come in several waves
     backend = FakeBackend(answers={"2": 0.7, "3": 0.3}, delay_s=0.05)
-    solve_problems(task=task, strategy=make_strategy("self-consistency", k=8), backend=backend,
-                   store=Store(sys.argv[2]), run_id="killed", sampling=Sampling(seed=1, max_tokens=20),
-                   budget=Budget(tokens=300))
+    execute(Solve(task, make_strategy("self-consistency", k=8), Sampling(seed=1, max_tokens=20), Budget(tokens=300)),
+            backend=backend, store=Store(sys.argv[2]), run_id="killed")
     """
 )
 
@@ -123,9 +122,7 @@ def test_sigkill_mid_run_loses_nothing(tmp_path: Path) -> None:
     backend = FakeBackend(answers={"2": 0.7, "3": 0.3})
     from ttscale.cost import Budget
 
-    summary = solve_problems(task=task, strategy=make_strategy("self-consistency", k=8), backend=backend,
-                             store=st, run_id="killed", sampling=Sampling(seed=1, max_tokens=20),
-                             budget=Budget(tokens=300))
+    summary = execute(Solve(task, make_strategy("self-consistency", k=8), sampling=Sampling(seed=1, max_tokens=20), budget=Budget(tokens=300)), store=st, run_id="killed", backend=backend)
     after = {(pid, s.index): s for pid, s in st.samples("killed")}
     # every sample stored before the kill is still there, unchanged
     for key, s in before.items():

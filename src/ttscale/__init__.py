@@ -2,12 +2,13 @@
 
 The public API, importable from the package itself::
 
-    from ttscale import make_backend, make_task, make_strategy, solve_problems, Store
+    from ttscale import Solve, Store, execute, make_backend, make_strategy, make_task
 
     backend = make_backend("llama-cpp", "smollm2-135m")
     task = make_task("arithmetic", subtask="1_digit_addition")
-    summary = solve_problems(task=task, strategy=make_strategy("self-consistency", k=8),
-                             backend=backend, store=Store("runs/lib.sqlite"), run_id="lib-demo", limit=20)
+    summary = execute(Solve(task, make_strategy("self-consistency", k=8)), backend=backend,
+                      store=Store("runs/lib.sqlite"), run_id="lib-demo", limit=20)
+    print(summary.accuracy, summary.usage.total_tokens)
 
 Names resolve on first use (PEP 562), so ``import ttscale`` stays cheap for the processes that
 only need one submodule (the sandbox's checks, the CLI's ``--help``).
@@ -32,9 +33,14 @@ _EXPORTS: dict[str, str] = {
     "verifier_names": "ttscale.registry",
     "backend_kinds": "ttscale.registry",
     # running, storing, budgets
-    "solve_problems": "ttscale.runner",
-    "RunSummary": "ttscale.runner",
-    "run_sweep": "ttscale.sweep",
+    "execute": "ttscale.run",
+    "Solve": "ttscale.run",
+    "Sweep": "ttscale.run",
+    "Score": "ttscale.run",
+    "Executor": "ttscale.run",
+    "BackendSpec": "ttscale.run",
+    "Summary": "ttscale.run",
+    "Progress": "ttscale.run",
     "Store": "ttscale.store",
     "Budget": "ttscale.cost",
     "Meter": "ttscale.cost",
@@ -72,7 +78,8 @@ _EXPORTS: dict[str, str] = {
 
 __all__ = [  # literal, for linters and type checkers; a test keeps it equal to _EXPORTS
     "__version__", "make_backend", "make_task", "make_strategy", "make_verifier", "strategy_names",
-    "task_names", "verifier_names", "backend_kinds", "solve_problems", "RunSummary", "run_sweep", "Store",
+    "task_names", "verifier_names", "backend_kinds", "execute", "Solve", "Sweep", "Score", "Executor",
+    "BackendSpec", "Summary", "Progress", "Store",
     "Budget", "Meter", "Backend", "Task", "Verifier", "Strategy", "StrategySpec", "TaskSpec", "VerifierSpec",
     "BackendKind", "GenerationRequest", "Generation", "Completion", "ModelInfo", "Usage", "Problem",
     "PromptFormat", "Sample", "Sampling", "Result", "load_pool", "Pool", "compute_curves", "Policy",
@@ -111,11 +118,10 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, eagerly
     )
     from ttscale.replay.curves import compute_curves
     from ttscale.replay.pool import Pool, load_pool
-    from ttscale.runner import RunSummary, solve_problems
+    from ttscale.run import BackendSpec, Executor, Progress, Score, Solve, Summary, Sweep, execute
     from ttscale.store import Store
     from ttscale.strategies.base import Strategy
     from ttscale.strategies.spec import StrategySpec
-    from ttscale.sweep import run_sweep
     from ttscale.tasks.base import Task
     from ttscale.tasks.spec import TaskSpec
     from ttscale.types import (

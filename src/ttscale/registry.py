@@ -177,6 +177,9 @@ def make_task(
     if max_tokens is None:
         max_tokens = task_max_tokens(model, name)
     spec = specs[name]
+    if data is not None and not spec.takes_data:
+        takers = sorted(n for n, s in specs.items() if s.takes_data)
+        raise ConfigError(f"task {name!r} reads no --data file (tasks that do: {', '.join(takers)})")
     checked = spec.check_options(options or {})
     return spec.factory(TaskArgs(style, shots, max_tokens, instruction, seed, subtask, data, chat_model, checked))
 

@@ -9,12 +9,12 @@ import pytest
 from ttscale.backends.fake import FAKE_MODEL_INFO
 from ttscale.backends.openai_http import OpenAIHttpBackend
 from ttscale.cost import Budget
-from ttscale.distributed import run_parallel
 from ttscale.errors import BackendError
 from ttscale.registry import make_strategy, make_task
+from ttscale.run import Executor, Solve, execute
 from ttscale.store import Store
 from ttscale.testing.openai_fake_server import FAULTS, FakeOpenAIServer
-from ttscale.types import GenerationRequest
+from ttscale.types import GenerationRequest, Usage
 
 PROMPT = "Question: 2 plus 2?\nAnswer:"
 
@@ -75,8 +75,7 @@ def test_concurrent_sweep_through_every_fault(tmp_path: Path) -> None:
         be = flaky_backend(srv, concurrency=6)
         st = Store(tmp_path / "s.db")
         try:
-            summary = run_parallel(task=_task(tmp_path, n_problems), strategy=make_strategy("self-consistency", k=k),
-                                   backend=be, store=st, run_id="flaky", workers=6, budget=Budget(tokens=cap))
+            summary = execute(Solve(_task(tmp_path, n_problems), make_strategy("self-consistency", k=k), budget=Budget(tokens=cap)), store=st, run_id="flaky", executor=Executor(mode="threads", workers=6, backend=be))
             rows = st.samples("flaky")
             stats = be.stats
         finally:
@@ -91,7 +90,7 @@ def test_concurrent_sweep_through_every_fault(tmp_path: Path) -> None:
     assert sum(s.n_tokens for _, s in rows) == srv.delivered_completion_tokens
     assert sum(s.prefilled_tokens for _, s in rows) == srv.delivered_prompt_tokens
     # the budget is a hard cap per problem even with 6 problems in flight
-    assert all(r.usage.total_tokens <= cap for r in summary.results)
+    assert all(Usage.from_dict(r["usage"]).total_tokens <= cap for r in summary.results)
     assert any(len(idx) < k for idx in per_problem.values()), "the cap should bind for some problems"
     # failures are reported with counts by kind, and match what the server injected
     by_kind: dict[str, int] = {}
@@ -110,13 +109,13 @@ def test_failed_problem_stays_pending_and_resumes(tmp_path: Path) -> None:
     try:
         with FakeOpenAIServer(faults=("500",), faulty_attempts=100) as srv:
             be = flaky_backend(srv, max_retries=1)
-            s1 = run_parallel(task=task, strategy=strategy, backend=be, store=st, run_id="r", workers=2)
+            s1 = execute(Solve(task, strategy), store=st, run_id="r", executor=Executor(mode="threads", workers=2, backend=be))
             be.close()
         assert set(s1.failures) == {"p0", "p1", "p2"} and "gave up" in s1.failures["p0"]
         assert st.done_problems("r") == set()
         with FakeOpenAIServer() as srv:
             be = flaky_backend(srv)
-            s2 = run_parallel(task=task, strategy=strategy, backend=be, store=st, run_id="r", workers=2)
+            s2 = execute(Solve(task, strategy), store=st, run_id="r", executor=Executor(mode="threads", workers=2, backend=be))
             be.close()
         assert not s2.failures and st.done_problems("r") == {"p0", "p1", "p2"}
         assert len(st.samples("r")) == 6
@@ -135,13 +134,12 @@ def test_budget_holds_when_the_server_ignores_n(tmp_path: Path) -> None:
         be = flaky_backend(srv)
         st = Store(tmp_path / "s.db")
         try:
-            summary = run_parallel(task=task, strategy=make_strategy("self-consistency", k=6), backend=be, store=st,
-                                   run_id="b", workers=3, budget=Budget(tokens=cap))
+            summary = execute(Solve(task, make_strategy("self-consistency", k=6), budget=Budget(tokens=cap)), store=st, run_id="b", executor=Executor(mode="threads", workers=3, backend=be))
             rows = st.samples("b")
         finally:
             st.close()
             be.close()
     assert summary.finished == 3 and be.client.honours_n is False
-    assert all(0 < r.usage.total_tokens <= cap for r in summary.results)
-    assert sum(r.usage.total_tokens for r in summary.results) == srv.delivered_prompt_tokens + srv.delivered_completion_tokens
+    assert all(0 < Usage.from_dict(r["usage"]).total_tokens <= cap for r in summary.results)
+    assert sum(Usage.from_dict(r["usage"]).total_tokens for r in summary.results) == srv.delivered_prompt_tokens + srv.delivered_completion_tokens
     assert len(rows) >= 3

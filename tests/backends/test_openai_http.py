@@ -14,7 +14,7 @@ from ttscale.backends.openai_http import OpenAIHttpBackend, parse_prometheus
 from ttscale.backends.openai_wire import MalformedResponse, parse_response
 from ttscale.errors import BackendError, BudgetExceededError, ConfigError, UnsupportedFeatureError
 from ttscale.registry import make_backend, make_strategy, make_task
-from ttscale.runner import solve_problems
+from ttscale.run import Solve, execute
 from ttscale.store import Store
 from ttscale.testing.openai_fake_server import FakeOpenAIServer
 from ttscale.types import ChatMessage, GenerationRequest
@@ -171,8 +171,7 @@ def test_registry_and_strategy_run_unchanged(tmp_path: Path, server: FakeOpenAIS
     task = make_task("jsonl", data=str(data), style="completion")
     st = Store(tmp_path / "s.db")
     try:
-        summary = solve_problems(task=task, strategy=make_strategy("self-consistency", k=4), backend=be, store=st,
-                                 run_id="r")
+        summary = execute(Solve(task, make_strategy("self-consistency", k=4)), store=st, run_id="r", backend=be)
         samples = st.samples("r")
     finally:
         st.close()

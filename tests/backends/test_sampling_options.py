@@ -6,7 +6,7 @@ import pytest
 
 from ttscale.backends.openai_wire import native_body, request_body
 from ttscale.errors import ConfigError
-from ttscale.executor import sampling_record
+from ttscale.run.executor import sampling_record
 from ttscale.types import GenerationRequest, Sampling
 
 PROMPT = "Question: What is 3 times 4?\nAnswer:"

@@ -11,8 +11,8 @@ from ttscale.backends.fake import FAKE_MODEL_INFO, FakeBackend
 from ttscale.backends.kv_sizing import max_parallel_bytes, with_kv_types
 from ttscale.cli import app
 from ttscale.experiments.kv_precision import CAP_MIB, group, paired_delta
+from ttscale.run import Sweep, execute
 from ttscale.store import Store
-from ttscale.sweep import run_sweep
 from ttscale.tasks.jsonl import JsonlTask
 from ttscale.types import PromptFormat, Sampling
 
@@ -26,8 +26,7 @@ def _store(tmp_path: Path) -> Path:
     spoiled = {"42": 0.1, "41": 0.5, "40": 0.4}  # a cache that spoils answers
     for kind, answers, n in (("f16", good, 30), ("q8_0", good, 20), ("q4_0", spoiled, 30)):
         be = FakeBackend(answers=answers, filler_tokens=2, info=with_kv_types(FAKE_MODEL_INFO, kind))
-        run_sweep(task=task, backend=be, store=st, run_id=f"pool-{kind}", k=8, sampling=Sampling(seed=5),
-                  problems=task.problems()[:n])
+        execute(Sweep(task, 8, sampling=Sampling(seed=5)), store=st, run_id=f"pool-{kind}", backend=be, problems=task.problems()[:n])
     st.close()
     return tmp_path / "s.sqlite"
 

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from ttscale.cli import app
 from ttscale.cost import Budget
 from ttscale.registry import make_strategy, make_task
-from ttscale.runner import solve_problems
+from ttscale.run import Solve, execute
 from ttscale.store import Store
 from ttscale.types import Sampling
 
@@ -21,8 +21,7 @@ pytestmark = pytest.mark.model
 def test_self_consistency_on_arithmetic_costs_match_engine(smollm, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     task = make_task("arithmetic", subtask="arithmetic/1_digit_addition", max_tokens=6)
     st = Store(tmp_path / "s.sqlite")
-    summary = solve_problems(task=task, strategy=make_strategy("self-consistency", k=2), backend=smollm, store=st,
-                             run_id="it", limit=2, sampling=Sampling(seed=0))
+    summary = execute(Solve(task, make_strategy("self-consistency", k=2), sampling=Sampling(seed=0)), store=st, run_id="it", backend=smollm, limit=2)
     assert summary.problems == 2 and summary.graded == 2
     samples = [s for _, s in st.samples("it")]
     assert len(samples) == 4
@@ -38,8 +37,7 @@ def test_self_consistency_on_arithmetic_costs_match_engine(smollm, tmp_path: Pat
 def test_budget_cap_on_real_model(smollm, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     task = make_task("gsm-symbolic", max_tokens=64)
     st = Store(tmp_path / "s.sqlite")
-    summary = solve_problems(task=task, strategy=make_strategy("self-consistency", k=8), backend=smollm, store=st,
-                             run_id="b", limit=1, sampling=Sampling(seed=0), budget=Budget(tokens=260))
+    summary = execute(Solve(task, make_strategy("self-consistency", k=8), sampling=Sampling(seed=0), budget=Budget(tokens=260)), store=st, run_id="b", backend=smollm, limit=1)
     r = summary.results[0]
     assert r["usage"]["total_tokens"] <= 260
     assert 1 <= len(r["samples"]) < 8

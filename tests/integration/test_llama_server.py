@@ -21,8 +21,8 @@ import pytest
 from ttscale.backends.llama_server import LlamaServer, free_port
 from ttscale.backends.models import resolve_model_path
 from ttscale.backends.openai_http import OpenAIHttpBackend, parse_prometheus
-from ttscale.distributed import run_parallel
 from ttscale.registry import make_strategy, make_task
+from ttscale.run import Executor, Solve, execute
 from ttscale.store import Store
 from ttscale.types import ChatMessage, GenerationRequest
 
@@ -92,8 +92,7 @@ def test_concurrent_run_matches_server_counters(http: OpenAIHttpBackend, tmp_pat
     st = Store(tmp_path / "s.db")
     before = http.metrics()
     try:
-        summary = run_parallel(task=task, strategy=make_strategy("self-consistency", k=3), backend=http, store=st,
-                               run_id="ls", workers=2, limit=2)
+        summary = execute(Solve(task, make_strategy("self-consistency", k=3)), store=st, run_id="ls", executor=Executor(mode="threads", workers=2, backend=http), limit=2)
         rows = st.samples("ls")
     finally:
         st.close()
@@ -136,14 +135,13 @@ def test_stopped_streams_are_counted_against_server_counters(http: OpenAIHttpBac
 
 
 def test_short_m_at_k_over_http_stops_the_slow_samples(http: OpenAIHttpBackend, tmp_path: Path) -> None:
-    from ttscale.runner import solve_problems
 
     task = make_task("gsm-symbolic", style="completion", shots=2, max_tokens=64)
     strat = make_strategy("short-m@k", k=8, m=2)
     before = http.metrics()
     st = Store(tmp_path / "s.sqlite")
     try:
-        summary = solve_problems(task=task, strategy=strat, backend=http, store=st, run_id="smk", limit=2)
+        summary = execute(Solve(task, strat), store=st, run_id="smk", backend=http, limit=2)
         results = st.results("smk")
     finally:
         st.close()

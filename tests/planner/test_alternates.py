@@ -16,7 +16,7 @@ from ttscale.planner.data import PlanPool, align_alternate
 from ttscale.planner.options import Choice, replay_options
 from ttscale.planner.policy import Policy, fit_policy
 from ttscale.planner.strategy import ALTERNATE_INDEX_OFFSET, PolicyStrategy
-from ttscale.runner import solve_problems
+from ttscale.run import Solve, execute
 from ttscale.store import Store
 from ttscale.tasks.jsonl import JsonlTask
 from ttscale.types import Sampling
@@ -99,7 +99,7 @@ def test_online_switch_draws_from_the_other_backend_within_one_budget(tmp_path: 
         PolicyStrategy(policy, 1e6)
     strat = PolicyStrategy(policy, 1e6, {"big": (strong, task)})
     st = Store(tmp_path / "s.sqlite")
-    summary = solve_problems(task=task, strategy=strat, backend=weak, store=st, run_id="r", sampling=Sampling(seed=3))
+    summary = execute(Solve(task, strat, sampling=Sampling(seed=3)), store=st, run_id="r", backend=weak)
     assert summary.accuracy == 1.0  # the other model's answer, the probe's wrong one set aside
     for res in summary.results:
         idx = res["samples"]
@@ -124,8 +124,7 @@ def test_online_switch_respects_the_budget(tmp_path: Path) -> None:
     strat = PolicyStrategy(policy, 1e6, {"big": (strong, task)})
     st = Store(tmp_path / "s.sqlite")
     cap = 60
-    summary = solve_problems(task=task, strategy=strat, backend=FakeBackend(answers={"7": 1.0}), store=st,
-                             run_id="r", budget=Budget(tokens=cap))
+    summary = execute(Solve(task, strat, budget=Budget(tokens=cap)), store=st, run_id="r", backend=FakeBackend(answers={"7": 1.0}))
     for res in summary.results:
         assert res["usage"]["total_tokens"] <= cap
         assert res["meta"]["budget_exhausted"]

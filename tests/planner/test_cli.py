@@ -11,9 +11,8 @@ from typer.testing import CliRunner
 from ttscale.backends.fake import FAKE_MODEL_INFO, FakeBackend
 from ttscale.cli import app
 from ttscale.planner.strategy import PolicyStrategy
-from ttscale.runner import solve_problems
+from ttscale.run import Solve, Sweep, execute
 from ttscale.store import Store
-from ttscale.sweep import run_sweep
 from ttscale.tasks.jsonl import JsonlTask
 from ttscale.types import PromptFormat, Sampling
 
@@ -36,7 +35,7 @@ def make_store(tmp_path: Path, n: int = 24) -> tuple[Path, Path, JsonlTask]:
     task = JsonlTask(path=str(data), fmt=PromptFormat(style="completion", max_tokens=16))
     store = tmp_path / "s.sqlite"
     st = Store(store)
-    run_sweep(task=task, backend=FakeBackend(answers=script, filler_tokens=2), store=st, run_id="pool", k=8)
+    execute(Sweep(task, 8), store=st, run_id="pool", backend=FakeBackend(answers=script, filler_tokens=2))
     st.close()
     return store, data, task
 
@@ -57,8 +56,7 @@ def test_plan_writes_a_policy_with_held_out_evaluation(tmp_path: Path) -> None:
     budget = pol["levels"][-1]["budget_tokens"]
     st = Store(tmp_path / "apply.sqlite")
     strat = PolicyStrategy.from_file(out, budget)
-    summary = solve_problems(task=task, strategy=strat, backend=FakeBackend(answers=script, filler_tokens=2),
-                             store=st, run_id="apply", sampling=Sampling(seed=3))
+    summary = execute(Solve(task, strat, sampling=Sampling(seed=3)), store=st, run_id="apply", backend=FakeBackend(answers=script, filler_tokens=2))
     used = {r["problem_id"]: len(r["samples"]) for r in summary.results}
     assert all(r["meta"]["policy"]["choice"] for r in summary.results)
     settled = [used[f"q{i}"] for i in range(0, 24, 3)]
@@ -85,7 +83,7 @@ def test_plan_with_another_models_pool_and_run_it(tmp_path: Path) -> None:
     st = Store(store)
     strong = FakeBackend(answers={"42": 1.0}, filler_tokens=2,
                          info=dataclasses.replace(FAKE_MODEL_INFO, name="strong", n_params=10**7))
-    run_sweep(task=task, backend=strong, store=st, run_id="strong-pool", k=8)
+    execute(Sweep(task, 8), store=st, run_id="strong-pool", backend=strong)
     st.close()
     out = tmp_path / "policy.json"
     r = runner.invoke(app, ["plan", "--pool", "pool", "--alt-pool", "strong-pool", "--store", str(store),

@@ -12,8 +12,8 @@ from ttscale.backends.fake import FakeBackend
 from ttscale.errors import ConfigError, StoreError
 from ttscale.planner.data import PlanPool, in_budget_unit, load_plan_pool, load_stacked_pool
 from ttscale.planner.policy import fit_policy
+from ttscale.run import Sweep, execute
 from ttscale.store import Store
-from ttscale.sweep import run_sweep
 from ttscale.tasks.jsonl import JsonlTask
 from ttscale.types import PromptFormat, Sampling
 
@@ -28,11 +28,11 @@ def _sweeps(tmp_path: Path) -> tuple[Store, JsonlTask]:
     st = Store(tmp_path / "s.sqlite")
     be = FakeBackend(answers=script, filler_tokens=2)
     probs = task.problems()
-    run_sweep(task=task, backend=be, store=st, run_id="a", k=4, problems=probs, sampling=Sampling(seed=0))
+    execute(Sweep(task, 4, sampling=Sampling(seed=0)), store=st, run_id="a", backend=be, problems=probs)
     # the second sweep covers only the first 8 problems, as a sweep of one split's problems would
-    run_sweep(task=task, backend=be, store=st, run_id="a-more", k=4, problems=probs[:8], sampling=Sampling(seed=9))
-    run_sweep(task=task, backend=be, store=st, run_id="b", k=4, problems=probs[:6], sampling=Sampling(seed=1))
-    run_sweep(task=task, backend=be, store=st, run_id="b-more", k=4, problems=probs[:6], sampling=Sampling(seed=2))
+    execute(Sweep(task, 4, sampling=Sampling(seed=9)), store=st, run_id="a-more", backend=be, problems=probs[:8])
+    execute(Sweep(task, 4, sampling=Sampling(seed=1)), store=st, run_id="b", backend=be, problems=probs[:6])
+    execute(Sweep(task, 4, sampling=Sampling(seed=2)), store=st, run_id="b-more", backend=be, problems=probs[:6])
     return st, task
 
 

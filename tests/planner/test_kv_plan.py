@@ -17,8 +17,8 @@ from ttscale.errors import ConfigError
 from ttscale.planner.data import from_pool, load_plan_pool
 from ttscale.planner.evaluate import split_problems
 from ttscale.planner.kv_plan import KvPlan, KvPool, evaluate_kv_plan, fit_kv_plan, parse_kv_pools
+from ttscale.run import Sweep, execute
 from ttscale.store import Store
-from ttscale.sweep import run_sweep
 from ttscale.tasks.jsonl import JsonlTask
 from ttscale.testing.synthetic import synthetic_pool
 from ttscale.types import ModelInfo, PromptFormat
@@ -152,7 +152,7 @@ def make_store(tmp_path: Path, n: int = 36) -> Path:
     st = Store(store)
     for kind, rid in (("f16", "pool-f16"), ("q8_0", "pool-q8")):
         be = FakeBackend(answers=script, filler_tokens=2, info=with_kv_types(FAKE_MODEL_INFO, kind))
-        run_sweep(task=task, backend=be, store=st, run_id=rid, k=16)
+        execute(Sweep(task, 16), store=st, run_id=rid, backend=be)
     st.close()
     return store
 
@@ -236,7 +236,7 @@ def test_keys_and_values_at_different_types_are_one_more_precision(tmp_path: Pat
     store = tmp_path / "s.sqlite"
     st = Store(store)
     for info, rid in ((FAKE_MODEL_INFO, "pool-f16"), (with_kv_types(FAKE_MODEL_INFO, "q8_0", "q4_0"), "pool-mixed")):
-        run_sweep(task=task, backend=FakeBackend(answers=script, filler_tokens=2, info=info), store=st, run_id=rid, k=16)
+        execute(Sweep(task, 16), store=st, run_id=rid, backend=FakeBackend(answers=script, filler_tokens=2, info=info))
     longest = int(load_plan_pool(st, ["pool-f16"]).prompt_tokens.max())
     st.close()
     mixed = with_kv_types(FAKE_MODEL_INFO, "q8_0", "q4_0")

@@ -13,9 +13,8 @@ from ttscale.planner.policy import fit_policy
 from ttscale.planner.samplers import BackendSampler
 from ttscale.planner.strategy import ALTERNATE_INDEX_OFFSET, PolicyStrategy
 from ttscale.registry import make_task
-from ttscale.runner import solve_problems
+from ttscale.run import Solve, Sweep, execute
 from ttscale.store import Store
-from ttscale.sweep import run_sweep
 from ttscale.types import Sampling
 
 pytestmark = pytest.mark.model
@@ -29,18 +28,17 @@ def test_policy_fitted_on_a_real_pool_applies_online(smollm, tmp_path: Path) -> 
     task = _task()
     st = Store(tmp_path / "s.sqlite")
     probs = task.problems(limit=3)
-    run_sweep(task=task, backend=smollm, store=st, run_id="pool", k=2, problems=probs[:2])
+    execute(Sweep(task, 2), store=st, run_id="pool", backend=smollm, problems=probs[:2])
     pp = load_plan_pool(st, ["pool"])
     assert pp.n_problems == 2 and pp.prompt_tokens.min() > 20
     # a second sweep with another seed stacks under the first: 4 samples per problem, the engine's costs
-    run_sweep(task=task, backend=smollm, store=st, run_id="pool-2", k=2, problems=probs[:2], sampling=Sampling(seed=5))
+    execute(Sweep(task, 2, sampling=Sampling(seed=5)), store=st, run_id="pool-2", backend=smollm, problems=probs[:2])
     wide = load_stacked_pool(st, [["pool", "pool-2"]], 2).subset(pp.problem_ids)
     assert wide.pool.k == 4 and (wide.pool.prefill_tokens == pp.pool.prefill_tokens).all()
     assert (wide.pool.n_tokens[:, :2] == pp.pool.n_tokens).all() and wide.pool.n_tokens.min() >= 1
     policy = fit_policy(wide, [1e6], probes=(1, 2), n_bins=1, n_orders=4, max_k=2)
     strat = PolicyStrategy(policy, 1e6)
-    summary = solve_problems(task=task, strategy=strat, backend=smollm, store=st, run_id="apply",
-                             problems=probs[2:], sampling=Sampling(seed=1))
+    summary = execute(Solve(task, strat, sampling=Sampling(seed=1)), store=st, run_id="apply", backend=smollm, problems=probs[2:])
     (res,) = summary.results
     meta = res["meta"]["policy"]
     assert len(res["samples"]) == int(meta["choice"].split("@")[1])
@@ -61,16 +59,15 @@ def test_policy_switching_to_the_second_embedded_model_runs_both_engines(smollm,
     task = _task()
     st = Store(tmp_path / "s.sqlite")
     probs = task.problems(limit=3)
-    run_sweep(task=task, backend=smollm, store=st, run_id="small", k=2, problems=probs[:2])
-    run_sweep(task=task, backend=gemma, store=st, run_id="big", k=2, problems=probs[:2])
+    execute(Sweep(task, 2), store=st, run_id="small", backend=smollm, problems=probs[:2])
+    execute(Sweep(task, 2), store=st, run_id="big", backend=gemma, problems=probs[:2])
     pp = align_alternate(load_plan_pool(st, ["small"]), load_plan_pool(st, ["big"]), "gemma3-270m")
     policy = fit_policy(pp, [1e6], probes=(1,), n_bins=1, n_orders=4)
     # force the switch, whatever the two tiny pools say: the point is the online path on both engines
     rule = policy.levels[0].bins[0]
     rule.choice = Choice("majority", 2, model="gemma3-270m")
     strat = PolicyStrategy(policy, 1e6, {"gemma3-270m": (gemma, task)})
-    summary = solve_problems(task=task, strategy=strat, backend=smollm, store=st, run_id="apply",
-                             problems=probs[2:], sampling=Sampling(seed=1))
+    summary = execute(Solve(task, strat, sampling=Sampling(seed=1)), store=st, run_id="apply", backend=smollm, problems=probs[2:])
     (res,) = summary.results
     assert res["meta"]["policy"]["model"] == "gemma3-270m" and len(res["samples"]) == 3
     stored = sorted((s for _, s in st.samples("apply")), key=lambda s: s.index)

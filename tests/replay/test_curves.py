@@ -9,8 +9,8 @@ from ttscale.backends.fake import FakeBackend
 from ttscale.errors import ConfigError, StoreError
 from ttscale.replay import compute_curves, default_curves, load_pool, parse_strategy
 from ttscale.replay.curves import default_budgets
+from ttscale.run import Sweep, execute
 from ttscale.store import Store
-from ttscale.sweep import run_sweep
 from ttscale.tasks.jsonl import JsonlTask
 from ttscale.testing.synthetic import synthetic_pool
 
@@ -84,7 +84,7 @@ def _jsonl(tmp_path, n: int = 4):  # type: ignore[no-untyped-def]
 def test_load_pool_from_a_sweep(tmp_path) -> None:  # type: ignore[no-untyped-def]
     store = Store(tmp_path / "s.sqlite")
     be = FakeBackend(answers={"42": 0.5, "41": 0.5}, filler_tokens=lambda r: r.randint(1, 9))
-    run_sweep(task=_jsonl(tmp_path), backend=be, store=store, run_id="sw", k=8, wave=3)
+    execute(Sweep(_jsonl(tmp_path), 8, wave=3), store=store, run_id="sw", backend=be)
     pool = load_pool(store, "sw")
     assert (pool.n_problems, pool.k) == (4, 8)
     rows = store.samples("sw")

@@ -12,8 +12,8 @@ from ttscale.backends.fake import FakeBackend
 from ttscale.errors import StoreError
 from ttscale.registry import make_task
 from ttscale.replay.pool_file import export_run, import_pool_file, read_pool_file
+from ttscale.run import Sweep, execute
 from ttscale.store import Store
-from ttscale.sweep import run_sweep
 from ttscale.types import Sampling
 
 
@@ -22,8 +22,7 @@ def swept(tmp_path: Path) -> Store:
     data = tmp_path / "q.jsonl"
     data.write_text("\n".join(f'{{"id": "p{i}", "prompt": "q{i}", "answer": "{i % 3}"}}' for i in range(5)) + "\n")
     store = Store(tmp_path / "src.sqlite")
-    run_sweep(task=make_task("jsonl", data=str(data)), backend=FakeBackend(answers={"0": 0.5, "1": 0.3, "2": 0.2}),
-              store=store, run_id="pool", k=6, sampling=Sampling(seed=2))
+    execute(Sweep(make_task("jsonl", data=str(data)), 6, sampling=Sampling(seed=2)), store=store, run_id="pool", backend=FakeBackend(answers={"0": 0.5, "1": 0.3, "2": 0.2}))
     return store
 
 

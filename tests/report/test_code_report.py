@@ -83,8 +83,8 @@ def test_cli_report_counts_samples_that_game_their_tests(tmp_path: Path) -> None
     from ttscale.backends.fake import FakeBackend
     from ttscale.cli import app
     from ttscale.registry import make_verifier
+    from ttscale.run import Sweep, execute
     from ttscale.store import Store
-    from ttscale.sweep import run_sweep
     from ttscale.tasks.humaneval import HumanEvalTask
     from ttscale.types import Sampling
 
@@ -98,8 +98,7 @@ def test_cli_report_counts_samples_that_game_their_tests(tmp_path: Path) -> None
     backend = FakeBackend(answers=texts, filler_tokens=0)
     store_path = tmp_path / "code.sqlite"
     st = Store(store_path)
-    run_sweep(task=task, backend=backend, store=st, run_id="gaming", k=12, problems=task.problems(limit=3)[2:3],
-              sampling=Sampling(seed=3), verifiers=[make_verifier("unit-tests", task, backend)])
+    execute(Sweep(task, 12, verifiers=[make_verifier("unit-tests", task, backend)], sampling=Sampling(seed=3)), store=st, run_id="gaming", backend=backend, problems=task.problems(limit=3)[2:3])
     samples = [s for _, s in st.samples("gaming")]
     st.close()
     kinds = {s.grade.get("suspicious") for s in samples if not s.correct}

@@ -12,7 +12,7 @@ from ttscale.backends.fake import FakeBackend
 from ttscale.registry import make_strategy, make_task, make_verifier, strategy_specs
 from ttscale.replay.curves import CurveSpec, compute_curves
 from ttscale.replay.pool import load_pool
-from ttscale.runner import solve_problems
+from ttscale.run import Solve, execute
 from ttscale.store import Store
 
 K = 7
@@ -34,9 +34,7 @@ def test_live_answers_equal_replayed_answers(strategy: str, rule: object, tmp_pa
     spec = strategy_specs()[strategy]
     knobs = {"verifier": make_verifier("certainty", task)} if spec.verifier != "none" else {}
     store = Store(tmp_path / "s.sqlite")
-    summary = solve_problems(task=task, strategy=make_strategy(strategy, k=K, **knobs),
-                             backend=FakeBackend(answers=_answers, filler_tokens=lambda r: r.randrange(3, 12)),
-                             store=store, run_id="live")
+    summary = execute(Solve(task, make_strategy(strategy, k=K, **knobs)), store=store, run_id="live", backend=FakeBackend(answers=_answers, filler_tokens=lambda r: r.randrange(3, 12)))
     live = {r["problem_id"]: bool(r["correct"]) for r in summary.results}
     pool = load_pool(store, "live")
     assert pool.k == K

@@ -134,7 +134,7 @@ def test_grades_are_cached(problems: dict) -> None:
 
 
 def test_runs_through_the_runner_with_a_scripted_backend(tmp_path, problems: dict) -> None:
-    from ttscale.runner import solve_problems
+    from ttscale.run import Solve, execute
     from ttscale.store import Store
     from ttscale.strategies.voting import SelfConsistency
 
@@ -144,8 +144,7 @@ def test_runs_through_the_runner_with_a_scripted_backend(tmp_path, problems: dic
     task = HumanEvalTask(limits=LIMITS)
     store = Store(tmp_path / "s.db")
     try:
-        summary = solve_problems(task=task, strategy=SelfConsistency(k=5), backend=backend, store=store,
-                                 run_id="he", problems=[problems["HumanEval/2"]])
+        summary = execute(Solve(task, SelfConsistency(k=5)), store=store, run_id="he", backend=backend, problems=[problems["HumanEval/2"]])
     finally:
         store.close()
     assert summary.correct == 1

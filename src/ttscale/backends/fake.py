@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from ttscale.backends.base import report_finished
-from ttscale.backends.spec import BackendKind
+from ttscale.backends.spec import BackendKind, Endpoint, EngineArgs, plain_endpoints
 from ttscale.errors import ConfigError
 from ttscale.types import (
     Cancelled,
@@ -176,4 +176,15 @@ def _build(_model: str | None, options: dict[str, Any]) -> FakeBackend:
     return FakeBackend(**options)
 
 
-SPEC = BackendKind("fake", _build, None, "scripted answers with known probabilities, no model (tests, demos of the CLI)")
+def _endpoints(args: EngineArgs) -> list[Endpoint]:
+    """The scripted backend takes no model; asked for KV types, it reports its shapes at those types."""
+    kv = args.kv_options()
+    if not kv:
+        return [(None, plain_endpoints("fake", args)[0][1])]
+    from ttscale.backends.kv_sizing import with_kv_types
+
+    return [(None, {"info": with_kv_types(FAKE_MODEL_INFO, args.kv_type, args.kv_type_v)} | args.options)]
+
+
+SPEC = BackendKind("fake", _build, None, "scripted answers with known probabilities, no model (tests, demos of the CLI)",
+                   from_args=_endpoints)

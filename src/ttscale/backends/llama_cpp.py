@@ -30,7 +30,7 @@ from pydantic import Field
 from ttscale.backends.llama_engine import LlamaEngine
 from ttscale.backends.llama_prefix import common_prefix
 from ttscale.backends.models import DEFAULT_MODEL
-from ttscale.backends.spec import BackendKind, BackendOptions
+from ttscale.backends.spec import BackendKind, BackendOptions, Endpoint, EngineArgs
 from ttscale.errors import ConfigError
 from ttscale.types import (
     Cancelled,
@@ -341,5 +341,13 @@ def _build(model: str | None, options: dict[str, Any]) -> LlamaCppBackend:
     return LlamaCppBackend(model or DEFAULT_MODEL, **options)
 
 
+def _endpoints(args: EngineArgs) -> list[Endpoint]:
+    if args.base_urls:
+        raise ConfigError("--base-url is for HTTP backends such as openai: the embedded engine runs here")
+    opts: dict[str, Any] = {"n_threads": args.threads} if args.threads else {}
+    return [(args.model, opts | args.kv_options() | args.engine_options | args.options)]
+
+
 SPEC = BackendKind("llama-cpp", _build, LlamaCppOptions,
-                   "embedded llama.cpp (default): batched, prefix-sharing sampling on this machine's CPU")
+                   "embedded llama.cpp (default): batched, prefix-sharing sampling on this machine's CPU",
+                   from_args=_endpoints)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -24,7 +25,7 @@ from ttscale.backends.openai_client import (
     HttpStats,
 )
 from ttscale.backends.openai_stream import generate_streamed
-from ttscale.backends.spec import BackendKind, BackendOptions
+from ttscale.backends.spec import BackendKind, BackendOptions, Endpoint, EngineArgs
 from ttscale.errors import ConfigError, UnsupportedFeatureError
 from ttscale.types import (
     Cancelled,
@@ -206,5 +207,23 @@ def _build(model: str | None, options: dict[str, Any]) -> OpenAIHttpBackend:
     return OpenAIHttpBackend(opts.pop("base_url"), model or "default", **opts)
 
 
+def _endpoints(args: EngineArgs) -> list[Endpoint]:
+    """One client per ``--base-url``. An embedded model's name or a GGUF path as ``--model`` means the
+    same model is served remotely: its shapes are read locally, so the meter counts its FLOPs."""
+    from ttscale.backends.models import EMBEDDED_MODELS
+
+    if not args.base_urls:
+        raise ConfigError("--backend openai needs --base-url (e.g. http://127.0.0.1:8080/v1)")
+    opts: dict[str, Any] = {"concurrency": args.concurrency, **args.kv_options(), **args.options}
+    if args.api_key:
+        opts["api_key"] = args.api_key
+    model = args.model
+    if model is not None and (model in EMBEDDED_MODELS or model.endswith(".gguf")):
+        opts["info_model"] = model
+        model = Path(model).stem if model.endswith(".gguf") else model
+    return [(model, opts | {"base_url": url}) for url in args.base_urls]
+
+
 SPEC = BackendKind("openai", _build, OpenAIHttpOptions,
-                   "any OpenAI-compatible server (vLLM, SGLang, llama-server, hosted APIs); needs a base URL")
+                   "any OpenAI-compatible server (vLLM, SGLang, llama-server, hosted APIs); needs a base URL",
+                   from_args=_endpoints)

@@ -10,7 +10,7 @@ model name. ``registry.make_backend`` and ``ttscale backends`` read these record
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -27,6 +27,45 @@ class BackendOptions(BaseModel):
 
 
 @dataclass(frozen=True)
+class EngineArgs:
+    """What a user says about the engine on the command line (or in a config), before any backend exists."""
+
+    model: str | None = None
+    base_urls: tuple[str, ...] = ()
+    api_key: str | None = None
+    concurrency: int = 8
+    threads: int | None = None
+    kv_type: str = "f16"
+    kv_type_v: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    """``--backend-option key=value``: the kind's own options, checked by its options model."""
+    engine_options: dict[str, Any] = field(default_factory=dict)
+    """Sizes computed for the embedded engine (``n_ctx``/``n_seq_max`` under a KV cap)."""
+
+    def kv_options(self) -> dict[str, Any]:
+        """The KV-cache types asked for, left out at their defaults (so runs keyed without them resume)."""
+        out: dict[str, Any] = {}
+        if self.kv_type != "f16":
+            out["kv_type"] = self.kv_type
+        if self.kv_type_v is not None and self.kv_type_v != self.kv_type:
+            out["kv_type_v"] = self.kv_type_v
+        return out
+
+
+Endpoint = tuple[str | None, dict[str, Any]]
+"""A backend to build: (model, options)."""
+
+
+def plain_endpoints(kind: str, args: EngineArgs) -> list[Endpoint]:
+    """One backend of ``args.model`` with ``args.options``: what a kind without URLs or a KV choice takes."""
+    if args.base_urls:
+        raise ConfigError(f"--base-url is for HTTP backends such as openai, not {kind}")
+    if args.kv_options():
+        raise ConfigError(f"--kv-type / --kv-type-v are for the embedded engine and --backend openai, not {kind}")
+    return [(args.model, dict(args.options))]
+
+
+@dataclass(frozen=True)
 class BackendKind:
     name: str
     factory: Callable[[str | None, dict[str, Any]], Backend]
@@ -35,6 +74,12 @@ class BackendKind:
     """The options it takes; None: the factory checks them itself."""
     help: str = ""
     needs_model: bool = False
+    from_args: Callable[[EngineArgs], list[Endpoint]] | None = None
+    """How the CLI's engine arguments become backends (one per endpoint); None: :func:`plain_endpoints`."""
+
+    def endpoints(self, args: EngineArgs) -> list[Endpoint]:
+        """The backends to build for ``args``, one per endpoint (threads and Ray workers spread over them)."""
+        return self.from_args(args) if self.from_args is not None else plain_endpoints(self.name, args)
 
     def check(self, options: dict[str, Any]) -> dict[str, Any]:
         """``options`` validated against :attr:`options`; only those given are returned."""

@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from ttscale.cli.common import DEFAULT_STORE, cli_errors, console, fail, human
-from ttscale.runner import summarize
+from ttscale.run import summarize
 from ttscale.store import Store
 
 
@@ -37,7 +37,7 @@ def compare(
             cfg = rec.config
             strat = cfg.get("strategy", {})
             label = strat.get("name", "?") + (f"@{strat['k']}" if "k" in strat else "")
-            s = summarize(st, rec.run_id, cfg.get("task", {}).get("name", "?"), label, rec.model.get("name", "?"))
+            s = summarize(st, rec.run_id)
             n = max(s.problems, 1)
             acc = "-" if s.accuracy is None else f"{s.accuracy:.3f}"
             t.add_row(rec.run_id, s.task, label, s.model, str(s.problems), acc,

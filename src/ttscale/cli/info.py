@@ -68,7 +68,7 @@ def tasks(
     for k, v in VERIFIER_HELP.items():
         vt.add_row(k, v)
     console.print(vt)
-    bt = Table(title="backends (--backend NAME; the library takes these options in make_backend(NAME, model, **options))")
+    bt = Table(title="backends (--backend NAME, options with -B key=value; the library takes them in make_backend(NAME, model, **options))")
     bt.add_column("backend")
     bt.add_column("what")
     bt.add_column("options")

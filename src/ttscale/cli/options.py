@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from ttscale.cli.remote_opts import BACKEND_HELP, BASE_URL_HELP, RAY_HELP, WORKERS_HELP
 from ttscale.registry import task_names
@@ -40,6 +41,11 @@ ConcurrencyOpt = Annotated[int, typer.Option(help="openai backend: HTTP requests
 WorkersOpt = Annotated[int, typer.Option(help=WORKERS_HELP)]
 RayOpt = Annotated[bool, typer.Option("--ray", help=RAY_HELP)]
 RayAddressOpt = Annotated[Optional[str], typer.Option(help="Ray cluster address (default: start a local Ray).")]
+BackendOptionOpt = Annotated[Optional[list[str]], typer.Option(
+    "--backend-option", "-B", help="A backend option as key=value (repeatable): what the backend's record declares, "
+    "e.g. -B n_ctx=8192 for llama-cpp, -B timeout=300 for openai, or a plugin backend's own (`ttscale tasks` lists them).")]
+RunIdOpt = Annotated[Optional[str], typer.Option(help="Name of the run; an existing id resumes it (only what is missing is generated).")]
+ProgressOpt = Annotated[bool, typer.Option(help="Show a progress bar with time left.")]
 
 # Replaying a stored pool (``curves`` and ``report``).
 PoolRunArg = Annotated[str, typer.Argument(help="Run (usually a sweep) whose samples form the pool.")]
@@ -65,12 +71,26 @@ def parse_value(raw: str) -> object:
         return raw
 
 
-def parse_pairs(items: list[str] | None, flag: str) -> dict[str, object]:
-    """``key=value`` strings as a dict (a malformed one is a usage error naming ``flag``)."""
+def parse_pairs(items: list[str] | None, flag: str, model: type[BaseModel] | None = None) -> dict[str, object]:
+    """``key=value`` strings as a dict (a malformed one is a usage error naming ``flag``).
+
+    With the options ``model`` the values will be checked against, each value is read as its field's
+    type reads a string (``-B answer=41`` stays the string "41" for a ``str`` field, ``n_ctx=4096`` is
+    an int); otherwise, and for a value its field cannot read, as JSON where it parses, else the string.
+    The model's own check then reports any bad value by its field's name."""
     out: dict[str, object] = {}
+    fields = model.model_fields if model is not None else {}
     for item in items or []:
         key, eq, raw = item.partition("=")
-        if not eq or not key.strip():
+        key = key.strip()
+        if not eq or not key:
             raise typer.BadParameter(f"takes key=value, got {item!r}", param_hint=flag)
-        out[key.strip()] = parse_value(raw)
+        field = fields.get(key)
+        if field is not None and field.annotation is not None:
+            try:
+                out[key] = TypeAdapter(field.annotation).validate_strings(raw)
+                continue
+            except (ValidationError, TypeError):
+                pass
+        out[key] = parse_value(raw)
     return out

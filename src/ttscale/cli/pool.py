@@ -7,11 +7,22 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from ttscale.backends.spec import EngineArgs
 from ttscale.cli.common import DEFAULT_STORE, cli_errors, console, fail, human
-from ttscale.cli.options import ApiKeyOpt, BackendOpt, BaseUrlOpt, ConcurrencyOpt, KvTypeOpt, KvTypeVOpt, ThreadsOpt
+from ttscale.cli.options import (
+    ApiKeyOpt,
+    BackendOpt,
+    BackendOptionOpt,
+    BaseUrlOpt,
+    ConcurrencyOpt,
+    KvTypeOpt,
+    KvTypeVOpt,
+    ThreadsOpt,
+    parse_pairs,
+)
+from ttscale.cli.progress import run_bar
 from ttscale.store import Store
 
 pool_app = typer.Typer(help="Sample pools: export a stored run to a file, import one, list the shipped pools, "
@@ -122,14 +133,15 @@ def score(
     base_url: BaseUrlOpt = None,
     api_key: ApiKeyOpt = None,
     concurrency: ConcurrencyOpt = 8,
+    backend_option: BackendOptionOpt = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar with time left.")] = True,
 ) -> None:
     import dataclasses
 
-    from ttscale.cli.remote_opts import backend_specs
     from ttscale.pools import SHIPPED
-    from ttscale.registry import make_verifier, verifier_specs
-    from ttscale.rescore import default_name, score_pool, task_from_record
+    from ttscale.registry import backend_kinds, make_backend, make_verifier, verifier_specs
+    from ttscale.run import Score, execute
+    from ttscale.run.scoring import default_name, task_from_record
 
     if str(store) == SHIPPED:
         fail("the shipped pools' store is a cache rebuilt from the files: `ttscale pool import` the pool into a "
@@ -149,8 +161,14 @@ def score(
             fail(f"no run {run_id!r} in {store}")
         assert rec is not None
         if model:
-            be = backend_specs(backend, model, base_url, api_key, concurrency, threads, kv_type,
-                               kv_type_v=kv_type_v)[0].build()
+            kinds = backend_kinds()
+            if backend not in kinds:
+                fail(f"unknown backend {backend!r}; available: {', '.join(sorted(kinds))}")
+            args = EngineArgs(model=model, base_urls=tuple(base_url or ()), api_key=api_key, concurrency=concurrency,
+                              threads=threads, kv_type=kv_type, kv_type_v=kv_type_v,
+                              options=parse_pairs(backend_option, "--backend-option"))
+            be_model, be_options = kinds[backend].endpoints(args)[0]
+            be = make_backend(backend, be_model, **be_options)
         info = be.model_info() if be is not None else None
         task_cfg = rec.config.get("task", {})
         task, why = task_from_record(task_cfg if isinstance(task_cfg, dict) else {},
@@ -163,22 +181,18 @@ def score(
                 fail(f"--verify-tokens is for the judge, not {verifier!r}")
             v = dataclasses.replace(v, verify_tokens=verify_tokens)  # type: ignore[type-var]
         score_name = name or default_name(verifier, info.name if info else None, getattr(v, "verifications", None))
-        with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("samples"),
-                      TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn(), console=console,
-                      disable=not progress, transient=False) as bar:
-            job = bar.add_task(f"score {run_id} as {score_name}", total=None)
-            summary = score_pool(st, run_id, v, name=score_name, limit_problems=limit_problems,
-                                 samples_per_problem=samples_per_problem, batch=batch,
-                                 progress=lambda d, n: bar.update(job, completed=d, total=n))
+        work = Score(v, score_name, limit_problems, samples_per_problem, batch)
+        with run_bar(f"score {run_id} as {score_name}", progress) as bar:
+            summary = execute(work, store=st, run_id=run_id, progress=bar)
     finally:
         st.close()
         if be is not None:
             be.close()
     u = summary.usage
-    per = summary.wall_s / summary.scored if summary.scored else 0.0
-    console.print(f"scores {summary.name!r} on {run_id}: {summary.problems} problems, {summary.samples} samples "
-                  f"({summary.scored} scored now, {summary.already} already); judge spent {u.prefilled_tokens:,} "
+    per = summary.wall_s / summary.generated if summary.generated else 0.0
+    console.print(f"scores {score_name!r} on {run_id}: {summary.problems} problems, {summary.samples} samples "
+                  f"({summary.generated} scored now, {summary.already} already); judge spent {u.prefilled_tokens:,} "
                   f"tokens prefilled, {u.generated_tokens:,} generated, {human(u.flops)} FLOPs, {summary.wall_s:.1f} s"
-                  + (f" ({per:.2f} s/sample)" if summary.scored else ""))
-    console.print(f"next: ttscale curves {run_id} --store {store} --strategy best-of-n:score={summary.name}   "
+                  + (f" ({per:.2f} s/sample)" if summary.generated else ""))
+    console.print(f"next: ttscale curves {run_id} --store {store} --strategy best-of-n:score={score_name}   "
                   f"(rerun to resume or extend)")

@@ -9,10 +9,11 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 
 from ttscale.backends.kv_sizing import DEFAULT_N_CTX, fit_kv, header_info
+from ttscale.backends.spec import EngineArgs
 from ttscale.cli.common import cli_errors, err_console, fail
-from ttscale.cli.options import KvTypeOpt, KvTypeVOpt
+from ttscale.cli.options import BackendOptionOpt, KvTypeOpt, KvTypeVOpt, parse_pairs
 from ttscale.cli.remote_opts import check_kv_engine
-from ttscale.registry import strategy_names
+from ttscale.registry import backend_kinds, strategy_names
 from ttscale.server.config import server_verifiers
 
 if TYPE_CHECKING:
@@ -29,6 +30,7 @@ def serve(
     base_url: Annotated[Optional[str], typer.Option(help="openai backend: the engine's URL, e.g. http://127.0.0.1:8080/v1.")] = None,
     backend_api_key: Annotated[Optional[str], typer.Option(envvar="OPENAI_API_KEY", help="openai backend: the engine's API key (default: $OPENAI_API_KEY).", show_default=False)] = None,
     concurrency: Annotated[int, typer.Option(help="openai backend: HTTP requests in flight to the engine.", min=1)] = 8,
+    backend_option: BackendOptionOpt = None,
     strategy: Annotated[str, typer.Option("--strategy", "-s", help=f"Default strategy: {', '.join(strategy_names())}.")] = "self-consistency",
     k: Annotated[int, typer.Option("-k", "--k", help="Default samples for voting / best-of-n.", min=1)] = 4,
     verifier: Annotated[str, typer.Option(help=f"Default verifier for strategies that take one: {', '.join(server_verifiers())}.")] = "certainty",
@@ -93,28 +95,26 @@ def serve(
     if strategy not in strategy_names():
         fail(f"unknown strategy {strategy!r}; available: {', '.join(strategy_names())}")
     kv_fit = None
-    if backend == "llama-cpp":
-        opts: dict[str, object] = {"n_ctx": n_ctx or DEFAULT_N_CTX, "n_seq_max": n_seq_max}
+    engine: dict[str, object] = {}
+    if backend == "llama-cpp":  # the embedded engine's size: requests bring their own prompts
+        engine = {"n_ctx": n_ctx or DEFAULT_N_CTX, "n_seq_max": n_seq_max}
         if max_kv_bytes is not None:
             if n_ctx is not None:
                 fail("give --max-kv-bytes or --n-ctx, not both: the cap decides the context")
-            # requests bring their own prompts: each sample of a batch is sized with its own default max_tokens
+            # each sample of a batch is sized with its own default max_tokens
             kv_fit = fit_kv(header_info(model, kv_type, kv_type_v), max_kv_bytes, max_tokens, max_seqs=n_seq_max)
-            opts |= kv_fit.options()
+            engine |= kv_fit.options()
             err_console.print(kv_fit.describe(), highlight=False)
-        if kv_type != "f16":
-            opts["kv_type"] = kv_type
-        if kv_type_v is not None and kv_type_v != kv_type:
-            opts["kv_type_v"] = kv_type_v
-        if threads:
-            opts["n_threads"] = threads
-        be = make_backend(backend, model, **opts)
-    else:
-        from ttscale.cli.remote_opts import backend_specs
-
-        # --backend openai: the served cache's types, so the meter and the server's cap count its bytes
-        be = backend_specs(backend, model, [base_url] if base_url else None, backend_api_key, concurrency,
-                           threads, kv_type, kv_type_v=kv_type_v)[0].build()
+    kinds = backend_kinds()
+    if backend not in kinds:
+        fail(f"unknown backend {backend!r}; available: {', '.join(sorted(kinds))}")
+    # the backend's record turns these values into its options (for openai: the served cache's types,
+    # so the meter and the server's cap count its bytes)
+    args = EngineArgs(model=model, base_urls=(base_url,) if base_url else (), api_key=backend_api_key,
+                      concurrency=concurrency, threads=threads, kv_type=kv_type, kv_type_v=kv_type_v,
+                      options=parse_pairs(backend_option, "--backend-option"), engine_options=engine)
+    ((be_model, be_options),) = kinds[backend].endpoints(args)[:1]
+    be = make_backend(backend, be_model, **be_options)
     try:
         check_kv_engine(kv_fit, be)
         config = ServerConfig(

@@ -26,7 +26,7 @@ from ttscale.experiments.verify_budget import (
 )
 from ttscale.replay.curves import CurveSpec, compute_curves
 from ttscale.replay.pool import Pool, model_info_from_record, pool_from_samples, read_run, task_equivalence
-from ttscale.rescore import cost_key, paid_scores
+from ttscale.run.scoring import cost_key, paid_scores
 from ttscale.store import Store
 from ttscale.types import Sample
 

@@ -166,4 +166,5 @@ def _build(a: TaskArgs) -> BigBenchTask:
 
 
 SPEC = TaskSpec("bigbench", _build, "a BIG-bench JSON task from a copy you supply (--data SDIST_OR_CHECKOUT or "
-                f"${ENV_DOWNLOADS}/{SDIST}), e.g. --subtask arithmetic/1_digit_multiplication", answers_equivalent)
+                f"${ENV_DOWNLOADS}/{SDIST}), e.g. --subtask arithmetic/1_digit_multiplication", answers_equivalent,
+                takes_data=True)

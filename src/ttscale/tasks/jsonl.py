@@ -110,4 +110,5 @@ def _build(a: TaskArgs) -> JsonlTask:
     return JsonlTask(path=a.data, fmt=a.format(PromptFormat(style=a.default_style, max_tokens=256)))  # type: ignore[arg-type]
 
 
-SPEC = TaskSpec("jsonl", _build, "your own file of {id, prompt, answer} lines (--data PATH)", answers_equivalent)
+SPEC = TaskSpec("jsonl", _build, "your own file of {id, prompt, answer} lines (--data PATH)", answers_equivalent,
+                takes_data=True)

@@ -51,6 +51,8 @@ class TaskSpec:
     groups stored samples into votes without building the task; None: the same string."""
     options: type[BaseModel] | None = None
     """The task's own options model (strict); None: the task takes none."""
+    takes_data: bool = False
+    """Whether the task reads a file the user names (``--data``)."""
 
     def check_options(self, options: dict[str, Any]) -> dict[str, Any]:
         """``options`` validated by the record's model (one ConfigError naming a bad one)."""

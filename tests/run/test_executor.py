@@ -6,8 +6,8 @@ from pathlib import Path
 
 from ttscale.backends.fake import FakeBackend
 from ttscale.cost import Budget
-from ttscale.executor import SweepStrategy, fresh, solve_problem
 from ttscale.registry import make_task
+from ttscale.run.executor import SweepStrategy, fresh, solve_problem
 from ttscale.store import Store
 from ttscale.strategies.beam import BeamSearch
 from ttscale.testing.fake_steps import ScriptedRewardModel, ScriptedStepBackend

@@ -11,8 +11,8 @@ from ttscale.backends.fake import FakeBackend
 from ttscale.cli import app
 from ttscale.errors import ConfigError, StoreError
 from ttscale.replay import load_pool
+from ttscale.run import Progress, Sweep, execute
 from ttscale.store import Store
-from ttscale.sweep import run_sweep
 from ttscale.tasks.jsonl import JsonlTask
 from ttscale.types import PromptFormat, Sampling
 from ttscale.verifiers.certainty import CertaintyVerifier
@@ -33,8 +33,7 @@ def test_sweep_stores_k_samples_with_scores_and_progress(tmp_path: Path) -> None
     st = Store(tmp_path / "s.sqlite")
     seen: list[tuple[int, int]] = []
     t = task(tmp_path)
-    s = run_sweep(task=t, backend=backend(), store=st, run_id="sw", k=10, wave=4,
-                  verifiers=[CertaintyVerifier(), OracleVerifier(t)], progress=lambda d, n: seen.append((d, n)))
+    s = execute(Sweep(t, 10, wave=4, verifiers=[CertaintyVerifier(), OracleVerifier(t)]), store=st, run_id="sw", backend=backend(), progress=lambda e: seen.append((e.done, e.total)))
     assert (s.problems, s.samples, s.generated) == (3, 30, 30)
     assert seen[0] == (0, 30) and seen[-1] == (30, 30) and len(seen) == 1 + 3 * 3  # waves of 4, 4, 2
     rows = st.samples("sw")
@@ -48,31 +47,31 @@ def test_sweep_stores_k_samples_with_scores_and_progress(tmp_path: Path) -> None
 def test_interrupted_sweep_resumes_without_regenerating(tmp_path: Path) -> None:
     t = task(tmp_path)
     ref = Store(tmp_path / "ref.sqlite")
-    run_sweep(task=t, backend=backend(), store=ref, run_id="sw", k=8, wave=3, sampling=Sampling(seed=5))
+    execute(Sweep(t, 8, wave=3, sampling=Sampling(seed=5)), store=ref, run_id="sw", backend=backend())
     want = [(p, s.index, s.text) for p, s in ref.samples("sw")]
 
     st = Store(tmp_path / "s.sqlite")
     calls = {"n": 0}
 
-    def boom(done: int, total: int) -> None:
+    def boom(event: Progress) -> None:
         calls["n"] += 1
-        if done >= 11:
+        assert event.unit == "samples"
+        if event.done >= 11:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        run_sweep(task=t, backend=backend(), store=st, run_id="sw", k=8, wave=3, sampling=Sampling(seed=5),
-                  progress=boom)
+        execute(Sweep(t, 8, wave=3, sampling=Sampling(seed=5)), store=st, run_id="sw", backend=backend(), progress=boom)
     stored = st.sample_count("sw")
     assert 0 < stored < 24
     be = backend()
-    s = run_sweep(task=t, backend=be, store=st, run_id="sw", k=8, wave=3, sampling=Sampling(seed=5))
+    s = execute(Sweep(t, 8, wave=3, sampling=Sampling(seed=5)), store=st, run_id="sw", backend=be)
     assert s.resumed and s.generated == 24 - stored
     assert sum(r.n for r in be.history) == 24 - stored  # nothing generated twice
     assert [(p, x.index, x.text) for p, x in st.samples("sw")] == want  # same pool as uninterrupted
     with pytest.raises(StoreError, match="different configuration"):
-        run_sweep(task=t, backend=backend(), store=st, run_id="sw", k=9, sampling=Sampling(seed=5))
+        execute(Sweep(t, 9, sampling=Sampling(seed=5)), store=st, run_id="sw", backend=backend())
     with pytest.raises(ConfigError):
-        run_sweep(task=t, backend=backend(), store=st, run_id="sw2", k=0)
+        execute(Sweep(t, 0), store=st, run_id="sw2", backend=backend())
 
 
 def test_cli_sweep_curves_report(tmp_path: Path) -> None:
@@ -105,7 +104,7 @@ def test_real_model_sweep_feeds_replay(tmp_path: Path, smollm) -> None:  # type:
     t = make_task("arithmetic", subtask="arithmetic/1_digit_multiplication", style="completion", max_tokens=8,
                   chat_model=False)
     st = Store(tmp_path / "s.sqlite")
-    s = run_sweep(task=t, backend=smollm, store=st, run_id="real", k=2, limit=2, verifiers=[CertaintyVerifier()])
+    s = execute(Sweep(t, 2, verifiers=[CertaintyVerifier()]), store=st, run_id="real", backend=smollm, limit=2)
     assert s.samples == 4
     pool = load_pool(st, "real")
     assert (pool.n_problems, pool.k) == (2, 2)

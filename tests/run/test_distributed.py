@@ -8,10 +8,9 @@ from pathlib import Path
 import pytest
 
 from ttscale.backends.fake import FakeBackend
-from ttscale.distributed import BackendSpec, DieOnce, run_parallel
 from ttscale.errors import ConfigError
 from ttscale.registry import make_strategy, make_task
-from ttscale.runner import solve_problems
+from ttscale.run import BackendSpec, DieOnce, Executor, Solve, execute
 from ttscale.store import Store
 
 ANSWERS = {"42": 0.6, "41": 0.3, "7": 0.1}
@@ -26,8 +25,7 @@ def _task(tmp_path: Path, n: int):  # type: ignore[no-untyped-def]
 
 def _sequential(tmp_path: Path, task, k: int) -> dict[str, list[tuple[int, str | None, int]]]:  # type: ignore[no-untyped-def]
     st = Store(tmp_path / "seq.db")
-    solve_problems(task=task, strategy=make_strategy("self-consistency", k=k), backend=FakeBackend(answers=ANSWERS),
-                   store=st, run_id="seq")
+    execute(Solve(task, make_strategy("self-consistency", k=k)), store=st, run_id="seq", backend=FakeBackend(answers=ANSWERS))
     out = _by_problem(st, "seq")
     st.close()
     return out
@@ -44,20 +42,19 @@ def test_threads_match_sequential(tmp_path: Path) -> None:
     task = _task(tmp_path, 6)
     st = Store(tmp_path / "t.db")
     try:
-        summary = run_parallel(task=task, strategy=make_strategy("self-consistency", k=5),
-                               backend=FakeBackend(answers=ANSWERS), store=st, run_id="thr", workers=3)
+        summary = execute(Solve(task, make_strategy("self-consistency", k=5)), store=st, run_id="thr", executor=Executor(mode="threads", workers=3, backend=FakeBackend(answers=ANSWERS)))
         got = _by_problem(st, "thr")
     finally:
         st.close()
-    assert summary.finished == 6 and summary.samples_written == 30 and not summary.failures
+    assert summary.finished == 6 and summary.generated == 30 and not summary.failures
     assert got == _sequential(tmp_path, task, 5)
 
 
 def test_bad_arguments() -> None:
     with pytest.raises(ConfigError, match="backend"):
-        run_parallel(task=None, strategy=None, store=None, run_id="x")  # type: ignore[arg-type]
+        execute(Solve(None, None), store=None, run_id="x", executor=Executor(mode="threads", workers=2))  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="mode"):
-        run_parallel(task=None, strategy=None, store=None, run_id="x", backend=FakeBackend(), mode="mpi")  # type: ignore[arg-type]
+        execute(Solve(None, None), store=None, run_id="x", executor=Executor(mode="mpi", workers=2, backend=FakeBackend()))  # type: ignore[arg-type]
 
 
 @pytest.fixture(scope="module")
@@ -73,9 +70,7 @@ def test_ray_two_workers_survive_a_dead_worker(tmp_path: Path, ray_local: object
     st = Store(tmp_path / "r.db")
     spec = BackendSpec("fake", None, {"answers": ANSWERS})
     try:
-        summary = run_parallel(task=task, strategy=make_strategy("self-consistency", k=4), backend_specs=[spec],
-                               store=st, run_id="ray", workers=2, mode="ray",
-                               fault_hook=DieOnce("p3", str(tmp_path / "died")))
+        summary = execute(Solve(task, make_strategy("self-consistency", k=4), fault_hook=DieOnce("p3", str(tmp_path / "died"))), store=st, run_id="ray", executor=Executor(mode="ray", workers=2, backend_specs=tuple([spec])))
         got = _by_problem(st, "ray")
         status = st.get_run("ray").status  # type: ignore[union-attr]
     finally:
@@ -92,14 +87,12 @@ def test_ray_resumes_from_stored_samples(tmp_path: Path, ray_local: object) -> N
     strategy = make_strategy("self-consistency", k=3)
     spec = BackendSpec("fake", None, {"answers": ANSWERS})
     try:
-        run_parallel(task=task, strategy=strategy, backend_specs=[spec], store=st, run_id="r", workers=2,
-                     mode="ray", problems=task.problems()[:2])
-        again = run_parallel(task=task, strategy=strategy, backend_specs=[spec], store=st, run_id="r", workers=2,
-                             mode="ray")
+        execute(Solve(task, strategy), store=st, run_id="r", executor=Executor(mode="ray", workers=2, backend_specs=tuple([spec])), problems=task.problems()[:2])
+        again = execute(Solve(task, strategy), store=st, run_id="r", executor=Executor(mode="ray", workers=2, backend_specs=tuple([spec])))
         got = _by_problem(st, "r")
     finally:
         st.close()
-    assert again.finished == 4 and again.samples_written == 6  # only the two new problems were generated
+    assert again.finished == 4 and again.generated == 6  # only the two new problems were generated
     assert got == _sequential(tmp_path, task, 3)
 
 
@@ -109,8 +102,7 @@ def test_ray_with_embedded_model(tmp_path: Path, ray_local: object) -> None:
     st = Store(tmp_path / "m.db")
     spec = BackendSpec("llama-cpp", "gemma3-270m", {"n_ctx": 1024, "n_seq_max": 4, "n_threads": 1})
     try:
-        summary = run_parallel(task=task, strategy=make_strategy("self-consistency", k=2), backend_specs=[spec],
-                               store=st, run_id="m", workers=2, mode="ray", limit=2)
+        summary = execute(Solve(task, make_strategy("self-consistency", k=2)), store=st, run_id="m", executor=Executor(mode="ray", workers=2, backend_specs=tuple([spec])), limit=2)
         rows = st.samples("m")
     finally:
         st.close()
@@ -128,8 +120,7 @@ def test_ray_workers_round_robin_over_http_endpoints(tmp_path: Path, ray_local: 
     with FakeOpenAIServer() as a, FakeOpenAIServer() as b:
         specs = [BackendSpec("openai", "fake", {"base_url": s.base_url, "info": FAKE_MODEL_INFO}) for s in (a, b)]
         try:
-            summary = run_parallel(task=task, strategy=make_strategy("self-consistency", k=3), backend_specs=specs,
-                                   store=st, run_id="h", workers=2, mode="ray")
+            summary = execute(Solve(task, make_strategy("self-consistency", k=3)), store=st, run_id="h", executor=Executor(mode="ray", workers=2, backend_specs=tuple(specs)))
             rows = st.samples("h")
         finally:
             st.close()

@@ -1,13 +1,11 @@
-"""The one run executor: the per-problem step, where problems are solved, and what a run is keyed by.
+"""Where problems are solved, the per-problem step, and what a run is keyed by.
 
-``ttscale run`` (:func:`ttscale.runner.solve_problems`), ``ttscale sweep``
-(:func:`ttscale.sweep.run_sweep`) and ``--workers`` / ``--ray`` (:func:`ttscale.distributed.run_parallel`)
-all open or resume their run with :meth:`ttscale.store.Store.resume`, then hand the unfinished
-problems to an :class:`Executor` (sequential, threads sharing one backend, or Ray actors), which
-solves each with :func:`solve_problem` and sends everything to one :class:`Writer`; a sweep is the
-:class:`SweepStrategy`. A strategy instance is copied for every problem (:func:`fresh`), so
-strategies that keep a per-solve trace on ``self`` (beam, DVTS, particle filtering, best-first)
-cannot overwrite each other's when worker threads share one.
+:func:`ttscale.run.execute` opens or resumes a run with :meth:`ttscale.store.Store.resume`, then
+hands the unfinished problems to an :class:`Executor` (sequential, threads sharing one backend, or
+Ray actors), which solves each with :func:`solve_problem` and sends everything to one
+:class:`Writer`; a sweep is the :class:`SweepStrategy`. A strategy instance is copied for every
+problem (:func:`fresh`), so strategies that keep a per-solve trace on ``self`` (beam, DVTS, particle
+filtering, best-first) cannot overwrite each other's when worker threads share one.
 """
 
 from __future__ import annotations
@@ -235,7 +233,7 @@ class Executor:
         elif self.mode == "threads":
             self._threads(job, list(todo), stored, writer, out, on_result)
         else:
-            from ttscale.executor.ray_actors import run_on_ray
+            from ttscale.run.ray_actors import run_on_ray
 
             run_on_ray(self, job, list(todo), stored, writer, out, on_result)
         return out

@@ -16,17 +16,16 @@ from ttscale.backends.spec import BackendKind
 from ttscale.errors import StoreError
 from ttscale.replay.pool import load_pool
 from ttscale.replay.pool_file import export_run, import_pool_file, read_pool_file
-from ttscale.rescore import (
+from ttscale.run import Score, Sweep, execute
+from ttscale.run.scoring import (
     COST_FIELDS,
     apportion,
     cost_key,
     default_name,
     paid_scores,
-    score_pool,
     task_from_record,
 )
 from ttscale.store import Store
-from ttscale.sweep import run_sweep
 from ttscale.tasks.jsonl import JsonlTask
 from ttscale.testing.fake_steps import ScriptedStepBackend
 from ttscale.types import Problem, PromptFormat, Sample, Usage
@@ -47,7 +46,7 @@ def _pool(tmp_path: Path) -> tuple[Store, JsonlTask]:
                             + "\n" for i in range(P)))
     task = JsonlTask(path=str(data), fmt=PromptFormat(style="chat", max_tokens=64))
     st = Store(tmp_path / "s.sqlite")
-    run_sweep(task=task, backend=FakeBackend(answers={"42": 0.5, "41": 0.5}), store=st, run_id=RUN, k=K)
+    execute(Sweep(task, K), store=st, run_id=RUN, backend=FakeBackend(answers={"42": 0.5, "41": 0.5}))
     return st, task
 
 
@@ -80,8 +79,8 @@ def test_scores_and_the_judges_costs_are_stored_per_sample(tmp_path: Path) -> No
     rebuilt, why = task_from_record(st.get_run(RUN).config["task"], chat_model=True)  # type: ignore[union-attr]
     assert rebuilt is not None and not why  # the judge continues the run's own conversation
     judge, _ = _judge(rebuilt)
-    out = score_pool(st, RUN, judge, name="j")
-    assert (out.problems, out.samples, out.scored) == (P, P * K, P * K)
+    out = execute(Score(judge, "j"), store=st, run_id=RUN)
+    assert (out.problems, out.samples, out.generated) == (P, P * K, P * K)
     pairs = st.samples(RUN)
     for _, s in pairs:
         assert math.isclose(s.scores["j"], 0.9 if s.answer == "42" else 0.2, rel_tol=1e-6)
@@ -99,7 +98,7 @@ def test_scores_and_the_judges_costs_are_stored_per_sample(tmp_path: Path) -> No
 def test_v_chains_record_generated_tokens_and_batch_one_is_exact(tmp_path: Path) -> None:
     st, task = _pool(tmp_path)
     judge, _ = _judge(task, v=2)
-    score_pool(st, RUN, judge, name="v2", batch=1, limit_problems=1)
+    execute(Score(judge, "v2", limit_problems=1, batch=1), store=st, run_id=RUN)
     (pid, first), *_ = st.samples(RUN)
     problem = st.problems(RUN)[0]
     alone = _judge(task, v=2)[0].score(problem, [Sample(**{**first.__dict__, "scores": {}})])
@@ -111,23 +110,23 @@ def test_scoring_resumes_and_a_subset_extends(tmp_path: Path) -> None:
     st, task = _pool(tmp_path)
     judge = Counting(_judge(task)[0], fail_on=3)
     with pytest.raises(KeyboardInterrupt):
-        score_pool(st, RUN, judge, name="j", samples_per_problem=4)  # type: ignore[arg-type]
+        execute(Score(judge, "j", samples_per_problem=4), store=st, run_id=RUN)  # type: ignore[arg-type]
     kept = {(pid, s.index) for pid, s in st.samples(RUN) if "j" in s.scores}
     assert len(kept) == 2 * 4  # the two problems scored before the interruption were committed
     again = Counting(_judge(task)[0])
-    out = score_pool(st, RUN, again, name="j", samples_per_problem=4)  # type: ignore[arg-type]
-    assert again.seen == out.scored == 2 * 4 and out.already == 2 * 4
+    out = execute(Score(again, "j", samples_per_problem=4), store=st, run_id=RUN)  # type: ignore[arg-type]
+    assert again.seen == out.generated == 2 * 4 and out.already == 2 * 4
     more = Counting(_judge(task)[0])
-    score_pool(st, RUN, more, name="j")  # type: ignore[arg-type]
+    execute(Score(more, "j"), store=st, run_id=RUN)  # type: ignore[arg-type]
     assert more.seen == P * (K - 4)  # only the samples beyond the first four
     assert all("j" in s.scores for _, s in st.samples(RUN))
 
 
 def test_a_name_is_not_resumed_with_other_settings(tmp_path: Path) -> None:
     st, task = _pool(tmp_path)
-    score_pool(st, RUN, _judge(task)[0], name="j", limit_problems=1)
+    execute(Score(_judge(task)[0], "j", limit_problems=1), store=st, run_id=RUN)
     with pytest.raises(StoreError, match="verifications"):
-        score_pool(st, RUN, _judge(task, v=2)[0], name="j")
+        execute(Score(_judge(task, v=2)[0], "j"), store=st, run_id=RUN)
 
 
 def test_apportion_and_default_name() -> None:
@@ -142,7 +141,7 @@ def test_pool_files_carry_scores_notes_and_the_sweep_command(tmp_path: Path) -> 
     st, task = _pool(tmp_path)
     st.set_note(RUN, "command", "ttscale sweep --k 6")
     bare = export_run(st, RUN, tmp_path / "bare.jsonl.gz")
-    score_pool(st, RUN, _judge(task)[0], name="j")
+    execute(Score(_judge(task)[0], "j"), store=st, run_id=RUN)
     f = export_run(st, RUN, tmp_path / "p.jsonl.gz")
     header, _, samples = read_pool_file(f.path)
     assert header["command"] == "ttscale sweep --k 6" and header["notes"]["score:j"]["model"] == "fake"

@@ -8,7 +8,7 @@ from ttscale.errors import ConfigError, TtscaleError
 from ttscale.types import Problem, Result, Sample
 
 if TYPE_CHECKING:
-    from ttscale.executor import BackendSpec, Executor, Job, OnResult, Outcome, Writer
+    from ttscale.run.executor import BackendSpec, Executor, Job, OnResult, Outcome, Writer
 
 
 def run_on_ray(ex: Executor, job: Job, todo: list[Problem], stored: dict[str, list[Sample]], writer: Writer,
@@ -18,7 +18,7 @@ def run_on_ray(ex: Executor, job: Job, todo: list[Problem], stored: dict[str, li
         from ray.exceptions import RayActorError
     except ImportError as e:
         raise ConfigError("Ray is not installed: pip install 'ttscale[ray]'") from e
-    from ttscale.executor import default_ray_cpus
+    from ttscale.run.executor import default_ray_cpus
 
     if not ray.is_initialized():
         if ex.ray_address:

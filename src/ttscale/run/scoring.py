@@ -30,12 +30,13 @@ note ``score:NAME``; resuming a name with other settings is refused.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from ttscale.errors import ConfigError, StoreError
 from ttscale.registry import make_task
+from ttscale.run.summary import Progress, ProgressFn, Summary
+from ttscale.run.work import Score
 from ttscale.store import Store, code_version
 from ttscale.tasks.base import Task
 from ttscale.types import Problem, Sample, Usage
@@ -122,29 +123,6 @@ def apportion(usage: Usage, wall_s: float, weights: Sequence[float]) -> list[dic
              "flops": usage.flops * w / total, "seconds": wall_s * w / total} for w in weights]
 
 
-@dataclass
-class RescoreSummary:
-    run_id: str
-    name: str
-    problems: int
-    """Problems selected (``limit_problems`` of those with samples)."""
-    samples: int
-    """Samples selected over them."""
-    scored: int
-    """Samples scored by this call (the others already had the score)."""
-    usage: Usage = field(default_factory=Usage)
-    """What this call's scoring cost the verifier."""
-    wall_s: float = 0.0
-
-    @property
-    def already(self) -> int:
-        return self.samples - self.scored
-
-
-Progress = Callable[[int, int], None]
-"""Called with (selected samples that have the score now, selected samples)."""
-
-
 def select(store: Store, run_id: str, limit_problems: int | None = None,
            samples_per_problem: int | None = None) -> list[tuple[Problem, list[Sample]]]:
     """The first ``limit_problems`` problems with samples (in the run's order), each with its first
@@ -171,32 +149,33 @@ def _check_settings(store: Store, run_id: str, name: str, info: dict[str, Any]) 
                          f"{', '.join(diff)}); use another --name")
 
 
-def score_pool(store: Store, run_id: str, verifier: Verifier, *, name: str, limit_problems: int | None = None,
-               samples_per_problem: int | None = None, batch: int | None = None,
-               info: dict[str, Any] | None = None, progress: Progress | None = None) -> RescoreSummary:
-    """Score the selected samples of ``run_id`` that lack ``name`` with ``verifier``; resumable.
+def score_run(store: Store, run_id: str, work: Score, progress: ProgressFn | None = None) -> Summary:
+    """Score the selected samples of ``run_id`` that lack ``work.name`` with ``work.verifier``; resumable.
 
-    ``batch``: candidates per verifier call (default: all of a problem's pending samples in one call,
-    which batches the judge's decoding and shares the problem's prompt prefix). Each call's scores and
-    cost shares are committed before the next call starts.
-    """
+    Each verifier call's scores and cost shares are committed before the next call starts."""
+    verifier, name, batch = work.verifier, work.name, work.batch
     if not name or is_cost_key(name):
         raise ConfigError(f"bad score name {name!r} (it may not end in :{', :'.join(COST_FIELDS)})")
     if batch is not None and batch < 1:
         raise ConfigError(f"batch must be >= 1, got {batch}")
-    for n, v in (("limit_problems", limit_problems), ("samples_per_problem", samples_per_problem)):
+    for n, v in (("limit_problems", work.limit_problems), ("samples_per_problem", work.samples_per_problem)):
         if v is not None and v < 1:
             raise ConfigError(f"{n} must be >= 1, got {v}")
-    chosen = select(store, run_id, limit_problems, samples_per_problem)
-    note = describe_verifier(verifier) | (info or {})
+    chosen = select(store, run_id, work.limit_problems, work.samples_per_problem)
+    note = describe_verifier(verifier) | (work.info or {})
     _check_settings(store, run_id, name, note)
     store.set_note(run_id, f"score:{name}", note | {"cost_rule": COST_RULE, "code_version": code_version(),
                                                     "cost_keys": [cost_key(name, f) for f in COST_FIELDS]})
     total = sum(len(ss) for _, ss in chosen)
     done = sum(1 for _, ss in chosen for s in ss if name in s.scores)
-    summary = RescoreSummary(run_id, name, len(chosen), total, 0)
+    run = store.get_run(run_id)
+    task = str(run.config.get("task", {}).get("name", "?")) if run else "?"
+    model = str(run.model.get("name", "?")) if run else "?"
+    summary = Summary(run_id=run_id, kind="score", task=task, strategy=f"score:{name}", model=model,
+                      problems=len(chosen), finished=len(chosen), skipped=0, resumed=done > 0, samples=total,
+                      generated=0, usage=Usage(), spent=Usage(), wall_s=0.0)
     if progress:
-        progress(done, total)
+        progress(Progress(done, total, "samples"))
     t0 = time.perf_counter()
     for problem, samples in chosen:
         pending = [s for s in samples if name not in s.scores]
@@ -214,10 +193,10 @@ def score_pool(store: Store, run_id: str, verifier: Verifier, *, name: str, limi
                 s.scores[name] = float(score)
                 s.scores.update({cost_key(name, k): float(v) for k, v in share.items()})
             store.update_scores(run_id, problem.id, part)  # committed: an interruption keeps this call's scores
-            summary.scored += len(part)
-            summary.usage = summary.usage + scored.usage
+            summary.generated += len(part)
+            summary.usage = summary.spent = summary.usage + scored.usage
             done += len(part)
             if progress:
-                progress(done, total)
+                progress(Progress(done, total, "samples"))
     summary.wall_s = time.perf_counter() - t0
     return summary
