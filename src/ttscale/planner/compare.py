@@ -201,12 +201,16 @@ def _usd_rows(policy: Policy, tr: _Side, te: _Side, info: ModelInfo, hw: Hardwar
     fix_usd_tr = p_tr.fixed_usd(tr.fixed.choices).mean(axis=0)
     fix_acc_tr = tr.fixed.acc.mean(axis=(0, 1))
     fix_usd_te = p_te.fixed_usd(te.fixed.choices)
-    rows = []
+    rows: list[dict[str, Any]] = []
+    seen: set[tuple[int, int | None]] = set()
     for budget in sorted(set(lv_usd_tr.tolist())):
         li = _best(lv_acc_tr, lv_usd_tr, budget)
         assert li is not None
         lv = policy.levels[li]
         j = _best(fix_acc_tr, fix_usd_tr, budget)
+        if (li, j) in seen:  # a larger budget that buys the same two: one row
+            continue
+        seen.add((li, j))
         pol_usd_te = p_te.policy_usd(lv, te.levels[li]["choice_by_order"], n_orders)
         row = _row(float(budget), lv, li, j, tr, te, (pol_usd_te, fix_usd_te), n_boot, seed)
         row["fixed_train_cost"] = float(fix_usd_tr[j]) if j is not None else None
