@@ -19,8 +19,8 @@ import numpy as np
 
 from ttscale.errors import ConfigError
 from ttscale.registry import strategy_specs
-from ttscale.replay import estimators as est
 from ttscale.replay.pool import Pool
+from ttscale.replay.replayer import Replayer
 from ttscale.strategies.spec import ReplayRule
 
 # Replay's own kinds, beside the rules the strategy records declare: coverage (pass@k, an oracle
@@ -161,197 +161,6 @@ class Curves:
         return {"pool": self.pool, "settings": self.settings, "points": [p.to_dict() for p in self.points]}
 
 
-@dataclass
-class _Raw:
-    """Per-problem expectations for one strategy at one budget."""
-
-    acc: np.ndarray
-    samples: np.ndarray
-    gen: np.ndarray
-    tokens: np.ndarray
-    flops: np.ndarray
-    exact: bool
-
-
-def _full_cost(pool: Pool, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Expected per-problem cost of k random samples, all generated to the end."""
-    return (np.full(pool.n_problems, float(k)), k * pool.n_tokens.mean(axis=1),
-            pool.prefill_tokens + k * pool.sample_tokens.mean(axis=1),
-            pool.prefill_flops + k * pool.sample_flops.mean(axis=1))
-
-
-def _prefix_cost(pool: Pool, order: np.ndarray, lengths: np.ndarray, per: int) -> tuple[np.ndarray, ...]:
-    """Mean cost of drawing the first ``lengths`` samples of orderings (P, N, K).
-
-    ``lengths`` is (P, per * N): ``per`` budgets, N orderings each. Returns arrays (P, per).
-    """
-    P, N, K = order.shape
-    rows = np.tile(np.arange(N), per) + np.arange(P)[:, None] * N  # (P, per*N) ordering row ids
-    flat = rows * K + (lengths - 1)
-    out = [lengths.reshape(P, per, N).mean(2).astype(float)]
-    for values in (pool.n_tokens, pool.sample_tokens, pool.sample_flops):
-        cum = np.cumsum(est._gather(values, order), axis=-1)
-        out.append(cum.reshape(-1)[flat].reshape(P, per, N).mean(2))
-    return out[0], out[1], pool.prefill_tokens[:, None] + out[2], pool.prefill_flops[:, None] + out[3]
-
-
-class _Replayer:
-    def __init__(self, pool: Pool, ks: list[int], n_orders: int, seed: int) -> None:
-        self.pool = pool
-        self.ks = ks
-        self.n_orders = n_orders
-        self.orders = est.random_orders(pool.n_problems, pool.k, n_orders, np.random.default_rng(seed))
-        self._majority_prefix: np.ndarray | None = None
-
-    def majority_prefix(self) -> np.ndarray:
-        """Plain majority winners over the first k samples of each ordering (P, N, len(ks)); shared."""
-        if self._majority_prefix is None:
-            p = self.pool
-            self._majority_prefix = est.vote_winners(p.answer, self.orders, self.ks, p.n_answers, None, p.logprob)
-        return self._majority_prefix
-
-    def _exact_ok(self, k: int) -> bool:
-        return est.n_subsets(self.pool.k, k) <= self.n_orders
-
-    def _score(self, name: str) -> np.ndarray:
-        if name == "oracle":
-            return self.pool.correct.astype(float)
-        if name not in self.pool.scores:
-            raise ConfigError(f"the pool has no {name!r} scores (has: {', '.join(sorted(self.pool.scores))}); "
-                              "sweep with --verifier to store them")
-        return self.pool.scores[name]
-
-    def vote(self, answer: np.ndarray, weights: np.ndarray | None) -> list[_Raw]:
-        """Any weighted vote over k random samples, at every budget."""
-        pool, out = self.pool, {}
-        lp = pool.logprob
-        resampled = [k for k in self.ks if not self._exact_ok(k)]
-        if resampled and answer is pool.answer and weights is None:
-            w = self.majority_prefix()[..., [self.ks.index(k) for k in resampled]]
-            ok = est.winners_correct(pool.answer_correct, w).mean(axis=1)
-            for i, k in enumerate(resampled):
-                out[k] = (ok[:, i], False)
-        elif resampled:
-            w = est.vote_winners(answer, self.orders, resampled, pool.n_answers, weights, lp)
-            ok = est.winners_correct(pool.answer_correct, w).mean(axis=1)
-            for i, k in enumerate(resampled):
-                out[k] = (ok[:, i], False)
-        for k in self.ks:
-            if k not in out:
-                combos = est.exact_orders(pool.k, k)
-                w = est.vote_winners(answer, combos, [k], pool.n_answers, weights, lp)
-                out[k] = (est.winners_correct(pool.answer_correct, w)[..., 0].mean(axis=1), True)
-        return [_Raw(out[k][0], *_full_cost(pool, k), exact=out[k][1]) for k in self.ks]
-
-    def run(self, spec: CurveSpec) -> list[_Raw | None]:
-        """One curve at every budget: the rule's vectorized replay where replay has one, else its
-        ``aggregate`` applied to each ordering's first k samples."""
-        fast = {"pass": self._pass, "best-of-n": self._best_of_n, "majority": self._majority,
-                "weighted-majority": self._weighted, "weighted-best-of-n": self._weighted, "rpc": self._rpc,
-                "short": self._short, "adaptive": self._adaptive}.get(spec.kind)
-        if fast is not None:
-            return fast(spec)
-        rule = spec.rule
-        if rule.aggregate is None:
-            raise ConfigError(f"replay rule {spec.kind!r} has neither a vectorized replay nor an aggregate")
-        return self._generic(rule, spec)
-
-    def _pass(self, spec: CurveSpec) -> list[_Raw | None]:
-        pool = self.pool
-        c = pool.correct.sum(axis=1)
-        return [_Raw(est.pass_at_k(pool.k, c, k), *_full_cost(pool, k), exact=True) for k in self.ks]
-
-    def _best_of_n(self, spec: CurveSpec) -> list[_Raw | None]:
-        pool = self.pool
-        s = self._score(spec.score)
-        return [_Raw(est.best_of_n_exact(pool.answer, pool.correct, s, k), *_full_cost(pool, k), exact=True)
-                for k in self.ks]
-
-    def _majority(self, spec: CurveSpec) -> list[_Raw | None]:
-        return list(self.vote(self.pool.answer, None))
-
-    def _weighted(self, spec: CurveSpec) -> list[_Raw | None]:
-        return list(self.vote(self.pool.answer, self._score(spec.score)))
-
-    def _rpc(self, spec: CurveSpec) -> list[_Raw | None]:
-        pool = self.pool
-        mlp = pool.mean_logprob
-        cut = np.quantile(mlp, spec.prune, axis=1, keepdims=True) if spec.prune > 0 else np.full((pool.n_problems, 1), -np.inf)
-        answer = np.where(mlp >= cut, pool.answer, -1)
-        # Sequence probability, rescaled per problem so it never underflows (argmax is unchanged).
-        w = np.exp(pool.logprob - pool.logprob.max(axis=1, keepdims=True))
-        return list(self.vote(answer, w))
-
-    def _generic(self, rule: ReplayRule, spec: CurveSpec) -> list[_Raw | None]:
-        """Any rule over drawn samples, applied to the first k samples of every ordering (answers are the
-        pool's equivalence groups, so the rule needs no task)."""
-        assert rule.aggregate is not None
-        pool, P = self.pool, self.pool.n_problems
-        scores = self._score(spec.score) if rule.weighs != "none" else None
-        out: list[_Raw | None] = []
-        for k in self.ks:
-            acc = np.zeros(P)
-            for p in range(P):
-                hits = 0
-                for row in self.orders[p]:
-                    idx = row[:k]
-                    answer, _ = rule.aggregate(pool.drawn(p, idx),
-                                               None if scores is None else [float(scores[p, j]) for j in idx], None)
-                    hits += pool.answer_is_correct(p, answer)
-                acc[p] = hits / len(self.orders[p])
-            out.append(_Raw(acc, *_full_cost(pool, k), exact=False))
-        return out
-
-    def _short(self, spec: CurveSpec) -> list[_Raw | None]:
-        pool = self.pool
-        out: list[_Raw | None] = [None] * len(self.ks)
-        valid = [k for k in self.ks if k >= spec.m]
-        groups = [([k], True) for k in valid if self._exact_ok(k)]
-        resampled = [k for k in valid if not self._exact_ok(k)]
-        if resampled:
-            groups.append((resampled, False))
-        for ks, exact in groups:
-            order = est.exact_orders(pool.k, ks[0]) if exact else self.orders
-            order = np.broadcast_to(order, (pool.n_problems, *order.shape[-2:]))
-            chosen, gen = est.short_m_choice(pool.finish_rank, pool.n_tokens, order, ks, spec.m)
-            # prefix sums over each ordering: full-length tokens, FLOPs and per-sample prefill of the first k
-            cum = {n: np.cumsum(est._gather(v, order), axis=-1) for n, v in (
-                ("tok", pool.n_tokens), ("fl", pool.sample_flops), ("extra", pool.sample_tokens - pool.n_tokens))}
-            for i, k in enumerate(ks):
-                w = est.vote_winners(pool.answer, chosen[:, :, i], [spec.m], pool.n_answers, None, pool.logprob)
-                acc = est.winners_correct(pool.answer_correct, w)[..., 0].mean(axis=1)
-                # Truncated samples: FLOPs pro rata to the tokens they got; per-sample prefill in full.
-                full = cum["tok"][..., k - 1]
-                frac = np.where(full > 0, gen[:, :, i] / np.maximum(full, 1), 1.0)
-                fl = (cum["fl"][..., k - 1] * frac).mean(1)
-                extra = cum["extra"][..., k - 1].mean(1)
-                g = gen[:, :, i].mean(axis=1)
-                out[self.ks.index(k)] = _Raw(acc, np.full(pool.n_problems, float(k)), g,
-                                             pool.prefill_tokens + g + extra, pool.prefill_flops + fl, exact)
-        return out
-
-    def _adaptive(self, spec: CurveSpec) -> list[_Raw | None]:
-        pool = self.pool
-        # With budget k the rule draws min(stop, k) samples: rows that stopped by k keep the
-        # vote at their stopping point, the others are a plain majority over the first k.
-        stop = est.adaptive_stop(pool.answer, self.orders, spec.threshold)
-        at_stop = np.where(np.arange(pool.k) < stop[..., None], self.orders, -1)
-        w_stop = est.vote_winners(pool.answer, at_stop, [pool.k], pool.n_answers, None, pool.logprob)[..., 0]
-        w_k = self.majority_prefix()
-        lengths = np.stack([np.minimum(stop, k) for k in self.ks], axis=1)  # (P, nk, N)
-        costs = _prefix_cost(pool, self.orders, lengths.reshape(pool.n_problems, -1), per=len(self.ks))
-        out: list[_Raw | None] = []
-        for i, k in enumerate(self.ks):
-            if k == 1:  # one draw, no rule to apply: exactly a single random sample
-                out.append(_Raw(pool.correct.mean(axis=1), *_full_cost(pool, 1), exact=True))
-                continue
-            w = np.where(stop <= k, w_stop, w_k[..., i])
-            acc = est.winners_correct(pool.answer_correct, w).mean(axis=1)
-            n, gen, tok, fl = (c[:, i] for c in costs)
-            out.append(_Raw(acc, n, gen, tok, fl, exact=False))
-        return out
-
-
 def compute_curves(
     pool: Pool,
     strategies: Sequence[CurveSpec] | None = None,
@@ -376,7 +185,7 @@ def compute_curves(
     names = [s.name for s in strategies]
     if len(set(names)) != len(names):
         raise ConfigError(f"strategy names must be unique, got {names}")
-    rep = _Replayer(pool, ks, n_orders, seed)
+    rep = Replayer(pool, ks, n_orders, seed, tuple(strategies))
     raws = {s.name: rep.run(s) for s in strategies}
 
     # One bootstrap for everything: resample problems with replacement, as counts (B, P).

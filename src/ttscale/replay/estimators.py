@@ -27,6 +27,7 @@ import numpy as np
 from scipy.special import betainc, gammaln
 
 from ttscale.errors import ConfigError
+from ttscale.replay import votes
 
 
 def pass_at_k(n: np.ndarray | int, c: np.ndarray | int, k: int) -> np.ndarray:
@@ -78,6 +79,18 @@ def _gather(values: np.ndarray, order: np.ndarray) -> np.ndarray:
     return values.reshape(-1)[base + np.maximum(order, 0)]
 
 
+def positions(shape: tuple[int, int], order: np.ndarray) -> np.ndarray:
+    """Flat indices into a (P, K) array of every position of every ordering, position-major (L, P * N).
+
+    ``order`` (P, N, L) or (N, L) sample indices; -1 entries give sample 0 of the row."""
+    P, K = shape
+    if order.ndim == 2:
+        order = np.broadcast_to(order, (P, *order.shape))
+    N, L = order.shape[1], order.shape[2]
+    flat = (np.arange(P) * K)[:, None, None] + np.maximum(order, 0)
+    return np.ascontiguousarray(flat.reshape(P * N, L).T)
+
+
 def vote_winners(
     answer: np.ndarray,
     order: np.ndarray,
@@ -91,47 +104,21 @@ def vote_winners(
     ``answer`` (P, K) answer ids (-1: none); ``order`` (P, N, L) or (N, L) sample
     indices (-1: skip this position); ``ks`` ascending, each <= L. Returns int
     (P, N, len(ks)), -1 where no sample in the subset has an answer.
-    Vote masses are accumulated incrementally, so all ks cost one pass.
+    Vote masses are accumulated incrementally, so all ks cost one pass
+    (:func:`ttscale.replay.votes.prefix_votes`).
     """
     P = answer.shape[0]
     if order.ndim == 2:
         order = np.broadcast_to(order, (P, *order.shape))
     N, L = order.shape[1], order.shape[2]
-    A, rows = n_answers, P * N
-    big = np.iinfo(np.int64).max
-    ans = np.where(order < 0, -1, _gather(answer, order)).reshape(rows, L)
-    w = None if weights is None else _gather(weights, order).reshape(rows, L)
-    lp = None if logprob is None else _gather(logprob, order).reshape(rows, L)
-    idx = np.asarray(order).reshape(rows, L)
-    # Answer-major layout (A + 1, rows): reductions over answers run along long contiguous rows, and
-    # samples without an answer go to an extra bucket A (never a candidate) instead of being masked out.
-    flat = np.where(ans < 0, A, ans) * rows + np.arange(rows)[:, None]
-    size = (A + 1) * rows
-    mass = np.zeros(size)
-    count = np.zeros(size)
-    lpsum = np.zeros(size)
-    first = np.full(size, big)
-    out = np.full((rows, len(ks)), -1, dtype=np.int64)
-    prev = 0
-    for i, k in enumerate(ks):
-        if k < prev or k > L:
-            raise ConfigError(f"budgets must be ascending and <= {L}, got {ks}")
-        f = flat[:, prev:k].ravel()
-        c = np.bincount(f, minlength=size)
-        count += c
-        mass += c if w is None else np.bincount(f, weights=w[:, prev:k].ravel(), minlength=size)
-        if lp is not None:
-            lpsum += np.bincount(f, weights=lp[:, prev:k].ravel(), minlength=size)
-        np.minimum.at(first, f, idx[:, prev:k].ravel())
-        prev = k
-        m = np.where(count[: A * rows] > 0, mass[: A * rows], -np.inf).reshape(A, rows)
-        top = m.max(axis=0)
-        cand = m == top
-        lp2 = np.where(cand, lpsum[: A * rows].reshape(A, rows), -np.inf)
-        cand &= lp2 == lp2.max(axis=0)
-        win = np.argmin(np.where(cand, first[: A * rows].reshape(A, rows), big), axis=0)
-        out[:, i] = np.where(np.isfinite(top), win, -1)
-    return out.reshape(P, N, len(ks))
+    pos = positions(answer.shape, order)
+    idx = np.ascontiguousarray(order.reshape(P * N, L).T)
+    ans = answer.reshape(-1).take(pos)
+    ans[idx < 0] = -1
+    w = None if weights is None else weights.reshape(-1).take(pos)
+    lp = None if logprob is None else logprob.reshape(-1).take(pos)
+    won = votes.prefix_votes(ans, idx, ks, n_answers, [w], lp)[0]
+    return won.reshape(P, N, len(ks))
 
 
 def winners_correct(answer_correct: np.ndarray, winners: np.ndarray) -> np.ndarray:
@@ -150,21 +137,35 @@ def best_of_n_exact(answer: np.ndarray, correct: np.ndarray, scores: np.ndarray,
     iff it is in it and none of the b answered samples ranked above it is:
     probability C(K-1-b, k-1) / C(K, k).
     """
+    return best_of_n_exact_many(answer, correct, scores, [k])[0]
+
+
+def best_of_n_exact_many(answer: np.ndarray, correct: np.ndarray, scores: np.ndarray, ks: list[int]) -> list[np.ndarray]:
+    """:func:`best_of_n_exact` at every k in ``ks``; the ranking of the samples is computed once."""
     P, K = answer.shape
-    if not 1 <= k <= K:
-        raise ConfigError(f"best-of-N needs 1 <= k <= {K}, got {k}")
+    for k in ks:
+        if not 1 <= k <= K:
+            raise ConfigError(f"best-of-N needs 1 <= k <= {K}, got {k}")
     answered = answer >= 0
     # rank key: score descending, then index ascending; unanswered samples never rank above.
     s = np.where(answered, scores, -np.inf)
     idx = np.arange(K)
-    better = (s[:, None, :] > s[:, :, None]) | ((s[:, None, :] == s[:, :, None]) & (idx[None, None, :] < idx[None, :, None]))
-    better &= answered[:, None, :]
-    b = better.sum(axis=2)  # (P, K): answered samples that beat sample j
+    b = np.empty((P, K), dtype=np.int64)  # answered samples that beat sample j
+    step = max(1, 2**16 // (K * K))  # problems at a time: the (step, K, K) comparisons stay in cache
+    for lo in range(0, P, step):
+        sp, ap = s[lo:lo + step], answered[lo:lo + step]
+        better = (sp[:, None, :] > sp[:, :, None]) | ((sp[:, None, :] == sp[:, :, None]) & (idx[None, None, :] < idx[None, :, None]))
+        better &= ap[:, None, :]
+        b[lo:lo + step] = better.sum(axis=2)
     free = K - 1 - b
-    logp = np.where(free >= k - 1, gammaln(free + 1) - gammaln(k) - gammaln(np.maximum(free - k + 1, 0) + 1), -np.inf)
-    logp -= gammaln(K + 1) - gammaln(k + 1) - gammaln(K - k + 1)
-    p_win = np.where(answered & (free >= k - 1), np.exp(logp), 0.0)
-    return (p_win * (correct & answered)).sum(axis=1)
+    good = correct & answered
+    out = []
+    for k in ks:
+        logp = np.where(free >= k - 1, gammaln(free + 1) - gammaln(k) - gammaln(np.maximum(free - k + 1, 0) + 1), -np.inf)
+        logp -= gammaln(K + 1) - gammaln(k + 1) - gammaln(K - k + 1)
+        p_win = np.where(answered & (free >= k - 1), np.exp(logp), 0.0)
+        out.append((p_win * good).sum(axis=1))
+    return out
 
 
 def beta_stop_table(max_votes: int, threshold: float) -> np.ndarray:
@@ -184,38 +185,16 @@ def adaptive_stop(answer: np.ndarray, order: np.ndarray, threshold: float) -> np
     exact because counts only grow by one per draw.
     """
     P, K = answer.shape
-    ans = _gather(answer, order)  # (P, N, K)
-    N = ans.shape[1]
-    table = beta_stop_table(K, threshold)
-    counts = np.zeros((P * N, max(1, int(answer.max(initial=0)) + 1)), dtype=np.int64)
-    rows = np.arange(P * N)
-    flat = ans.reshape(P * N, K)
-    v1 = np.zeros(P * N, dtype=np.int64)
-    v2 = np.zeros(P * N, dtype=np.int64)
-    lead = np.full(P * N, -1)
-    stop = np.full(P * N, K)
-    running = np.ones(P * N, dtype=bool)
-    for j in range(K):
-        a = flat[:, j]
-        has = a >= 0
-        r, aa = rows[has], a[has]
-        counts[r, aa] += 1
-        c = counts[r, aa]
-        is_lead = lead[r] == aa
-        new_lead = ~is_lead & (c > v1[r])
-        v2[r] = np.where(new_lead, v1[r], np.where(~is_lead & (c > v2[r]), c, v2[r]))
-        v1[r] = np.where(is_lead | new_lead, np.maximum(c, v1[r]), v1[r])
-        lead[r] = np.where(new_lead, aa, lead[r])
-        hit = running & table[v1, v2]
-        stop[hit] = j + 1
-        running &= ~hit
-        if not running.any():
-            break
-    return stop.reshape(P, N)
+    if order.ndim == 2:
+        order = np.broadcast_to(order, (P, *order.shape))
+    ans = answer.reshape(-1).take(positions(answer.shape, order))  # (K, P * N)
+    stop, _ = votes.adaptive_stop_leader(ans, beta_stop_table(K, threshold))
+    return stop.reshape(P, order.shape[1])
 
 
 def short_m_choice(
-    finish_rank: np.ndarray, n_tokens: np.ndarray, order: np.ndarray, ks: list[int], m: int
+    finish_rank: np.ndarray, n_tokens: np.ndarray, order: np.ndarray, ks: list[int], m: int,
+    *, gathered: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """short-m@k on the first k samples of each ordering (Hassid et al. 2025), for every k in ``ks``.
 
@@ -224,7 +203,8 @@ def short_m_choice(
     generated tokens (P, N, len(ks)): sum over the k samples of min(own length,
     the m-th finisher's length). The m earliest finishers of each growing prefix
     are kept incrementally (an insertion network over m slots), so all ks cost
-    one pass.
+    one pass. ``gathered``: ``finish_rank`` and ``n_tokens`` already gathered along
+    ``order``, position-major (L, P * N), when the caller has them.
     """
     P, K = finish_rank.shape
     if order.ndim == 2:
@@ -232,23 +212,32 @@ def short_m_choice(
     if not ks or ks[0] < m:
         raise ConfigError(f"short-m@k needs k >= m, got m={m}, ks={ks}")
     N = order.shape[1]
+    if gathered is None:
+        pos = positions(finish_rank.shape, order)
+        gathered = finish_rank.reshape(-1).take(pos), n_tokens.reshape(-1).take(pos)
+    ranks, lengths = gathered  # (L, P * N)
+    # Integer token counts (below 2**53) sum exactly in any order; other values are summed per
+    # ordering, position by position in a row, as before.
+    whole = bool(np.all(n_tokens == np.round(n_tokens))) and ranks.shape[0] * float(np.abs(n_tokens).max(initial=0)) < 2.0**53
     by_rank = np.argsort(finish_rank, axis=1)  # (P, K): sample id finishing r-th
-    ranks = _gather(finish_rank, order)  # (P, N, L)
-    lengths = _gather(n_tokens, order)
-    slots = np.full((m, P, N), K, dtype=np.int64)  # the m smallest ranks so far, ascending
+    slots = np.full((m, P * N), K, dtype=np.int64)  # the m smallest ranks so far, ascending
     chosen = np.zeros((P, N, len(ks), m), dtype=np.int64)
     gen = np.zeros((P, N, len(ks)))
     prev = 0
     for i, k in enumerate(ks):
         for j in range(prev, k):
-            x = ranks[:, :, j]
+            x = ranks[j]
             for s in range(m):
                 lo = np.minimum(slots[s], x)
                 x = np.maximum(slots[s], x)
                 slots[s] = lo
         prev = k
-        ids = np.take_along_axis(by_rank, slots.transpose(1, 2, 0).reshape(P, N * m), axis=1)
+        ids = np.take_along_axis(by_rank, slots.reshape(m, P, N).transpose(1, 2, 0).reshape(P, N * m), axis=1)
         chosen[:, :, i] = ids.reshape(P, N, m)
-        t_m = np.take_along_axis(n_tokens, ids.reshape(P, N, m)[:, :, -1], axis=1)
-        gen[:, :, i] = np.minimum(lengths[:, :, :k], t_m[..., None]).sum(-1)
+        t_m = np.take_along_axis(n_tokens, ids.reshape(P, N, m)[:, :, -1], axis=1).reshape(-1)
+        if whole:
+            gen[:, :, i] = np.minimum(lengths[:k], t_m).sum(axis=0).reshape(P, N)
+        else:
+            cut = np.minimum(lengths[:k].T.reshape(P, N, k), t_m.reshape(P, N, 1))
+            gen[:, :, i] = np.ascontiguousarray(cut).sum(-1)
     return chosen, gen
