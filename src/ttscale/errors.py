@@ -31,6 +31,15 @@ class ConfigError(TtscaleError, ValueError):
     """An option has a bad value."""
 
 
+class OptionError(ConfigError):
+    """A component's option is unknown or has a bad value; ``option`` names it (the server's error
+    body reports it as ``param``)."""
+
+    def __init__(self, message: str, option: str) -> None:
+        super().__init__(message)
+        self.option = option
+
+
 class UnknownNameError(ConfigError, KeyError):
     """A registry lookup failed; the message lists what is available."""
 

@@ -76,6 +76,15 @@ def test_run_with_policy_and_explain(tmp_path: Path) -> None:
                             "--store", str(tmp_path / "r.sqlite")])
     assert r.exit_code == 0, r.output
     assert "policy choices" in r.output and "majority@" in r.output or "best-of-n@" in r.output
+    level = json.loads(out.read_text())["levels"][-1]
+    # run --policy follows the plan's decision for the level, as the server does; --per-prompt overrides it
+    for extra, want in (((), level["serve"]), (("--per-prompt",), "policy")):
+        o = tmp_path / f"run{len(extra)}.json"
+        r = runner.invoke(app, ["run", "--backend", "fake", "--task", "jsonl", "--data", str(data), "--limit", "3",
+                                "--policy", str(out), "--budget-tokens", str(budget), "--no-progress", *extra,
+                                "--store", str(tmp_path / f"r{len(extra)}.sqlite"), "--output", str(o)])
+        assert r.exit_code == 0, r.output
+        assert {res["meta"]["policy"]["served"] for res in json.loads(o.read_text())["results"]} == {want}
 
 
 def test_plan_with_another_models_pool_and_run_it(tmp_path: Path) -> None:

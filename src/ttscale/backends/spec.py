@@ -13,17 +13,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
 from ttscale.backends.base import Backend
 from ttscale.errors import ConfigError
-from ttscale.types import KV_CACHE_TYPES, options_error
+from ttscale.types import KV_CACHE_TYPES, check_options
 
 
 class BackendOptions(BaseModel):
-    """Base of every backend's options model: unknown options are refused."""
+    """Base of every backend's options model: unknown options are refused, types are strict."""
 
-    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True, strict=True)
 
 
 @dataclass(frozen=True)
@@ -85,16 +85,13 @@ class BackendKind:
         """``options`` validated against :attr:`options`; only those given are returned."""
         if self.options is None:
             return options
-        try:
-            parsed = self.options(**options)
-        except ValidationError as e:
-            raise options_error(f"backend {self.name!r}", e, self.options.model_fields) from None
+        checked = check_options(f"backend {self.name!r}", self.options, options)
         for key in ("kv_type", "kv_type_v"):
-            value = getattr(parsed, key, None)
+            value = checked.get(key)
             if value is not None and value not in KV_CACHE_TYPES:
                 raise ConfigError(f"backend {self.name!r}: {key}: unknown KV cache type {value!r}; "
                                   f"llama.cpp takes: {', '.join(KV_CACHE_TYPES)}")
-        return {k: getattr(parsed, k, options[k]) for k in options}
+        return checked
 
     def build(self, model: str | None, options: dict[str, Any]) -> Backend:
         if self.needs_model and not model:

@@ -79,18 +79,22 @@ def parse_pairs(items: list[str] | None, flag: str, model: type[BaseModel] | Non
     an int); otherwise, and for a value its field cannot read, as JSON where it parses, else the string.
     The model's own check then reports any bad value by its field's name."""
     out: dict[str, object] = {}
-    fields = model.model_fields if model is not None else {}
     for item in items or []:
         key, eq, raw = item.partition("=")
         key = key.strip()
         if not eq or not key:
             raise typer.BadParameter(f"takes key=value, got {item!r}", param_hint=flag)
-        field = fields.get(key)
-        if field is not None and field.annotation is not None:
-            try:
-                out[key] = TypeAdapter(field.annotation).validate_strings(raw)
-                continue
-            except (ValidationError, TypeError):
-                pass
-        out[key] = parse_value(raw)
+        out[key] = typed_value(model, key, raw)
     return out
+
+
+def typed_value(model: type[BaseModel] | None, key: str, raw: str) -> object:
+    """A command-line value as option ``key`` of ``model`` reads a string (JSON, else the string,
+    when the model has no such field or the field cannot read it)."""
+    field = model.model_fields.get(key) if model is not None else None
+    if field is not None and field.annotation is not None:
+        try:
+            return TypeAdapter(field.annotation).validate_strings(raw)
+        except (ValidationError, TypeError):
+            pass
+    return parse_value(raw)

@@ -242,8 +242,13 @@ def print_policy_choices(results: list[dict[str, Any]]) -> None:
         pm = (r.get("meta") or {}).get("policy")
         if not pm:
             continue
-        f = pm["features"]
         ok = {True: "correct", False: "wrong", None: "ungraded"}[r["correct"]]
+        if pm.get("served") == "fixed":  # the level's best fixed choice: no probe, nothing per prompt
+            console.print(f"{r['problem_id']}: fixed choice {pm['choice']} (the plan found the per-prompt policy no "
+                          f"better at this budget); {len(r['samples'])} samples, {r['usage'].get('total_tokens', 0)} "
+                          f"tokens; answer {r['answer']} ({ok})", highlight=False, soft_wrap=True)
+            continue
+        f = pm["features"]
         console.print(
             f"{r['problem_id']}: probe {pm['probe']} agreement {f['agreement']:.2f} entropy {f['entropy']:.2f} "
             f"mean-logprob {f['mean_logprob']:.2f} -> pass {pm['predicted_pass_rate']:.2f} -> bin {pm['bin']} -> "

@@ -11,7 +11,7 @@ import typer
 from ttscale.backends.base import Backend
 from ttscale.cli.bundle import EngineChoice, TaskChoice
 from ttscale.cli.common import console
-from ttscale.cli.options import parse_value
+from ttscale.cli.options import typed_value
 from ttscale.cli.remote_opts import MAX_KV_BYTES_HELP
 from ttscale.cost import Budget
 from ttscale.errors import ConfigError
@@ -77,7 +77,7 @@ class StrategyChoice:
             if key not in takes or key == "verifier":
                 raise ConfigError(f"strategy {self.strategy!r} takes no option {key!r}; it takes: "
                                   f"{', '.join(takes) or 'none'}")
-            value = parse_value(raw)
+            value = typed_value(strategy_specs()[self.strategy].options, key, raw)
             if key == "k":
                 if k is not None:
                     raise ConfigError("give k once: -k or -o k=...")
@@ -134,6 +134,7 @@ class PolicyChoice:
     budget_tokens: Annotated[Optional[float], typer.Option(help="--policy: mean processed tokens per problem; selects the policy's budget level.")] = None
     budget_gflops: Annotated[Optional[float], typer.Option(help="--policy planned in GFLOPs (`ttscale plan --budget-unit gflops`): mean GFLOPs per problem; selects the level.")] = None
     explain: Annotated[bool, typer.Option("--explain", help="--policy: print what the policy saw and chose for each problem.")] = False
+    per_prompt: Annotated[bool, typer.Option("--per-prompt", help="--policy: apply the per-prompt policy at every level, even where `ttscale plan`'s comparison found it no better than the best fixed choice for the budget (by default such a level runs that fixed choice, as `ttscale serve --policy` does).")] = False
 
     panel = "Policy"
 
@@ -151,8 +152,9 @@ class PolicyChoice:
             raise ConfigError("give one policy budget: --budget-tokens or --budget-gflops")
         if self.policy is not None and self.budget_tokens is None and self.budget_gflops is None:
             raise ConfigError("--policy needs --budget-tokens (mean tokens per problem) or --budget-gflops")
-        if self.policy is None and (self.budget_tokens is not None or self.budget_gflops is not None or self.explain):
-            raise ConfigError("--budget-tokens, --budget-gflops and --explain go with --policy")
+        if self.policy is None and (self.budget_tokens is not None or self.budget_gflops is not None or self.explain
+                                    or self.per_prompt):
+            raise ConfigError("--budget-tokens, --budget-gflops, --explain and --per-prompt go with --policy")
         if self.policy is not None and (strategy.k is not None or strategy.verifier is not None):
             raise ConfigError("--policy chooses the strategy and k itself: drop -k / --verifier")
 
@@ -180,6 +182,7 @@ class PolicyChoice:
         (appended to ``extra_backends``, which the caller closes)."""
         assert self.policy is not None
         pol = loaded or Policy.load(self.policy)
+        pol.follow_decisions = not self.per_prompt  # a level the plan's comparison gave to a fixed choice runs it
         if pol.budget_unit != self.unit:
             raise ConfigError(f"the policy's levels are in {pol.budget_unit} per problem: pass --budget-{pol.budget_unit}")
         fitted_on = pol.primary_model

@@ -13,7 +13,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ttscale.registry import STRATEGY_KNOBS, strategy_knobs, strategy_names, strategy_specs, verifier_names
+from ttscale.errors import OptionError
+from ttscale.registry import (
+    STRATEGY_KNOBS,
+    strategy_knobs,
+    strategy_names,
+    strategy_spec,
+    strategy_specs,
+    verifier_names,
+)
 from ttscale.server.config import ServerConfig, server_verifiers
 from ttscale.server.errors import APIError
 from ttscale.server.schemas import TtscaleOptions
@@ -147,6 +155,10 @@ def resolve(opts: TtscaleOptions | None, headers: Mapping[str, str], model: str,
             extra = [x for x in knobs if x not in ("k", "verifier")]
             raise APIError(400, f"strategy {strategy!r} has no option {name!r}; options: {', '.join(extra) or 'none'}",
                            param=f"ttscale.options.{name}", code="invalid_value")
+    try:  # the one options check, the CLI's too: the same message, before the request is queued
+        strategy_spec(strategy).validate(dict(options))
+    except OptionError as e:
+        raise APIError(400, str(e), param=f"ttscale.options.{e.option}", code="invalid_value") from None
 
     b = o.budget
     tokens = _budget_tokens(o, h_budget, cfg)

@@ -20,11 +20,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from ttscale.errors import ConfigError
 from ttscale.strategies.base import Strategy
-from ttscale.types import Sample, options_error
+from ttscale.types import Sample, check_options
 
 VerifierNeed = Literal["none", "required", "optional"]
 Equivalence = Callable[[str | None, str | None], bool]
@@ -59,9 +59,10 @@ class ReplayRule:
 
 
 class StrategyOptions(BaseModel):
-    """Base of every strategy's options: unknown options are errors."""
+    """Base of every strategy's options: unknown options are errors, and types are strict
+    (:func:`ttscale.types.check_options` validates them, the one check for CLI, server and library)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class NoOptions(StrategyOptions):
@@ -108,11 +109,8 @@ class StrategySpec:
     def validate(self, knobs: dict[str, Any]) -> dict[str, Any]:
         """Validated options (``None`` values left at their defaults); ConfigError names a bad one."""
         given = {k: v for k, v in knobs.items() if v is not None and k != "verifier"}
-        try:
-            parsed = self.options(**given)
-        except ValidationError as e:
-            raise options_error(f"strategy {self.name!r}", e, self.knobs) from None
-        return {k: getattr(parsed, k) for k in given}  # unset options keep the strategy's own defaults
+        # unset options keep the strategy's own defaults
+        return check_options(f"strategy {self.name!r}", self.options, given, self.knobs)
 
     def build(self, **knobs: Any) -> Strategy:
         """A fresh strategy instance (one per problem is safe: search strategies keep traces on it)."""

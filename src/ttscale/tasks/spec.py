@@ -6,11 +6,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
-from ttscale.errors import ConfigError
+from ttscale.errors import OptionError
 from ttscale.tasks.base import Task
-from ttscale.types import PromptFormat, options_error
+from ttscale.types import PromptFormat, check_options
 
 
 @dataclass(frozen=True)
@@ -59,9 +59,5 @@ class TaskSpec:
         if not options:
             return {}
         if self.options is None:
-            raise ConfigError(f"task {self.name!r} takes no options (got {', '.join(options)})")
-        try:
-            parsed = self.options(**options)
-        except ValidationError as e:
-            raise options_error(f"task {self.name!r}", e, list(self.options.model_fields)) from None
-        return {k: getattr(parsed, k) for k in options}
+            raise OptionError(f"task {self.name!r} takes no options (got {', '.join(options)})", next(iter(options)))
+        return check_options(f"task {self.name!r}", self.options, options)

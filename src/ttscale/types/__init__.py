@@ -36,6 +36,7 @@ from ttscale.types.run import (
     Sample,
     Sampling,
     Shot,
+    check_options,
     dataclass_knobs,
     options_error,
 )
@@ -44,5 +45,5 @@ __all__ = [
     "DEFAULT_DELIMITER", "KV_CACHE_TYPES", "Cancelled", "Capabilities", "ChatMessage", "Completion", "FinishReason",
     "Generation", "GenerationRequest", "ModelInfo", "OnFinish", "OnSample", "Problem", "PromptFormat", "PromptStyle",
     "Result", "Role", "Sample", "Sampling", "Shot", "ShouldStop", "Usage", "capabilities_of", "dataclass_knobs",
-    "kv_element_bytes", "options_error", "precision_bytes", "precision_label", "split_precision",
+    "kv_element_bytes", "check_options", "options_error", "precision_bytes", "precision_label", "split_precision",
 ]

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from typing import Any, Literal
 
-from ttscale.errors import ConfigError
+from pydantic import BaseModel, ValidationError
+
+from ttscale.errors import ConfigError, OptionError
 from ttscale.types.engine import Usage
 
 PromptStyle = Literal["chat", "completion"]
@@ -161,7 +163,7 @@ def dataclass_knobs(obj: object) -> dict[str, Any]:
     return {f.name: getattr(obj, f.name) for f in fields(obj) if not f.name.startswith("_")}
 
 
-def options_error(owner: str, error: Any, accepted: Iterable[str]) -> ConfigError:
+def options_error(owner: str, error: Any, accepted: Iterable[str]) -> OptionError:
     """One line for a pydantic ``ValidationError`` of a component's options, naming the option.
 
     ``owner`` reads like "strategy 'beam'"; ``accepted`` lists the options it takes.
@@ -169,5 +171,21 @@ def options_error(owner: str, error: Any, accepted: Iterable[str]) -> ConfigErro
     err = error.errors()[0]
     name = ".".join(str(p) for p in err.get("loc", ())) or "options"
     if err.get("type") == "extra_forbidden":
-        return ConfigError(f"{owner} takes no option {name!r}; it takes: {', '.join(accepted) or 'none'}")
-    return ConfigError(f"{owner}: {name}: {err.get('msg')} (got {err.get('input')!r})")
+        return OptionError(f"{owner} takes no option {name!r}; it takes: {', '.join(accepted) or 'none'}", name)
+    return OptionError(f"{owner}: {name}: {err.get('msg')} (got {err.get('input')!r})", name)
+
+
+def check_options(owner: str, model: type[BaseModel], values: Mapping[str, Any],
+                  accepted: Iterable[str] | None = None) -> dict[str, Any]:
+    """The one check of a component's options (strategy, verifier, task or backend), wherever they
+    come from: the CLI, the server or a library call.
+
+    Strict types (no ``"2"`` for 2 and no ``True`` for 1; an int is fine for a float), the model's
+    ranges, and no unknown name. Returns the given options, validated; a bad one is one
+    :class:`~ttscale.errors.OptionError` naming it (the CLI prints it and exits 2; the server answers
+    400 with it as the error body's ``param``)."""
+    try:
+        parsed = model.model_validate(dict(values), strict=True)
+    except ValidationError as e:
+        raise options_error(owner, e, list(model.model_fields) if accepted is None else accepted) from None
+    return {k: getattr(parsed, k, values[k]) for k in values}

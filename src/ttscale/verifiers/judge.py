@@ -27,7 +27,7 @@ from ttscale.errors import ConfigError, UnsupportedFeatureError
 from ttscale.tasks.base import Task
 from ttscale.types import ChatMessage, GenerationRequest, Problem, Sample, Usage, capabilities_of
 from ttscale.verifiers.base import Scores
-from ttscale.verifiers.spec import VerifierSpec
+from ttscale.verifiers.spec import VerificationsOptions, VerifierSpec
 
 YES = ("Yes", " Yes", "yes", " yes", "YES")
 NO = ("No", " No", "no", " no", "NO")
@@ -184,4 +184,4 @@ class JudgeVerifier:
 
 SPEC = VerifierSpec("judge", lambda a: JudgeVerifier(a.backend, verifications=a.verifications or 1, task=a.task),
                     "LLM-as-judge (GenRM): P(Yes) from the backend model's next-token log-probs (--verifications V)",
-                    needs_backend=True, serves=True)
+                    needs_backend=True, serves=True, options=VerificationsOptions)

@@ -31,7 +31,7 @@ from typing import Any
 from ttscale.errors import BackendError, ConfigError
 from ttscale.types import DEFAULT_DELIMITER, Problem, Sample, Usage
 from ttscale.verifiers.base import Scores
-from ttscale.verifiers.spec import VerifierArgs, VerifierSpec
+from ttscale.verifiers.spec import UrlOptions, VerifierArgs, VerifierSpec
 
 
 def reward_from_pooling(data: Any) -> float:
@@ -137,4 +137,5 @@ def _remote(a: VerifierArgs) -> RemoteRewardModel:
     return RemoteRewardModel(a.url)
 
 
-SPEC = VerifierSpec("remote-rm", _remote, "reward model over HTTP, vLLM's /pooling API (--verifier-url)")
+SPEC = VerifierSpec("remote-rm", _remote, "reward model over HTTP, vLLM's /pooling API (--verifier-url)",
+                    options=UrlOptions)

@@ -19,7 +19,7 @@ from ttscale.errors import ConfigError
 from ttscale.tasks.base import Task
 from ttscale.types import DEFAULT_DELIMITER, GenerationRequest, Problem, Sample, Usage
 from ttscale.verifiers.base import Scores
-from ttscale.verifiers.spec import VerifierSpec
+from ttscale.verifiers.spec import RolloutsOptions, VerifierSpec
 
 
 @dataclass
@@ -79,4 +79,4 @@ class RolloutVerifier:
 
 SPEC = VerifierSpec("rollout", lambda a: RolloutVerifier(a.backend, a.task, rollouts=a.rollouts or 4),
                     "Monte Carlo rollout value, Math-Shepherd style (evaluation only: reads the reference)",
-                    needs_backend=True)
+                    needs_backend=True, options=RolloutsOptions)
