@@ -73,3 +73,15 @@ def test_run_with_fake_backend_writes_summary(tmp_path: Path) -> None:
 def test_serve_refuses_out_of_range_numbers_before_starting(args: list[str]) -> None:
     r = CliRunner().invoke(app, ["serve", "--backend", "fake", *args])
     assert r.exit_code == 2 and args[0] in r.output
+
+
+def test_run_caps_seconds_and_dollars_on_a_hardware_profile(tmp_path: Path) -> None:
+    code, out = _run("run", "--backend", "fake", "--task", "arithmetic", "--limit", "1", "--budget-seconds", "1",
+                     "--store", str(tmp_path / "s.sqlite"), "--no-progress")
+    assert code == 2 and "--hardware" in out
+    out_json = tmp_path / "o.json"
+    code, out = _run("run", "--backend", "fake", "--task", "arithmetic", "--limit", "2", "-k", "8", "--hardware", "h100",
+                     "--budget-usd", "1", "--store", str(tmp_path / "s.sqlite"), "--no-progress", "--output", str(out_json))
+    assert code == 0, out
+    cfg = json.loads(out_json.read_text())["config"]["budget"]
+    assert cfg["usd"] == 1.0 and cfg["hardware"]["name"] == "h100" and cfg["hardware"]["usd_per_hour"] > 0

@@ -125,3 +125,43 @@ def test_kv_budget_holds_for_real_runs_on_the_scripted_engine(cap_cells: int, k:
     assert ctx.meter.usage.peak_kv_bytes <= cap
     # every request's worst case fitted the cap before it was sent (waves and sample caps shrink to fit)
     assert all(info.kv_bytes(be.count_prompt_tokens(r) + r.n * r.max_tokens) <= cap for r in be.history)
+
+
+# Qwen2.5-Coder-0.5B's shapes (its GGUF header), so the roofline sees a real model's balance of work
+QWEN05 = ModelInfo(name="qwen-0.5b-shapes", n_params=494_032_768, n_layers=24, n_heads=14, n_kv_heads=2, head_dim=64,
+                   d_model=896, n_ctx_train=32768, architecture="qwen2", has_chat_template=True)
+
+
+def test_a_seconds_or_dollar_budget_is_a_hard_cap_priced_on_the_hardware() -> None:
+    from ttscale.backends.fake import FakeBackend
+    from ttscale.roofline import load_profile
+    from ttscale.strategies.base import SolveContext
+    from ttscale.tasks.jsonl import JsonlTask
+    from ttscale.types import Problem, PromptFormat, Sampling
+
+    cpu = load_profile("cpu-2core")
+    one = Meter(QWEN05, Budget(seconds=1e9, hardware=cpu))
+    cap = 3.5 * one.price(one.worst_case(20, 1, 16))  # room for about three one-sample calls' worst case
+    task = JsonlTask.__new__(JsonlTask)
+    task.fmt = PromptFormat(style="completion", max_tokens=16)
+    for budget in (Budget(seconds=cap, hardware=cpu), Budget(usd=cpu.usd(cap), hardware=cpu)):
+        meter = Meter(QWEN05, budget)
+        ctx = SolveContext(Problem("p", "What is 6*7?", "42"), FakeBackend(answers={"42": 1.0}, filler_tokens=4, info=QWEN05),
+                           task, meter, Sampling(seed=0))
+        got = ctx.sample(64)
+        assert 0 < len(got) < 64 and ctx.budget_exhausted
+        assert meter.priced_s <= cap * (1 + 1e-9)  # never over, priced from what was really generated
+    with pytest.raises(ConfigError, match="hardware profile"):
+        Budget(seconds=1.0)
+
+
+def test_the_price_of_a_wave_follows_the_hardware_s_batching() -> None:
+    from ttscale.roofline import load_profile
+
+    def ratio(profile: str) -> float:
+        m = Meter(QWEN05, Budget(seconds=1e9, hardware=load_profile(profile)))
+        return m.price(m.worst_case(200, 16, 256)) / m.price(m.worst_case(200, 1, 256))
+
+    # 16 samples decoded together: nearly free on a memory-bound GPU (1.01x one sample), several times one
+    # on this 2-core CPU, where a decode step of many sequences is compute-bound (3.5x by its calibrated profile)
+    assert ratio("h100") < 1.5 < 3 < ratio("cpu-2core") <= 16

@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from ttscale.errors import ConfigError
+from ttscale.roofline import HardwareProfile, generation_seconds
 from ttscale.types import (
     Generation,
     ModelInfo,
@@ -52,8 +53,21 @@ class Budget:
     kv_bytes: int | None = None
     """Cap on KV-cache memory in use at once (a wave's prompt plus its samples' worst case, at the
     engine's KV precision): memory is not summed over waves, each wave must fit on its own."""
+    seconds: float | None = None
+    """Cap on seconds as ``hardware`` would take for the work (its roofline, from the exact token counts
+    of each call: one prefill and a batched decode of the call's samples), not this machine's wall clock."""
+    usd: float | None = None
+    """Cap on dollars: those seconds at ``hardware``'s price per hour."""
+    hardware: HardwareProfile | None = None
+    """The profile ``seconds`` and ``usd`` are priced on (``ttscale hardware`` lists them)."""
 
     def __post_init__(self) -> None:
+        for name in ("seconds", "usd"):
+            value = getattr(self, name)
+            if value is not None and (not math.isfinite(value) or value <= 0):
+                raise ConfigError(f"{name} budget must be a positive finite number, got {value}")
+            if value is not None and self.hardware is None:
+                raise ConfigError(f"a {name} budget is priced on a hardware profile: give one (--hardware NAME)")
         if self.kv_bytes is not None and self.kv_bytes <= 0:
             raise ConfigError(f"KV-memory budget must be positive, got {self.kv_bytes}")
         if self.tokens is not None and self.tokens <= 0:
@@ -63,7 +77,8 @@ class Budget:
 
     @property
     def unlimited(self) -> bool:
-        return self.tokens is None and self.flops is None and self.kv_bytes is None
+        return (self.tokens is None and self.flops is None and self.kv_bytes is None and self.seconds is None
+                and self.usd is None)
 
 
 class Meter:
@@ -73,9 +88,28 @@ class Meter:
         self.info = info
         self.budget = budget or Budget()
         self.usage = Usage()
+        self.priced_s = 0.0
+        """Seconds of the work charged so far on the budget's hardware profile (0 without one)."""
 
     def charge(self, usage: Usage) -> None:
         self.usage = self.usage + usage
+        self.priced_s += self.price(usage)
+
+    def price(self, usage: Usage, info: ModelInfo | None = None) -> float:
+        """Seconds ``usage`` takes on the budget's hardware profile (0.0 without one).
+
+        ``usage`` is read as ``requests`` calls (at least one), each prefilling its share of the
+        prefilled tokens and decoding its share of the samples together, so a wide wave costs what
+        batching makes it cost on that hardware (little more than one sample on a memory-bound GPU)."""
+        hw = self.budget.hardware
+        if hw is None or usage.total_tokens == 0:
+            return 0.0
+        calls = max(usage.requests, 1)
+        samples = max(1, round(usage.samples / calls)) if usage.samples else 1
+        prompt = max(usage.prompt_tokens, usage.prefilled_tokens) // calls
+        per_sample = usage.generated_tokens / (calls * samples)
+        return calls * generation_seconds(info or self.info, hw, prompt_tokens=prompt, samples=samples,
+                                          generated_tokens=per_sample, prefilled_tokens=usage.prefilled_tokens // calls)
 
     def for_model(self, info: ModelInfo) -> Meter:
         """A view of this meter for another model: the same budget and running usage, its own FLOPs."""
@@ -93,8 +127,9 @@ class Meter:
             prompt_tokens, prompt_tokens + max_tokens
         )
         # KV cells at the peak: the prompt once (its samples share it) plus every sample's own tokens.
-        return Usage(prefilled_tokens=prompt_tokens, generated_tokens=n * max_tokens, flops=flops,
-                     peak_kv_bytes=m.kv_bytes(prompt_tokens + n * max_tokens) if n else 0)
+        return Usage(prompt_tokens=prompt_tokens, prefilled_tokens=prompt_tokens, generated_tokens=n * max_tokens,
+                     flops=flops, peak_kv_bytes=m.kv_bytes(prompt_tokens + n * max_tokens) if n else 0,
+                     requests=1, samples=n)
 
     def fits(self, extra: Usage) -> bool:
         b, u = self.budget, self.usage
@@ -104,6 +139,12 @@ class Meter:
             return False
         if b.kv_bytes is not None and extra.peak_kv_bytes > b.kv_bytes:
             return False
+        if b.hardware is not None and (b.seconds is not None or b.usd is not None):
+            seconds = self.priced_s + self.price(extra)
+            if b.seconds is not None and seconds > b.seconds:
+                return False
+            if b.usd is not None and b.hardware.usd(seconds) > b.usd:
+                return False
         return True
 
     def affordable_samples(self, prompt_tokens: int, max_tokens: int, want: int) -> int:
@@ -144,3 +185,11 @@ class _MeterView(Meter):
     @usage.setter
     def usage(self, value: Usage) -> None:
         self._parent.usage = value
+
+    @property  # type: ignore[override]
+    def priced_s(self) -> float:
+        return self._parent.priced_s
+
+    @priced_s.setter
+    def priced_s(self, value: float) -> None:
+        self._parent.priced_s = value

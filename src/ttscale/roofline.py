@@ -170,11 +170,13 @@ def decode_step_seconds(info: ModelInfo, hw: HardwareProfile, sequences: int, co
 
 
 def generation_seconds(info: ModelInfo, hw: HardwareProfile, *, prompt_tokens: int, samples: int,
-                       generated_tokens: float, shared_prefill: bool = True) -> float:
+                       generated_tokens: float, shared_prefill: bool = True, prefilled_tokens: int | None = None) -> float:
     """Wall time of ``samples`` samples of one prompt decoded together, ``generated_tokens`` each on average:
     one prefill (``samples`` without prefix sharing), then decode steps over a growing context. The steps
-    are summed in a few segments (the step time is close to linear in the context within one)."""
-    pre = prefill_seconds(info, hw, prompt_tokens) * (1 if shared_prefill else samples)
+    are summed in a few segments (the step time is close to linear in the context within one).
+    ``prefilled_tokens``: the prompt's tail actually prefilled (the rest was cached); default all of it."""
+    fresh = prompt_tokens if prefilled_tokens is None else max(0, min(prefilled_tokens, prompt_tokens))
+    pre = prefill_seconds(info, hw, fresh, context=prompt_tokens - fresh) * (1 if shared_prefill else samples)
     steps = max(0, int(math.ceil(generated_tokens)))
     if steps == 0:
         return pre

@@ -16,6 +16,7 @@ from ttscale.cli.progress import run_bar
 from ttscale.cli.remote_opts import check_kv_engine, kv_capped_engine
 from ttscale.cli.run_options import BudgetChoice, PolicyChoice, StrategyChoice
 from ttscale.run import Solve, Summary, execute
+from ttscale.run.executor import budget_record
 from ttscale.store import Store
 from ttscale.strategies.base import Strategy
 from ttscale.tasks.base import HasChanceAccuracy, ReportsProgress
@@ -113,7 +114,7 @@ def run(
     out = place.summary_path(rid, output)
     data_out = summary.to_dict() | {
         "config": {"task": t.describe(), "strategy": strat.describe(), "sampling": samp.__dict__,
-                   "budget": caps.__dict__, "model": info.name},
+                   "budget": budget_record(caps), "model": info.name},
         "results": summary.results,
         "chance_accuracy": chance,
     }

@@ -27,6 +27,7 @@ from ttscale.registry import (
     verifier_names,
     verifier_specs,
 )
+from ttscale.roofline import load_profile
 from ttscale.strategies.base import Strategy
 from ttscale.tasks.base import Task
 from ttscale.types import ModelInfo, precision_label, split_precision
@@ -119,11 +120,19 @@ class BudgetChoice:
     max_tokens_per_problem: Annotated[Optional[int], typer.Option(help="Hard cap on processed tokens (prefilled + generated) per problem.")] = None
     max_flops_per_problem: Annotated[Optional[float], typer.Option(help="Hard cap on forward FLOPs per problem.")] = None
     max_kv_bytes: Annotated[Optional[int], typer.Option(help=MAX_KV_BYTES_HELP)] = None
+    hardware: Annotated[Optional[str], typer.Option(help="Hardware profile that --budget-seconds / --budget-usd are priced on: h100, a100, l4, cpu-2core (`ttscale hardware`), or a profile TOML (`ttscale calibrate` writes one for this machine).")] = None
+    budget_seconds: Annotated[Optional[float], typer.Option(help="Hard cap on seconds per problem as --hardware would take for the work (its roofline from each call's exact tokens: a wide wave costs what batching makes it cost there), not this machine's wall clock.")] = None
+    budget_usd: Annotated[Optional[float], typer.Option(help="Hard cap on dollars per problem: those seconds at --hardware's price per hour.")] = None
 
     panel = "Budget"
 
     def build(self) -> Budget:
-        return Budget(tokens=self.max_tokens_per_problem, flops=self.max_flops_per_problem, kv_bytes=self.max_kv_bytes)
+        if self.hardware is None and (self.budget_seconds is not None or self.budget_usd is not None):
+            raise ConfigError("--budget-seconds and --budget-usd are priced on a hardware profile: add --hardware "
+                              "(e.g. --hardware h100; `ttscale hardware` lists them)")
+        hw = load_profile(self.hardware) if self.hardware is not None else None
+        return Budget(tokens=self.max_tokens_per_problem, flops=self.max_flops_per_problem, kv_bytes=self.max_kv_bytes,
+                      seconds=self.budget_seconds, usd=self.budget_usd, hardware=hw)
 
 
 @dataclass

@@ -82,14 +82,24 @@ def sampling_record(sampling: Sampling) -> dict[str, Any]:
     return {k: v for k, v in knobs.items() if not (k in defaults and v == defaults[k])}
 
 
+def budget_record(budget: Budget) -> dict[str, Any]:
+    """The budget as a run records it. Caps that joined later (KV bytes, seconds, dollars and their
+    hardware) are left out when unset, so runs stored before still resume; a profile is recorded by
+    name and price."""
+    out = {k: v for k, v in dataclass_knobs(budget).items()
+           if not (k in ("kv_bytes", "seconds", "usd", "hardware") and v is None)}
+    if budget.hardware is not None:
+        out["hardware"] = {"name": budget.hardware.name, "usd_per_hour": budget.hardware.usd_per_hour}
+    return out
+
+
 def run_config(task: Task, strategy: Strategy, sampling: Sampling, budget: Budget) -> dict[str, Any]:
     """The configuration a run is identified by (a resume must match it)."""
     return {
         "task": task.describe(),
         "strategy": strategy.describe(),
         "sampling": sampling_record(sampling),
-        # kv_bytes joined the budget later: left out when unset, so runs stored before still resume
-        "budget": {k: v for k, v in dataclass_knobs(budget).items() if not (k == "kv_bytes" and v is None)},
+        "budget": budget_record(budget),
     }
 
 

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Sequence
+from itertools import groupby
 from typing import Any, Protocol, runtime_checkable
 
 from ttscale.backends.base import Backend
 from ttscale.cost import Meter, generation_usage
 from ttscale.errors import ConfigError
 from ttscale.tasks.base import Task, grade_with_detail
-from ttscale.types import Completion, GenerationRequest, Problem, Result, Sample, Sampling, capabilities_of
+from ttscale.types import Completion, GenerationRequest, Problem, Result, Sample, Sampling, Usage, capabilities_of
 
 SampleSink = Callable[[Problem, list[Sample]], None]
 
@@ -155,9 +156,10 @@ class SolveContext:
         """
         out: list[Sample] = []
         while self._stored and len(out) < n:
-            s = self._stored.pop(0)
-            self.meter.charge(s.usage)
-            out.append(s)
+            out.append(self._stored.pop(0))
+        # charged a wave at a time: a hardware-priced budget prices a wave's samples decoded together, as made
+        for _, wave_samples in groupby(out, key=lambda s: s.wave):
+            self.meter.charge(Usage.total(s.usage for s in wave_samples))
         req = request or self.base_request()
         prompt_tokens = self.prompt_tokens() if request is None else self.backend.count_prompt_tokens(req)
         wave = max((s.wave for s in self.samples), default=-1) + 1
