@@ -167,4 +167,7 @@ def test_compute_vs_size_page_builds_from_the_shipped_pools(tmp_path: Path) -> N
     assert "humaneval-qwen15-k16" in page  # compared, or named as absent
     assert "| oracle |" in page and "| predicted |" in page and "The planner with both models" in page
     assert "R = D_inference / D_pretrain" in page
+    # re-priced on this CPU's calibrated profile and an H100's: a verdict per profile, or why no cell exists
+    assert page.count("### Re-priced on hardware") == 2
+    assert "Priced on hardware instead of FLOPs, on cpu-2core" in page and "on h100" in page
     assert (tmp_path / "compute-vs-size.png").read_bytes()[:4] == b"\x89PNG"

@@ -33,8 +33,12 @@ from ttscale.experiments.matched_flops import (
     win_share,
 )
 from ttscale.experiments.page import Page, ci, table
+from ttscale.experiments.priced_cells import PricedCell, priced_cells
 from ttscale.experiments.two_model_plan import TwoModelPlan, plan_two_models
 from ttscale.replay.curves import CurvePoint
+from ttscale.replay.pool import model_info_from_record
+from ttscale.replay.pricing import price_point
+from ttscale.roofline import load_profile
 from ttscale.store import Store
 
 CLAIM = ("Snell et al. 2024 (\"Scaling LLM Test-Time Compute Optimally can be More Effective than Scaling Model "
@@ -48,6 +52,8 @@ PRETRAIN_TOKENS = 18e12 + 5.5e12
 """Qwen2.5 base pretraining (18T tokens, Qwen2.5 report) plus Qwen2.5-Coder's continued pretraining (5.5T
 code-centric tokens, Qwen2.5-Coder report): the same for both sizes, an assumption stated on the page."""
 SNELL_R = (0.16, 0.79, 22.0)
+PROFILES = ("cpu-2core", "h100")
+"""Hardware the oracle cells are re-priced on: this machine (calibrated) and a memory-bound GPU."""
 TASK_NAMES = {"gsm-symbolic": "GSM8K", "humaneval": "HumanEval"}
 SCHEMES = {"oracle": "oracle bins (the small model's pass rate)",
            "predicted": f"predicted bins (probe of {PROBE}, cross-fitted, no reference)", "all": "all shared problems"}
@@ -62,6 +68,11 @@ class PairResult:
     plan_note: str
     n_params: tuple[float | None, float | None]
     large_run_problems: int
+    priced: dict[str, list[PricedCell]]
+    """Oracle-bin cells again with dollars on each profile of :data:`PROFILES` in place of FLOPs."""
+    reach: dict[str, tuple[float, float, float, float]]
+    """Per profile, over all shared problems: the small model's majority over its whole pool and the large
+    model's one sample, each as (dollars per problem, accuracy)."""
 
 
 def measure(store: Store, pools: list[str]) -> tuple[list[PairResult], list[str]]:
@@ -87,8 +98,21 @@ def measure(store: Store, pools: list[str]) -> tuple[list[PairResult], list[str]
             n = rec.model.get("n_params") if rec is not None else None
             params.append(float(n) if isinstance(n, (int, float)) and n > 0 else None)
         big = found[pair.large_id]
+        priced: dict[str, list[PricedCell]] = {}
+        recs = [store.get_run(rid) for rid in (pair.small_id, pair.large_id)]
+        small_info, large_info = (model_info_from_record(rec.model) if rec is not None else None for rec in recs)
+        reach: dict[str, tuple[float, float, float, float]] = {}
+        if small_info is not None and large_info is not None:
+            for name in PROFILES:
+                hw = load_profile(name)
+                priced[name] = priced_cells(pair, binned["oracle"], (small_info, large_info), hw)
+                whole = binned["all"][0]
+                top = max(whole.small.curve("majority"), key=lambda p: p.k)
+                one = min(whole.large.curve("majority"), key=lambda p: p.k)
+                reach[name] = (price_point(top, small_info, hw).usd, top.accuracy,
+                               price_point(one, large_info, hw).usd, one.accuracy)
         results.append(PairResult(pair, binned, cells, plan, plan_note, (params[0], params[1]),
-                                  big.n_problems + big.dropped))
+                                  big.n_problems + big.dropped, priced, reach))
     return results, missing + notes
 
 
@@ -300,7 +324,62 @@ def _verdict(r: PairResult) -> str:
                    "interval excludes zero.")
     _, plan_verdict = _plan_section(r)
     parts.append(verdict + " Planner: " + plan_verdict + ".")
+    if r.priced:
+        parts.append(_priced_verdict(r))
     return " ".join(parts)
+
+
+def _priced_counts(cells: list[PricedCell] | list[Cell]) -> tuple[int, int, int, int]:
+    """(cells, small ahead on the point estimate, small significantly ahead, large significantly ahead)."""
+    return (len(cells), sum(c.small_wins for c in cells), sum(c.ci[0] > 0 for c in cells),
+            sum(c.ci[1] < 0 for c in cells))
+
+
+def _priced_section(r: PairResult) -> str:
+    """The oracle cells in dollars per profile beside the FLOPs cells, and whether the verdict moves."""
+    if not r.priced:
+        return "### Re-priced on hardware\n\nNot priced: a pool's run record has no model shapes."
+    pr = r.pair
+    rows = [["FLOPs (the cells above)", *map(str, _priced_counts(r.cells["oracle"])), "-"]]
+    detail = []
+    for name, cells in r.priced.items():
+        rows.append([f"dollars on {name}", *map(str, _priced_counts(cells)),
+                     ", ".join(f"{c.small.label}/{c.large.label}" for c in cells[:4]) + (" ..." if len(cells) > 4 else "")])
+        detail += [[name, _bin_name(c.bin, len(r.binned["oracle"])), f"{pr.large.model}@{c.level_k}: "
+                    f"${c.usd * 1000:.3f}", f"{c.small.label} {c.small.accuracy:.3f} (${c.small.flops * 1000:.3f})",
+                    f"{c.large.label} {c.large.accuracy:.3f} (${c.large.flops * 1000:.3f})",
+                    f"{c.diff:+.3f} {ci(*c.ci)}"] for c in cells]
+    return ("### Re-priced on hardware (roofline, dollars per 1,000 problems)\n\n"
+            "The oracle-bin cells with each point priced on a hardware profile (`ttscale hardware`): one prefill per "
+            "problem, the point's samples decoded together, each model by its own shapes; the level is the large "
+            "model's majority@k in dollars. Counts of cells:\n\n"
+            + table(["currency", "cells", "small ahead", "small sig. ahead", "large sig. ahead",
+                     "entries (small/large)"], rows) + "\n\n"
+            + table(["profile", "bin (pass rate, problems)", "dollar level (per 1,000)", f"{pr.small.model} best within",
+                     f"{pr.large.model} best within", "small - large [95% CI]"], detail) + "\n\n" + _priced_verdict(r))
+
+
+def _priced_verdict(r: PairResult) -> str:
+    pr = r.pair
+    flops = _priced_counts(r.cells["oracle"])
+    parts = []
+    for name, cells in r.priced.items():
+        n, ahead, sig, big = _priced_counts(cells)
+        if n == 0:
+            s_usd, s_acc, l_usd, l_acc = r.reach[name]
+            parts.append(f"on {name} no bin has a dollar level both models can fill, because there dollars hardly "
+                         f"depend on the model or on k (a decode step of models this small costs the step's fixed "
+                         f"overhead, and samples decode together): the {pr.small.model}'s majority over its whole "
+                         f"pool of {pr.small.k} samples costs ${s_usd * 1000:.3f} per 1,000 problems for "
+                         f"{s_acc:.3f}, one {pr.large.model} sample ${l_usd * 1000:.3f} for {l_acc:.3f}; at about "
+                         f"equal dollars the larger model is the better buy")
+            continue
+        same = (sig > 0) == (flops[2] > 0) and (big > 0) == (flops[3] > 0)
+        parts.append(f"on {name} the {pr.small.model} is ahead in {ahead} of {n} dollar-matched cells ({sig} "
+                     f"significantly, the {pr.large.model} in {big}): the FLOPs-matched verdict "
+                     + ("holds" if same else "changes"))
+    return ("Priced on hardware instead of FLOPs, " + "; ".join(parts) + f" (FLOPs: {flops[1]} of {flops[0]} ahead, "
+            f"{flops[2]} significantly, the {pr.large.model} in {flops[3]}).")
 
 
 def flops_ratio(pair: ModelPair) -> float:
@@ -355,7 +434,7 @@ def run(store: Store, pools: list[str], out: Path) -> Page:
     for r in results:
         plan_sec, _ = _plan_section(r)
         sections += [f"## {TASK_NAMES.get(r.pair.task, r.pair.task)}: matched-FLOPs cells\n\n" + _cells_table(r),
-                     _ratio_section(r), plan_sec]
+                     _priced_section(r), _ratio_section(r), plan_sec]
     sections.append("![accuracy vs FLOPs per bin, both models](compute-vs-size.png)")
     sections.append(
         f"Method: FLOPs are the pools' own (the cost model: prompt prefilled once per problem, each sample's decode "
