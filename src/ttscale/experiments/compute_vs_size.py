@@ -33,7 +33,7 @@ from ttscale.experiments.matched_flops import (
     win_share,
 )
 from ttscale.experiments.page import Page, ci, table
-from ttscale.experiments.priced_cells import PricedCell, priced_cells
+from ttscale.experiments.priced_cells import priced_cells
 from ttscale.experiments.two_model_plan import TwoModelPlan, plan_two_models
 from ttscale.replay.curves import CurvePoint
 from ttscale.replay.pool import model_info_from_record
@@ -68,7 +68,7 @@ class PairResult:
     plan_note: str
     n_params: tuple[float | None, float | None]
     large_run_problems: int
-    priced: dict[str, list[PricedCell]]
+    priced: dict[str, list[Cell]]
     """Oracle-bin cells again with dollars on each profile of :data:`PROFILES` in place of FLOPs."""
     reach: dict[str, tuple[float, float, float, float]]
     """Per profile, over all shared problems: the small model's majority over its whole pool and the large
@@ -98,7 +98,7 @@ def measure(store: Store, pools: list[str]) -> tuple[list[PairResult], list[str]
             n = rec.model.get("n_params") if rec is not None else None
             params.append(float(n) if isinstance(n, (int, float)) and n > 0 else None)
         big = found[pair.large_id]
-        priced: dict[str, list[PricedCell]] = {}
+        priced: dict[str, list[Cell]] = {}
         recs = [store.get_run(rid) for rid in (pair.small_id, pair.large_id)]
         small_info, large_info = (model_info_from_record(rec.model) if rec is not None else None for rec in recs)
         reach: dict[str, tuple[float, float, float, float]] = {}
@@ -329,7 +329,7 @@ def _verdict(r: PairResult) -> str:
     return " ".join(parts)
 
 
-def _priced_counts(cells: list[PricedCell] | list[Cell]) -> tuple[int, int, int, int]:
+def _priced_counts(cells: list[Cell]) -> tuple[int, int, int, int]:
     """(cells, small ahead on the point estimate, small significantly ahead, large significantly ahead)."""
     return (len(cells), sum(c.small_wins for c in cells), sum(c.ci[0] > 0 for c in cells),
             sum(c.ci[1] < 0 for c in cells))
@@ -346,7 +346,7 @@ def _priced_section(r: PairResult) -> str:
         rows.append([f"dollars on {name}", *map(str, _priced_counts(cells)),
                      ", ".join(f"{c.small.label}/{c.large.label}" for c in cells[:4]) + (" ..." if len(cells) > 4 else "")])
         detail += [[name, _bin_name(c.bin, len(r.binned["oracle"])), f"{pr.large.model}@{c.level_k}: "
-                    f"${c.usd * 1000:.3f}", f"{c.small.label} {c.small.accuracy:.3f} (${c.small.flops * 1000:.3f})",
+                    f"${c.flops * 1000:.3f}", f"{c.small.label} {c.small.accuracy:.3f} (${c.small.flops * 1000:.3f})",
                     f"{c.large.label} {c.large.accuracy:.3f} (${c.large.flops * 1000:.3f})",
                     f"{c.diff:+.3f} {ci(*c.ci)}"] for c in cells]
     return ("### Re-priced on hardware (roofline, dollars per 1,000 problems)\n\n"

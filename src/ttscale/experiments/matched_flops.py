@@ -182,6 +182,7 @@ class Cell:
     level_k: int
     """The FLOPs level is the large model's mean FLOPs per problem at this many samples, in the bin."""
     flops: float
+    """The level's cost per problem: FLOPs here, dollars in a cell priced on hardware (:mod:`.priced_cells`)."""
     small: Pick
     large: Pick
     ci: tuple[float, float]

@@ -14,35 +14,14 @@ in dollars per problem, each side's entry its most accurate strategy within it.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
-from ttscale.experiments.matched_flops import EPS, LEVEL_KS, BinCurves, ModelPair, Pick, mean_ci, take
+from ttscale.experiments.matched_flops import EPS, LEVEL_KS, BinCurves, Cell, ModelPair, Pick, mean_ci, take
 from ttscale.replay.curves import Curves
 from ttscale.replay.pricing import price_point
 from ttscale.roofline import HardwareProfile
 from ttscale.types import ModelInfo
-
-
-@dataclass
-class PricedCell:
-    bin: BinCurves
-    level_k: int
-    usd: float
-    """The level: the large model's majority@``level_k`` in dollars per problem on the profile."""
-    small: Pick
-    large: Pick
-    """``Pick.flops`` holds each entry's dollars per problem here."""
-    ci: tuple[float, float]
-
-    @property
-    def diff(self) -> float:
-        return self.small.accuracy - self.large.accuracy
-
-    @property
-    def small_wins(self) -> bool:
-        return self.diff > EPS
 
 
 def _best_within(curves: Curves, info: ModelInfo, hw: HardwareProfile, usd: float, ks: Sequence[int]) -> Pick | None:
@@ -57,9 +36,10 @@ def _best_within(curves: Curves, info: ModelInfo, hw: HardwareProfile, usd: floa
 
 def priced_cells(pair: ModelPair, binned: Sequence[BinCurves], infos: tuple[ModelInfo, ModelInfo],
                  hw: HardwareProfile, level_ks: Sequence[int] = LEVEL_KS, reps: int = 400,
-                 seed: int = 0) -> list[PricedCell]:
+                 seed: int = 0) -> list[Cell]:
     """Every (bin, dollar level) cell on ``hw``: each model's best strategy within the level and the
-    paired interval of their difference. ``infos``: the (small, large) models' shapes."""
+    paired interval of their difference (:class:`Cell` with ``flops`` and the picks' ``flops`` holding
+    dollars per problem). ``infos``: the (small, large) models' shapes."""
     small_info, large_info = infos
     pos = {pid: i for i, pid in enumerate(pair.small.problem_ids)}
     cells = []
@@ -77,5 +57,5 @@ def priced_cells(pair: ModelPair, binned: Sequence[BinCurves], infos: tuple[Mode
             lp = _best_within(bc.large, large_info, hw, usd, range(1, lg.k + 1))
             if sp is None or lp is None:
                 continue
-            cells.append(PricedCell(bc, k, usd, sp, lp, mean_ci(sp.per_problem - lp.per_problem, reps, seed)))
+            cells.append(Cell(bc, k, usd, sp, lp, mean_ci(sp.per_problem - lp.per_problem, reps, seed)))
     return cells
