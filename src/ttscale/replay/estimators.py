@@ -194,7 +194,7 @@ def adaptive_stop(answer: np.ndarray, order: np.ndarray, threshold: float) -> np
 
 def short_m_choice(
     finish_rank: np.ndarray, n_tokens: np.ndarray, order: np.ndarray, ks: list[int], m: int,
-    *, gathered: tuple[np.ndarray, np.ndarray] | None = None,
+    *, ranks: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """short-m@k on the first k samples of each ordering (Hassid et al. 2025), for every k in ``ks``.
 
@@ -203,23 +203,25 @@ def short_m_choice(
     generated tokens (P, N, len(ks)): sum over the k samples of min(own length,
     the m-th finisher's length). The m earliest finishers of each growing prefix
     are kept incrementally (an insertion network over m slots), so all ks cost
-    one pass. ``gathered``: ``finish_rank`` and ``n_tokens`` already gathered along
-    ``order``, position-major (L, P * N), when the caller has them.
+    one pass. ``ranks``: ``finish_rank`` already gathered along ``order``,
+    position-major (L, P * N), when the caller has it.
     """
     P, K = finish_rank.shape
     if order.ndim == 2:
         order = np.broadcast_to(order, (P, *order.shape))
     if not ks or ks[0] < m:
         raise ConfigError(f"short-m@k needs k >= m, got m={m}, ks={ks}")
-    N = order.shape[1]
-    if gathered is None:
-        pos = positions(finish_rank.shape, order)
-        gathered = finish_rank.reshape(-1).take(pos), n_tokens.reshape(-1).take(pos)
-    ranks, lengths = gathered  # (L, P * N)
-    # Integer token counts (below 2**53) sum exactly in any order; other values are summed per
-    # ordering, position by position in a row, as before.
-    whole = bool(np.all(n_tokens == np.round(n_tokens))) and ranks.shape[0] * float(np.abs(n_tokens).max(initial=0)) < 2.0**53
+    N, L = order.shape[1], order.shape[2]
+    if ranks is None:
+        ranks = finish_rank.reshape(-1).take(positions(finish_rank.shape, order))  # (L, P * N)
     by_rank = np.argsort(finish_rank, axis=1)  # (P, K): sample id finishing r-th
+    # When samples finish in order of length and lengths are whole numbers (summing exactly in any
+    # order), the k samples generate the m finishers' lengths plus the m-th one's for each of the
+    # other k - m: the same sum as min(own length, m-th length) over the k. Otherwise sum those.
+    by_len = np.take_along_axis(n_tokens, by_rank, axis=1)
+    closed = (bool(np.all(by_len[:, 1:] >= by_len[:, :-1])) and bool(np.all(n_tokens == np.round(n_tokens)))
+              and L * float(np.abs(n_tokens).max(initial=0)) < 2.0**53)
+    lengths = None if closed else np.ascontiguousarray(_gather(n_tokens, order))  # (P, N, L)
     slots = np.full((m, P * N), K, dtype=np.int64)  # the m smallest ranks so far, ascending
     chosen = np.zeros((P, N, len(ks), m), dtype=np.int64)
     gen = np.zeros((P, N, len(ks)))
@@ -234,10 +236,10 @@ def short_m_choice(
         prev = k
         ids = np.take_along_axis(by_rank, slots.reshape(m, P, N).transpose(1, 2, 0).reshape(P, N * m), axis=1)
         chosen[:, :, i] = ids.reshape(P, N, m)
-        t_m = np.take_along_axis(n_tokens, ids.reshape(P, N, m)[:, :, -1], axis=1).reshape(-1)
-        if whole:
-            gen[:, :, i] = np.minimum(lengths[:k], t_m).sum(axis=0).reshape(P, N)
+        ids_len = np.take_along_axis(n_tokens, ids, axis=1).reshape(P, N, m)
+        t_m = ids_len[:, :, -1]
+        if lengths is None:
+            gen[:, :, i] = ids_len.sum(-1) + (k - m) * t_m
         else:
-            cut = np.minimum(lengths[:k].T.reshape(P, N, k), t_m.reshape(P, N, 1))
-            gen[:, :, i] = np.ascontiguousarray(cut).sum(-1)
+            gen[:, :, i] = np.ascontiguousarray(np.minimum(lengths[:, :, :k], t_m[..., None])).sum(-1)
     return chosen, gen

@@ -54,31 +54,59 @@ class Replayer:
         self.pool = pool
         self.ks = ks
         self.n_orders = n_orders
-        self.orders = est.random_orders(pool.n_problems, pool.k, n_orders, np.random.default_rng(seed))
-        P, N, K = self.orders.shape
+        orders = est.random_orders(pool.n_problems, pool.k, n_orders, np.random.default_rng(seed))
+        P, N, K = orders.shape
         self.rows = P * N
         # Sample index of each position of each ordering, and its flat index into a (P, K) array, both
         # position-major (K, rows).
-        self._idx = votes.transposed(self.orders.reshape(self.rows, K))
+        self._idx = votes.transposed(orders.reshape(self.rows, K))
+        del orders
         self._pos = self._idx + np.repeat(np.arange(P) * K, N)
+        self._small = np.int16 if max(K, pool.n_answers) < 2**15 else np.int64  # dtype of ids and ranks
         self._gathered: dict[str, np.ndarray] = {}
-        self._cum: dict[str, np.ndarray] = {}
+        self._sums: dict[str, np.ndarray] = {}
         self._prefix: dict[str | None, np.ndarray] = {}
+        self._stops: dict[float, tuple[np.ndarray, np.ndarray]] = {}
         self._scores_ahead = tuple(dict.fromkeys(s.score for s in strategies if s.kind in _WEIGHTED))
+        self._thresholds_ahead = tuple(dict.fromkeys(s.threshold for s in strategies if s.kind == "adaptive"))
+        self._shorts_ahead = sum(s.kind == "short" for s in strategies)
+
+    @property
+    def orders(self) -> np.ndarray:
+        """The orderings, (P, N, K) sample indices (a view of the position-major copy)."""
+        return self._idx.T.reshape(self.pool.n_problems, self.n_orders, self.pool.k)
 
     # -- shared draws -------------------------------------------------------------------------
     def gathered(self, name: str, values: np.ndarray) -> np.ndarray:
-        """``values`` (P, K) along every ordering, (K, rows); cached under ``name``."""
+        """``values`` (P, K) along every ordering, (K, rows); cached under ``name``. Integer values
+        (answer ids, finish ranks) are kept in a small integer type."""
         if name not in self._gathered:
+            if values.dtype.kind in "iu":
+                values = values.astype(self._small)
             self._gathered[name] = values.reshape(-1).take(self._pos)
         return self._gathered[name]
 
-    def cumsum(self, name: str, values: np.ndarray) -> np.ndarray:
-        """Prefix sums of ``values`` along every ordering, (K, rows) (the same sequential sums as
-        ``np.cumsum`` along a row-major ordering); cached under ``name``."""
-        if name not in self._cum:
-            self._cum[name] = votes.cumsum_rows(values.reshape(-1).take(self._pos))
-        return self._cum[name]
+    def prefix_sums(self, name: str, values: np.ndarray, threshold: float | None = None) -> np.ndarray:
+        """Sums of ``values`` over the first k samples of every ordering: (len(ks), rows), one row per
+        budget; with ``threshold``, (rows,) over the samples adaptive consistency draws before it stops.
+        The sums are ``np.cumsum``'s along each ordering; cached under ``name`` (only the rows read:
+        the budgets, and the stopping points of the adaptive curves ahead)."""
+        key = name if threshold is None else f"{name}@{threshold!r}"
+        if key not in self._sums:
+            full = votes.cumsum_rows(values.reshape(-1).take(self._pos))  # (K, rows)
+            self._sums[name] = full[np.array(self.ks) - 1]
+            for t in {*self._thresholds_ahead, *([] if threshold is None else [threshold])}:
+                stop = self.adaptive_stop(t)[0]
+                self._sums[f"{name}@{t!r}"] = full[stop - 1, np.arange(self.rows)]
+        return self._sums[key]
+
+    def adaptive_stop(self, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+        """Adaptive consistency's stopping points (rows,) and leaders (rows,; -1 where it never fired),
+        :func:`ttscale.replay.votes.adaptive_stop_leader`; cached."""
+        if threshold not in self._stops:
+            ans = self.gathered("answer", self.pool.answer)
+            self._stops[threshold] = votes.adaptive_stop_leader(ans, est.beta_stop_table(self.pool.k, threshold))
+        return self._stops[threshold]
 
     def _shared_prefix_ok(self) -> bool:
         """Whether a vote over all budgets gives bit-identical winners at the resampled budgets to a
@@ -131,7 +159,7 @@ class Replayer:
                 w = self.prefix_winners(score)[..., [self.ks.index(k) for k in resampled]]
             else:
                 ws = None if weights is None else weights.reshape(-1).take(self._pos)
-                ans = answer.reshape(-1).take(self._pos)
+                ans = answer.astype(self._small).reshape(-1).take(self._pos)
                 w = votes.prefix_votes(ans, self._idx, resampled, pool.n_answers, [ws],
                                        self.gathered("logprob", pool.logprob))[0]
                 w = w.reshape(pool.n_problems, self.n_orders, len(resampled))
@@ -152,7 +180,12 @@ class Replayer:
                 "weighted-majority": self._weighted, "weighted-best-of-n": self._weighted, "rpc": self._rpc,
                 "short": self._short, "adaptive": self._adaptive}.get(spec.kind)
         if fast is not None:
-            return fast(spec)
+            out = fast(spec)
+            if spec.kind == "short":
+                self._shorts_ahead -= 1
+                if self._shorts_ahead == 0:  # only short-m@k reads it
+                    self._gathered.pop("finish_rank", None)
+            return out
         rule = spec.rule
         if rule.aggregate is None:
             raise ConfigError(f"replay rule {spec.kind!r} has neither a vectorized replay nor an aggregate")
@@ -223,17 +256,18 @@ class Replayer:
             else:
                 chosen, gen = est.short_m_choice(
                     pool.finish_rank, pool.n_tokens, self.orders, ks, spec.m,
-                    gathered=(self.gathered("finish_rank", pool.finish_rank), self.gathered("n_tokens", pool.n_tokens)))
-                cum = {"tok": self.cumsum("n_tokens", pool.n_tokens), "fl": self.cumsum("sample_flops", pool.sample_flops),
-                       "extra": self.cumsum("extra_tokens", pool.sample_tokens - pool.n_tokens)}
-                at = {n: [c[k - 1].reshape(P, self.n_orders) for k in ks] for n, c in cum.items()}
-            # the vote over the m finishers of every budget at once
-            ans = est._gather(pool.answer, chosen.reshape(P, -1, spec.m))
-            lp = est._gather(pool.logprob, chosen.reshape(P, -1, spec.m))
-            won = votes.small_vote(ans, chosen.reshape(P, -1, spec.m), lp).reshape(chosen.shape[:3])
-            ok = est.winners_correct(pool.answer_correct, won)
+                    ranks=self.gathered("finish_rank", pool.finish_rank))
+                sums = {"tok": self.prefix_sums("n_tokens", pool.n_tokens),
+                        "fl": self.prefix_sums("sample_flops", pool.sample_flops),
+                        "extra": self.prefix_sums("extra_tokens", pool.sample_tokens - pool.n_tokens)}
+                at = {n: [c[self.ks.index(k)].reshape(P, self.n_orders) for k in ks] for n, c in sums.items()}
+            base = (np.arange(P) * pool.k)[:, None, None]
             for i, k in enumerate(ks):
-                acc = ok[:, :, i].mean(axis=1)
+                # the vote over the m finishers
+                ids = chosen[:, :, i]
+                flat = ids + base
+                won = votes.small_vote(pool.answer.reshape(-1).take(flat), ids, pool.logprob.reshape(-1).take(flat))
+                acc = est.winners_correct(pool.answer_correct, won).mean(axis=1)
                 # Truncated samples: FLOPs pro rata to the tokens they got; per-sample prefill in full.
                 full = at["tok"][i]
                 frac = np.where(full > 0, gen[:, :, i] / np.maximum(full, 1), 1.0)
@@ -248,25 +282,25 @@ class Replayer:
         pool, P, N = self.pool, self.pool.n_problems, self.n_orders
         # With budget k the rule draws min(stop, k) samples: rows that stopped by k keep the
         # vote at their stopping point, the others are a plain majority over the first k.
-        ans = self.gathered("answer", pool.answer)
-        stop, w_stop = votes.adaptive_stop_leader(ans, est.beta_stop_table(pool.k, spec.threshold))
+        stop, leader = self.adaptive_stop(spec.threshold)
         # Where the rule fired, its leader has the strictly largest count, so the vote at the stopping
         # point elects it; elsewhere all K samples were drawn: vote over them.
-        never = np.flatnonzero(w_stop < 0)
+        w_stop = leader.copy()
+        never = np.flatnonzero(leader < 0)
         if never.size:
             w_stop[never] = votes.prefix_votes(
-                ans[:, never], self._idx[:, never], [pool.k], pool.n_answers,
+                self.gathered("answer", pool.answer)[:, never], self._idx[:, never], [pool.k], pool.n_answers,
                 lp=self.gathered("logprob", pool.logprob)[:, never])[0][:, 0]
         w_stop = w_stop.reshape(P, N)
         stop2 = stop.reshape(P, N)
         w_k = self.majority_prefix()
         # costs of the first min(stop, k) samples, as (P, len(ks), N)
-        at_stop = {n: self.cumsum(n, v)[stop - 1, np.arange(self.rows)].reshape(P, N) for n, v in (
-            ("n_tokens", pool.n_tokens), ("sample_tokens", pool.sample_tokens), ("sample_flops", pool.sample_flops))}
         costs = []
-        for n in ("n_tokens", "sample_tokens", "sample_flops"):
-            c = self._cum[n]
-            costs.append(np.stack([np.where(stop2 < k, at_stop[n], c[k - 1].reshape(P, N)) for k in self.ks],
+        for n, v in (("n_tokens", pool.n_tokens), ("sample_tokens", pool.sample_tokens),
+                     ("sample_flops", pool.sample_flops)):
+            at_stop = self.prefix_sums(n, v, spec.threshold).reshape(P, N)
+            at_k = self.prefix_sums(n, v)
+            costs.append(np.stack([np.where(stop2 < k, at_stop, at_k[i].reshape(P, N)) for i, k in enumerate(self.ks)],
                                   axis=1).mean(2))
         lengths = np.stack([np.minimum(stop2, k) for k in self.ks], axis=1)  # (P, nk, N)
         n_drawn = lengths.mean(2).astype(float)

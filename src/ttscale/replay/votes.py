@@ -58,7 +58,8 @@ def prefix_votes(
     size = (A + 1) * rows
     # Answer-major bins (A + 1, rows): reductions over answers run along long contiguous rows, and
     # samples without an answer go to an extra bucket A (never a candidate).
-    bins = np.where(ans < 0, A, ans)
+    bins = ans.astype(np.intp)
+    bins[ans < 0] = A
     bins *= rows
     bins += np.arange(rows)
     count = np.zeros(size, dtype=np.int64)
@@ -114,14 +115,39 @@ def _winner(count: np.ndarray, mass: np.ndarray | None, lpsum: np.ndarray | None
 def small_vote(ans: np.ndarray, idx: np.ndarray, lp: np.ndarray | None) -> np.ndarray:
     """Plain-count vote over the last axis of ``ans`` (..., m), for small m: winner answer ids (...).
 
-    Pairwise instead of by bins: each sample's answer gets its count, its log-prob sum (added in
-    position order from 0, as ``bincount`` adds) and its lowest sample index, and the best sample by
-    (count, log-prob sum, -first index) names the winner. Same result as
-    :func:`prefix_votes` with the single budget m.
+    Same result as :func:`prefix_votes` with the single budget m. Counts come from pairwise
+    comparisons; where one answer has the top count it wins, and only rows where several answers
+    share it go through the tie breaks (:func:`_small_ties`).
     """
     m = ans.shape[-1]
     if m == 1:
         return ans[..., 0].copy()
+    a = np.ascontiguousarray(ans.reshape(-1, m).T)  # (m, n)
+    n = a.shape[1]
+    cnt = np.ones((m, n), dtype=np.int16)
+    for j in range(m):
+        for i in range(j + 1, m):
+            same = a[i] == a[j]
+            cnt[i] += same
+            cnt[j] += same
+    cnt[a < 0] = 0
+    top = cnt.max(axis=0)
+    cand = cnt == top
+    cand &= top > 0
+    # each answer with the top count holds `top` of the candidate samples: more means a tie
+    tied = np.flatnonzero(np.count_nonzero(cand, axis=0) > top)
+    win = np.where(top > 0, a[np.argmax(cand, axis=0), np.arange(n)], -1)
+    if tied.size:
+        win[tied] = _small_ties(ans.reshape(-1, m)[tied], idx.reshape(-1, m)[tied],
+                                None if lp is None else lp.reshape(-1, m)[tied])
+    return win.reshape(ans.shape[:-1])
+
+
+def _small_ties(ans: np.ndarray, idx: np.ndarray, lp: np.ndarray | None) -> np.ndarray:
+    """The full tie rule over the last axis (n, m): each sample's answer gets its count, its log-prob
+    sum (added in position order from 0, as ``bincount`` adds) and its lowest sample index, and the
+    best sample by (count, log-prob sum, -first index) names the winner."""
+    m = ans.shape[-1]
     best_a = np.full(ans.shape[:-1], -1, dtype=np.int64)
     best_c = np.zeros(ans.shape[:-1], dtype=np.int64)
     best_l = np.full(ans.shape[:-1], -np.inf)
