@@ -35,6 +35,8 @@ def experiments() -> dict[str, Experiment]:
     from ttscale.experiments.deepconf import EXPERIMENT as deepconf
     from ttscale.experiments.imperfect_verifier import EXPERIMENT as imperfect
     from ttscale.experiments.kv_precision import EXPERIMENT as kv_precision
+    from ttscale.experiments.rag_scaling import EXPERIMENT as rag_scaling
     from ttscale.experiments.solve_or_verify import EXPERIMENT as solve_or_verify
 
-    return {e.name: e for e in (coverage, imperfect, compute_vs_size, deepconf, solve_or_verify, kv_precision)}
+    return {e.name: e for e in (coverage, imperfect, compute_vs_size, deepconf, solve_or_verify, kv_precision,
+                                rag_scaling)}
