@@ -1,0 +1,344 @@
+"""Speculative reasoning (SpecReason) and prompt-lookup decoding on this CPU, measured.
+
+Part ``runs`` (default): GSM8K (``gsm-symbolic``'s first ``--problems``), greedy, ``--max-tokens`` per answer,
+through ``ttscale.run.execute`` into ``--store`` (one run id per configuration, so reruns resume):
+
+- ``base``: Qwen2.5-Coder-1.5B alone, one sample (``single``);
+- ``draft``: Qwen2.5-Coder-0.5B alone, one sample;
+- ``spec-tX``: ``speculative-reasoning`` with the 0.5B drafting each step and the 1.5B scoring it (0-9, one
+  prefill) and rewriting steps scored below X, for each X in ``--thresholds``.
+
+Problems are solved one at a time until ``--time-limit`` seconds have passed (keep each ``model-job`` under
+~10 minutes: run it again and it resumes). When every configuration is complete the report prints accuracy
+with Wilson 95% intervals, wall time (the engine's own time for ``single``; the strategy's whole solve for
+``spec``), the share of draft steps kept, where the time went (draft decode, base scoring prefill, base
+rewrites), and ``bench: specreason_speedup = <1.5B-alone wall / strategy wall>`` at the fastest threshold
+whose accuracy is inside the 1.5B's interval (or the best ratio, said so).
+
+Part ``lookup``: llama-cpp-python's high-level ``Llama`` with ``LlamaPromptLookupDecoding`` as its draft vs
+without, greedy, on revision prompts (the 1.5B's stored first attempt shown, "revise it") and on plain GSM8K
+prompts; outputs are compared token for token. Prints ``bench: prompt_lookup_decode_speedup`` (decode tok/s
+with / without) for each. The project's embedded engine (``llama_engine.py``, batched sampling over the
+low-level API) has no draft hook, so this is measured on the high-level API only.
+
+Run (each part resumable; chunks of at most ~10 minutes)::
+
+    model-job .venv/bin/python bench/speculative.py --problems 20 --time-limit 540
+    model-job .venv/bin/python bench/speculative.py --part lookup --lookup-problems 6
+    .venv/bin/python bench/speculative.py --part report      # no model: the figures from the store
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ttscale.backends.llama_cpp import LlamaCppBackend
+from ttscale.registry import make_task
+from ttscale.run import execute
+from ttscale.run.work import Solve
+from ttscale.store import Store
+from ttscale.strategies.revision import revision_request
+from ttscale.strategies.single import Single
+from ttscale.strategies.speculative import SpeculativeReasoning
+from ttscale.types import Sampling
+
+BASE, DRAFT = "qwen2.5-coder-1.5b", "qwen2.5-coder-0.5b"
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    if n == 0:
+        return (0.0, 1.0)
+    p = k / n
+    d = 1 + z * z / n
+    c = (p + z * z / (2 * n)) / d
+    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
+    return (max(0.0, c - h), min(1.0, c + h))
+
+
+def configs(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """(label, run id) of every configuration, in the order they run."""
+    tag = f"gsm{args.problems}-t{args.max_tokens}"
+    out = [("base", f"spec-{tag}-base-{BASE}"), ("draft", f"spec-{tag}-draft-{DRAFT}")]
+    for t in args.thresholds:
+        out.append((f"spec-t{t:g}", f"spec-{tag}-st{args.step_tokens}-thr{t:g}"))
+    return out
+
+
+def run_part(args: argparse.Namespace) -> bool:
+    """Solve what is left, one problem at a time, until the time limit; True when everything is done."""
+    deadline = time.perf_counter() + args.time_limit
+    store = Store(args.store)
+    backends: dict[str, LlamaCppBackend] = {}
+
+    def backend(name: str) -> LlamaCppBackend:
+        if name not in backends:
+            backends[name] = LlamaCppBackend(name, n_ctx=8192, n_seq_max=4, n_threads=args.threads)
+        return backends[name]
+
+    sampling = Sampling(temperature=0.0, seed=0, max_tokens=args.max_tokens, logprobs=False)
+    tasks = {m: make_task("gsm-symbolic", model=m) for m in (BASE, DRAFT)}
+    probs = tasks[BASE].problems(limit=args.problems)
+    plan = configs(args)
+    done = {rid: ({r["problem_id"] for r in store.results(rid)} if store.get_run(rid) else set()) for _, rid in plan}
+    strategies: dict[str, Any] = {}
+    try:
+        # problem-major: every configuration on a problem before the next, so any prefix of the work is paired
+        for p in probs:
+            for label, rid in plan:
+                if p.id in done[rid]:
+                    continue
+                if time.perf_counter() > deadline:
+                    left = sum(len(probs) - len(d) for d in done.values())
+                    print(f"time limit reached: rerun to resume ({left} problem-configurations left)", flush=True)
+                    return False
+                model = DRAFT if label == "draft" else BASE
+                if label not in strategies:
+                    strategies[label] = (
+                        SpeculativeReasoning(threshold=float(label[len("spec-t"):]), draft=backend(DRAFT),
+                                             step_tokens=args.step_tokens, max_steps=args.max_steps)
+                        if label.startswith("spec") else Single())
+                t0 = time.perf_counter()
+                s = execute(Solve(tasks[model], strategies[label], sampling), store=store, run_id=rid,
+                            backend=backend(model), problems=[p])
+                r = s.results[0] if s.results else {}
+                done[rid].add(p.id)
+                print(f"  {p.id:12s} {label:10s} {'ok' if r.get('correct') else '--'} {r.get('answer')!r:>10.10} "
+                      f"ref {p.reference:>8.8}  {time.perf_counter() - t0:6.1f} s", flush=True)
+        return True
+    finally:
+        for b in backends.values():
+            b.close()
+        store.close()
+
+
+def _wall(result: dict[str, Any]) -> float:
+    spec = result.get("meta", {}).get("speculative")
+    if spec is not None:
+        return float(spec["wall_s"]["total"])
+    return float(result["usage"]["wall_s"])
+
+
+def report(args: argparse.Namespace) -> None:
+    store = Store(args.store)
+    rows: dict[str, list[dict[str, Any]]] = {}
+    for label, rid in configs(args):
+        rows[label] = store.results(rid) if store.get_run(rid) else []
+    store.close()
+    ids = [{r["problem_id"] for r in res} for res in rows.values()]
+    common = set.intersection(*ids) if ids else set()
+    rows = {lab: [r for r in res if r["problem_id"] in common] for lab, res in rows.items()}
+    n = len(common)
+    if n < args.problems:
+        print(f"\npartial: {n} of {args.problems} problems done by every configuration; figures over those {n}")
+    if n == 0:
+        return
+    print(f"\nGSM8K (gsm-symbolic), {n} problems, greedy, max {args.max_tokens} tokens; base {BASE}, draft {DRAFT}; "
+          f"store {args.store}")
+    print(f"{'config':10s} {'done':>5s} {'acc':>6s} {'95% CI':>15s} {'wall s':>8s} {'s/prob':>7s} {'gen tok':>8s} "
+          f"{'kept':>6s}  time split (draft / score / rewrite)")
+    base_ok = {r["problem_id"]: bool(r["correct"]) for r in rows["base"]}
+    summary: dict[str, tuple[float, float, tuple[float, float], int]] = {}
+    for label, res in rows.items():
+        if not res:
+            print(f"{label:10s} {0:5d}")
+            continue
+        k = sum(bool(r["correct"]) for r in res)
+        lo, hi = wilson(k, len(res))
+        wall = sum(_wall(r) for r in res)
+        gen = sum(int(r["usage"]["generated_tokens"]) for r in res)
+        kept, split = "", ""
+        specs = [r["meta"]["speculative"] for r in res if "speculative" in r.get("meta", {})]
+        if specs:
+            acc_steps = sum(s["accepted"] for s in specs)
+            judged = acc_steps + sum(s["rejected"] for s in specs)
+            kept = f"{acc_steps / judged:.2f}" if judged else "-"
+            ph = {p: sum(s["wall_s"][p] for s in specs) for p in ("draft", "score", "rewrite")}
+            tot = sum(ph.values()) or 1.0
+            split = " / ".join(f"{ph[p]:.0f} s ({ph[p] / tot:.0%})" for p in ph)
+        summary[label] = (k / len(res), wall, (lo, hi), len(res))
+        print(f"{label:10s} {len(res):5d} {k / len(res):6.3f} ({lo:.3f}, {hi:.3f}) {wall:8.1f} {wall / len(res):7.1f} "
+              f"{gen:8d} {kept:>6s}  {split}")
+        if label != "base" and base_ok and len(res) == len(base_ok):
+            diff = paired_diff({r["problem_id"]: bool(r["correct"]) for r in res}, base_ok)
+            print(f"{'':10s} accuracy - base: {diff[0]:+.3f} (paired bootstrap 95%: {diff[1]:+.3f}, {diff[2]:+.3f})")
+    b_acc, b_wall, (b_lo, b_hi), _ = summary["base"]
+    spec = {lab: v for lab, v in summary.items() if lab.startswith("spec") and v[3] == n}
+    if not spec:
+        print("no complete speculative configuration yet")
+        return
+    matched = {lab: b_wall / v[1] for lab, v in spec.items() if b_lo <= v[0] <= b_hi}
+    if matched:
+        best = max(matched, key=lambda lab: matched[lab])
+        print(f"bench: specreason_speedup = {matched[best]:.2f}  ({best}: accuracy {spec[best][0]:.3f} inside the "
+              f"1.5B's 95% interval ({b_lo:.3f}, {b_hi:.3f}); {n} problems)")
+    else:
+        ratios = {lab: b_wall / v[1] for lab, v in spec.items()}
+        best = max(ratios, key=lambda lab: ratios[lab])
+        print(f"bench: specreason_speedup = {ratios[best]:.2f}  (NOT at matched accuracy: no threshold's accuracy is "
+              f"inside the 1.5B's interval ({b_lo:.3f}, {b_hi:.3f}); best ratio {best}, accuracy {spec[best][0]:.3f}; {n} problems)")
+
+
+def paired_diff(a: dict[str, bool], b: dict[str, bool], reps: int = 2000) -> tuple[float, float, float]:
+    ids = sorted(set(a) & set(b))
+    d = np.array([float(a[i]) - float(b[i]) for i in ids])
+    rng = np.random.default_rng(0)
+    boots = d[rng.integers(0, len(d), size=(reps, len(d)))].mean(axis=1)
+    return float(d.mean()), float(np.quantile(boots, 0.025)), float(np.quantile(boots, 0.975))
+
+
+# -- prompt lookup -----------------------------------------------------------------------------------
+
+def lookup_part(args: argparse.Namespace) -> None:
+    """Greedy decode with and without prompt-lookup drafting on the high-level API; resumable via a JSON file."""
+    import llama_cpp
+    from llama_cpp.llama_speculative import LlamaPromptLookupDecoding
+
+    from ttscale.backends.models import resolve_model_path
+
+    out_path = Path(args.lookup_out)
+    done: dict[str, Any] = json.loads(out_path.read_text()) if out_path.exists() else {}
+    model = args.lookup_model
+    path = str(resolve_model_path(model))
+    task = make_task("gsm-symbolic", model=model)
+    probs = task.problems(limit=args.lookup_problems)
+    store = Store(args.store)
+    first = {r["problem_id"]: r for r in store.results(configs(args)[0][1])} if store.get_run(configs(args)[0][1]) else {}
+    texts = {}
+    for pid, r in first.items():
+        idx = r["samples"][0] if r["samples"] else None
+        if idx is not None:
+            texts[pid] = next((s.text for q, s in store.samples(configs(args)[0][1]) if q == pid and s.index == idx), None)
+    store.close()
+    # the prompts exactly as the embedded engine renders them (its chat template)
+    renderer = LlamaCppBackend(model, n_ctx=256, n_seq_max=1, n_threads=args.threads)
+    rendered: dict[str, tuple[str, str | None]] = {}
+    for p in probs:
+        base = task.request(p)
+        prev = texts.get(p.id)
+        rendered[p.id] = (renderer.render(base), renderer.render(revision_request(base, prev)) if prev else None)
+    renderer.close()
+    common = {"n_ctx": 4096, "n_threads": args.threads, "n_batch": 512, "verbose": False}
+    plain = llama_cpp.Llama(path, **common)
+    looked = llama_cpp.Llama(path, draft_model=LlamaPromptLookupDecoding(max_ngram_size=args.ngram,
+                                                                         num_pred_tokens=args.pred_tokens), **common)
+    deadline = time.perf_counter() + args.time_limit
+
+    def timed(llm: Any, prompt: str) -> tuple[list[int], float, float]:
+        """Greedy tokens, seconds to the first token (prefill), seconds for the rest (decode)."""
+        llm.reset()
+        toks = llm.tokenize(prompt.encode(), add_bos=False, special=True)
+        out: list[int] = []
+        t0 = time.perf_counter()
+        t_first = t0
+        stop = {llm.token_eos(), *llm.tokenize(b"<|im_end|>", add_bos=False, special=True)[:1]}
+        for tok in llm.generate(toks, temp=0.0, top_k=1, top_p=1.0, min_p=0.0, repeat_penalty=1.0, reset=True):
+            if not out:
+                t_first = time.perf_counter()
+            if tok in stop:
+                break
+            out.append(tok)
+            if len(out) >= args.max_tokens:
+                break
+        return out, t_first - t0, time.perf_counter() - t_first
+
+    for p in probs:
+        gsm, rev = rendered[p.id]
+        prompts = {"gsm": gsm} | ({"revision": rev} if rev is not None else {})
+        for kind, prompt in prompts.items():
+            key = f"{model}:{kind}:{p.id}"
+            if key in done:
+                continue
+            if time.perf_counter() > deadline:
+                out_path.write_text(json.dumps(done, indent=1))
+                print("time limit reached: rerun to resume", flush=True)
+                return
+            a, a_pre, a_dec = timed(plain, prompt)
+            b, b_pre, b_dec = timed(looked, prompt)
+            done[key] = {"kind": kind, "tokens": len(a), "identical": a == b, "plain_prefill_s": a_pre,
+                         "plain_decode_s": a_dec, "lookup_prefill_s": b_pre, "lookup_decode_s": b_dec,
+                         "lookup_tokens": len(b)}
+            print(f"  {kind:8s} {p.id:12s} {len(a):4d} tok  identical={a == b}  decode tok/s plain "
+                  f"{(len(a) - 1) / max(a_dec, 1e-9):5.1f}  lookup {(len(b) - 1) / max(b_dec, 1e-9):5.1f}  "
+                  f"prefill {a_pre:.2f} s / {b_pre:.2f} s", flush=True)
+            out_path.write_text(json.dumps(done, indent=1))
+    plain.close()
+    looked.close()
+    lookup_report(done)
+
+
+def lookup_report(done: dict[str, Any]) -> None:
+    for kind in ("revision", "gsm"):
+        rows = [v for v in done.values() if v["kind"] == kind]
+        if not rows:
+            continue
+        toks = sum(v["tokens"] - 1 for v in rows)
+        plain = toks / sum(v["plain_decode_s"] for v in rows)
+        looked = sum(v["lookup_tokens"] - 1 for v in rows) / sum(v["lookup_decode_s"] for v in rows)
+        same = sum(v["identical"] for v in rows)
+        pre = sum(v["lookup_prefill_s"] for v in rows) / max(sum(v["plain_prefill_s"] for v in rows), 1e-9)
+        print(f"{kind}: {len(rows)} prompts, {toks} decoded tokens, greedy outputs identical {same}/{len(rows)}; "
+              f"decode {plain:.1f} -> {looked:.1f} tok/s; prefill time with lookup x{pre:.2f} (logits for every "
+              f"prompt token)")
+        label = "prompt_lookup_decode_speedup" if kind == "revision" else "prompt_lookup_decode_speedup_gsm"
+        print(f"bench: {label} = {looked / plain:.2f}  ({kind} prompts)")
+
+
+def roofline_part() -> None:
+    """What verifying k drafted tokens in one step costs against one decode step, on this CPU's fitted
+    profile and on an assumed GPU (the roofline of :mod:`ttscale.roofline`): speculation pays when a
+    verification step of k+1 tokens costs about one decode step, i.e. where decode is memory-bound."""
+    from ttscale.backends.gguf_info import read_model_info
+    from ttscale.backends.models import resolve_model_path
+    from ttscale.roofline import load_profile, prefill_seconds, step_seconds
+
+    for model in (BASE, DRAFT):
+        info = read_model_info(resolve_model_path(model), model)
+        for hw_name in ("cpu-2core", "h100"):
+            hw = load_profile(hw_name)
+            one = step_seconds(info, hw, sequences=1, new_tokens=1, context=400)
+            cells = "  ".join(f"k={k}: x{step_seconds(info, hw, sequences=1, new_tokens=k, context=400) / one:.2f}"
+                              for k in (2, 4, 8, 11))
+            score = prefill_seconds(info, hw, 150, context=400) / one
+            print(f"{model:20s} {hw_name:10s} decode step {one * 1e3:6.1f} ms; a step of k tokens costs {cells}; "
+                  f"a 150-token scoring prefill = {score:.1f} decode steps")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--part", choices=("runs", "report", "lookup", "lookup-report", "roofline"), default="runs")
+    ap.add_argument("--problems", type=int, default=20)
+    ap.add_argument("--max-tokens", type=int, default=384)
+    ap.add_argument("--thresholds", type=lambda s: [float(x) for x in s.split(",")], default=[5.0, 0.0])
+    ap.add_argument("--step-tokens", type=int, default=128)
+    ap.add_argument("--max-steps", type=int, default=16)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--store", default="runs/speculative.sqlite")
+    ap.add_argument("--time-limit", type=float, default=540.0, help="seconds of solving per invocation")
+    ap.add_argument("--lookup-problems", type=int, default=6)
+    ap.add_argument("--lookup-model", default=BASE)
+    ap.add_argument("--lookup-out", default="runs/speculative-lookup.json")
+    ap.add_argument("--ngram", type=int, default=3)
+    ap.add_argument("--pred-tokens", type=int, default=10)
+    args = ap.parse_args()
+    if args.part == "runs":
+        if run_part(args):
+            report(args)
+    elif args.part == "report":
+        report(args)
+    elif args.part == "lookup":
+        lookup_part(args)
+    elif args.part == "roofline":
+        roofline_part()
+    else:
+        lookup_report(json.loads(Path(args.lookup_out).read_text()))
+
+
+if __name__ == "__main__":
+    main()
