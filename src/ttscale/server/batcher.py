@@ -81,7 +81,13 @@ class MicroBatcher:
         self._on_batch = on_batch
         self.kv_cap = kv_cap
         self._kv_cost = kv_cost
-        self._cv = threading.Condition()
+        self._lock = threading.Lock()
+        self._lead_cv = threading.Condition(self._lock)
+        """The gathering leader waits here for submissions (and close() for the leader to finish)."""
+        self._waiters: dict[threading.Condition, list[_Job]] = {}
+        """Each waiting submitter's own condition (on the same lock) and its jobs: wake-ups go only to the
+        threads they concern, not to every waiting thread (64 threads woken per event cost more CPU than the
+        fake backend's generation)."""
         self._pending: deque[_Job] = deque()
         self._active = 0
         self._leading = False
@@ -99,13 +105,13 @@ class MicroBatcher:
     # ---- strategy-run side ------------------------------------------------------------------
 
     def run_started(self) -> None:
-        with self._cv:
+        with self._lock:
             self._active += 1
 
     def run_finished(self) -> None:
-        with self._cv:
+        with self._lock:
             self._active -= 1
-            self._cv.notify_all()
+            self._lead_cv.notify()  # a gathering leader may have nothing more to wait for
 
     def generate(self, requests: list[GenerationRequest], should_stop: StopCheck,
                  hooks: dict[str, Any] | None = None) -> list[Generation]:
@@ -119,16 +125,24 @@ class MicroBatcher:
         # costed here, in the strategy's thread, so the leader's critical section stays short
         cost = self._kv_cost if self.kv_cap is not None else None
         jobs = [_Job(r, should_stop, Future(), hooks or None, cost(r) if cost else 0) for r in requests]
-        with self._cv:
+        with self._lock:
             if self._closing:
                 raise RequestCancelled("server is shutting down")
             self._pending.extend(jobs)
-            self._cv.notify_all()
-            while not all(j.future.done() for j in jobs):
-                if self._leading:
-                    self._cv.wait()
-                else:
-                    self._lead()
+            self._lead_cv.notify()
+            mine: threading.Condition | None = None
+            try:
+                while not all(j.future.done() for j in jobs):
+                    if not self._leading:
+                        self._lead()
+                        continue
+                    if mine is None:
+                        mine = threading.Condition(self._lock)
+                        self._waiters[mine] = jobs
+                    mine.wait()  # woken when our jobs are done, or to lead the next call
+            finally:
+                if mine is not None:
+                    del self._waiters[mine]
         return [j.future.result() for j in jobs]
 
     @property
@@ -138,14 +152,16 @@ class MicroBatcher:
     def close(self, cancel: bool = False, timeout: float = 30.0) -> None:
         """Stop accepting work; let the running call finish (or with ``cancel``, stop it)."""
         deadline = time.monotonic() + timeout
-        with self._cv:
+        with self._lock:
             self._closing = True
             self._hard_stop = self._hard_stop or cancel
             while self._pending and cancel:
                 self._pending.popleft().future.set_exception(RequestCancelled("server is shutting down"))
-            self._cv.notify_all()
+            self._lead_cv.notify_all()
+            for cv in self._waiters:
+                cv.notify()
             while self._leading and (remaining := deadline - time.monotonic()) > 0:
-                self._cv.wait(remaining)
+                self._lead_cv.wait(remaining)
 
     # ---- the leader -------------------------------------------------------------------------
 
@@ -158,15 +174,15 @@ class MicroBatcher:
             # Requests that arrived together may not have reached a worker yet: give them min_wait.
             while (remaining := start + self.min_wait_s - time.monotonic()) > 0 and not self._closing \
                     and len(self._pending) < self.max_batch:
-                self._cv.wait(remaining)
+                self._lead_cv.wait(remaining)
             while len(self._pending) < min(self.max_batch, self._active) and not self._closing:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
-                self._cv.wait(remaining)
+                self._lead_cv.wait(remaining)
             batch = [self._pending.popleft() for _ in range(min(self.max_batch, len(self._pending)))]
             batch = self._within_kv_cap(batch)
-            self._cv.release()
+            self._lock.release()
             try:
                 live = []
                 for job in batch:
@@ -184,10 +200,22 @@ class MicroBatcher:
                 for job in batch:  # only if something escaped _execute (e.g. KeyboardInterrupt)
                     if not job.future.done():
                         job.future.set_exception(RequestCancelled("generation was interrupted"))
-                self._cv.acquire()
+                self._lock.acquire()
         finally:
             self._leading = False
-            self._cv.notify_all()
+            self._wake_after_call()
+
+    def _wake_after_call(self) -> None:
+        """Wake the submitters whose jobs are done, and one whose jobs still wait, to lead the next call
+        (called holding the lock, when no one leads)."""
+        successor = False
+        for cv, jobs in self._waiters.items():
+            if self._closing or all(j.future.done() for j in jobs):  # closing: everyone re-checks
+                cv.notify()
+            elif not successor:
+                successor = True
+                cv.notify()
+        self._lead_cv.notify_all()  # close() may be waiting for the leader to finish
 
     def _within_kv_cap(self, batch: list[_Job]) -> list[_Job]:
         """The batch's first jobs whose plain calls fit the KV cap together; the rest go back to the
