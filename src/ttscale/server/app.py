@@ -11,15 +11,16 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import time
-import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import ValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ttscale.cost import Budget
@@ -39,7 +40,7 @@ from ttscale.server.schemas import (
 )
 from ttscale.server.security import Guard
 from ttscale.server.service import ClientGone, Service, Ticket
-from ttscale.server.solve import ChoiceResult, ttscale_object
+from ttscale.server.solve import ChoiceResult, total_usage, ttscale_object
 from ttscale.types import ChatMessage, GenerationRequest, Usage, capabilities_of
 
 trace_log = logging.getLogger("ttscale.server.trace")
@@ -66,6 +67,7 @@ class _Observe:
     def __init__(self, app: ASGIApp, service: Service) -> None:
         self.app = app
         self.service = service
+        self._children: dict[tuple[str, int], Any] = {}  # metric children by label: labels() costs a lookup
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -85,9 +87,89 @@ class _Observe:
             await self.app(scope, receive, send_wrapper)
         finally:
             m = self.service.metrics
-            m.requests.labels(endpoint, str(status[0])).inc()
+            if (count := self._children.get((endpoint, status[0]))) is None:
+                count = self._children[endpoint, status[0]] = m.requests.labels(endpoint, str(status[0]))
+            count.inc()
             if endpoint.startswith("/v1/") and endpoint != "/v1/models":
-                m.latency.labels(endpoint).observe(time.perf_counter() - t0)
+                if (timer := self._children.get((endpoint, 0))) is None:
+                    timer = self._children[endpoint, 0] = m.latency.labels(endpoint)
+                timer.observe(time.perf_counter() - t0)
+
+
+_FAST_BODIES: dict[str, type[ChatCompletionRequest] | type[CompletionRequest]] = {
+    "/v1/chat/completions": ChatCompletionRequest, "/v1/completions": CompletionRequest}
+
+
+def _is_json(scope: Scope) -> bool:
+    for name, value in scope["headers"]:
+        if name == b"content-type":
+            return bool(value.split(b";", 1)[0].strip().lower() == b"application/json")
+    return False
+
+
+class _FastCompletions:
+    """Answers ``POST /v1/chat/completions`` and ``/v1/completions`` with a valid JSON body itself (pure ASGI).
+
+    pydantic parses the bytes once, and the request skips FastAPI's middleware, routing, dependency solving
+    and per-request telemetry checks, which cost more CPU than the rest of the proxy's own work. Whatever
+    it does not answer (other paths and content types, bodies that fail validation, ``stream=true``) goes on
+    to FastAPI with the body replayed, so error bodies and streams are FastAPI's, exactly as before."""
+
+    def __init__(self, app: ASGIApp, complete: Callable[[Request, Any], Awaitable[Response]]) -> None:
+        self.app = app
+        self.complete = complete
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        model = _FAST_BODIES.get(scope["path"]) if scope["method"] == "POST" else None
+        if model is None or not _is_json(scope):
+            await self.app(scope, receive, send)
+            return
+        chunks = []
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # gone before the body was in
+                return
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        body_bytes = b"".join(chunks)
+        try:
+            body = model.model_validate_json(body_bytes)
+        except ValidationError:
+            body = None
+        if body is None or body.stream:
+            replayed = False
+
+            async def replay() -> Message:
+                nonlocal replayed
+                if not replayed:
+                    replayed = True
+                    return {"type": "http.request", "body": body_bytes, "more_body": False}
+                return await receive()
+
+            await self.app(scope, replay, send)
+            return
+        try:
+            response = await self.complete(Request(scope, receive), body)
+        except Exception as e:  # noqa: BLE001 - what the app's exception handlers would answer
+            response = from_library_error(e).response()
+        await response(scope, receive, send)
+
+
+class _App(FastAPI):
+    """FastAPI whose HTTP requests enter through ``front`` (metrics, auth and body limit, the completion fast
+    path), which hands what it does not answer to :meth:`fastapi_app`."""
+
+    front: ASGIApp | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and self.front is not None:
+            await self.front(scope, receive, send)
+        else:
+            await super().__call__(scope, receive, send)
+
+    async def fastapi_app(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await super().__call__(scope, receive, send)
 
 
 def _messages(body: ChatCompletionRequest) -> tuple[ChatMessage, ...]:
@@ -183,22 +265,27 @@ def create_app(config: ServerConfig) -> FastAPI:
         # uvicorn has already let open connections finish (up to its graceful timeout).
         await asyncio.get_running_loop().run_in_executor(None, svc.shutdown)
 
-    app = FastAPI(title="ttscale", version="0.1.0", lifespan=lifespan,
-                  description="OpenAI-compatible API answered by test-time scaling strategies.")
+    app = _App(title="ttscale", version="0.1.0", lifespan=lifespan,
+               description="OpenAI-compatible API answered by test-time scaling strategies.")
     app.state.service = svc
     install_error_handlers(app)
 
-    def _usage(choices: list[ChoiceResult]) -> dict[str, int]:
-        u = Usage.total(c.usage for c in choices)
-        return {"prompt_tokens": u.prefilled_tokens, "completion_tokens": u.generated_tokens,
-                "total_tokens": u.total_tokens}
+    def _usage(total: Usage) -> dict[str, int]:
+        return {"prompt_tokens": total.prefilled_tokens, "completion_tokens": total.generated_tokens,
+                "total_tokens": total.total_tokens}
 
-    def _record(plan: Plan, choices: list[ChoiceResult]) -> None:
-        u = Usage.total(c.usage for c in choices)
-        svc.metrics.strategy.labels(plan.strategy).inc()
-        svc.metrics.tokens.labels("prefilled").inc(u.prefilled_tokens)
-        svc.metrics.tokens.labels("generated").inc(u.generated_tokens)
-        if plan.trace:  # asked for: the same record the response carries goes to the server's log
+    counters: dict[str, Any] = {}  # metric children by label, looked up once
+
+    def _record(plan: Plan, choices: list[ChoiceResult], u: Usage) -> None:
+        m = svc.metrics
+        if not counters:
+            counters.update(prefilled=m.tokens.labels("prefilled"), generated=m.tokens.labels("generated"))
+        if (served := counters.get(plan.strategy)) is None:
+            served = counters[plan.strategy] = m.strategy.labels(plan.strategy)
+        served.inc()
+        counters["prefilled"].inc(u.prefilled_tokens)
+        counters["generated"].inc(u.generated_tokens)
+        if plan.trace and trace_log.isEnabledFor(logging.INFO):  # the record the response carries, to the log
             trace_log.info("trace %s", json.dumps({
                 "strategy": plan.strategy, "choices": [{"answer": c.result.answer, "votes": c.result.votes,
                                                         "policy": c.result.meta.get("policy"), "calls": c.trace}
@@ -215,7 +302,7 @@ def create_app(config: ServerConfig) -> FastAPI:
             _check_prompts(templates, budget, config)
         else:  # counting tokens is a network call (HTTP backend): keep it off the event loop
             await asyncio.to_thread(_check_prompts, templates, budget, config)
-        head = {"id": f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:24]}", "created": int(time.time()),
+        head = {"id": f"{'chatcmpl' if chat else 'cmpl'}-{os.urandom(12).hex()}", "created": int(time.time()),
                 "model": body.model}
         t0 = time.perf_counter()
         if body.stream:
@@ -225,8 +312,9 @@ def create_app(config: ServerConfig) -> FastAPI:
             choices = await svc.wait(request, ticket)
         except ClientGone:
             return Response(status_code=499)
-        _record(plan, choices)
-        extra = ttscale_object(plan, choices, budget, time.perf_counter() - t0)
+        total = total_usage(c.usage for c in choices)
+        _record(plan, choices, total)
+        extra = ttscale_object(plan, choices, budget, time.perf_counter() - t0, total)
         if chat:
             out: dict[str, Any] = {**head, "object": "chat.completion", "choices": [
                 {"index": i, "message": {"role": "assistant", "content": c.text}, "finish_reason": c.finish_reason,
@@ -235,7 +323,7 @@ def create_app(config: ServerConfig) -> FastAPI:
             out = {**head, "object": "text_completion", "choices": [
                 {"index": i, "text": c.text, "finish_reason": c.finish_reason, "logprobs": None}
                 for i, c in enumerate(choices)]}
-        return JSONResponse({**out, "usage": _usage(choices), "ttscale": extra})
+        return JSONResponse({**out, "usage": _usage(total), "ttscale": extra})
 
     async def stream(request: Request, body: ChatCompletionRequest | CompletionRequest, plan: Plan,
                      templates: list[GenerationRequest], budget: Budget, head: dict[str, Any], chat: bool,
@@ -276,14 +364,15 @@ def create_app(config: ServerConfig) -> FastAPI:
             finally:
                 if not fut.done():
                     ticket.cancel.set()  # the generator was closed: client gone
-            _record(plan, choices)
+            total = total_usage(c.usage for c in choices)
+            _record(plan, choices, total)
             pairs = [(c.text, c.finish_reason) for c in choices]
             chunks = list(streaming.chat_chunks(head, pairs) if chat else streaming.text_chunks(head, pairs))
-            extra = ttscale_object(plan, choices, budget, time.perf_counter() - t0)
+            extra = ttscale_object(plan, choices, budget, time.perf_counter() - t0, total)
             if include_usage:
                 for ch in chunks:
                     ch["usage"] = None
-                chunks.append({**head, "choices": [], "usage": _usage(choices)})
+                chunks.append({**head, "choices": [], "usage": _usage(total)})
             chunks[-1] = {**chunks[-1], "ttscale": extra}
             for ch in chunks:
                 yield streaming.data(ch)
@@ -331,7 +420,8 @@ def create_app(config: ServerConfig) -> FastAPI:
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
-    # Outermost first: observe every response, then auth and the body limit.
-    app.add_middleware(Guard, api_key=config.api_key, max_body_bytes=config.max_body_bytes)
-    app.add_middleware(_Observe, service=svc)
+    # Outermost first: observe every response, then auth and the body limit, then the completion fast path;
+    # FastAPI (its own middleware, routes and error handlers) answers the rest.
+    app.front = _Observe(Guard(_FastCompletions(app.fastapi_app, complete), api_key=config.api_key,
+                               max_body_bytes=config.max_body_bytes), service=svc)
     return app

@@ -16,7 +16,7 @@ import dataclasses
 import re
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -272,10 +272,26 @@ def _run(strategy: Any, template: GenerationRequest, plan: Plan, proxy: BatchedB
     return ChoiceResult(result, list(ctx.samples), text, finish, strategy.describe(), proxy.trace)
 
 
-def usage_breakdown(choices: Sequence[ChoiceResult]) -> dict[str, Any]:
-    """What the request spent, split into sampling and verification."""
-    total = Usage.total(c.usage for c in choices)
-    sampling = Usage.total(s.usage for c in choices for s in c.samples)
+def total_usage(usages: Iterable[Usage]) -> Usage:
+    """``Usage.total``, without its field-by-field sum where there is one usage (a request's one choice).
+
+    >>> u = Usage(prefilled_tokens=3, generated_tokens=5)
+    >>> total_usage([u]) == Usage.total([u]), total_usage([u, u]).generated_tokens
+    (True, 10)
+    """
+    items = list(usages)
+    return items[0] if len(items) == 1 else Usage.total(items)
+
+
+def usage_breakdown(choices: Sequence[ChoiceResult], total: Usage | None = None) -> dict[str, Any]:
+    """What the request spent, split into sampling and verification (``total``: the choices' usage summed,
+    when the caller has it already)."""
+    total = total if total is not None else total_usage(c.usage for c in choices)
+    samples = [s for c in choices for s in c.samples]
+    # a sample's usage is its prefilled and generated tokens and FLOPs: summed as Usage.total would, in order
+    s_prefilled = sum(s.prefilled_tokens for s in samples)
+    s_generated = sum(s.n_tokens for s in samples)
+    s_flops = sum((s.flops for s in samples), 0.0)
     return {
         "prefilled_tokens": total.prefilled_tokens,
         "generated_tokens": total.generated_tokens,
@@ -283,16 +299,16 @@ def usage_breakdown(choices: Sequence[ChoiceResult]) -> dict[str, Any]:
         "prompt_tokens_logical": sum(s.prompt_tokens for c in choices for s in c.samples[:1]),
         "flops": total.flops,
         "peak_kv_bytes_per_choice": max((c.usage.peak_kv_bytes for c in choices), default=0),
-        "samples": sum(len(c.samples) for c in choices),
-        "sampling": {"prefilled_tokens": sampling.prefilled_tokens, "generated_tokens": sampling.generated_tokens,
-                     "flops": sampling.flops},
-        "verifier": {"prefilled_tokens": total.prefilled_tokens - sampling.prefilled_tokens,
-                     "generated_tokens": total.generated_tokens - sampling.generated_tokens,
-                     "flops": total.flops - sampling.flops},
+        "samples": len(samples),
+        "sampling": {"prefilled_tokens": s_prefilled, "generated_tokens": s_generated, "flops": s_flops},
+        "verifier": {"prefilled_tokens": total.prefilled_tokens - s_prefilled,
+                     "generated_tokens": total.generated_tokens - s_generated,
+                     "flops": total.flops - s_flops},
     }
 
 
-def ttscale_object(plan: Plan, choices: Sequence[ChoiceResult], budget: Budget, wall_s: float) -> dict[str, Any]:
+def ttscale_object(plan: Plan, choices: Sequence[ChoiceResult], budget: Budget, wall_s: float,
+                   total: Usage | None = None) -> dict[str, Any]:
     """The ``ttscale`` extension of a response: strategy, cost breakdown, votes per choice."""
     return {
         "strategy": plan.strategy,
@@ -302,7 +318,7 @@ def ttscale_object(plan: Plan, choices: Sequence[ChoiceResult], budget: Budget, 
         "budget": {"tokens": plan.budget_tokens, "flops": plan.budget_flops, "kv_bytes": plan.budget_kv_bytes,
                    "per_choice_tokens": budget.tokens, "per_choice_flops": budget.flops,
                    "per_choice_kv_bytes": budget.kv_bytes},
-        "usage": usage_breakdown(choices),
+        "usage": usage_breakdown(choices, total),
         "wall_s": round(wall_s, 6),
         "choices": [
             {
