@@ -12,7 +12,10 @@ Three measurements, each against a baseline measured in the same run:
    tokens/s with 8 concurrent clients over the same 8 requests sent one at a time.
 
 The client is a minimal HTTP/1.1 keep-alive client over raw sockets, so that the
-client's own cost (an HTTP library's) is not counted as the proxy's.
+client's own cost (an HTTP library's) is not counted as the proxy's. It shares the
+machine's cores with the server, so the throughput run prints both sides' CPU per
+request: the client's (about 0.1 ms) is a small fraction of the server's, so the
+server, not the load generator, sets ``proxy_rps``.
 
     python bench/server.py [--requests 300] [--seconds 5] [--max-tokens 32] [--skip-model]
     python bench/server.py --skip-fake --model qwen2.5-coder-1.5b --threads 2 --explain --max-tokens 128
@@ -187,8 +190,12 @@ def bench_fake(n_requests: int, seconds: float, clients: int) -> tuple[float, fl
         p50_http, p50_in = statistics.median(http) * 1e3, statistics.median(inproc) * 1e3
         print(f"fake backend, sc k=4, sequential: HTTP p50 {p50_http:.3f} ms, in-process p50 {p50_in:.3f} ms "
               f"(HTTP p90 {statistics.quantiles(http, n=10)[-1] * 1e3:.3f} ms; server CPU {cpu_ms:.3f} ms/request)")
+        cpu0, own0 = cpu_seconds(proc.pid), time.process_time()
         rps, errors = throughput(port, raw, clients, seconds)
-        print(f"fake backend, {clients} concurrent clients for {seconds:g}s: {rps:.0f} requests/s ({errors} non-200)")
+        done = rps * seconds + errors
+        print(f"fake backend, {clients} concurrent clients for {seconds:g}s: {rps:.0f} requests/s ({errors} non-200; "
+              f"CPU per request: server {(cpu_seconds(proc.pid) - cpu0) / done * 1e3:.3f} ms, "
+              f"client {(time.process_time() - own0) / done * 1e3:.3f} ms)")
         return p50_http - p50_in, rps
     finally:
         stop_server(proc)
