@@ -101,8 +101,12 @@ def _winner(count: np.ndarray, mass: np.ndarray | None, lpsum: np.ndarray | None
         top = m.max(axis=0)
         has = np.isfinite(top)
         cand = m == top
-    win = np.argmax(cand, axis=0)
-    tied = np.flatnonzero(has & (np.count_nonzero(cand, axis=0) > 1))
+    A = cand.shape[0]
+    n_top = cand.sum(axis=0, dtype=np.int16 if A < 2**15 else np.int64)
+    # Σ a·[a is a candidate]: the candidate where there is one (exact in float64 below 2**53; tied rows
+    # are redone below). A matrix-vector product, where argmax over axis 0 would copy transposed.
+    win = (np.arange(A, dtype=np.float64) @ cand).astype(np.int64)
+    tied = np.flatnonzero(has & (n_top > 1))
     if tied.size:
         sub = cand[:, tied]
         if lpsum is not None:
