@@ -165,3 +165,13 @@ def test_the_price_of_a_wave_follows_the_hardware_s_batching() -> None:
     # 16 samples decoded together: nearly free on a memory-bound GPU (1.01x one sample), several times one
     # on this 2-core CPU, where a decode step of many sequences is compute-bound (3.5x by its calibrated profile)
     assert ratio("h100") < 1.5 < 3 < ratio("cpu-2core") <= 16
+
+
+def test_usage_addition_covers_every_field() -> None:
+    from dataclasses import fields
+
+    a, b = Usage(*range(1, 9)), Usage(*range(10, 18))
+    assert len(fields(Usage)) == 8  # a new field must join Usage.__add__ (spelled out for speed)
+    for f in fields(Usage):
+        x, y = getattr(a, f.name), getattr(b, f.name)
+        assert getattr(a + b, f.name) == (max(x, y) if f.name == "peak_kv_bytes" else x + y)

@@ -100,8 +100,9 @@ def test_weighted_bon_sums_scores(task) -> None:  # type: ignore[no-untyped-def]
 SEARCH = {"beam", "dvts", "particle-filter", "best-first"}
 
 
-# iterdrag needs a retrieval task (its own budget tests: tests/strategies/test_iterdrag.py)
-NEEDS_RETRIEVAL = {"iterdrag"}
+# iterdrag needs a retrieval task, speculative-reasoning a base model that probes next tokens (their own
+# budget tests: tests/strategies/test_iterdrag.py, tests/strategies/test_speculative.py)
+NEEDS_RETRIEVAL = {"iterdrag", "speculative-reasoning"}
 
 
 @pytest.mark.parametrize("name", [n for n in strategy_names() if n not in SEARCH | NEEDS_RETRIEVAL])

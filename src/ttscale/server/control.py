@@ -9,6 +9,7 @@ server's limits here, with errors that name the parameter.
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -31,9 +32,16 @@ POLICY = "policy"
 """The strategy name of the server's fitted plan (``ttscale serve --policy``)."""
 
 
+_ALIASES: list[tuple[object, dict[str, str]]] = []
+
+
 def aliases() -> dict[str, str]:
-    """Each strategy record's short name (``alias``) -> its name; every strategy also answers to its own."""
-    return {spec.alias: name for name, spec in strategy_specs().items() if spec.alias}
+    """Each strategy record's short name (``alias``) -> its name; every strategy also answers to its own.
+    Built once per import path, as the registry discovers records once per ``sys.path``."""
+    key = tuple(sys.path)
+    if not _ALIASES or _ALIASES[0][0] != key:
+        _ALIASES[:] = [(key, {spec.alias: name for name, spec in strategy_specs().items() if spec.alias})]
+    return _ALIASES[0][1]
 _PREFIX_RE = re.compile(r"^(?P<name>[a-z][a-z-]*?)(?P<k>\d+)?$")
 
 HEADER_STRATEGY = "x-ttscale-strategy"
@@ -105,9 +113,13 @@ def _int_header(headers: Mapping[str, str], name: str) -> int | None:
         raise APIError(400, f"header {name} must be an integer, got {raw[:40]!r}", param=name, code="invalid_value") from None
 
 
+_NO_OPTIONS = TtscaleOptions.model_validate({})
+"""A request without ``ttscale`` options (immutable use only: built once, not per request)."""
+
+
 def resolve(opts: TtscaleOptions | None, headers: Mapping[str, str], model: str, cfg: ServerConfig) -> Plan:
     prefix_strategy, prefix_k = split_model(model, cfg.served_model)
-    o = opts or TtscaleOptions.model_validate({})
+    o = opts or _NO_OPTIONS
     h_strategy = headers.get(HEADER_STRATEGY)
     h_k = _int_header(headers, HEADER_K)
     h_budget = _int_header(headers, HEADER_BUDGET)

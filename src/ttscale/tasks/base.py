@@ -87,5 +87,6 @@ class HasChanceAccuracy(Protocol):
 def grade_with_detail(task: Task, problem: Problem, answer: str | None) -> tuple[bool | None, dict[str, Any]]:
     """``task.grade`` plus the task's explanation of it (empty where the task gives none)."""
     correct = task.grade(problem, answer)
-    detail = task.grade_detail(problem, answer) if isinstance(task, ExplainsGrades) else {}
-    return correct, detail
+    # getattr, not isinstance(task, ExplainsGrades): a runtime protocol check costs ~25 us, once per sample
+    explain = getattr(task, "grade_detail", None)
+    return correct, explain(problem, answer) if callable(explain) else {}
