@@ -174,6 +174,9 @@ def report(args: argparse.Namespace) -> None:
         print("no complete speculative configuration yet")
         return
     matched = {lab: b_wall / v[1] for lab, v in spec.items() if b_lo <= v[0] <= b_hi}
+    if "draft" in summary and b_lo <= summary["draft"][0] <= b_hi:
+        print(f"note: the 0.5B alone ({summary['draft'][0]:.3f}, x{b_wall / summary['draft'][1]:.2f} faster) is inside the "
+              f"1.5B's interval too: at {n} problems the matched-accuracy test does not tell the models apart")
     if matched:
         best = max(matched, key=lambda lab: matched[lab])
         print(f"bench: specreason_speedup = {matched[best]:.2f}  ({best}: accuracy {spec[best][0]:.3f} inside the "
