@@ -13,18 +13,18 @@ import json
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from pydantic import ValidationError
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ttscale.cost import Budget
 from ttscale.server import streaming
+from ttscale.server.asgi import FastCompletions, Observe
 from ttscale.server.config import ServerConfig
 from ttscale.server.control import Plan, resolve
 from ttscale.server.errors import APIError, from_library_error, install_error_handlers
@@ -58,102 +58,6 @@ _COMPLETION_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 KEEPALIVE_S = 5.0
 """Longest silence on a stream while the strategy works."""
-_ENDPOINTS = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/models", "/health", "/metrics"})
-
-
-class _Observe:
-    """Counts responses by endpoint and status, and times completion requests (pure ASGI)."""
-
-    def __init__(self, app: ASGIApp, service: Service) -> None:
-        self.app = app
-        self.service = service
-        self._children: dict[tuple[str, int], Any] = {}  # metric children by label: labels() costs a lookup
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        path = scope.get("path", "")
-        endpoint = path if path in _ENDPOINTS else "other"
-        status = [500]
-        t0 = time.perf_counter()
-
-        async def send_wrapper(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                status[0] = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_wrapper)
-        finally:
-            m = self.service.metrics
-            if (count := self._children.get((endpoint, status[0]))) is None:
-                count = self._children[endpoint, status[0]] = m.requests.labels(endpoint, str(status[0]))
-            count.inc()
-            if endpoint.startswith("/v1/") and endpoint != "/v1/models":
-                if (timer := self._children.get((endpoint, 0))) is None:
-                    timer = self._children[endpoint, 0] = m.latency.labels(endpoint)
-                timer.observe(time.perf_counter() - t0)
-
-
-_FAST_BODIES: dict[str, type[ChatCompletionRequest] | type[CompletionRequest]] = {
-    "/v1/chat/completions": ChatCompletionRequest, "/v1/completions": CompletionRequest}
-
-
-def _is_json(scope: Scope) -> bool:
-    for name, value in scope["headers"]:
-        if name == b"content-type":
-            return bool(value.split(b";", 1)[0].strip().lower() == b"application/json")
-    return False
-
-
-class _FastCompletions:
-    """Answers ``POST /v1/chat/completions`` and ``/v1/completions`` with a valid JSON body itself (pure ASGI).
-
-    pydantic parses the bytes once, and the request skips FastAPI's middleware, routing, dependency solving
-    and per-request telemetry checks, which cost more CPU than the rest of the proxy's own work. Whatever
-    it does not answer (other paths and content types, bodies that fail validation, ``stream=true``) goes on
-    to FastAPI with the body replayed, so error bodies and streams are FastAPI's, exactly as before."""
-
-    def __init__(self, app: ASGIApp, complete: Callable[[Request, Any], Awaitable[Response]]) -> None:
-        self.app = app
-        self.complete = complete
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        model = _FAST_BODIES.get(scope["path"]) if scope["method"] == "POST" else None
-        if model is None or not _is_json(scope):
-            await self.app(scope, receive, send)
-            return
-        chunks = []
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":  # gone before the body was in
-                return
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body", False):
-                break
-        body_bytes = b"".join(chunks)
-        try:
-            body = model.model_validate_json(body_bytes)
-        except ValidationError:
-            body = None
-        if body is None or body.stream:
-            replayed = False
-
-            async def replay() -> Message:
-                nonlocal replayed
-                if not replayed:
-                    replayed = True
-                    return {"type": "http.request", "body": body_bytes, "more_body": False}
-                return await receive()
-
-            await self.app(scope, replay, send)
-            return
-        try:
-            response = await self.complete(Request(scope, receive), body)
-        except Exception as e:  # noqa: BLE001 - what the app's exception handlers would answer
-            response = from_library_error(e).response()
-        await response(scope, receive, send)
 
 
 class _App(FastAPI):
@@ -422,6 +326,6 @@ def create_app(config: ServerConfig) -> FastAPI:
     app.openapi = openapi  # type: ignore[method-assign]
     # Outermost first: observe every response, then auth and the body limit, then the completion fast path;
     # FastAPI (its own middleware, routes and error handlers) answers the rest.
-    app.front = _Observe(Guard(_FastCompletions(app.fastapi_app, complete), api_key=config.api_key,
+    app.front = Observe(Guard(FastCompletions(app.fastapi_app, complete), api_key=config.api_key,
                                max_body_bytes=config.max_body_bytes), service=svc)
     return app

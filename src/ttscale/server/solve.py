@@ -12,7 +12,6 @@ cancelled request stops at the next generation.
 
 from __future__ import annotations
 
-import dataclasses
 import re
 import threading
 import time
@@ -202,24 +201,6 @@ def pick_text(result: Result, samples: Sequence[Sample], verifier: str | None) -
     return best.text, ("length" if best.finish_reason == "length" else "stop")
 
 
-def check_option_types(strategy: object, options: dict[str, Any]) -> None:
-    """Reject option values whose type differs from the knob's default (an int is fine for a float)."""
-    if not dataclasses.is_dataclass(strategy):
-        return
-    defaults = {f.name: f.default for f in dataclasses.fields(strategy)}
-    for name, value in options.items():
-        default = defaults.get(name, dataclasses.MISSING)
-        if default is dataclasses.MISSING or default is None:
-            continue
-        want = type(default)
-        ok = isinstance(value, want) and not (want is not bool and isinstance(value, bool))
-        if want is float and isinstance(value, int) and not isinstance(value, bool):
-            ok = True
-        if not ok:
-            raise APIError(400, f"option {name!r} must be a {want.__name__}, got {value!r}",
-                           param=f"ttscale.options.{name}", code="invalid_value")
-
-
 def solve_choice(
     *,
     template: GenerationRequest,
@@ -251,11 +232,8 @@ def solve_choice(
         if verifier is not None and verifier.uses_reference:
             raise APIError(400, f"verifier {plan.verifier!r} reads reference answers, which requests do not have",
                            param="ttscale.verifier", code="invalid_value")
-        strategy = make_strategy(plan.strategy, k=plan.k, verifier=verifier)
-        if plan.options:  # checked against the defaults before the strategy ever sees them
-            options = dict(plan.options)
-            check_option_types(strategy, options)
-            strategy = make_strategy(plan.strategy, k=plan.k, verifier=verifier, **options)
+        # the options were checked by the strategy's record when the request was resolved (control.resolve)
+        strategy = make_strategy(plan.strategy, k=plan.k, verifier=verifier, **dict(plan.options))
         return _run(strategy, template, plan, proxy, task, problem_id, seed, budget, backend)
     finally:
         batcher.run_finished()
