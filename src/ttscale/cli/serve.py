@@ -14,6 +14,7 @@ from ttscale.cli.common import cli_errors, err_console, fail
 from ttscale.cli.options import BackendOptionOpt, KvTypeOpt, KvTypeVOpt, parse_pairs
 from ttscale.cli.remote_opts import check_kv_engine
 from ttscale.registry import backend_kinds, strategy_names
+from ttscale.roofline import load_profile
 from ttscale.server.config import server_verifiers
 
 if TYPE_CHECKING:
@@ -36,6 +37,7 @@ def serve(
     verifier: Annotated[str, typer.Option(help=f"Default verifier for strategies that take one: {', '.join(server_verifiers())}.")] = "certainty",
     budget_tokens: Annotated[Optional[int], typer.Option(help="Default cap on processed tokens per request (prefilled + generated).", min=1)] = None,
     max_budget_tokens: Annotated[int, typer.Option(help="Largest token budget a request may ask for.", min=1)] = 1_000_000,
+    hardware: Annotated[Optional[str], typer.Option(help="Hardware profile that requests' ttscale.budget.seconds / ttscale.budget.usd are priced on (h100, a100, l4, cpu-2core, or a TOML from `ttscale calibrate`): each call's roofline from its exact tokens. Without it such budgets get a 400.")] = None,
     max_kv_bytes: Annotated[Optional[int], typer.Option(help="Server-wide hard cap on KV-cache bytes in use at once (at --kv-type's real size): every request's default and ceiling (ttscale.budget.kv_bytes may ask for less), each backend call's batch packed to fit it, and the embedded engine's n_ctx / n_seq_max sized to it.", min=1)] = None,
     kv_type: KvTypeOpt = "f16",
     kv_type_v: KvTypeVOpt = None,
@@ -124,7 +126,7 @@ def serve(
             default_max_tokens=max_tokens, max_max_tokens=max_max_tokens, max_concurrency=max_concurrency,
             max_queue=max_queue, timeout_s=timeout, batch_window_ms=batch_window_ms, api_key=api_key,
             batch_min_wait_ms=batch_min_wait_ms if batch_min_wait_ms is not None else (10.0 if backend == "llama-cpp" else 0.0),
-            max_body_bytes=max_body_bytes, policy=fitted,
+            max_body_bytes=max_body_bytes, policy=fitted, hardware=load_profile(hardware) if hardware else None,
         )
         app = create_app(config)
         logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")

@@ -124,7 +124,7 @@ def _check_prompts(templates: list[GenerationRequest], budget: Budget, cfg: Serv
                            f"one generated token ({need} bytes)", param="ttscale.budget.kv_bytes", code="budget_too_small")
 
 
-def _split_budget(plan: Plan, n_choices: int) -> Budget:
+def _split_budget(plan: Plan, n_choices: int, cfg: ServerConfig) -> Budget:
     """The request's budget shared equally by its choices (each choice is one strategy run)."""
     tokens = plan.budget_tokens // n_choices if plan.budget_tokens is not None else None
     if tokens is not None and tokens < 1:
@@ -136,7 +136,10 @@ def _split_budget(plan: Plan, n_choices: int) -> Budget:
     if kv is not None and kv < 1:
         raise APIError(400, f"KV budget {plan.budget_kv_bytes} is smaller than the {n_choices} choices asked for",
                        param="ttscale.budget.kv_bytes", code="budget_too_small")
-    return Budget(tokens=tokens, flops=flops, kv_bytes=kv)
+    seconds = plan.budget_seconds / n_choices if plan.budget_seconds is not None else None
+    usd = plan.budget_usd / n_choices if plan.budget_usd is not None else None
+    priced = cfg.hardware if seconds is not None or usd is not None else None
+    return Budget(tokens=tokens, flops=flops, kv_bytes=kv, seconds=seconds, usd=usd, hardware=priced)
 
 
 class _TicketStream(StreamingResponse):
@@ -201,7 +204,7 @@ def create_app(config: ServerConfig) -> FastAPI:
             raise APIError(400, f"n must be <= {config.max_n}", param="n", code="invalid_value")
         plan = resolve(body.ttscale, request.headers, body.model, config)
         templates = _templates(body, config)
-        budget = _split_budget(plan, len(templates) * body.n)
+        budget = _split_budget(plan, len(templates) * body.n, config)
         if svc.local_tokenizer:
             _check_prompts(templates, budget, config)
         else:  # counting tokens is a network call (HTTP backend): keep it off the event loop

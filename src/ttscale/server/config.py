@@ -14,6 +14,7 @@ from ttscale.backends.base import Backend
 from ttscale.errors import ConfigError
 from ttscale.planner.policy import Policy
 from ttscale.registry import verifier_specs
+from ttscale.roofline import HardwareProfile
 
 
 def server_verifiers() -> tuple[str, ...]:
@@ -38,6 +39,9 @@ class ServerConfig:
     """Default cap on processed tokens (prefilled + generated) per request; None = unlimited."""
     max_budget_tokens: int = 1_000_000
     """Largest token budget a request may ask for."""
+    hardware: HardwareProfile | None = None
+    """The profile requests' ``budget.seconds`` / ``budget.usd`` are priced on (``--hardware``); None:
+    such budgets are refused."""
     max_kv_bytes: int | None = None
     """Server-wide hard cap on KV-cache bytes in use at once: every request's default and ceiling (a
     request may ask for less), and each backend call's batch is packed so that its requests' worst

@@ -69,6 +69,9 @@ class Plan:
     """Cap on KV-cache bytes in use at once for the whole request (the server's cap when it sends none)."""
     trace: bool = False
     """Return and log what the strategy did inside (``ttscale.trace``)."""
+    budget_seconds: float | None = None
+    budget_usd: float | None = None
+    """Caps priced on the server's hardware profile (``ServerConfig.hardware``)."""
 
 
 def _known(strategy: str) -> bool:
@@ -176,7 +179,19 @@ def resolve(opts: TtscaleOptions | None, headers: Mapping[str, str], model: str,
     tokens = _budget_tokens(o, h_budget, cfg)
     flops = b.flops if b is not None else None
     return Plan(strategy, k, verifier, tokens, flops, o.answer, source, options,
-                _kv_cap(b.kv_bytes if b is not None else None, _int_header(headers, HEADER_BUDGET_KV), cfg), o.trace)
+                _kv_cap(b.kv_bytes if b is not None else None, _int_header(headers, HEADER_BUDGET_KV), cfg), o.trace,
+                *_priced_caps(o, cfg))
+
+
+def _priced_caps(o: TtscaleOptions, cfg: ServerConfig) -> tuple[float | None, float | None]:
+    """The request's seconds and dollars caps; refused unless the server prices on a hardware profile."""
+    b = o.budget
+    seconds, usd = (b.seconds, b.usd) if b is not None else (None, None)
+    if (seconds is not None or usd is not None) and cfg.hardware is None:
+        name = "seconds" if seconds is not None else "usd"
+        raise APIError(400, f"budget.{name} is priced on a hardware profile, and this server has none (start it "
+                       "with ttscale serve --hardware PROFILE)", param=f"ttscale.budget.{name}", code="invalid_value")
+    return seconds, usd
 
 
 def _budget_tokens(o: TtscaleOptions, h_budget: int | None, cfg: ServerConfig) -> int | None:
@@ -208,7 +223,8 @@ def _policy_plan(o: TtscaleOptions, h_budget: int | None, cfg: ServerConfig, sou
                            "per prompt on average)", param="ttscale.budget.tokens", code="invalid_value")
     b = o.budget
     return Plan(POLICY, None, None, tokens, b.flops if b is not None else None, o.answer, source, (),
-                _kv_cap(b.kv_bytes if b is not None else None, _int_header(headers, HEADER_BUDGET_KV), cfg), o.trace)
+                _kv_cap(b.kv_bytes if b is not None else None, _int_header(headers, HEADER_BUDGET_KV), cfg), o.trace,
+                *_priced_caps(o, cfg))
 
 
 def _kv_cap(body: int | None, header: int | None, cfg: ServerConfig) -> int | None:

@@ -23,6 +23,12 @@ class BudgetSpec(BaseModel):
     kv_bytes: Optional[StrictInt] = Field(
         None, ge=1, description="Cap on KV-cache bytes the request holds at once (at the engine's KV precision), shared by "
         "its choices: no wave of samples starts unless its worst case fits; at most the server's --max-kv-bytes.")
+    seconds: Optional[StrictFloat] = Field(
+        None, gt=0, allow_inf_nan=False, description="Cap on seconds for the request as the server's --hardware profile "
+        "would take for the work (its roofline from each call's exact tokens), shared by its choices.")
+    usd: Optional[StrictFloat] = Field(
+        None, gt=0, allow_inf_nan=False, description="Cap on dollars for the request: those seconds at the --hardware "
+        "profile's price per hour, shared by its choices.")
 
 
 class TtscaleOptions(BaseModel):
