@@ -168,3 +168,23 @@ def test_allocate_command_with_a_policy_gain(tmp_path: Path) -> None:
     r = runner.invoke(app, ["allocate", "--backend", "fake", "--task", "jsonl", "--data", str(data),
                             "--budget-tokens", "100", "--min-gain", "0.1"])
     assert r.exit_code != 0 and "need --policy" in r.output
+
+
+def test_plan_answers_for_a_dollar_budget_per_hardware(tmp_path: Path) -> None:
+    out = tmp_path / "cmp.json"
+    r = runner.invoke(app, ["plan", "--store", "shipped", "--pool", "gsm8k-qwen05-k16", "--output",
+                            str(tmp_path / "p.json"), "--hardware", "h100", "--hardware", "cpu-2core",
+                            "--budget-usd", "0.0006", "--bootstrap", "200", "--compare-output", str(out)],
+                      env={"COLUMNS": "200"})
+    assert r.exit_code == 0, r.output
+    answers = json.loads(out.read_text())["at_budget"]
+    assert set(answers) == {"h100", "cpu-2core"}
+    for ans in answers.values():  # what it buys fits the budget, as trained
+        assert ans["fixed"] is not None and ans["fixed"]["train_usd"] <= 0.0006
+        assert ans["policy"] is None or ans["policy"]["train_usd"] <= 0.0006
+    # batching: the GPU's dollars buy a wider vote than the CPU's
+    k = {hw: int(a["fixed"]["label"].rsplit("@", 1)[1]) for hw, a in answers.items()}
+    assert k["h100"] > k["cpu-2core"]
+    r = runner.invoke(app, ["plan", "--store", "shipped", "--pool", "gsm8k-qwen05-k16", "--output",
+                            str(tmp_path / "p.json"), "--budget-seconds", "1"])
+    assert r.exit_code == 2 and "--hardware" in r.output

@@ -80,6 +80,8 @@ def plan(
     hardware: Annotated[Optional[list[str]], typer.Option(help="Also compare per dollar budget on this hardware profile (repeatable; default h100 and cpu-2core; 'none' for tokens only).")] = None,
     bootstrap: Annotated[int, typer.Option(help="Bootstrap draws of the paired intervals.", min=100)] = 2000,
     compare_output: Annotated[Optional[Path], typer.Option(help="Also write the comparison alone to this JSON file.")] = None,
+    budget_usd: Annotated[Optional[float], typer.Option(help="Answer for this many dollars per problem on each --hardware profile: the best fixed choice and the richest policy level within it (chosen on the training split), with their held-out accuracy.", min=0.0)] = None,
+    budget_seconds: Annotated[Optional[float], typer.Option(help="The same for this many seconds per problem as each --hardware profile would take.", min=0.0)] = None,
 ) -> None:
     """Fit which strategy and how many samples to use per difficulty bin and budget; check it on held-out problems.
 
@@ -96,6 +98,13 @@ def plan(
         fail("--bins and --orders must be at least 1")
     if budget_unit not in BUDGET_UNITS:
         fail(f"--budget-unit must be one of {', '.join(BUDGET_UNITS)}")
+    if budget_usd is not None and budget_seconds is not None:
+        fail("give one priced budget: --budget-usd or --budget-seconds")
+    priced = budget_usd is not None or budget_seconds is not None
+    if priced and not compare:
+        fail("--budget-usd / --budget-seconds answer from the comparison: drop --no-compare")
+    if priced and not [h for h in hardware or () if h != "none"]:
+        fail("--budget-usd / --budget-seconds are priced on a hardware profile: add --hardware (e.g. h100)")
     store = resolve_store(store)
     if not store.exists():
         fail(f"store {store} does not exist (make a pool with `ttscale sweep` first)")
@@ -152,7 +161,8 @@ def plan(
             fail("--compare needs held-out problems")
         test = pp.subset(test_ids) if test_ids else evals[str(where)]
         evaluation["versus_fixed"] = compare_levels(policy, train, test, store=store, run_id=pool[0], orders=orders,
-                                                    seed=seed, n_boot=bootstrap, hardware=hardware, where=str(where))
+                                                    seed=seed, n_boot=bootstrap, hardware=hardware, where=str(where),
+                                                    budget_usd=budget_usd, budget_seconds=budget_seconds)
         print_serving(policy)
         if compare_output is not None:
             compare_output.parent.mkdir(parents=True, exist_ok=True)
@@ -166,7 +176,8 @@ DEFAULT_HARDWARE = ("h100", "cpu-2core")
 
 
 def compare_levels(policy: Policy, train: PlanPool, test: PlanPool, *, store: Path, run_id: str, orders: int, seed: int,
-                   n_boot: int, hardware: list[str] | None, where: str) -> dict[str, Any]:
+                   n_boot: int, hardware: list[str] | None, where: str, budget_usd: float | None = None,
+                   budget_seconds: float | None = None) -> dict[str, Any]:
     """The policy against the best fixed choice per budget (tokens, and dollars per machine), printed,
     with each level's serving decision recorded in ``policy``."""
     from ttscale.planner.compare import apply_decisions, compare_policy
@@ -189,12 +200,33 @@ def compare_levels(policy: Policy, train: PlanPool, test: PlanPool, *, store: Pa
             if info is None:
                 console.print(f"[yellow]dollar comparison skipped: run {run_id} records no model shapes[/]")
                 names = []
+    profiles = [load_profile(n) for n in names]
+    at_usd = None
+    if budget_usd is not None or budget_seconds is not None:
+        at_usd = {hw.name: budget_usd if budget_usd is not None else hw.usd(float(budget_seconds or 0))
+                  for hw in profiles}
     cmp = compare_policy(policy, train, test, n_orders=orders, seed=seed, n_boot=n_boot, info=info,
-                         hardware=[load_profile(n) for n in names])
+                         hardware=profiles, at_usd=at_usd)
     apply_decisions(policy, cmp, where=where)
     cmp["on"] = where
     print_comparison(cmp)
+    for name, ans in cmp.get("at_budget", {}).items():
+        print_at_budget(name, ans)
     return cmp
+
+
+def print_at_budget(profile: str, ans: dict[str, Any]) -> None:
+    """One paragraph: what the asked dollars buy on ``profile``."""
+    head = f"[bold]${ans['usd'] * 1000:.4f} per 1,000 problems on {profile}[/]: "
+    fx, pol = ans["fixed"], ans["policy"]
+    parts = [f"best fixed choice {fx['label']} (held-out accuracy {fx['test_accuracy']:.3f} at "
+             f"${fx['test_usd'] * 1000:.4f})" if fx else "no fixed choice fits"]
+    parts.append(f"richest policy level {pol['level_budget_tokens']:.0f} tok (held-out {pol['test_accuracy']:.3f} at "
+                 f"${pol['test_usd'] * 1000:.4f})" if pol else "no policy level fits")
+    if ans["paired"]:
+        lo, hi = ans["paired"]["difference_ci"]
+        parts.append(f"policy - fixed {ans['paired']['difference']:+.3f} [{lo:+.3f}, {hi:+.3f}]")
+    console.print(head + "; ".join(parts), highlight=False)
 
 
 def _fmt_ci(pr: dict[str, Any], key: str) -> str:

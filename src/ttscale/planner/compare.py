@@ -153,12 +153,14 @@ def _row(budget: float, lv: Level, li: int, j: int | None, train: _Side, test: _
 
 def compare_policy(
     policy: Policy, train: PlanPool, test: PlanPool, *, n_orders: int = 64, seed: int = 0, n_boot: int = 2000,
-    info: ModelInfo | None = None, hardware: Sequence[HardwareProfile] = (),
+    info: ModelInfo | None = None, hardware: Sequence[HardwareProfile] = (), at_usd: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """Per budget: the policy against the best fixed choice (selected on ``train``), paired on ``test``.
 
     ``train`` is the split the policy was fitted on; ``test`` must not share problems with it. With
-    ``info`` (the model's shapes) and ``hardware``, the same per dollar budget on each machine.
+    ``info`` (the model's shapes) and ``hardware``, the same per dollar budget on each machine; with
+    ``at_usd`` too (profile name -> dollars per problem), the answer for that one budget per machine: the best fixed
+    choice and the richest policy level within it, each as trained and as held out (``at_budget``).
     """
     trained = set(policy.source.get("train_problems", ()))
     leak = trained & set(test.problem_ids)
@@ -189,6 +191,36 @@ def compare_policy(
     for hw in hardware:
         assert info is not None
         out["usd"][hw.name] = _usd_rows(policy, tr, te, info, hw, n_orders, n_boot, seed)
+        if at_usd and hw.name in at_usd:
+            out.setdefault("at_budget", {})[hw.name] = _at_budget(policy, tr, te, info, hw, at_usd[hw.name],
+                                                                   n_orders, n_boot, seed)
+    return out
+
+
+def _at_budget(policy: Policy, tr: _Side, te: _Side, info: ModelInfo, hw: HardwareProfile, usd: float,
+               n_orders: int, n_boot: int, seed: int) -> dict[str, Any]:
+    """What ``usd`` dollars per problem buy on ``hw``: the fixed choice and policy level chosen on the
+    training split within it, with their held-out accuracy (and the paired difference when both fit)."""
+    p_tr, p_te = _Pricer(tr.pp, info, hw), _Pricer(te.pp, info, hw)
+    lv_usd_tr = np.array([p_tr.policy_usd(lv, tr.levels[i]["choice_by_order"], n_orders).mean()
+                          for i, lv in enumerate(policy.levels)])
+    lv_acc_tr = np.array([tr.levels[i]["acc"].mean() for i in range(len(policy.levels))])
+    fix_usd_tr = p_tr.fixed_usd(tr.fixed.choices).mean(axis=0)
+    j = _best(tr.fixed.acc.mean(axis=(0, 1)), fix_usd_tr, usd)
+    li = _best(lv_acc_tr, lv_usd_tr, usd)
+    out: dict[str, Any] = {"usd": usd, "fixed": None, "policy": None, "paired": None}
+    if j is not None:
+        acc = te.fixed.acc[..., j].mean(axis=1)
+        out["fixed"] = {"label": tr.fixed.choices[j].label, "train_usd": float(fix_usd_tr[j]),
+                        "test_usd": float(p_te.fixed_usd(tr.fixed.choices)[:, j].mean()), "test_accuracy": float(acc.mean())}
+    if li is not None:
+        lv = policy.levels[li]
+        out["policy"] = {"level_budget_tokens": lv.budget, "train_usd": float(lv_usd_tr[li]),
+                         "test_usd": float(p_te.policy_usd(lv, te.levels[li]["choice_by_order"], n_orders).mean()),
+                         "test_accuracy": float(te.levels[li]["acc"].mean())}
+    if j is not None and li is not None:
+        out["paired"] = paired_bootstrap(te.levels[li]["acc"], te.fixed.acc[..., j].mean(axis=1), n_boot=n_boot,
+                                         seed=seed).to_dict()
     return out
 
 
