@@ -23,6 +23,14 @@ The machine has 2 cores shared with other jobs: expect noise, and at most ~2x fr
 
     python bench/remote.py [--model smollm2-135m] [--problems 20] [--k 8] [--max-tokens 8]
     python bench/remote.py --strategies-only [--strategy-model qwen2.5-coder-0.5b] [--questions 12]
+    python bench/remote.py --gsm8k-waves {sc,cost,small,arith,report} --server-threads 2
+
+4. Waves sized by the cost model (``--gsm8k-waves PHASE``, one phase per invocation, results merged
+   into a JSON file): the issue-26 workload (8 GSM8K questions x 8, T 0.8, 320 tokens, one llama-server
+   ``--parallel 8``), self-consistency@8 against adaptive consistency with ``schedule=cost`` on the
+   ``cpu-2core`` profile (and waves of 4 forced, to check the model's choice), and the arithmetic
+   workload with the schedule. ``report`` prints ``bench: remote_adaptive_vs_sc_gsm8k = <SC wall /
+   adaptive wall>`` and ``bench: remote_adaptive_vs_sc`` with the schedule.
 """
 
 from __future__ import annotations
@@ -124,9 +132,12 @@ def ttscale_run(url: str, model: str, task, probs, strategy: str, k: int, temper
         summary = execute(Solve(task, make_strategy(strategy, k=k, **knobs), sampling=Sampling(temperature=temperature, seed=1, logprobs=logprobs,
                                                                   top_k=top_k, min_p=min_p)), store=st, run_id="r", backend=be, problems=probs)
         wall = time.perf_counter() - t0
+        results = st.results("r")
         return {"wall": wall, "accuracy": summary.correct / max(1, summary.graded),
                 "counted": summary.usage.generated_tokens, "served": _served(be, before),
-                "samples": summary.usage.samples}
+                "samples": summary.usage.samples, "correct": summary.correct, "graded": summary.graded,
+                "waves": [r["meta"].get("waves") for r in results],
+                "schedule": next((r["meta"]["schedule"] for r in results if "schedule" in r["meta"]), None)}
     finally:
         st.close()
         be.close()
@@ -230,6 +241,122 @@ def strategies_part(args: argparse.Namespace, tmp: Path) -> tuple[float, float]:
     return (float("nan") if args.adaptive_only else plain["wall"] / sc_same["wall"]), sc16["wall"] / ada16["wall"]
 
 
+def _wilson(correct: int, n: int) -> tuple[float, float]:
+    from scipy.stats import binomtest
+
+    ci = binomtest(correct, n).proportion_ci(method="wilson") if n else None
+    return (ci.low, ci.high) if ci is not None else (float("nan"), float("nan"))
+
+
+def pool_leader_shares(pool: str, max_tokens: int) -> tuple[list[float], int]:
+    """The shipped pool's per-problem leader shares, samples longer than ``max_tokens`` not voting
+    (at that cap they would have been cut before their answer), and its mean prompt tokens."""
+    import gzip
+    import json
+    from collections import defaultdict
+
+    from ttscale.pools import POOL_DIR
+    from ttscale.strategies.early_stop import leader_shares_of
+
+    answers: dict[str, list[str | None]] = defaultdict(list)
+    prompts: list[int] = []
+    with gzip.open(POOL_DIR / f"{pool}.jsonl.gz", "rt") as f:
+        for line in f:
+            d = json.loads(line)
+            if "sample" in d:
+                s = d["sample"]
+                answers[d["problem_id"]].append(s["answer"] if s["n_tokens"] <= max_tokens else None)
+                prompts.append(s["prompt_tokens"])
+    return leader_shares_of(list(answers.values())), sum(prompts) // max(1, len(prompts))
+
+
+WAVE_PHASES = ("sc", "cost", "small", "arith", "report")
+
+
+def gsm8k_waves_part(args: argparse.Namespace, tmp: Path) -> None:
+    """Part 4 (``--gsm8k-waves PHASE``): the issue-26 workload, one phase per invocation (results merged
+    into ``--waves-json``; ``report`` prints them): one llama-server ``--parallel 8`` with
+    ``--server-threads`` threads, Qwen2.5-Coder-0.5B, ``--waves-questions`` GSM8K questions x 8 samples,
+    temperature 0.8, 320 tokens. ``sc``: self-consistency@8. ``cost``: adaptive consistency with
+    ``schedule=cost`` priced on ``--waves-profile``. ``small``: adaptive consistency in waves of 4 (the
+    small-wave schedule, forced, to check the cost model's choice). ``arith``: BIG-bench 1-digit
+    multiplication x 16: self-consistency, adaptive (defaults) and adaptive with the cost schedule."""
+    import json
+
+    model = args.strategy_model
+    out = Path(args.waves_json)
+    data: dict[str, Any] = json.loads(out.read_text()) if out.exists() else {}
+    phase = args.gsm8k_waves
+    gsm = make_task("gsm-symbolic", style="chat", max_tokens=args.gsm_max_tokens, model=model)
+    gsm_probs = gsm.problems(limit=args.waves_questions)
+    if phase == "report":
+        waves_report(args, data, gsm, gsm_probs)
+        return
+    cost = {"schedule": "cost", "hardware": args.waves_profile}
+    with LlamaServer(resolve_model_path(model), parallel=8, ctx_per_slot=args.ctx_per_slot,
+                     threads=args.server_threads, binary=build_llama_server()) as srv:
+        url = srv.base_url
+        print(f"llama-server --parallel 8 --threads {args.server_threads}, {model}, load {os.getloadavg()[0]:.1f}")
+        if phase == "sc":
+            data["gsm_sc"] = ttscale_run(url, model, gsm, gsm_probs, "self-consistency", 8, 0.8, tmp)
+        elif phase == "cost":
+            data["gsm_cost"] = ttscale_run(url, model, gsm, gsm_probs, "adaptive-consistency", 8, 0.8, tmp, **cost)
+        elif phase == "small":
+            data["gsm_small"] = ttscale_run(url, model, gsm, gsm_probs, "adaptive-consistency", 8, 0.8, tmp, batch=4)
+        elif phase == "arith":
+            arith = make_task("arithmetic", subtask="arithmetic/1_digit_multiplication", model=model)
+            aprobs = arith.problems(limit=args.arith_problems)
+            data["arith_sc"] = ttscale_run(url, model, arith, aprobs, "self-consistency", 16, 0.8, tmp)
+            data["arith_wide"] = ttscale_run(url, model, arith, aprobs, "adaptive-consistency", 16, 0.8, tmp)
+            data["arith_cost"] = ttscale_run(url, model, arith, aprobs, "adaptive-consistency", 16, 0.8, tmp, **cost)
+        print(f"load after {os.getloadavg()[0]:.1f}")
+    data.setdefault("load", {})[phase] = os.getloadavg()[0]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(data, indent=1))
+    print(f"phase {phase} written to {out}")
+
+
+def waves_report(args: argparse.Namespace, data: dict[str, Any], gsm, gsm_probs) -> None:  # type: ignore[no-untyped-def]
+    from ttscale.backends.openai_http import _info_from_model
+    from ttscale.roofline import load_profile
+    from ttscale.strategies.early_stop import _stop_table, plan_waves
+
+    hw = load_profile(args.waves_profile)
+    info = _info_from_model(args.strategy_model)
+    table = _stop_table(8, 0.95, "beta")
+    shares, prompt = pool_leader_shares("gsm8k-qwen05-k16", args.gsm_max_tokens)
+    for label, prior in (("default prior (leader share uniform on [0, 1])", None),
+                         (f"prior from the shipped pool gsm8k-qwen05-k16 ({len(shares)} problems, mean leader share "
+                          f"{sum(shares) / len(shares):.2f})", shares)):
+        kw = {} if prior is None else {"leader_shares": prior}
+        plan = plan_waves(8, widest=8, info=info, hardware=hw, prompt_tokens=prompt, max_tokens=args.gsm_max_tokens,
+                          stops=lambda a, m: (a, m) in table, **kw)
+        print(f"cost model on {hw.name}, {label}: waves {list(plan.waves)}, expected {plan.expected_s:.1f} s "
+              f"against {plan.wide_s:.1f} s for one wave of 8 (P(stopped after each wave) "
+              f"{[round(p, 3) for p in plan.stop_by_wave]})")
+    rows = [("gsm_sc", "self-consistency@8"), ("gsm_cost", f"adaptive, schedule=cost on {hw.name}"),
+            ("gsm_small", "adaptive, waves of 4 (forced)")]
+    print(f"GSM8K, {len(gsm_probs)} questions x 8, T 0.8, max {args.gsm_max_tokens} tokens:")
+    for key, name in rows + [("arith_sc", "arith: self-consistency@16"), ("arith_wide", "arith: adaptive (defaults)"),
+                             ("arith_cost", f"arith: adaptive, schedule=cost on {hw.name}")]:
+        r = data.get(key)
+        if r is None:
+            print(f"  {name:40s} (phase not run)")
+            continue
+        lo, hi = _wilson(r["correct"], r["graded"])
+        waves = Counter(str(w) for w in r["waves"]) if any(r["waves"]) else None
+        print(f"  {name:40s} wall {r['wall']:7.1f} s  accuracy {r['correct']}/{r['graded']} = {r['accuracy']:.3f} "
+              f"[{lo:.2f}, {hi:.2f}]  server tokens {r['served']:6d}  samples {r['samples']}"
+              + (f"  waves {dict(waves)}" if waves else ""))
+    if "gsm_sc" in data and "gsm_cost" in data:
+        print(f"bench: remote_adaptive_vs_sc_gsm8k = {data['gsm_sc']['wall'] / data['gsm_cost']['wall']:.2f}")
+    if "gsm_sc" in data and "gsm_small" in data:
+        print(f"  (waves of 4 forced: SC wall / that wall = {data['gsm_sc']['wall'] / data['gsm_small']['wall']:.2f})")
+    if "arith_sc" in data and "arith_cost" in data:
+        print(f"bench: remote_adaptive_vs_sc = {data['arith_sc']['wall'] / data['arith_cost']['wall']:.2f} "
+              f"(schedule=cost; defaults: {data['arith_sc']['wall'] / data['arith_wide']['wall']:.2f})")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="smollm2-135m")
@@ -250,8 +377,15 @@ def main() -> None:
     ap.add_argument("--adaptive-only", action="store_true", help="part 3 without the plain client and SC variants")
     ap.add_argument("--analysis-questions", type=int, default=3)
     ap.add_argument("--analysis-max-tokens", type=int, default=192)
+    ap.add_argument("--gsm8k-waves", choices=WAVE_PHASES, help="part 4, one phase: the issue-26 wave-schedule workload")
+    ap.add_argument("--waves-json", default="runs/remote-gsm8k-waves.json", help="part 4's results, merged per phase")
+    ap.add_argument("--waves-questions", type=int, default=8)
+    ap.add_argument("--waves-profile", default="cpu-2core", help="hardware profile the cost schedule is priced on")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-remote-"))
+    if args.gsm8k_waves:
+        gsm8k_waves_part(args, tmp)
+        return
     if args.strategies_only:
         sc_vs_plain, ada_vs_sc = strategies_part(args, tmp)
         print(f"bench: remote_sc_vs_plain = {sc_vs_plain:.2f}")
