@@ -312,13 +312,9 @@ class TransformersBackend:
 
         check_press(press, compression)
         other = copy.copy(self)
-        other.press, other.compression = press, float(compression)
-        other._lock = threading.Lock()
+        other.press, other.compression = press, float(compression)  # the lock stays shared: so does the model
         other._info = dataclasses.replace(self._info, extra={**self._info.extra, "kv_press": press or "none",
                                                              "kv_compression": f"{float(compression):g}"})
-        attn = "eager" if press == "observed_attention" else "sdpa"
-        if self._model.config._attn_implementation != attn:
-            self._model.set_attn_implementation(attn)  # shared model: the last press chosen decides
         return other
 
     def continuation_logprobs(self, prompt: Sequence[int], continuation: Sequence[int]) -> list[float]:
@@ -351,6 +347,11 @@ class TransformersBackend:
         if self._model is None:
             raise BackendError("the transformers backend is closed")
         with self._lock:
+            # observed attention reads the attention weights, which only eager attention returns (a model
+            # shared through with_press is switched back and forth)
+            attn = "eager" if self.press == "observed_attention" else "sdpa"
+            if self._model.config._attn_implementation != attn:
+                self._model.set_attn_implementation(attn)
             prompts = [self.tokenize(self.render(r)) for r in requests]
             for r, ids in zip(requests, prompts, strict=True):
                 if not ids:
