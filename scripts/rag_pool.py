@@ -97,8 +97,8 @@ def _export(a: argparse.Namespace, grid: list[RagConfig]) -> int:
                 continue
             cmd = run_command(cfg, model=a.model, store=str(a.store), limit=a.limit, samples=a.samples,
                               max_tokens=a.max_tokens, prefix=a.prefix)
-            # IterDRAG runs are not sweeps: they ship beside the sweeps, under runs/
-            out = a.export / (f"{rid}.jsonl.gz" if cfg.n == 0 else f"runs/{rid}.jsonl.gz")
+            # IterDRAG runs are not sweeps: they ship beside the sweeps, under iterdrag/
+            out = a.export / (f"{rid}.jsonl.gz" if cfg.n == 0 else f"iterdrag/{rid}.jsonl.gz")
             info = export_run(s, rid, out, command=" ".join(cmd))
             print(f"{out}: {info.problems} problems, {info.samples} samples")
     finally:
