@@ -229,7 +229,9 @@ def lookup_part(args: argparse.Namespace) -> None:
     renderer.close()
     common = {"n_ctx": 4096, "n_threads": args.threads, "n_batch": 512, "verbose": False}
     plain = llama_cpp.Llama(path, **common)
-    looked = llama_cpp.Llama(path, draft_model=LlamaPromptLookupDecoding(max_ngram_size=args.ngram,
+    # logits_all=True explicitly: llama-cpp-python 0.3.36 sizes its logits buffer from the argument (n_batch rows
+    # when False) although a draft model turns logits_all on, and overflows it past n_batch tokens
+    looked = llama_cpp.Llama(path, logits_all=True, draft_model=LlamaPromptLookupDecoding(max_ngram_size=args.ngram,
                                                                          num_pred_tokens=args.pred_tokens), **common)
     deadline = time.perf_counter() + args.time_limit
 
