@@ -119,6 +119,16 @@ def shares_prompt_prefix(backend: Backend) -> bool:
     return caps.shares_prompt_prefix and caps.tokenizer
 
 
+def cut_at_stop(text: str, stops: Sequence[str]) -> str | None:
+    """``text`` up to the first of ``stops`` it contains (checked in order), or None when it holds none:
+    how an engine that decodes token by token ends a sample on a stop string."""
+    for stop in stops:
+        cut = text.find(stop)
+        if cut >= 0:
+            return text[:cut]
+    return None
+
+
 def report_finished(gens: Sequence[Generation], on_finish: OnFinish | None, on_sample: OnSample | None) -> None:
     """Call the per-sample hooks after the fact, in finish order, for a backend that returns whole
     generations (it cannot stop samples early, but callers still see every sample finish)."""

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 from pydantic import Field
 
+from ttscale.backends.base import cut_at_stop
 from ttscale.backends.llama_engine import LlamaEngine
 from ttscale.backends.llama_prefix import common_prefix
 from ttscale.backends.models import DEFAULT_MODEL
@@ -103,12 +104,9 @@ class LlamaCppBackend(LlamaEngine):
             return
         s.text_bytes += self._piece(tok)
         s.text = s.text_bytes.decode("utf-8", errors="ignore")
-        for stop in s.stop:
-            cut = s.text.find(stop)
-            if cut >= 0:
-                s.text = s.text[:cut]
-                s.finish = "stop"
-                return
+        if (stopped := cut_at_stop(s.text, s.stop)) is not None:
+            s.text, s.finish = stopped, "stop"
+            return
         if s.n_tokens >= s.max_tokens:
             s.finish = "length"
             return

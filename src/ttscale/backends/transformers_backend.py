@@ -45,6 +45,7 @@ from typing import Any
 
 from pydantic import Field
 
+from ttscale.backends.base import cut_at_stop
 from ttscale.backends.spec import BackendKind, BackendOptions, Endpoint, EngineArgs
 from ttscale.errors import BackendError, ConfigError, UnsupportedFeatureError
 from ttscale.types import (
@@ -496,12 +497,9 @@ class TransformersBackend:
             return
         s.tokens.append(tok)
         s.text = self.detokenize(s.tokens)
-        for stop in s.stop:
-            cut = s.text.find(stop)
-            if cut >= 0:
-                s.text = s.text[:cut]
-                s.finish = "stop"
-                return
+        if (stopped := cut_at_stop(s.text, s.stop)) is not None:
+            s.text, s.finish = stopped, "stop"
+            return
         if s.n_tokens >= s.max_tokens:
             s.finish = "length"
             return
