@@ -149,6 +149,8 @@ class Meter:
 
     def affordable_samples(self, prompt_tokens: int, max_tokens: int, want: int) -> int:
         """Largest ``n <= want`` whose worst case still fits the budget."""
+        if self.budget.unlimited:
+            return want
         lo, hi = 0, want
         while lo < hi:  # binary search: worst case is monotone in n
             mid = (lo + hi + 1) // 2
@@ -160,6 +162,8 @@ class Meter:
 
     def affordable_max_tokens(self, prompt_tokens: int, want: int) -> int:
         """Largest per-sample generation cap ``<= want`` for one sample that fits the budget."""
+        if self.budget.unlimited:
+            return want
         lo, hi = 0, want
         while lo < hi:
             mid = (lo + hi + 1) // 2

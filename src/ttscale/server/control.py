@@ -72,6 +72,8 @@ class Plan:
     budget_seconds: float | None = None
     budget_usd: float | None = None
     """Caps priced on the server's hardware profile (``ServerConfig.hardware``)."""
+    validated: tuple[tuple[str, Any], ...] = ()
+    """``k`` and ``options`` as the strategy's options model returned them (checked once, here)."""
 
 
 def _known(strategy: str) -> bool:
@@ -171,7 +173,7 @@ def resolve(opts: TtscaleOptions | None, headers: Mapping[str, str], model: str,
             raise APIError(400, f"strategy {strategy!r} has no option {name!r}; options: {', '.join(extra) or 'none'}",
                            param=f"ttscale.options.{name}", code="invalid_value")
     try:  # the one options check, the CLI's too: the same message, before the request is queued
-        strategy_spec(strategy).validate(dict(options))
+        validated = strategy_spec(strategy).validate({**dict(options), "k": k})
     except OptionError as e:
         raise APIError(400, str(e), param=f"ttscale.options.{e.option}", code="invalid_value") from None
 
@@ -180,7 +182,34 @@ def resolve(opts: TtscaleOptions | None, headers: Mapping[str, str], model: str,
     flops = b.flops if b is not None else None
     return Plan(strategy, k, verifier, tokens, flops, o.answer, source, options,
                 _kv_cap(b.kv_bytes if b is not None else None, _int_header(headers, HEADER_BUDGET_KV), cfg), o.trace,
-                *_priced_caps(o, cfg))
+                *_priced_caps(o, cfg), validated=tuple(validated.items()))
+
+
+class Resolver:
+    """:func:`resolve` for one server, keeping the plans of requests that set nothing but the model name:
+    such a plan depends on the model name and the server's configuration only, so it is resolved once."""
+
+    def __init__(self, cfg: ServerConfig, keep: int = 64) -> None:
+        self.cfg = cfg
+        self._keep = keep
+        self._bare: dict[str, Plan] = {}
+
+    def __call__(self, opts: TtscaleOptions | None, headers: Mapping[str, str], model: str) -> Plan:
+        if opts is not None or _sets_ttscale_header(headers):
+            return resolve(opts, headers, model, self.cfg)
+        plan = self._bare.get(model)
+        if plan is None:
+            plan = resolve(None, headers, model, self.cfg)  # a bad model name raises, and nothing is kept
+            if len(self._bare) < self._keep:
+                self._bare[model] = plan
+        return plan
+
+
+def _sets_ttscale_header(headers: Mapping[str, str]) -> bool:
+    raw = getattr(headers, "raw", None)  # Starlette's headers: names already lower-case bytes
+    if raw is not None:
+        return any(name.startswith(b"x-ttscale-") for name, _ in raw)
+    return any(name.lower().startswith("x-ttscale-") for name in headers)
 
 
 def _priced_caps(o: TtscaleOptions, cfg: ServerConfig) -> tuple[float | None, float | None]:

@@ -13,7 +13,7 @@ import asyncio
 import random
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +27,7 @@ from ttscale.server.control import Plan
 from ttscale.server.errors import APIError, RequestCancelled, from_library_error
 from ttscale.server.metrics import Metrics
 from ttscale.server.solve import ChoiceResult, ProgressFn, solve_choice
+from ttscale.server.workers import Outcome, WorkerPool
 from ttscale.types import GenerationRequest, capabilities_of
 
 POLL_S = 0.05
@@ -42,9 +43,14 @@ class Ticket:
     """One admitted request's handle on its work."""
 
     cancel: threading.Event
-    futures: list[Future[ChoiceResult]]
+    outcome: Outcome[ChoiceResult]
     deadline: float
     started: float = field(default_factory=time.perf_counter)
+
+    @property
+    def finished(self) -> bool:
+        """Every choice's thread has ended."""
+        return self.outcome.finished
 
 
 class Service:
@@ -67,7 +73,7 @@ class Service:
                                     min_wait_s=cfg.batch_min_wait_ms / 1000.0,
                                     max_batch=cfg.max_batch, on_batch=self.metrics.observe_batch,
                                     kv_cap=cfg.max_kv_bytes, kv_cost=self._kv_cost)
-        self.executor = ThreadPoolExecutor(max_workers=cfg.max_concurrency, thread_name_prefix="ttscale-solve")
+        self.workers = WorkerPool(cfg.max_concurrency)
 
     def _kv_cost(self, request: GenerationRequest) -> int:
         """Worst-case KV bytes of one generation request, as its choice's meter counted it: the prompt
@@ -109,44 +115,53 @@ class Service:
             cancel = threading.Event()
             self._cancels.add(cancel)
         run_seed = seed if seed is not None else random.randrange(2**31)
-        futures: list[Future[ChoiceResult]] = []
-        remaining = [len(templates) * n]
+        parts = [(template, f"p{pi}-c{j}") for pi, template in enumerate(templates) for j in range(n)]
+        outcome: Outcome[ChoiceResult] = Outcome(asyncio.get_running_loop(), len(parts))
+        with self._lock:
+            self._queued += len(parts)
+        remaining = [len(parts)]
 
-        def job(template: GenerationRequest, pid: str) -> ChoiceResult:
-            with self._lock:
-                self._queued -= 1
-            return solve_choice(template=template, plan=plan, backend=cfg.backend, batcher=self.batcher,
-                                cancel=cancel, problem_id=pid, seed=run_seed, budget=budget, progress=progress,
-                                policy=cfg.policy)
-
-        def finished(_: Future[Any]) -> None:
+        def ended() -> None:
             # Admission is released when the last thread ends, not when the client stops
             # waiting, so the queue bound holds for work that is really still running.
             with self._lock:
-                if _.cancelled():  # never started (shutdown): it is no longer queued
-                    self._queued -= 1
                 remaining[0] -= 1
                 if remaining[0] == 0:
                     self._in_flight -= 1
                     self._cancels.discard(cancel)
 
-        try:
-            for pi, template in enumerate(templates):
-                for j in range(n):
-                    with self._lock:
-                        self._queued += 1
-                    f = self.executor.submit(job, template, f"p{pi}-c{j}")
-                    f.add_done_callback(finished)
-                    futures.append(f)
-        except RuntimeError:  # executor shut down under us
-            cancel.set()
+        def job(index: int, template: GenerationRequest, pid: str) -> Callable[[], None]:
+            def run() -> None:
+                with self._lock:
+                    self._queued -= 1
+                try:
+                    outcome.set(index, solve_choice(
+                        template=template, plan=plan, backend=cfg.backend, batcher=self.batcher, cancel=cancel,
+                        problem_id=pid, seed=run_seed, budget=budget, progress=progress, policy=cfg.policy))
+                except BaseException as e:  # noqa: BLE001 - every failure goes back to the request
+                    outcome.fail(e)
+                finally:
+                    ended()
+
+            return run
+
+        def dropped() -> None:
             with self._lock:
-                self._queued -= len(templates) * n - len(futures)
-                remaining[0] -= len(templates) * n - len(futures)
-                if remaining[0] == 0:
-                    self._in_flight -= 1
+                self._queued -= 1
+            outcome.fail(RequestCancelled("server is shutting down"))
+            ended()
+
+        submitted = 0
+        try:
+            for i, (template, pid) in enumerate(parts):
+                self.workers.submit(job(i, template, pid), dropped)
+                submitted += 1
+        except RuntimeError:  # the pool shut down under us
+            cancel.set()
+            for _ in parts[submitted:]:
+                dropped()
             raise APIError(503, "server is shutting down", type="server_error", code="shutting_down") from None
-        return Ticket(cancel, futures, time.monotonic() + cfg.timeout_s)
+        return Ticket(cancel, outcome, time.monotonic() + cfg.timeout_s)
 
     def check_waiting(self, ticket: Ticket) -> None:
         """Raise if the request's deadline has passed (after cancelling its work)."""
@@ -162,23 +177,18 @@ class Service:
             self.metrics.cancelled.labels("disconnect").inc()
             raise ClientGone()
 
-    @staticmethod
-    def gathered(ticket: Ticket) -> asyncio.Future[list[ChoiceResult]]:
-        fut = asyncio.gather(*(asyncio.wrap_future(f) for f in ticket.futures))
-        fut.add_done_callback(lambda f: f.cancelled() or f.exception())  # retrieved: no "never retrieved" noise
-        return fut
-
     async def wait(self, request: Request, ticket: Ticket) -> list[ChoiceResult]:
         """The choices' results, or an APIError; ClientGone when the client left."""
-        fut = self.gathered(ticket)
+        fut = ticket.outcome.future
         try:
-            while True:
+            while not fut.done():
                 remaining = ticket.deadline - time.monotonic()
-                done, _ = await asyncio.wait({fut}, timeout=max(0.0, min(POLL_S, remaining)))
-                if done:
-                    return self.result(fut, ticket)
+                await until_done(fut, max(0.0, min(POLL_S, remaining)))
+                if fut.done():
+                    break
                 await self.poll_disconnect(request, ticket)
                 self.check_waiting(ticket)
+            return self.result(fut, ticket)
         except asyncio.CancelledError:  # uvicorn gave up on the connection (e.g. shutdown grace over)
             ticket.cancel.set()
             raise
@@ -209,4 +219,25 @@ class Service:
         if cancels:
             self.metrics.cancelled.labels("shutdown").inc(len(cancels))
         self.batcher.close(cancel=True, timeout=grace_s)
-        self.executor.shutdown(wait=True, cancel_futures=True)
+        self.workers.shutdown()
+
+
+async def until_done(fut: asyncio.Future[Any], timeout: float) -> None:
+    """Wait until ``fut`` is done or ``timeout`` seconds have passed (``asyncio.wait`` for one future,
+    without its sets and tasks)."""
+    if fut.done():
+        return
+    loop = fut.get_loop()
+    waiter: asyncio.Future[None] = loop.create_future()
+
+    def wake(_: object = None) -> None:
+        if not waiter.done():
+            waiter.set_result(None)
+
+    handle = loop.call_later(timeout, wake)
+    fut.add_done_callback(wake)
+    try:
+        await waiter
+    finally:
+        handle.cancel()
+        fut.remove_done_callback(wake)

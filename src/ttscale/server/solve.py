@@ -24,7 +24,7 @@ from ttscale.cost import Budget, Meter
 from ttscale.errors import UnsupportedFeatureError
 from ttscale.planner.policy import Policy
 from ttscale.planner.strategy import PolicyStrategy
-from ttscale.registry import make_strategy, make_verifier
+from ttscale.registry import make_verifier, strategy_spec
 from ttscale.server.batcher import MicroBatcher
 from ttscale.server.control import POLICY, Plan
 from ttscale.server.errors import APIError, RequestCancelled
@@ -109,7 +109,10 @@ class BatchedBackend:
         self._batcher = batcher
         self._cancel = cancel
         self._progress = progress
-        self._hooks = capabilities_of(inner).cancellation
+        caps = capabilities_of(inner)
+        self._hooks = caps.cancellation
+        # per-request cancellation belongs to the batcher (a client that goes away), not to strategies
+        self._caps = replace(caps, request_cancellation=False)
         self.trace = trace
         """When a list, each backend call appends what it asked and got (``ttscale.trace``); None costs nothing."""
 
@@ -119,8 +122,7 @@ class BatchedBackend:
 
     @property
     def capabilities(self) -> Capabilities:
-        # per-request cancellation belongs to the batcher (a client that goes away), not to strategies
-        return replace(capabilities_of(self._inner), request_cancellation=False)
+        return self._caps
 
     def model_info(self) -> ModelInfo:
         return self._inner.model_info()
@@ -233,7 +235,7 @@ def solve_choice(
             raise APIError(400, f"verifier {plan.verifier!r} reads reference answers, which requests do not have",
                            param="ttscale.verifier", code="invalid_value")
         # the options were checked by the strategy's record when the request was resolved (control.resolve)
-        strategy = make_strategy(plan.strategy, k=plan.k, verifier=verifier, **dict(plan.options))
+        strategy = strategy_spec(plan.strategy).build_validated(dict(plan.validated), verifier)
         return _run(strategy, template, plan, proxy, task, problem_id, seed, budget, backend)
     finally:
         batcher.run_finished()

@@ -16,7 +16,7 @@ A minimal plugin (docs/architecture.md shows it whole)::
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -119,7 +119,12 @@ class StrategySpec:
             raise ConfigError(f"strategy {self.name!r} needs a verifier (--verifier)")
         if self.verifier == "none" and verifier is not None:
             raise ConfigError(f"strategy {self.name!r} takes no verifier")
-        kw = self.validate(knobs)
+        return self.build_validated(self.validate(knobs), verifier)
+
+    def build_validated(self, options: Mapping[str, Any], verifier: Any = None) -> Strategy:
+        """A fresh instance from options :meth:`validate` has already returned (the server validates a
+        request's once, when it resolves it, not again in the worker that runs it)."""
+        kw = dict(options)
         if self.verifier != "none" and verifier is not None:
             kw["verifier"] = verifier
         return self.factory(**kw)

@@ -38,6 +38,8 @@ def normalize_number(s: str) -> str:
     Returns the stripped input unchanged when it is not a plain number.
     """
     t = s.strip().replace(",", "").replace("$", "").replace(" ", "").rstrip(".")
+    if t.isascii() and (t[1:] if t[:1] == "-" else t).isdigit():  # most answers: an integer, without Fraction
+        return str(int(t))
     try:
         value = Fraction(t)
     except (ValueError, ZeroDivisionError):
