@@ -34,7 +34,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,11 +47,38 @@ log = logging.getLogger("ttscale.server")
 StopCheck = Callable[[], bool]
 
 
+class _Result:
+    """A job's generation or error: set once by the leader, read by the job's submitter after the leader
+    has woken it under the batcher's lock (a ``concurrent.futures.Future`` adds a condition per job)."""
+
+    __slots__ = ("_done", "_value", "_error")
+
+    def __init__(self) -> None:
+        self._done = False
+        self._value: Generation | None = None
+        self._error: BaseException | None = None
+
+    def done(self) -> bool:
+        return self._done
+
+    def set_result(self, value: Generation) -> None:
+        self._value, self._done = value, True
+
+    def set_exception(self, error: BaseException) -> None:
+        self._error, self._done = error, True
+
+    def result(self) -> Generation:
+        if self._error is not None:
+            raise self._error
+        assert self._value is not None
+        return self._value
+
+
 @dataclass
 class _Job:
     request: GenerationRequest
     should_stop: StopCheck
-    future: Future[Generation]
+    future: _Result
     hooks: dict[str, Any] | None = None
     """The strategy's own ``should_stop``/``on_finish`` (early stopping): such a job runs in a
     backend call of its own, since the engine's hooks apply to a whole call."""
@@ -124,7 +150,7 @@ class MicroBatcher:
             raise ConfigError("generation hooks are supported for one request at a time")
         # costed here, in the strategy's thread, so the leader's critical section stays short
         cost = self._kv_cost if self.kv_cap is not None else None
-        jobs = [_Job(r, should_stop, Future(), hooks or None, cost(r) if cost else 0) for r in requests]
+        jobs = [_Job(r, should_stop, _Result(), hooks or None, cost(r) if cost else 0) for r in requests]
         with self._lock:
             if self._closing:
                 raise RequestCancelled("server is shutting down")

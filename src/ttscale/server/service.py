@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import random
-import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,7 +26,7 @@ from ttscale.server.control import Plan
 from ttscale.server.errors import APIError, RequestCancelled, from_library_error
 from ttscale.server.metrics import Metrics
 from ttscale.server.solve import ChoiceResult, ProgressFn, solve_choice
-from ttscale.server.workers import Outcome, WorkerPool
+from ttscale.server.workers import Flag, Outcome, WorkerPool
 from ttscale.types import GenerationRequest, capabilities_of
 
 POLL_S = 0.05
@@ -42,7 +41,7 @@ class ClientGone(Exception):
 class Ticket:
     """One admitted request's handle on its work."""
 
-    cancel: threading.Event
+    cancel: Flag
     outcome: Outcome[ChoiceResult]
     deadline: float
     started: float = field(default_factory=time.perf_counter)
@@ -56,11 +55,10 @@ class Ticket:
 class Service:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
-        self._lock = threading.Lock()
+        # Admission state, touched only by the event loop's thread (the workers report through it).
         self._in_flight = 0
-        self._queued = 0
-        self._cancels: set[threading.Event] = set()
-        self.metrics = Metrics(lambda: self._queued, lambda: self._in_flight)
+        self._cancels: set[Flag] = set()
+        self.metrics = Metrics(lambda: self.queue_depth, lambda: self._in_flight)
         # In-process engines count prompt tokens locally and fast; others (HTTP) may call out.
         self.local_tokenizer = capabilities_of(config.backend).local_prompt_counts
         self.open()
@@ -89,7 +87,8 @@ class Service:
 
     @property
     def queue_depth(self) -> int:
-        return self._queued
+        """Choices admitted and waiting for a worker thread."""
+        return self.workers.queued
 
     # ---- admission and work -----------------------------------------------------------------
 
@@ -105,51 +104,37 @@ class Service:
         cfg = self.config
         if self.draining:
             raise APIError(503, "server is shutting down", type="server_error", code="shutting_down")
-        with self._lock:
-            if self._in_flight >= cfg.max_concurrency + cfg.max_queue:
-                self.metrics.rejected.labels("queue_full").inc()
-                raise APIError(429, f"server is at capacity ({self._in_flight} requests in flight); retry shortly",
-                               type="rate_limit_error", code="queue_full",
-                               headers={"Retry-After": str(cfg.retry_after_s)})
-            self._in_flight += 1
-            cancel = threading.Event()
-            self._cancels.add(cancel)
+        if self._in_flight >= cfg.max_concurrency + cfg.max_queue:
+            self.metrics.rejected.labels("queue_full").inc()
+            raise APIError(429, f"server is at capacity ({self._in_flight} requests in flight); retry shortly",
+                           type="rate_limit_error", code="queue_full", headers={"Retry-After": str(cfg.retry_after_s)})
         run_seed = seed if seed is not None else random.randrange(2**31)
         parts = [(template, f"p{pi}-c{j}") for pi, template in enumerate(templates) for j in range(n)]
-        outcome: Outcome[ChoiceResult] = Outcome(asyncio.get_running_loop(), len(parts))
-        with self._lock:
-            self._queued += len(parts)
-        remaining = [len(parts)]
+        cancel = Flag()
 
         def ended() -> None:
             # Admission is released when the last thread ends, not when the client stops
             # waiting, so the queue bound holds for work that is really still running.
-            with self._lock:
-                remaining[0] -= 1
-                if remaining[0] == 0:
-                    self._in_flight -= 1
-                    self._cancels.discard(cancel)
+            self._in_flight -= 1
+            self._cancels.discard(cancel)
+
+        outcome: Outcome[ChoiceResult] = Outcome(asyncio.get_running_loop(), len(parts), on_ended=ended)
+        self._in_flight += 1
+        self._cancels.add(cancel)
 
         def job(index: int, template: GenerationRequest, pid: str) -> Callable[[], None]:
             def run() -> None:
-                with self._lock:
-                    self._queued -= 1
                 try:
                     outcome.set(index, solve_choice(
                         template=template, plan=plan, backend=cfg.backend, batcher=self.batcher, cancel=cancel,
                         problem_id=pid, seed=run_seed, budget=budget, progress=progress, policy=cfg.policy))
                 except BaseException as e:  # noqa: BLE001 - every failure goes back to the request
                     outcome.fail(e)
-                finally:
-                    ended()
 
             return run
 
         def dropped() -> None:
-            with self._lock:
-                self._queued -= 1
             outcome.fail(RequestCancelled("server is shutting down"))
-            ended()
 
         submitted = 0
         try:
@@ -172,7 +157,7 @@ class Service:
                            type="timeout_error", code="timeout")
 
     async def poll_disconnect(self, request: Request, ticket: Ticket) -> None:
-        if await request.is_disconnected():
+        if await disconnected(request):
             ticket.cancel.set()
             self.metrics.cancelled.labels("disconnect").inc()
             raise ClientGone()
@@ -212,8 +197,7 @@ class Service:
     def shutdown(self, grace_s: float = 30.0) -> None:
         """Refuse new work, cancel what is left, stop the threads."""
         self.draining = True
-        with self._lock:
-            cancels = list(self._cancels)
+        cancels = list(self._cancels)  # one C-level copy: the loop's thread may be changing the set
         for c in cancels:
             c.set()
         if cancels:
@@ -241,3 +225,25 @@ async def until_done(fut: asyncio.Future[Any], timeout: float) -> None:
     finally:
         handle.cancel()
         fut.remove_done_callback(wake)
+
+
+async def disconnected(request: Request) -> bool:
+    """Whether the ASGI server has already said the client is gone, without waiting for it to.
+
+    One step of the request's ``receive()``: a message it already has comes back at once, else the
+    coroutine suspends and is closed. ``Request.is_disconnected`` does the same inside an anyio cancel
+    scope (a task cancellation per call), which cost more than the rest of a slow request's waiting."""
+    if request.scope.get("ttscale.disconnected"):
+        return True
+    step = request.receive()
+    if not isinstance(step, Coroutine):  # an awaitable we cannot step: Starlette's way
+        return await request.is_disconnected()
+    try:
+        step.send(None)
+    except StopIteration as done:
+        gone = isinstance(done.value, dict) and done.value.get("type") == "http.disconnect"
+        if gone:
+            request.scope["ttscale.disconnected"] = True
+        return gone
+    step.close()
+    return False

@@ -13,11 +13,10 @@ cancelled request stops at the next generation.
 from __future__ import annotations
 
 import re
-import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Protocol
 
 from ttscale.backends.base import Backend, prober_of, report_finished
 from ttscale.cost import Budget, Meter
@@ -51,6 +50,12 @@ from ttscale.types import (
 _WS = re.compile(r"\s+")
 
 ProgressFn = Callable[[dict[str, Any]], None]
+
+
+class StopFlag(Protocol):
+    """A request's cancellation as the worker threads see it (``threading.Event`` is one)."""
+
+    def is_set(self) -> bool: ...
 
 
 def normalize_text(text: str) -> str | None:
@@ -103,7 +108,7 @@ class BatchedBackend:
     judge probes (``next_token_logprobs``) go straight to the backend, which serializes them.
     """
 
-    def __init__(self, inner: Backend, batcher: MicroBatcher, cancel: threading.Event,
+    def __init__(self, inner: Backend, batcher: MicroBatcher, cancel: StopFlag,
                  progress: ProgressFn | None = None, trace: list[dict[str, Any]] | None = None) -> None:
         self._inner = inner
         self._batcher = batcher
@@ -209,7 +214,7 @@ def solve_choice(
     plan: Plan,
     backend: Backend,
     batcher: MicroBatcher,
-    cancel: threading.Event,
+    cancel: StopFlag,
     problem_id: str,
     seed: int,
     budget: Budget,

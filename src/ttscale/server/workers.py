@@ -48,6 +48,11 @@ class WorkerPool:
             self._idle -= 1  # this job will take an idle thread (or wait for one)
         self._jobs.put((run, drop))
 
+    @property
+    def queued(self) -> int:
+        """Jobs waiting for a thread."""
+        return self._jobs.qsize()
+
     def _work(self) -> None:
         while (job := self._jobs.get()) is not None:
             job[0]()
@@ -72,18 +77,37 @@ class WorkerPool:
             t.join()
 
 
+class Flag:
+    """A one-way stop flag that worker threads poll (``set``/``is_set``, as ``threading.Event`` has them):
+    nothing waits on it, so it needs no condition, which an Event builds for every request."""
+
+    __slots__ = ("_set",)
+
+    def __init__(self) -> None:
+        self._set = False
+
+    def set(self) -> None:
+        self._set = True
+
+    def is_set(self) -> bool:
+        return self._set
+
+
 class Outcome(Generic[T]):
     """The results of ``n`` parts of one request, gathered from worker threads into one asyncio future.
 
     The future gets the results in part order when the last part ends, or the first exception as soon
     as a part fails (its siblings may still be running: :attr:`finished` says when all have ended).
+    ``on_ended`` runs on the event loop once every part has ended, so what it updates (admission
+    counts) is only ever touched by the loop's thread and needs no lock.
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, n: int) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, n: int, on_ended: Callable[[], None] | None = None) -> None:
         self.future: asyncio.Future[list[T]] = loop.create_future()
         # retrieved here, so a failure nobody waits for any more (client gone) logs no "never retrieved"
         self.future.add_done_callback(lambda f: f.cancelled() or f.exception())
         self._loop = loop
+        self._on_ended = on_ended
         self._results: list[T | None] = [None] * n
         self._left = n
         self._failed = False
@@ -96,32 +120,31 @@ class Outcome(Generic[T]):
 
     def set(self, index: int, value: T) -> None:
         """Part ``index`` succeeded (from any thread)."""
-        with self._lock:
-            self._results[index] = value
-            self._left -= 1
-            last = self._left == 0 and not self._failed
-        if last:
-            self._post(None)
+        self._ended(index, value, None)
 
     def fail(self, exc: BaseException) -> None:
         """A part failed or never ran (from any thread): the first failure settles the future."""
+        self._ended(-1, None, exc)
+
+    def _ended(self, index: int, value: T | None, exc: BaseException | None) -> None:
         with self._lock:
+            if exc is None:
+                self._results[index] = value
             self._left -= 1
-            first = not self._failed
-            self._failed = True
-        if first:
-            self._post(exc)
+            last = self._left == 0
+            first_failure = exc is not None and not self._failed
+            self._failed = self._failed or exc is not None
+        if last or first_failure:  # one loop wake-up per request when nothing fails
+            try:
+                self._loop.call_soon_threadsafe(self._settle, exc if first_failure else None, last)
+            except RuntimeError:  # the loop is closed: no one is waiting
+                pass
 
-    def _post(self, exc: BaseException | None) -> None:
-        try:
-            self._loop.call_soon_threadsafe(self._settle, exc)
-        except RuntimeError:  # the loop is closed: no one is waiting
-            pass
-
-    def _settle(self, exc: BaseException | None) -> None:
-        if self.future.done():  # cancelled by a caller that stopped waiting
-            return
-        if exc is None:
-            self.future.set_result(self._results)  # type: ignore[arg-type]  # every part has set its slot
-        else:
-            self.future.set_exception(exc)
+    def _settle(self, exc: BaseException | None, last: bool) -> None:
+        if not self.future.done():  # else cancelled by a caller that stopped waiting, or failed earlier
+            if exc is not None:
+                self.future.set_exception(exc)
+            elif last and not self._failed:
+                self.future.set_result(self._results)  # type: ignore[arg-type]  # every part has set its slot
+        if last and self._on_ended is not None:
+            self._on_ended()
