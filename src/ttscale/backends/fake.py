@@ -72,6 +72,7 @@ class FakeBackend:
     history: list[GenerationRequest] = field(default_factory=list)
     parallel: int = 64
     """Parallel sequences it declares (its capabilities)."""
+    _caps: tuple[int, Capabilities] | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def name(self) -> str:
@@ -80,7 +81,11 @@ class FakeBackend:
     @property
     def capabilities(self) -> Capabilities:
         # Whitespace tokens counted locally; one request of a batch can be cancelled; no step hooks.
-        return Capabilities(parallel_sequences=self.parallel, request_cancellation=True, local_prompt_counts=True)
+        # Built once per value of `parallel`: strategies and the server read it several times per request.
+        if self._caps is None or self._caps[0] != self.parallel:
+            self._caps = (self.parallel, Capabilities(parallel_sequences=self.parallel, request_cancellation=True,
+                                                      local_prompt_counts=True))
+        return self._caps[1]
 
     def model_info(self) -> ModelInfo:
         return self.info

@@ -42,6 +42,10 @@ class Guard:
                 return scheme.lower() == b"bearer" and hmac.compare_digest(token.strip(), self._key)
         return False
 
+    def _too_big(self) -> dict[str, Any]:
+        return error_body(f"request body exceeds {self.max_body_bytes} bytes", "invalid_request_error", None,
+                          "request_too_large")
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
@@ -54,8 +58,6 @@ class Guard:
         if scope.get("method") not in ("POST", "PUT", "PATCH"):
             await self.app(scope, receive, send)
             return
-        too_big = error_body(f"request body exceeds {self.max_body_bytes} bytes", "invalid_request_error", None,
-                             "request_too_large")
         for name, value in scope.get("headers", ()):
             if name == b"content-length":
                 try:
@@ -63,7 +65,7 @@ class Guard:
                 except ValueError:
                     declared = -1
                 if declared > self.max_body_bytes:
-                    await _send_error(send, 413, too_big)
+                    await _send_error(send, 413, self._too_big())
                     return
         chunks: list[bytes] = []
         size = 0
@@ -74,7 +76,7 @@ class Guard:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_body_bytes:
-                await _send_error(send, 413, too_big)
+                await _send_error(send, 413, self._too_big())
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):

@@ -104,8 +104,6 @@ class Outcome(Generic[T]):
 
     def __init__(self, loop: asyncio.AbstractEventLoop, n: int, on_ended: Callable[[], None] | None = None) -> None:
         self.future: asyncio.Future[list[T]] = loop.create_future()
-        # retrieved here, so a failure nobody waits for any more (client gone) logs no "never retrieved"
-        self.future.add_done_callback(lambda f: f.cancelled() or f.exception())
         self._loop = loop
         self._on_ended = on_ended
         self._results: list[T | None] = [None] * n
@@ -144,6 +142,7 @@ class Outcome(Generic[T]):
         if not self.future.done():  # else cancelled by a caller that stopped waiting, or failed earlier
             if exc is not None:
                 self.future.set_exception(exc)
+                self.future.exception()  # retrieved: a failure nobody waits for (client gone) is not logged
             elif last and not self._failed:
                 self.future.set_result(self._results)  # type: ignore[arg-type]  # every part has set its slot
         if last and self._on_ended is not None:
