@@ -77,8 +77,10 @@ def main() -> None:
                          cal_points)  # type: ignore[arg-type]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     fitted.save(args.out)
-    print(f"calibrated: {fitted.effective_flops / 1e9:.1f} GFLOP/s matmul, {fitted.effective_attention_flops / 1e9:.1f} "
-          f"attention, {fitted.effective_bandwidth / 1e9:.1f} GB/s, overlap {fitted.overlap:.2f}, "
+    print(f"calibrated: {fitted.effective_flops / 1e9:.1f} GFLOP/s matmul at d_model 1024 (x (d/1024)^"
+          f"{fitted.size_exponent:.2f}), attention {fitted.effective_attention_flops / 1e9:.1f} (decode) / "
+          f"{fitted.effective_prefill_attention_flops / 1e9:.1f} (prefill), "
+          f"{fitted.effective_bandwidth / 1e9:.1f} GB/s, overlap {fitted.overlap:.2f}, "
           f"{fitted.step_overhead_s * 1e3:.2f} ms/step; fit error median {fitted.calibration['median_abs_error']:.1%} "
           f"on {len(cal_points)} calibration steps; profile written to {args.out}")
 

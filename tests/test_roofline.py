@@ -66,8 +66,9 @@ def test_generation_time_and_money() -> None:
 
 
 def test_the_fit_recovers_the_efficiencies_that_made_the_times() -> None:
+    # one model: its matrices' size exponent cannot be told apart from the matmul efficiency, so none here
     truth = replace(load_profile("cpu-2core"), compute_efficiency=0.21, bandwidth_efficiency=0.37,
-                    step_overhead_s=0.004)
+                    step_overhead_s=0.004, size_exponent=0.0)
     steps = [TimedStep("prefill", 1, n, 0, 0.0) for n in (128, 512, 2048)] + [
         TimedStep("decode", n, 1, c, 0.0) for n in (1, 2, 4, 8, 16) for c in (256, 2048)]
     points = [(QWEN05, replace(s, seconds=s.predict(QWEN05, truth))) for s in steps]
@@ -75,6 +76,23 @@ def test_the_fit_recovers_the_efficiencies_that_made_the_times() -> None:
     fitted = fit_profile(start, points)
     assert fitted.compute_efficiency == pytest.approx(0.21, rel=0.02)
     assert fitted.bandwidth_efficiency == pytest.approx(0.37, rel=0.05)
+    assert fitted.calibration["median_abs_error"] < 0.01 and fitted.size_exponent == 0.0
+
+
+def test_two_model_sizes_fit_the_size_exponent() -> None:
+    """Steps of two models whose times were made with matmuls slower on the smaller matrices: the fit finds
+    the exponent, and the per-model rates it implies."""
+    from ttscale.types import ModelInfo
+
+    big = ModelInfo("big", 4 * QWEN05.n_params, QWEN05.n_layers, QWEN05.n_heads, QWEN05.n_kv_heads,
+                    QWEN05.head_dim, 2048, QWEN05.n_ctx_train)
+    truth = replace(load_profile("cpu-2core"), compute_efficiency=0.3, size_exponent=0.8)
+    steps = [TimedStep("prefill", 1, n, 0, 0.0) for n in (128, 512, 2048)] + [
+        TimedStep("decode", n, 1, c, 0.0) for n in (1, 4, 16) for c in (256, 2048)]
+    points = [(m, replace(s, seconds=s.predict(m, truth))) for m in (QWEN05, big) for s in steps]
+    fitted = fit_profile(HardwareProfile("guess", truth.peak_flops, truth.mem_bandwidth, 1, 0), points)
+    assert fitted.size_exponent == pytest.approx(0.8, abs=0.05)
+    assert fitted.matmul_flops_for(big) == pytest.approx(truth.matmul_flops_for(big), rel=0.05)
     assert fitted.calibration["median_abs_error"] < 0.01
 
 

@@ -126,9 +126,10 @@ class Meter:
         flops = m.flops_for_positions(0, prompt_tokens) + n * m.flops_for_positions(
             prompt_tokens, prompt_tokens + max_tokens
         )
-        # KV cells at the peak: the prompt once (its samples share it) plus every sample's own tokens.
+        # KV cells at the peak: the prompt (once, or once per sample, after the engine's press) plus every
+        # sample's own tokens.
         return Usage(prompt_tokens=prompt_tokens, prefilled_tokens=prompt_tokens, generated_tokens=n * max_tokens,
-                     flops=flops, peak_kv_bytes=m.kv_bytes(prompt_tokens + n * max_tokens) if n else 0,
+                     flops=flops, peak_kv_bytes=m.kv_bytes(m.wave_kv_cells(prompt_tokens, n, max_tokens)),
                      requests=1, samples=n)
 
     def fits(self, extra: Usage) -> bool:

@@ -54,6 +54,12 @@ class HardwareProfile:
     attention_efficiency: float | None = None
     """Effective / peak FLOP/s of attention over the KV cache, where it differs from the matmuls' (CPU
     attention kernels run far below their matmuls); None: ``compute_efficiency``."""
+    prefill_attention_efficiency: float | None = None
+    """The same for a step of many new tokens (a prefill), whose attention is a matrix product rather
+    than a decode step's read of the cache; None: ``attention_efficiency``."""
+    size_exponent: float = 0.0
+    """Matmul efficiency grows as ``(d_model / 1024) ** size_exponent``: on a CPU the small matrices of a
+    small model run further from peak (fitted: about 1.2 here); 0 for spec-sheet profiles."""
     sources: tuple[str, ...] = ()
     calibration: dict[str, Any] = field(default_factory=dict)
     """How the efficiencies were measured (model, points, fit error); empty for spec-sheet profiles."""
@@ -64,8 +70,11 @@ class HardwareProfile:
                 raise ConfigError(f"hardware profile {self.name!r}: {name} must be > 0")
         if self.usd_per_hour < 0 or self.step_overhead_s < 0:
             raise ConfigError(f"hardware profile {self.name!r}: price and overhead must be >= 0")
-        if not 0 <= self.overlap <= 1 or (self.attention_efficiency is not None and not self.attention_efficiency > 0):
-            raise ConfigError(f"hardware profile {self.name!r}: overlap must be in [0, 1], attention_efficiency > 0")
+        if not 0 <= self.overlap <= 1 or any(e is not None and not e > 0 for e in (
+                self.attention_efficiency, self.prefill_attention_efficiency)):
+            raise ConfigError(f"hardware profile {self.name!r}: overlap must be in [0, 1], attention efficiencies > 0")
+        if not -4 <= self.size_exponent <= 4:
+            raise ConfigError(f"hardware profile {self.name!r}: size_exponent must be in [-4, 4]")
 
     @property
     def effective_flops(self) -> float:
@@ -74,6 +83,17 @@ class HardwareProfile:
     @property
     def effective_attention_flops(self) -> float:
         return self.peak_flops * (self.attention_efficiency or self.compute_efficiency)
+
+    @property
+    def effective_prefill_attention_flops(self) -> float:
+        return self.peak_flops * (self.prefill_attention_efficiency or self.attention_efficiency
+                                  or self.compute_efficiency)
+
+    def matmul_flops_for(self, info: ModelInfo) -> float:
+        """Effective matmul FLOP/s for this model's matrices (see :attr:`size_exponent`)."""
+        if not self.size_exponent or not info.d_model:
+            return self.effective_flops
+        return self.effective_flops * (info.d_model / 1024) ** self.size_exponent
 
     @property
     def effective_bandwidth(self) -> float:
@@ -145,11 +165,29 @@ def weight_bytes(info: ModelInfo) -> float:
     return float(size) if size else 2.0 * info.n_params
 
 
+def matmul_flops(info: ModelInfo, sequences: int, new_tokens: int) -> float:
+    """Matmul FLOPs of one step: the transformer blocks for every new token, the output head for each
+    sequence's last one (an engine computes logits where it samples), no FLOPs for embedding lookups.
+    Without the embedding's size (older records) every parameter counts for every token, as the meter's
+    FLOPs do.
+
+    >>> m = ModelInfo("m", 1000, 1, 1, 1, 1, 10, 8, n_vocab=20, n_embedding_params=400)
+    >>> matmul_flops(m, 1, 4)  # 2 * (600 body params * 4 tokens + 200 head params * 1)
+    5200.0
+    """
+    if not info.n_vocab or not info.n_embedding_params:
+        return sequences * 2.0 * info.n_params * new_tokens
+    body = info.n_params - info.n_embedding_params
+    return sequences * 2.0 * (body * new_tokens + info.n_vocab * info.d_model)
+
+
 def step_seconds(info: ModelInfo, hw: HardwareProfile, *, sequences: int, new_tokens: int, context: int) -> float:
     """One forward step: ``sequences`` sequences each adding ``new_tokens`` after ``context`` cached tokens."""
-    matmul = sequences * 2.0 * info.n_params * new_tokens
-    attention = sequences * info.flops_for_positions(context, context + new_tokens) - matmul
-    compute = matmul / hw.effective_flops + attention / hw.effective_attention_flops
+    matmul = matmul_flops(info, sequences, new_tokens)
+    attention = sequences * (info.flops_for_positions(context, context + new_tokens)
+                             - 2.0 * info.n_params * new_tokens)
+    att_rate = hw.effective_prefill_attention_flops if new_tokens > 1 else hw.effective_attention_flops
+    compute = matmul / hw.matmul_flops_for(info) + attention / att_rate
     memory = (weight_bytes(info) + sequences * info.kv_bytes(context + new_tokens)) / hw.effective_bandwidth
     return max(compute, memory) + (1.0 - hw.overlap) * min(compute, memory) + hw.step_overhead_s
 
@@ -206,9 +244,16 @@ class TimedStep:
         return decode_step_seconds(info, hw, self.sequences, self.context)
 
 
+FIT_LOWER = (1e-4, 1e-3, 1e-7, 1e-3, 1e-5, 1e-5)
+FIT_UPPER = (4.0, 4.0, 1.0, 1.0, 4.0, 4.0)
+"""Bounds of the fitted efficiencies (matmul, bandwidth, attention, prefill attention: relative to the
+profile's nominal peaks, which for a CPU are guesses, hence up to 4x), step overhead (s) and overlap."""
+
+
 def fit_profile(base: HardwareProfile, points: Iterable[tuple[ModelInfo, TimedStep]]) -> HardwareProfile:
-    """``base`` with its efficiencies (matmul, attention, bandwidth), compute/memory overlap and step
-    overhead fitted to measured steps (least squares on the log of predicted over measured time, so every
+    """``base`` with its efficiencies (matmul, decode and prefill attention, bandwidth), the matmuls' size
+    exponent (with steps of two model sizes or more), compute/memory overlap and step overhead fitted to
+    measured steps (least squares on the log of predicted over measured time, so every
     point counts by its relative error)."""
     import numpy as np
     from scipy.optimize import least_squares
@@ -218,18 +263,23 @@ def fit_profile(base: HardwareProfile, points: Iterable[tuple[ModelInfo, TimedSt
         raise ConfigError("calibration needs at least 5 measured steps")
 
     def profile(x: Any) -> HardwareProfile:
-        e = np.exp(x)
+        e = np.exp(x[:6])
         return replace(base, compute_efficiency=float(e[0]), bandwidth_efficiency=float(e[1]),
-                       step_overhead_s=float(e[2]), overlap=float(e[3]), attention_efficiency=float(e[4]))
+                       step_overhead_s=float(e[2]), overlap=float(e[3]), attention_efficiency=float(e[4]),
+                       prefill_attention_efficiency=float(e[5]), size_exponent=float(x[6]) if sizes > 1 else 0.0)
 
     def residuals(x: Any) -> Any:
         hw = profile(x)
         return np.array([math.log(s.predict(i, hw) / s.seconds) for i, s in pts])
 
+    sizes = len({i.d_model for i, _ in pts})  # the size exponent needs two model sizes to be measured
     # Nominal CPU peaks are guesses, so an efficiency may come out above 1 relative to them.
-    lo, hi = np.log([1e-4, 1e-3, 1e-7, 1e-3, 1e-5]), np.log([4.0, 4.0, 1.0, 1.0, 4.0])
-    x0 = np.log([base.compute_efficiency, base.bandwidth_efficiency, max(base.step_overhead_s, 1e-4),
-                 min(max(base.overlap, 2e-3), 0.99), base.attention_efficiency or base.compute_efficiency])
+    lo = np.append(np.log(FIT_LOWER), -2.0)
+    hi = np.append(np.log(FIT_UPPER), 3.0)
+    att = base.attention_efficiency or base.compute_efficiency
+    x0 = np.append(np.log([base.compute_efficiency, base.bandwidth_efficiency, max(base.step_overhead_s, 1e-4),
+                           min(max(base.overlap, 2e-3), 0.99), att, base.prefill_attention_efficiency or att]),
+                   base.size_exponent)
     fit = least_squares(residuals, np.clip(x0, lo + 1e-6, hi - 1e-6), bounds=(lo, hi))
     hw = profile(fit.x)
     errors = [abs(s.predict(i, hw) / s.seconds - 1) for i, s in pts]

@@ -220,3 +220,77 @@ def test_a_press_cuts_the_cache_by_its_ratio(qwen_tf, press: str) -> None:  # ty
     info = pressed.model_info()
     assert info.extra["kv_press"] == press and info.extra["kv_compression"] == "0.5"
     assert pressed.name.endswith(f"+{press}@0.5")
+
+
+# ---- presses from the CLI's engine arguments, and the meter's worst case (no model needed) ----------------
+
+
+def test_kv_press_flags_reach_the_transformers_backend_only() -> None:
+    from ttscale.backends.spec import EngineArgs
+
+    kinds = backend_kinds()
+    args = EngineArgs(model="qwen2.5-coder-0.5b", kv_press="snapkv", kv_compression=0.5, threads=2)
+    ((model, options),) = kinds["transformers"].endpoints(args)
+    assert model == "qwen2.5-coder-0.5b" and options == {"n_threads": 2, "press": "snapkv", "compression": 0.5}
+    for other in ("llama-cpp", "fake", "openai"):
+        with pytest.raises(ConfigError, match="kv-press"):
+            kinds[other].endpoints(EngineArgs(model="m", base_urls=("http://x/v1",), kv_press="snapkv"))
+    with pytest.raises(ConfigError, match="needs a press"):
+        kinds["transformers"].endpoints(EngineArgs(kv_compression=0.5))
+    with pytest.raises(ConfigError, match="once"):
+        kinds["transformers"].endpoints(EngineArgs(kv_press="knorm", options={"press": "tova"}))
+
+
+def test_the_meter_counts_a_pressed_prompt_once_per_sample() -> None:
+    from dataclasses import replace
+
+    from ttscale.cost import Budget, Meter
+    from ttscale.types import ModelInfo
+
+    shared = ModelInfo("m", 1000, 2, 2, 2, 4, 8, 4096)
+    per_sample = replace(shared, kv_prompt_per_sample=True)
+    pressed = replace(per_sample, kv_prompt_kept=0.25, kv_press_min_tokens=16)
+    cell = shared.kv_bytes(1)
+    assert Meter(shared).worst_case(400, 4, 100).peak_kv_bytes == (400 + 4 * 100) * cell
+    assert Meter(per_sample).worst_case(400, 4, 100).peak_kv_bytes == 4 * (400 + 100) * cell
+    assert Meter(pressed).worst_case(400, 4, 100).peak_kv_bytes == 4 * (100 + 100) * cell
+    assert Meter(pressed).worst_case(10, 4, 100).peak_kv_bytes == 4 * (10 + 100) * cell  # too short to press
+    # under one cap, the press holds more samples: 4,000 cells of room
+    cap = Budget(kv_bytes=4000 * cell)
+    assert Meter(per_sample, cap).affordable_samples(400, 100, 16) == 8
+    assert Meter(pressed, cap).affordable_samples(400, 100, 16) == 16
+
+
+def test_a_kv_cap_sizes_the_transformers_engine_with_a_prompt_per_sample() -> None:
+    from ttscale.backends.kv_sizing import header_info
+    from ttscale.cli.remote_opts import kv_capped_engine
+
+    info = header_info("smollm2-135m", "f32")
+    cap = info.kv_bytes(4096)
+    fit = kv_capped_engine("transformers", "smollm2-135m", "f16", cap, lambda _i: 256, max_seqs=64)
+    assert fit is not None and not fit.shared_prompt
+    assert fit.n_seq_max == 4096 // 256 and fit.kv_bytes <= cap  # f32 cells: half of what f16 would hold
+    assert kv_capped_engine("fake", "smollm2-135m", "f16", cap, lambda _i: 256) is None
+
+
+@pytest.mark.model
+@pytest.mark.external("qwen2.5-coder-0.5b")
+@needs_extra
+def test_run_with_a_press_from_the_cli(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """`ttscale run --backend transformers --kv-press ...` end to end: the press is in the run's model record,
+    and the samples' KV bytes count the pressed prompt."""
+    from typer.testing import CliRunner
+
+    from ttscale.cli import app
+    from ttscale.store import Store
+
+    store = tmp_path / "runs.sqlite"
+    res = CliRunner().invoke(app, [
+        "run", "--task", "arithmetic", "--limit", "1", "--strategy", "self-consistency", "-k", "2",
+        "--backend", "transformers", "--model", "qwen2.5-coder-0.5b", "--kv-press", "knorm", "--kv-compression",
+        "0.5", "--max-tokens", "16", "--store", str(store), "--run-id", "pressed", "--no-progress"])
+    assert res.exit_code == 0, res.output
+    run = Store(store).get_run("pressed")
+    assert run is not None
+    assert run.model["extra"]["kv_press"] == "knorm" and run.model["extra"]["kv_compression"] == "0.5"
+    assert run.model["kv_prompt_per_sample"] and run.model["kv_prompt_kept"] == 0.5

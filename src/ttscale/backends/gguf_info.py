@@ -39,7 +39,8 @@ def read_model_info(path: str | Path, name: str | None = None) -> ModelInfo:
 
     p = Path(path)
     st = p.stat()
-    key = hashlib.sha256(f"{p.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:20]
+    # v2: with n_vocab and n_embedding_params (entries cached before them would read as unknown)
+    key = hashlib.sha256(f"v2|{p.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:20]
     cached = cache_dir("model-info") / f"{key}.json"
     if cached.exists():
         try:
@@ -73,9 +74,13 @@ def _parse(p: Path, name: str | None) -> ModelInfo:
 
     n_heads = num("attention.head_count")
     d_model = num("embedding_length")
+    sizes = {t.name: int(t.n_elements) for t in reader.tensors}
+    embedding = sizes.get("token_embd.weight", 0)
     return ModelInfo(
         name=name or p.stem,
-        n_params=int(sum(int(t.n_elements) for t in reader.tensors)),
+        n_params=sum(sizes.values()),
+        n_vocab=embedding // d_model if d_model else 0,
+        n_embedding_params=embedding + sizes.get("output.weight", 0),
         n_layers=num("block_count"),
         n_heads=n_heads,
         n_kv_heads=num("attention.head_count_kv", n_heads),

@@ -37,6 +37,10 @@ class EngineArgs:
     threads: int | None = None
     kv_type: str = "f16"
     kv_type_v: str | None = None
+    kv_press: str | None = None
+    """``--kv-press``: the KV press of an engine that has them (the transformers backend)."""
+    kv_compression: float = 0.0
+    """``--kv-compression``: the fraction of prompt KV cells the press evicts."""
     options: dict[str, Any] = field(default_factory=dict)
     """``--backend-option key=value``: the kind's own options, checked by its options model."""
     engine_options: dict[str, Any] = field(default_factory=dict)
@@ -50,6 +54,15 @@ class EngineArgs:
         if self.kv_type_v is not None and self.kv_type_v != self.kv_type:
             out["kv_type_v"] = self.kv_type_v
         return out
+
+
+    def press_options(self) -> dict[str, Any]:
+        """The press asked for, as a press-taking backend's options (empty without one)."""
+        if self.kv_press is None:
+            if self.kv_compression:
+                raise ConfigError("--kv-compression needs a press (--kv-press NAME)")
+            return {}
+        return {"press": self.kv_press, "compression": self.kv_compression}
 
 
 Endpoint = tuple[str | None, dict[str, Any]]
@@ -79,7 +92,15 @@ class BackendKind:
 
     def endpoints(self, args: EngineArgs) -> list[Endpoint]:
         """The backends to build for ``args``, one per endpoint (threads and Ray workers spread over them)."""
+        if (args.kv_press is not None or args.kv_compression) and not self.takes_presses:
+            raise ConfigError(f"--kv-press / --kv-compression need an engine that exposes attention, such as "
+                              f"--backend transformers; {self.name} has no KV presses")
         return self.from_args(args) if self.from_args is not None else plain_endpoints(self.name, args)
+
+    @property
+    def takes_presses(self) -> bool:
+        """Whether its options include a KV press (``--kv-press``)."""
+        return self.options is not None and "press" in self.options.model_fields
 
     def check(self, options: dict[str, Any]) -> dict[str, Any]:
         """``options`` validated against :attr:`options`; only those given are returned."""

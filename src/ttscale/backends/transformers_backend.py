@@ -114,6 +114,16 @@ def check_press(press: str | None, compression: float) -> None:
         raise ConfigError("a KV compression ratio needs a press (press=NAME)")
 
 
+def _with_press_layout(info: ModelInfo, press: str | None, compression: float) -> ModelInfo:
+    """The model record with this engine's KV layout: each sample holds its own copy of the prompt's cells,
+    of which a press keeps ``1 - compression`` (prompts of at least :data:`MIN_PRESS_TOKENS`), so the meter's
+    worst case and ``--max-kv-bytes`` count what the cache really holds; the press is named in ``extra``."""
+    return dataclasses.replace(
+        info, kv_prompt_per_sample=True, kv_prompt_kept=1.0 - compression if press else 1.0,
+        kv_press_min_tokens=MIN_PRESS_TOKENS if press else 0,
+        extra={**info.extra, "kv_press": press or "none", "kv_compression": f"{compression:g}"})
+
+
 def make_press(press: str, compression: float, prompt_tokens: int) -> Any:
     """The ``kvpress`` press for a prompt of ``prompt_tokens`` tokens (SnapKV's observation window is at
     most a quarter of the prompt, so the window fits in what is kept up to 75% compression)."""
@@ -231,8 +241,8 @@ class TransformersBackend:
         self._info = dataclasses.replace(
             header, kv_type_k=kv, kv_type_v=kv, kv_bytes_per_elem=4 if dtype == "float32" else 2,
             has_chat_template=bool(getattr(self._tok, "chat_template", None)),
-            extra={**header.extra, "engine": "transformers", "dtype": dtype,
-                   "kv_press": press or "none", "kv_compression": f"{self.compression:g}"})
+            extra={**header.extra, "engine": "transformers", "dtype": dtype})
+        self._info = _with_press_layout(self._info, press, self.compression)
         self.last_cache_bytes = 0
         """Bytes of the real KV cache after the last call's prefill (and press), batch 1."""
 
@@ -314,8 +324,7 @@ class TransformersBackend:
         check_press(press, compression)
         other = copy.copy(self)
         other.press, other.compression = press, float(compression)  # the lock stays shared: so does the model
-        other._info = dataclasses.replace(self._info, extra={**self._info.extra, "kv_press": press or "none",
-                                                             "kv_compression": f"{float(compression):g}"})
+        other._info = _with_press_layout(self._info, press, float(compression))
         return other
 
     def continuation_logprobs(self, prompt: Sequence[int], continuation: Sequence[int]) -> list[float]:
@@ -528,8 +537,11 @@ def _endpoints(args: EngineArgs) -> list[Endpoint]:
         raise ConfigError("--base-url is for HTTP backends such as openai: the transformers backend runs here")
     if args.kv_options():
         raise ConfigError("--kv-type / --kv-type-v are llama.cpp's cache types; the transformers backend "
-                          "compresses its cache with a press (--backend-option press=NAME compression=RATIO)")
+                          "compresses its cache with a press (--kv-press NAME --kv-compression RATIO)")
     opts: dict[str, Any] = {"n_threads": args.threads} if args.threads else {}
+    opts |= args.press_options()
+    if "press" in opts and "press" in args.options:
+        raise ConfigError("give the press once: --kv-press or --backend-option press=..., not both")
     return [(args.model, opts | args.engine_options | args.options)]
 
 

@@ -31,6 +31,8 @@ from ttscale.cli.options import (
     BaseUrlOpt,
     ConcurrencyOpt,
     DataOpt,
+    KvCompressionOpt,
+    KvPressOpt,
     KvTypeOpt,
     KvTypeVOpt,
     MaxTokensOpt,
@@ -124,6 +126,8 @@ class EngineChoice:
     threads: ThreadsOpt = None
     kv_type: KvTypeOpt = "f16"
     kv_type_v: KvTypeVOpt = None
+    kv_press: KvPressOpt = None
+    kv_compression: KvCompressionOpt = 0.0
     workers: WorkersOpt = 1
     ray: RayOpt = False
     ray_address: RayAddressOpt = None
@@ -140,7 +144,8 @@ class EngineChoice:
     def args(self, engine_options: dict[str, Any] | None = None, model: str | None = None) -> EngineArgs:
         return EngineArgs(model=model or self.model, base_urls=tuple(self.base_url or ()), api_key=self.api_key,
                           concurrency=self.concurrency, threads=self.threads, kv_type=self.kv_type,
-                          kv_type_v=self.kv_type_v, options=parse_pairs(self.backend_option, "--backend-option",
+                          kv_type_v=self.kv_type_v, kv_press=self.kv_press, kv_compression=self.kv_compression,
+                          options=parse_pairs(self.backend_option, "--backend-option",
                                                      backend_kinds()[self.backend].options),
                           engine_options=dict(engine_options or {}))
 

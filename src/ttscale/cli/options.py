@@ -31,6 +31,8 @@ DataOpt = Annotated[Optional[Path], typer.Option(
 StoreOpt = Annotated[Path, typer.Option(help="SQLite file holding every run's samples.")]
 KvTypeOpt = Annotated[str, typer.Option(help="KV-cache element type of K (and V unless --kv-type-v): f16 (default), q8_0, q4_0, q4_1, q5_0, q5_1, iq4_nl, bf16, f32. The embedded engine runs at it (quantized types with flash attention); with --backend openai it names the served cache's type (llama-server --cache-type-k/-v) so the meter counts its bytes. Recorded with the run; the meter counts its real bytes (q8_0: 34/64 of f16's). Measured: docs/experiments/kv-precision.md.")]
 KvTypeVOpt = Annotated[Optional[str], typer.Option(help="V cache type when it differs from --kv-type's. Keys are what quantization breaks: on the Qwen2.5-Coder models 4-bit keys garble the output while 4-bit values do not, so --kv-type q8_0 --kv-type-v q4_0 (0.41x f16's bytes) keeps the model coherent where q4_0 for both does not.")]
+KvPressOpt = Annotated[Optional[str], typer.Option(help="KV press (--backend transformers): evict prompt KV cells at prefill so the same memory holds more samples or longer contexts: streaming_llm (sink + window), snapkv (question-aware), tova and observed_attention (attention scores), knorm and expected_attention (score-free). Recorded in the model record; the meter and --max-kv-bytes count the kept cells.")]
+KvCompressionOpt = Annotated[float, typer.Option(min=0.0, max=0.9, help="Fraction of a prompt's KV cells the --kv-press evicts (0 to 0.9; prompts under 16 tokens are kept whole).")]
 ThreadsOpt = Annotated[Optional[int], typer.Option(help="CPU threads for llama.cpp (default: all cores).")]
 
 # Engine selection and parallelism (``run`` and ``sweep``); help texts live with the logic in remote_opts.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 from ttscale.backends.base import Backend
 from ttscale.backends.kv_sizing import DEFAULT_MAX_SEQS, KvFit, check_engine_fits, fit_kv, header_info
@@ -30,8 +31,14 @@ def kv_capped_engine(backend: str, model: str, kv_type: str, cap: int | None, ge
     not known yet (the engine that tokenizes it is what is being sized), so ``n_seq_max`` counts the
     generation cells after a shared prompt and the meter trims each wave by its real prompt.
     ``gen_tokens(info)`` is the per-sample cap (the task's max_tokens for that model)."""
-    if cap is None or backend != "llama-cpp":
+    if cap is None or backend not in ("llama-cpp", "transformers"):
         return None
+    if backend == "transformers":
+        # float32 cells (its default dtype; bfloat16 would hold twice as many), the prompt once per sample:
+        # n_seq_max counts samples of generation cells alone, and the meter trims each wave by its real,
+        # pressed prompt
+        info = replace(header_info(model, "f32"), kv_prompt_per_sample=True)
+        return fit_kv(info, cap, gen_tokens(info), max_seqs=max_seqs, shared_prompt=False)
     info = header_info(model, kv_type, kv_type_v)
     return fit_kv(info, cap, gen_tokens(info), max_seqs=max_seqs)
 

@@ -11,8 +11,8 @@ import typer
 from ttscale.backends.kv_sizing import DEFAULT_N_CTX, fit_kv, header_info
 from ttscale.backends.spec import EngineArgs
 from ttscale.cli.common import cli_errors, err_console, fail
-from ttscale.cli.options import BackendOptionOpt, KvTypeOpt, KvTypeVOpt, parse_pairs
-from ttscale.cli.remote_opts import check_kv_engine
+from ttscale.cli.options import BackendOptionOpt, KvCompressionOpt, KvPressOpt, KvTypeOpt, KvTypeVOpt, parse_pairs
+from ttscale.cli.remote_opts import check_kv_engine, kv_capped_engine
 from ttscale.registry import backend_kinds, strategy_names
 from ttscale.roofline import load_profile
 from ttscale.server.config import server_verifiers
@@ -41,6 +41,8 @@ def serve(
     max_kv_bytes: Annotated[Optional[int], typer.Option(help="Server-wide hard cap on KV-cache bytes in use at once (at --kv-type's real size): every request's default and ceiling (ttscale.budget.kv_bytes may ask for less), each backend call's batch packed to fit it, and the embedded engine's n_ctx / n_seq_max sized to it.", min=1)] = None,
     kv_type: KvTypeOpt = "f16",
     kv_type_v: KvTypeVOpt = None,
+    kv_press: KvPressOpt = None,
+    kv_compression: KvCompressionOpt = 0.0,
     max_k: Annotated[int, typer.Option(help="Largest k a request may ask for.", min=1)] = 64,
     max_n: Annotated[int, typer.Option(help="Largest n (returned choices) per request.", min=1)] = 8,
     max_tokens: Annotated[int, typer.Option(help="Default max_tokens per sample.", min=1)] = 256,
@@ -107,6 +109,10 @@ def serve(
             kv_fit = fit_kv(header_info(model, kv_type, kv_type_v), max_kv_bytes, max_tokens, max_seqs=n_seq_max)
             engine |= kv_fit.options()
             err_console.print(kv_fit.describe(), highlight=False)
+    elif max_kv_bytes is not None and (kv_fit := kv_capped_engine(backend, model, kv_type, max_kv_bytes,
+                                                                  lambda _info: max_tokens, max_seqs=n_seq_max)):
+        engine = kv_fit.options()  # the transformers backend: samples decoded together, each with its prompt
+        err_console.print(kv_fit.describe(), highlight=False)
     kinds = backend_kinds()
     if backend not in kinds:
         fail(f"unknown backend {backend!r}; available: {', '.join(sorted(kinds))}")
@@ -114,6 +120,7 @@ def serve(
     # so the meter and the server's cap count its bytes)
     args = EngineArgs(model=model, base_urls=(base_url,) if base_url else (), api_key=backend_api_key,
                       concurrency=concurrency, threads=threads, kv_type=kv_type, kv_type_v=kv_type_v,
+                      kv_press=kv_press, kv_compression=kv_compression,
                       options=parse_pairs(backend_option, "--backend-option"), engine_options=engine)
     ((be_model, be_options),) = kinds[backend].endpoints(args)[:1]
     be = make_backend(backend, be_model, **be_options)

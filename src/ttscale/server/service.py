@@ -77,9 +77,10 @@ class Service:
         """Worst-case KV bytes of one generation request, as its choice's meter counted it: the prompt
         once and every sample to max_tokens (each its own prompt where the backend prefills per sample)."""
         backend = self.config.backend
-        cells = cells_needed(request.n, backend.count_prompt_tokens(request), request.max_tokens,
-                             shared_prompt=not capabilities_of(backend).prefill_per_sample)
-        return backend.model_info().kv_bytes(cells)
+        info, prompt = backend.model_info(), backend.count_prompt_tokens(request)
+        if capabilities_of(backend).prefill_per_sample:  # a server that ignores n: one request per sample
+            return info.kv_bytes(cells_needed(request.n, prompt, request.max_tokens, shared_prompt=False))
+        return info.kv_bytes(info.wave_kv_cells(prompt, request.n, request.max_tokens))
 
     @property
     def in_flight(self) -> int:

@@ -221,6 +221,36 @@ class ModelInfo:
     kv_type_k: str = "f16"
     """Element type of the K cache (llama.cpp ``--cache-type-k``): a key of :data:`KV_CACHE_TYPES`."""
     kv_type_v: str = "f16"
+    n_vocab: int = 0
+    """Vocabulary size (rows of the token embedding; 0: not known, as in older run records)."""
+    n_embedding_params: int = 0
+    """Parameters of the token embedding and, when stored apart, the output head (0: not known). The
+    roofline's matmuls leave out embedding lookups and run the output head for a prefill's last token only."""
+    kv_prompt_per_sample: bool = False
+    """Each sample holds its own copy of the prompt's KV cells (an engine without a shared prefix in its
+    cache, such as the transformers backend), instead of one copy shared by the samples of a call."""
+    kv_prompt_kept: float = 1.0
+    """Fraction of a prompt's KV cells the engine keeps after its KV press (1: nothing is evicted)."""
+    kv_press_min_tokens: int = 0
+    """Prompts shorter than this are not pressed (kept whole)."""
+
+    def wave_kv_cells(self, prompt_tokens: int, n: int, gen_tokens: int) -> int:
+        """KV cells ``n`` samples of up to ``gen_tokens`` after a prompt hold at their worst, in this engine's
+        layout: the prompt once or once per sample, and after its press (which evicts prompt cells only).
+
+        >>> m = ModelInfo("m", 1, 1, 1, 1, 1, 1, 8)
+        >>> m.wave_kv_cells(100, 4, 10)  # one shared prompt
+        140
+        >>> from dataclasses import replace
+        >>> replace(m, kv_prompt_per_sample=True, kv_prompt_kept=0.25).wave_kv_cells(100, 4, 10)
+        140
+        """
+        if n <= 0:
+            return 0
+        kept = prompt_tokens
+        if self.kv_prompt_kept < 1.0 and prompt_tokens >= self.kv_press_min_tokens:
+            kept = math.ceil(prompt_tokens * self.kv_prompt_kept)
+        return n * (kept + gen_tokens) if self.kv_prompt_per_sample else kept + n * gen_tokens
 
     @property
     def d_attn(self) -> int:
