@@ -67,6 +67,7 @@ def serve(
              "the richest level without one); the response's ttscale.choices[].policy says why. At a level where "
              "`ttscale plan` did not show the per-prompt policy better than the best fixed choice for its budget, "
              "that fixed choice (rule and k) answers instead, unless --per-prompt.")] = None,
+    draft_model: Annotated[Optional[str], typer.Option(help="A small embedded model (name or .gguf path) opened once for strategies that draft with one (speculative-reasoning): requests share it, its generations batched apart from the base model's. Without it such strategies get a 400.")] = None,
     per_prompt: Annotated[bool, typer.Option("--per-prompt", help="With --policy: answer with the per-prompt policy at every level, even where the plan's comparison found it no better than the best fixed choice.")] = False,
 ) -> None:
     """Serve /v1/chat/completions and /v1/completions, each request answered by a test-time strategy.
@@ -124,7 +125,11 @@ def serve(
                       options=parse_pairs(backend_option, "--backend-option"), engine_options=engine)
     ((be_model, be_options),) = kinds[backend].endpoints(args)[:1]
     be = make_backend(backend, be_model, **be_options)
+    draft_be = None
     try:
+        if draft_model is not None:
+            draft_be = make_backend("llama-cpp", draft_model, n_ctx=DEFAULT_N_CTX, n_seq_max=n_seq_max,
+                                    **({"n_threads": threads} if threads else {}))
         check_kv_engine(kv_fit, be)
         config = ServerConfig(
             backend=be, model_name=model_name, strategy=strategy, k=k, verifier=verifier, budget_tokens=budget_tokens,
@@ -134,6 +139,7 @@ def serve(
             max_queue=max_queue, timeout_s=timeout, batch_window_ms=batch_window_ms, api_key=api_key,
             batch_min_wait_ms=batch_min_wait_ms if batch_min_wait_ms is not None else (10.0 if backend == "llama-cpp" else 0.0),
             max_body_bytes=max_body_bytes, policy=fitted, hardware=load_profile(hardware) if hardware else None,
+            draft_backend=draft_be,
         )
         app = create_app(config)
         logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
@@ -150,6 +156,8 @@ def serve(
                     limit_concurrency=max_concurrency + max_queue + 64, server_header=False)
     finally:
         be.close()
+        if draft_be is not None:
+            draft_be.close()
 
 
 def serving_summary(policy: Policy) -> str:

@@ -39,6 +39,9 @@ class ServerConfig:
     """Default cap on processed tokens (prefilled + generated) per request; None = unlimited."""
     max_budget_tokens: int = 1_000_000
     """Largest token budget a request may ask for."""
+    draft_backend: Backend | None = None
+    """The draft model of strategies that take one (speculative reasoning; ``--draft-model``), opened once and
+    shared by every request through its own micro-batcher; None: such strategies are refused (400)."""
     hardware: HardwareProfile | None = None
     """The profile requests' ``budget.seconds`` / ``budget.usd`` are priced on (``--hardware``); None:
     such budgets are refused."""

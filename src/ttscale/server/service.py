@@ -72,6 +72,10 @@ class Service:
                                     max_batch=cfg.max_batch, on_batch=self.metrics.observe_batch,
                                     kv_cap=cfg.max_kv_bytes, kv_cost=self._kv_cost)
         self.workers = WorkerPool(cfg.max_concurrency)
+        # the draft model's generations batch among themselves, apart from the base model's
+        self.draft_batcher = None if cfg.draft_backend is None else MicroBatcher(
+            cfg.draft_backend, window_s=cfg.batch_window_ms / 1000.0, min_wait_s=cfg.batch_min_wait_ms / 1000.0,
+            max_batch=cfg.max_batch)
 
     def _kv_cost(self, request: GenerationRequest) -> int:
         """Worst-case KV bytes of one generation request, as its choice's meter counted it: the prompt
@@ -128,7 +132,8 @@ class Service:
                 try:
                     outcome.set(index, solve_choice(
                         template=template, plan=plan, backend=cfg.backend, batcher=self.batcher, cancel=cancel,
-                        problem_id=pid, seed=run_seed, budget=budget, progress=progress, policy=cfg.policy))
+                        problem_id=pid, seed=run_seed, budget=budget, progress=progress, policy=cfg.policy,
+                        draft_batcher=self.draft_batcher))
                 except BaseException as e:  # noqa: BLE001 - every failure goes back to the request
                     outcome.fail(e)
 
@@ -204,6 +209,8 @@ class Service:
         if cancels:
             self.metrics.cancelled.labels("shutdown").inc(len(cancels))
         self.batcher.close(cancel=True, timeout=grace_s)
+        if self.draft_batcher is not None:
+            self.draft_batcher.close(cancel=True, timeout=grace_s)
         self.workers.shutdown()
 
 

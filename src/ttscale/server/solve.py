@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
-from ttscale.backends.base import Backend, prober_of, report_finished
+from ttscale.backends.base import Backend, prober_of, render_prompt, report_finished, tokenizer_of
 from ttscale.cost import Budget, Meter
 from ttscale.errors import UnsupportedFeatureError
 from ttscale.planner.policy import Policy
@@ -160,6 +160,13 @@ class BatchedBackend:
                             "generated_tokens": sum(g.generated_tokens for g in gens)})
         return gens
 
+    def render(self, request: GenerationRequest) -> str:
+        """The inner engine's exact prompt text (step-level strategies continue it); read-only, so not batched."""
+        return render_prompt(self._inner, request)
+
+    def tokenize(self, text: str) -> list[int]:
+        return tokenizer_of(self._inner).tokenize(text)
+
     def next_token_logprobs(self, *args: Any, **kwargs: Any) -> Any:
         if not capabilities_of(self._inner).next_token_probes:
             raise UnsupportedFeatureError(f"backend {self._inner.name} has no next-token probes")
@@ -220,8 +227,10 @@ def solve_choice(
     budget: Budget,
     progress: ProgressFn | None = None,
     policy: Policy | None = None,
+    draft_batcher: MicroBatcher | None = None,
 ) -> ChoiceResult:
-    """Run the plan's strategy on one prompt (called in a worker thread)."""
+    """Run the plan's strategy on one prompt (called in a worker thread); a strategy that takes a draft
+    model gets the server's, through ``draft_batcher``."""
     batcher.run_started()
     try:
         proxy = BatchedBackend(backend, batcher, cancel, progress, [] if plan.trace else None)
@@ -240,7 +249,19 @@ def solve_choice(
             raise APIError(400, f"verifier {plan.verifier!r} reads reference answers, which requests do not have",
                            param="ttscale.verifier", code="invalid_value")
         # the options were checked by the strategy's record when the request was resolved (control.resolve)
-        strategy = strategy_spec(plan.strategy).build_validated(dict(plan.validated), verifier)
+        spec = strategy_spec(plan.strategy)
+        options = dict(plan.validated)
+        if spec.draft_option is not None:
+            if draft_batcher is None:  # control.resolve refuses such requests first
+                raise APIError(400, f"strategy {plan.strategy!r} needs a draft model (--draft-model)")
+            options[spec.draft_option] = BatchedBackend(draft_batcher.backend, draft_batcher, cancel)
+            draft_batcher.run_started()  # its batcher waits for the runs that draft, as the base's does
+            try:
+                return _run(spec.build_validated(options, verifier), template, plan, proxy, task, problem_id, seed,
+                            budget, backend)
+            finally:
+                draft_batcher.run_finished()
+        strategy = spec.build_validated(options, verifier)
         return _run(strategy, template, plan, proxy, task, problem_id, seed, budget, backend)
     finally:
         batcher.run_finished()

@@ -99,6 +99,9 @@ class StrategySpec:
     """Its rules over stored samples, for replay and the planner (empty: not replayable)."""
     alias: str | None = None
     """Short name for clients that can only set the model (``sc8/<model>`` in the server)."""
+    draft_option: str | None = None
+    """The option naming its second, smaller model (a draft), if it takes one: the server fills it with the
+    backend it opened once (``ttscale serve --draft-model``) instead of a model per request."""
 
     @property
     def knobs(self) -> tuple[str, ...]:

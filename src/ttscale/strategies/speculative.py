@@ -323,4 +323,5 @@ SPEC = StrategySpec(
     "speculative-reasoning", SpeculativeReasoning, SpeculativeOptions,
     "SpecReason: a draft model (-o draft=NAME) writes each step, the base model scores it (0-9, one prefill) "
     "and rewrites steps below -o threshold; k chains voted",
+    draft_option="draft",
 )
