@@ -75,6 +75,18 @@ def test_serve_refuses_out_of_range_numbers_before_starting(args: list[str]) -> 
     assert r.exit_code == 2 and args[0] in r.output
 
 
+@pytest.mark.parametrize(("args", "says"), [
+    (["--shots", "2"], "--task"),  # a served task's settings without the task
+    (["--strategy", "speculative-reasoning"], "--draft-model"),
+    (["--kv-press", "snapkv"], "transformers"),
+    (["--kv-compression", "0.5"], "--kv-press"),
+    (["--task", "no-such-task"], "no-such-task"),
+])
+def test_serve_refuses_what_it_cannot_serve_before_starting(args: list[str], says: str) -> None:
+    r = CliRunner().invoke(app, ["serve", "--backend", "fake", *args])
+    assert r.exit_code == 2 and says in r.output, r.output
+
+
 def test_run_caps_seconds_and_dollars_on_a_hardware_profile(tmp_path: Path) -> None:
     code, out = _run("run", "--backend", "fake", "--task", "arithmetic", "--limit", "1", "--budget-seconds", "1",
                      "--store", str(tmp_path / "s.sqlite"), "--no-progress")

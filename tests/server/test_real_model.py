@@ -51,3 +51,47 @@ def test_openai_client_gets_self_consistency_with_honest_usage(smollm) -> None: 
         assert counter("generated") == sum(r.usage.completion_tokens for r in results)  # type: ignore[attr-defined]
         assert counter("prefilled") == sum(r.usage.prompt_tokens for r in results)  # type: ignore[attr-defined]
         assert sum(r.usage.prompt_tokens for r in results) > 0  # type: ignore[attr-defined]
+
+
+@pytest.mark.model
+def test_speculative_reasoning_with_the_servers_draft_model(smollm) -> None:  # type: ignore[no-untyped-def]
+    """A real draft engine opened once (as `serve --draft-model` does): two requests through the OpenAI
+    client, the draft's steps scored by the served model's next-token probes."""
+    from ttscale.backends.llama_cpp import LlamaCppBackend
+
+    draft = LlamaCppBackend("smollm2-135m", n_ctx=2048, n_seq_max=4)
+    try:
+        cfg = ServerConfig(backend=smollm, model_name="smollm2-135m", draft_backend=draft, default_max_tokens=48)
+        with run_server(cfg) as s:
+            c = openai.OpenAI(base_url=f"{s.base_url}/v1", api_key="x", max_retries=0, timeout=300)
+            for q in ("What is 2 + 3?", "What is 4 + 4?"):
+                r = c.chat.completions.create(
+                    model="smollm2-135m", messages=[{"role": "user", "content": q}], max_tokens=48, seed=1,
+                    extra_body={"ttscale": {"strategy": "speculative-reasoning", "k": 1,
+                                            "options": {"threshold": 5, "max_steps": 3, "step_tokens": 16}}})
+                ext = r.model_extra["ttscale"]  # type: ignore[attr-defined]
+                assert ext["strategy"] == "speculative-reasoning"
+                assert ext["strategy_config"]["draft"] == draft.model_info().name
+                assert r.usage.total_tokens == ext["usage"]["total_tokens"] > 0  # type: ignore[attr-defined]
+            assert s.service.draft_batcher.calls >= 2  # the draft wrote steps, through its own batcher
+    finally:
+        draft.close()
+
+
+@pytest.mark.model
+def test_a_served_rag_task_answers_with_retrieved_passages(smollm) -> None:  # type: ignore[no-untyped-def]
+    """`serve --task rag` on the real engine: the OpenAI client sends a bare question; the prompt the engine
+    prefilled held the retrieved passages (usage says so), and the answer is the task's extraction."""
+    from ttscale.registry import make_task
+
+    rag = make_task("rag", shots=0, max_tokens=32, options={"docs": 2}, chat_model=True)
+    cfg = ServerConfig(backend=smollm, model_name="smollm2-135m", task=rag, k=2, default_max_tokens=32)
+    with run_server(cfg) as s:
+        c = openai.OpenAI(base_url=f"{s.base_url}/v1", api_key="x", max_retries=0, timeout=300)
+        q = "Who is the performer of the song Hello Love?"
+        r = c.chat.completions.create(model="smollm2-135m", messages=[{"role": "user", "content": q}], seed=1)
+        ext = r.model_extra["ttscale"]  # type: ignore[attr-defined]
+        assert r.usage.prompt_tokens > 100  # type: ignore[attr-defined]  # two passages, not just the question
+        assert len(ext["choices"][0]["samples"]) == 2
+        for sample in ext["choices"][0]["samples"]:
+            assert sample["answer"] is None or isinstance(sample["answer"], str)

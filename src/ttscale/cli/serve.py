@@ -10,12 +10,24 @@ import typer
 
 from ttscale.backends.kv_sizing import DEFAULT_N_CTX, fit_kv, header_info
 from ttscale.backends.spec import EngineArgs
+from ttscale.cli.bundle import TaskChoice
 from ttscale.cli.common import cli_errors, err_console, fail
-from ttscale.cli.options import BackendOptionOpt, KvCompressionOpt, KvPressOpt, KvTypeOpt, KvTypeVOpt, parse_pairs
+from ttscale.cli.options import (
+    BackendOptionOpt,
+    DataOpt,
+    KvCompressionOpt,
+    KvPressOpt,
+    KvTypeOpt,
+    KvTypeVOpt,
+    ShotsOpt,
+    TaskOptionOpt,
+    parse_pairs,
+)
 from ttscale.cli.remote_opts import check_kv_engine, kv_capped_engine
-from ttscale.registry import backend_kinds, strategy_names
+from ttscale.registry import backend_kinds, strategy_names, strategy_spec
 from ttscale.roofline import load_profile
 from ttscale.server.config import server_verifiers
+from ttscale.types import Problem
 
 if TYPE_CHECKING:
     from ttscale.planner.policy import Policy
@@ -67,6 +79,10 @@ def serve(
              "the richest level without one); the response's ttscale.choices[].policy says why. At a level where "
              "`ttscale plan` did not show the per-prompt policy better than the best fixed choice for its budget, "
              "that fixed choice (rule and k) answers instead, unless --per-prompt.")] = None,
+    task: Annotated[Optional[str], typer.Option(help="Answer each request as a problem of this task: its last user message is the question and the task makes the prompt, e.g. --task rag (DRAG: the question's top passages from the corpus, --shots demonstrations; strategy iterdrag for IterDRAG). Default: the request's own messages are the prompt.")] = None,
+    task_data: DataOpt = None,
+    task_option: TaskOptionOpt = None,
+    shots: ShotsOpt = None,
     draft_model: Annotated[Optional[str], typer.Option(help="A small embedded model (name or .gguf path) opened once for strategies that draft with one (speculative-reasoning): requests share it, its generations batched apart from the base model's. Without it such strategies get a 400.")] = None,
     per_prompt: Annotated[bool, typer.Option("--per-prompt", help="With --policy: answer with the per-prompt policy at every level, even where the plan's comparison found it no better than the best fixed choice.")] = False,
 ) -> None:
@@ -99,6 +115,8 @@ def serve(
         fail("--per-prompt needs --policy")
     if strategy not in strategy_names():
         fail(f"unknown strategy {strategy!r}; available: {', '.join(strategy_names())}")
+    if strategy_spec(strategy).draft_option is not None and draft_model is None:
+        fail(f"the default strategy {strategy} drafts with a second model: give --draft-model NAME")
     kv_fit = None
     engine: dict[str, object] = {}
     if backend == "llama-cpp":  # the embedded engine's size: requests bring their own prompts
@@ -131,6 +149,12 @@ def serve(
             draft_be = make_backend("llama-cpp", draft_model, n_ctx=DEFAULT_N_CTX, n_seq_max=n_seq_max,
                                     **({"n_threads": threads} if threads else {}))
         check_kv_engine(kv_fit, be)
+        served = None
+        if task is not None:
+            served = TaskChoice(task=task, data=task_data, task_option=task_option, shots=shots).build(be.model_info())
+            served.request(Problem("warm-up", "warm-up"))  # retrieval index and demonstrations built before serving
+        elif task_data or task_option or shots is not None:
+            fail("--task-data, --task-option and --shots describe a served task: give --task")
         config = ServerConfig(
             backend=be, model_name=model_name, strategy=strategy, k=k, verifier=verifier, budget_tokens=budget_tokens,
             max_budget_tokens=max_budget_tokens, max_kv_bytes=max_kv_bytes, max_k=max_k, max_n=max_n,
@@ -139,7 +163,7 @@ def serve(
             max_queue=max_queue, timeout_s=timeout, batch_window_ms=batch_window_ms, api_key=api_key,
             batch_min_wait_ms=batch_min_wait_ms if batch_min_wait_ms is not None else (10.0 if backend == "llama-cpp" else 0.0),
             max_body_bytes=max_body_bytes, policy=fitted, hardware=load_profile(hardware) if hardware else None,
-            draft_backend=draft_be,
+            draft_backend=draft_be, task=served,
         )
         app = create_app(config)
         logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")

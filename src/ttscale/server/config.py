@@ -15,6 +15,7 @@ from ttscale.errors import ConfigError
 from ttscale.planner.policy import Policy
 from ttscale.registry import verifier_specs
 from ttscale.roofline import HardwareProfile
+from ttscale.tasks.base import Task
 
 
 def server_verifiers() -> tuple[str, ...]:
@@ -39,6 +40,11 @@ class ServerConfig:
     """Default cap on processed tokens (prefilled + generated) per request; None = unlimited."""
     max_budget_tokens: int = 1_000_000
     """Largest token budget a request may ask for."""
+    task: Task | None = None
+    """Answer each request as a problem of this task (``ttscale serve --task rag``): the request's last user
+    message (or its prompt) is the question, and the task makes the prompt (retrieved passages and
+    demonstrations for ``rag``), extracts and compares answers, and drives strategies that need it
+    (IterDRAG); None: the request's own messages are the prompt."""
     draft_backend: Backend | None = None
     """The draft model of strategies that take one (speculative reasoning; ``--draft-model``), opened once and
     shared by every request through its own micro-batcher; None: such strategies are refused (400)."""

@@ -133,7 +133,7 @@ class Service:
                     outcome.set(index, solve_choice(
                         template=template, plan=plan, backend=cfg.backend, batcher=self.batcher, cancel=cancel,
                         problem_id=pid, seed=run_seed, budget=budget, progress=progress, policy=cfg.policy,
-                        draft_batcher=self.draft_batcher))
+                        draft_batcher=self.draft_batcher, served_task=cfg.task))
                 except BaseException as e:  # noqa: BLE001 - every failure goes back to the request
                     outcome.fail(e)
 

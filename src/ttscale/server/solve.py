@@ -29,6 +29,7 @@ from ttscale.server.control import POLICY, Plan
 from ttscale.server.errors import APIError, RequestCancelled
 from ttscale.strategies.base import SolveContext
 from ttscale.tasks.answers import answers_equivalent, extract_numeric_answer
+from ttscale.tasks.base import Task
 from ttscale.types import (
     Cancelled,
     Capabilities,
@@ -228,13 +229,18 @@ def solve_choice(
     progress: ProgressFn | None = None,
     policy: Policy | None = None,
     draft_batcher: MicroBatcher | None = None,
+    served_task: Task | None = None,
 ) -> ChoiceResult:
     """Run the plan's strategy on one prompt (called in a worker thread); a strategy that takes a draft
     model gets the server's, through ``draft_batcher``."""
     batcher.run_started()
     try:
         proxy = BatchedBackend(backend, batcher, cancel, progress, [] if plan.trace else None)
-        task = RequestTask(template, plan.answer_mode)
+        task: Any
+        if served_task is not None:  # the request is one of the task's problems: its question, the task's prompt
+            task, problem = served_task, Problem(id=problem_id, prompt=question_of(template))
+        else:
+            task, problem = RequestTask(template, plan.answer_mode), Problem(id=problem_id, prompt=template.prompt or "")
         if plan.strategy == POLICY:
             assert policy is not None
             # The level: what the request's budget buys (the policy's richest level when it sets none),
@@ -242,7 +248,7 @@ def solve_choice(
             given = plan.budget_flops / 1e9 if policy.budget_unit == "gflops" and plan.budget_flops else (
                 plan.budget_tokens if policy.budget_unit != "gflops" else None)
             level_budget = given or max(lv.budget for lv in policy.levels)
-            return _run(PolicyStrategy(policy, float(level_budget)), template, plan, proxy, task, problem_id,
+            return _run(PolicyStrategy(policy, float(level_budget)), template, plan, proxy, task, problem,
                         seed, budget, backend)
         verifier = make_verifier(plan.verifier, task, proxy) if plan.verifier else None
         if verifier is not None and verifier.uses_reference:
@@ -257,19 +263,29 @@ def solve_choice(
             options[spec.draft_option] = BatchedBackend(draft_batcher.backend, draft_batcher, cancel)
             draft_batcher.run_started()  # its batcher waits for the runs that draft, as the base's does
             try:
-                return _run(spec.build_validated(options, verifier), template, plan, proxy, task, problem_id, seed,
+                return _run(spec.build_validated(options, verifier), template, plan, proxy, task, problem, seed,
                             budget, backend)
             finally:
                 draft_batcher.run_finished()
         strategy = spec.build_validated(options, verifier)
-        return _run(strategy, template, plan, proxy, task, problem_id, seed, budget, backend)
+        return _run(strategy, template, plan, proxy, task, problem, seed, budget, backend)
     finally:
         batcher.run_finished()
 
 
-def _run(strategy: Any, template: GenerationRequest, plan: Plan, proxy: BatchedBackend, task: RequestTask,
-         problem_id: str, seed: int, budget: Budget, backend: Backend) -> ChoiceResult:
-    problem = Problem(id=problem_id, prompt=template.prompt or "")
+def question_of(template: GenerationRequest) -> str:
+    """What a request asks, as a served task's question: its last user message, or its prompt."""
+    if template.prompt is not None:
+        return template.prompt
+    users = [m.content for m in template.messages or () if m.role == "user"]
+    if not users:
+        raise APIError(400, "this server answers a task's questions: send a user message", param="messages",
+                       code="invalid_value")
+    return users[-1]
+
+
+def _run(strategy: Any, template: GenerationRequest, plan: Plan, proxy: BatchedBackend, task: Any,
+         problem: Problem, seed: int, budget: Budget, backend: Backend) -> ChoiceResult:
     sampling = Sampling(temperature=template.temperature, top_p=template.top_p, top_k=template.top_k,
                         min_p=template.min_p, seed=seed, max_tokens=template.max_tokens)
     ctx = SolveContext(problem, proxy, task, Meter(backend.model_info(), budget), sampling)
