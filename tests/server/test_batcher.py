@@ -67,6 +67,44 @@ def test_concurrent_runs_share_one_backend_call() -> None:
     assert [g.request.prompt for g in out] == [f"q{i} x" for i in range(6)]  # type: ignore[union-attr]
 
 
+def test_the_gathering_leader_is_woken_once_its_batch_is_complete_not_per_submission() -> None:
+    """8 runs submit one after another while the first gathers: the leader sleeps until the last one is in
+    (one wake-up), instead of being woken by each of the 7 submissions in between."""
+    be = CountingBackend()
+    b = MicroBatcher(be, window_s=30.0, max_batch=64)
+    waits = [0]
+
+    class Counting(threading.Condition):
+        def wait(self, timeout: float | None = None) -> bool:
+            waits[0] += 1
+            return super().wait(timeout)
+
+    b._lead_cv = Counting(b._lock)
+    for _ in range(8):
+        b.run_started()
+    out: list[object] = []
+
+    def go(i: int) -> None:
+        out.append(b.generate([GenerationRequest(prompt=f"q{i} x")], lambda: False)[0])
+        b.run_finished()
+
+    first = threading.Thread(target=go, args=(0,))
+    first.start()
+    while not b._leading:
+        time.sleep(0.001)
+    rest = []
+    for i in range(1, 8):
+        time.sleep(0.005)  # one by one, while the leader waits
+        t = threading.Thread(target=go, args=(i,))
+        t.start()
+        rest.append(t)
+    for t in [first, *rest]:
+        t.join(10)
+    b.close()
+    assert be.calls == [8] and len(out) == 8
+    assert waits[0] <= 2  # slept once (a spurious return may add one), not once per submission
+
+
 def test_a_lone_request_does_not_wait_for_the_window() -> None:
     be = CountingBackend()
     b = MicroBatcher(be, window_s=30.0)

@@ -137,7 +137,14 @@ class MicroBatcher:
     def run_finished(self) -> None:
         with self._lock:
             self._active -= 1
-            self._lead_cv.notify()  # a gathering leader may have nothing more to wait for
+            self._wake_leader()  # a gathering leader may have nothing more to wait for
+
+    def _wake_leader(self) -> None:
+        """Wake a gathering leader once its batch is complete (every active run has submitted, or the batch is
+        full), not at every submission: 64 runs submitting one by one would wake it 63 times for nothing
+        (called holding the lock)."""
+        if self._leading and len(self._pending) >= min(self.max_batch, max(self._active, 1)):
+            self._lead_cv.notify()
 
     def generate(self, requests: list[GenerationRequest], should_stop: StopCheck,
                  hooks: dict[str, Any] | None = None) -> list[Generation]:
@@ -155,7 +162,7 @@ class MicroBatcher:
             if self._closing:
                 raise RequestCancelled("server is shutting down")
             self._pending.extend(jobs)
-            self._lead_cv.notify()
+            self._wake_leader()
             mine: threading.Condition | None = None
             try:
                 while not all(j.future.done() for j in jobs):
