@@ -110,10 +110,10 @@ class MicroBatcher:
         self._lock = threading.Lock()
         self._lead_cv = threading.Condition(self._lock)
         """The gathering leader waits here for submissions (and close() for the leader to finish)."""
-        self._waiters: dict[threading.Condition, list[_Job]] = {}
-        """Each waiting submitter's own condition (on the same lock) and its jobs: wake-ups go only to the
-        threads they concern, not to every waiting thread (64 threads woken per event cost more CPU than the
-        fake backend's generation)."""
+        self._waiters: dict[threading.Lock, list[_Job]] = {}
+        """Each waiting submitter's own gate (a held lock the leader releases) and its jobs: wake-ups go only
+        to the threads they concern, not to every waiting thread (64 threads woken per event cost more CPU
+        than the fake backend's generation)."""
         self._pending: deque[_Job] = deque()
         self._active = 0
         self._leading = False
@@ -163,20 +163,29 @@ class MicroBatcher:
                 raise RequestCancelled("server is shutting down")
             self._pending.extend(jobs)
             self._wake_leader()
-            mine: threading.Condition | None = None
-            try:
-                while not all(j.future.done() for j in jobs):
-                    if not self._leading:
-                        self._lead()
-                        continue
-                    if mine is None:
-                        mine = threading.Condition(self._lock)
-                        self._waiters[mine] = jobs
-                    mine.wait()  # woken when our jobs are done, or to lead the next call
-            finally:
-                if mine is not None:
-                    del self._waiters[mine]
+            gate = self._lead_or_wait(jobs)
+        while gate is not None:
+            # Waited on outside the batcher's lock: a woken submitter whose jobs are done returns without
+            # taking it again (64 of them reacquiring one lock in turn under the GIL made a convoy).
+            gate.acquire()
+            if all(j.future.done() for j in jobs):
+                break
+            with self._lock:  # woken to lead the next call, or the batcher is closing
+                gate = self._lead_or_wait(jobs)
         return [j.future.result() for j in jobs]
+
+    def _lead_or_wait(self, jobs: list[_Job]) -> threading.Lock | None:
+        """Lead calls until ``jobs`` are done, or, while another thread leads, a gate to wait on (called
+        holding the lock); the leader opens it when the jobs are done or when this thread should lead."""
+        while not all(j.future.done() for j in jobs):
+            if not self._leading:
+                self._lead()
+                continue
+            gate = threading.Lock()
+            gate.acquire()
+            self._waiters[gate] = jobs
+            return gate
+        return None
 
     @property
     def pending(self) -> int:
@@ -191,8 +200,9 @@ class MicroBatcher:
             while self._pending and cancel:
                 self._pending.popleft().future.set_exception(RequestCancelled("server is shutting down"))
             self._lead_cv.notify_all()
-            for cv in self._waiters:
-                cv.notify()
+            for gate in self._waiters:
+                gate.release()
+            self._waiters.clear()
             while self._leading and (remaining := deadline - time.monotonic()) > 0:
                 self._lead_cv.wait(remaining)
 
@@ -242,12 +252,14 @@ class MicroBatcher:
         """Wake the submitters whose jobs are done, and one whose jobs still wait, to lead the next call
         (called holding the lock, when no one leads)."""
         successor = False
-        for cv, jobs in self._waiters.items():
+        for gate, jobs in list(self._waiters.items()):
             if self._closing or all(j.future.done() for j in jobs):  # closing: everyone re-checks
-                cv.notify()
+                del self._waiters[gate]
+                gate.release()
             elif not successor:
                 successor = True
-                cv.notify()
+                del self._waiters[gate]
+                gate.release()
         self._lead_cv.notify_all()  # close() may be waiting for the leader to finish
 
     def _within_kv_cap(self, batch: list[_Job]) -> list[_Job]:
