@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from ttscale.backends.kv_sizing import DEFAULT_N_CTX, fit_kv, header_info
+from ttscale.backends.kv_sizing import DEFAULT_N_CTX
 from ttscale.backends.spec import EngineArgs
 from ttscale.cli.bundle import TaskChoice
 from ttscale.cli.common import cli_errors, err_console, fail
@@ -117,20 +117,17 @@ def serve(
         fail(f"unknown strategy {strategy!r}; available: {', '.join(strategy_names())}")
     if strategy_spec(strategy).draft_option is not None and draft_model is None:
         fail(f"the default strategy {strategy} drafts with a second model: give --draft-model NAME")
-    kv_fit = None
     engine: dict[str, object] = {}
     if backend == "llama-cpp":  # the embedded engine's size: requests bring their own prompts
         engine = {"n_ctx": n_ctx or DEFAULT_N_CTX, "n_seq_max": n_seq_max}
-        if max_kv_bytes is not None:
-            if n_ctx is not None:
-                fail("give --max-kv-bytes or --n-ctx, not both: the cap decides the context")
-            # each sample of a batch is sized with its own default max_tokens
-            kv_fit = fit_kv(header_info(model, kv_type, kv_type_v), max_kv_bytes, max_tokens, max_seqs=n_seq_max)
-            engine |= kv_fit.options()
-            err_console.print(kv_fit.describe(), highlight=False)
-    elif max_kv_bytes is not None and (kv_fit := kv_capped_engine(backend, model, kv_type, max_kv_bytes,
-                                                                  lambda _info: max_tokens, max_seqs=n_seq_max)):
-        engine = kv_fit.options()  # the transformers backend: samples decoded together, each with its prompt
+        if max_kv_bytes is not None and n_ctx is not None:
+            fail("give --max-kv-bytes or --n-ctx, not both: the cap decides the context")
+    # the embedded engines under a cap (llama.cpp; transformers, a prompt per sample): each sample of a batch is
+    # sized with the default max_tokens
+    kv_fit = kv_capped_engine(backend, model, kv_type, max_kv_bytes, lambda _info: max_tokens, max_seqs=n_seq_max,
+                              kv_type_v=kv_type_v)
+    if kv_fit is not None:
+        engine |= kv_fit.options()
         err_console.print(kv_fit.describe(), highlight=False)
     kinds = backend_kinds()
     if backend not in kinds:

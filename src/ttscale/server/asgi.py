@@ -18,6 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ttscale.server.errors import from_library_error
 from ttscale.server.schemas import ChatCompletionRequest, CompletionRequest
+from ttscale.server.security import replaying
 from ttscale.server.service import Service
 
 _ENDPOINTS = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/models", "/health", "/metrics"})
@@ -100,16 +101,7 @@ class FastCompletions:
         except ValidationError:
             body = None
         if body is None or body.stream:
-            replayed = False
-
-            async def replay() -> Message:
-                nonlocal replayed
-                if not replayed:
-                    replayed = True
-                    return {"type": "http.request", "body": body_bytes, "more_body": False}
-                return await receive()
-
-            await self.app(scope, replay, send)
+            await self.app(scope, replaying(body_bytes, receive), send)
             return
         try:
             response = await self.complete(Request(scope, receive), body)
