@@ -49,7 +49,7 @@ StopCheck = Callable[[], bool]
 
 class _Result:
     """A job's generation or error: set once by the leader, read by the job's submitter after the leader
-    has woken it under the batcher's lock (a ``concurrent.futures.Future`` adds a condition per job)."""
+    has opened its gate (a ``concurrent.futures.Future`` adds a condition per job)."""
 
     __slots__ = ("_done", "_value", "_error")
 
@@ -253,13 +253,12 @@ class MicroBatcher:
         (called holding the lock, when no one leads)."""
         successor = False
         for gate, jobs in list(self._waiters.items()):
-            if self._closing or all(j.future.done() for j in jobs):  # closing: everyone re-checks
-                del self._waiters[gate]
-                gate.release()
-            elif not successor:
-                successor = True
-                del self._waiters[gate]
-                gate.release()
+            if not (self._closing or all(j.future.done() for j in jobs)):  # closing: everyone re-checks
+                if successor:
+                    continue
+                successor = True  # the first still waiting leads the next call
+            del self._waiters[gate]
+            gate.release()
         self._lead_cv.notify_all()  # close() may be waiting for the leader to finish
 
     def _within_kv_cap(self, batch: list[_Job]) -> list[_Job]:

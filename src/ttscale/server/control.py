@@ -172,7 +172,8 @@ def resolve(opts: TtscaleOptions | None, headers: Mapping[str, str], model: str,
             extra = [x for x in knobs if x not in ("k", "verifier")]
             raise APIError(400, f"strategy {strategy!r} has no option {name!r}; options: {', '.join(extra) or 'none'}",
                            param=f"ttscale.options.{name}", code="invalid_value")
-    drafting = strategy_spec(strategy).draft_option
+    spec = strategy_spec(strategy)
+    drafting = spec.draft_option
     if drafting is not None:
         if cfg.draft_backend is None:
             raise APIError(400, f"strategy {strategy!r} needs a draft model, and this server has none (start it with "
@@ -182,7 +183,7 @@ def resolve(opts: TtscaleOptions | None, headers: Mapping[str, str], model: str,
                            "--draft-model); send no draft option", param=f"ttscale.options.{drafting}",
                            code="invalid_value")
     try:  # the one options check, the CLI's too: the same message, before the request is queued
-        validated = strategy_spec(strategy).validate({**dict(options), "k": k})
+        validated = spec.validate({**dict(options), "k": k})
     except OptionError as e:
         raise APIError(400, str(e), param=f"ttscale.options.{e.option}", code="invalid_value") from None
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from starlette.requests import Request
 
+from ttscale.backends.base import Backend
 from ttscale.backends.kv_sizing import cells_needed
 from ttscale.cost import Budget
 from ttscale.server.batcher import MicroBatcher
@@ -67,15 +68,16 @@ class Service:
         """(Re)create the worker machinery: an app may be started again after a shutdown."""
         cfg = self.config
         self.draining = False
-        self.batcher = MicroBatcher(cfg.backend, window_s=cfg.batch_window_ms / 1000.0,
-                                    min_wait_s=cfg.batch_min_wait_ms / 1000.0,
-                                    max_batch=cfg.max_batch, on_batch=self.metrics.observe_batch,
-                                    kv_cap=cfg.max_kv_bytes, kv_cost=self._kv_cost)
+        self.batcher = self._batcher(cfg.backend, on_batch=self.metrics.observe_batch, kv_cap=cfg.max_kv_bytes,
+                                     kv_cost=self._kv_cost)
         self.workers = WorkerPool(cfg.max_concurrency)
         # the draft model's generations batch among themselves, apart from the base model's
-        self.draft_batcher = None if cfg.draft_backend is None else MicroBatcher(
-            cfg.draft_backend, window_s=cfg.batch_window_ms / 1000.0, min_wait_s=cfg.batch_min_wait_ms / 1000.0,
-            max_batch=cfg.max_batch)
+        self.draft_batcher = None if cfg.draft_backend is None else self._batcher(cfg.draft_backend)
+
+    def _batcher(self, backend: Backend, **options: Any) -> MicroBatcher:
+        cfg = self.config
+        return MicroBatcher(backend, window_s=cfg.batch_window_ms / 1000.0, min_wait_s=cfg.batch_min_wait_ms / 1000.0,
+                            max_batch=cfg.max_batch, **options)
 
     def _kv_cost(self, request: GenerationRequest) -> int:
         """Worst-case KV bytes of one generation request, as its choice's meter counted it: the prompt
