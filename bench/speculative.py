@@ -26,18 +26,16 @@ Run (each part resumable; chunks of at most ~10 minutes)::
     model-job .venv/bin/python bench/speculative.py --problems 20 --time-limit 540
     model-job .venv/bin/python bench/speculative.py --part lookup --lookup-problems 6
     .venv/bin/python bench/speculative.py --part report      # no model: the figures from the store
+    .venv/bin/python bench/speculative.py --part export      # ship the runs: src/ttscale/pools/speculative/
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from ttscale.backends.llama_cpp import LlamaCppBackend
 from ttscale.registry import make_task
@@ -50,16 +48,6 @@ from ttscale.strategies.speculative import SpeculativeReasoning
 from ttscale.types import Sampling
 
 BASE, DRAFT = "qwen2.5-coder-1.5b", "qwen2.5-coder-0.5b"
-
-
-def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    if n == 0:
-        return (0.0, 1.0)
-    p = k / n
-    d = 1 + z * z / n
-    c = (p + z * z / (2 * n)) / d
-    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
-    return (max(0.0, c - h), min(1.0, c + h))
 
 
 def configs(args: argparse.Namespace) -> list[tuple[str, str]]:
@@ -118,82 +106,60 @@ def run_part(args: argparse.Namespace) -> bool:
         store.close()
 
 
-def _wall(result: dict[str, Any]) -> float:
-    spec = result.get("meta", {}).get("speculative")
-    if spec is not None:
-        return float(spec["wall_s"]["total"])
-    return float(result["usage"]["wall_s"])
-
-
 def report(args: argparse.Namespace) -> None:
+    """The figures over the problems every configuration has solved (the experiment page's computations)."""
+    from ttscale.experiments.speculative import PHASES, read_config_run, versus, wilson
+
     store = Store(args.store)
-    rows: dict[str, list[dict[str, Any]]] = {}
-    for label, rid in configs(args):
-        rows[label] = store.results(rid) if store.get_run(rid) else []
-    store.close()
-    ids = [{r["problem_id"] for r in res} for res in rows.values()]
-    common = set.intersection(*ids) if ids else set()
-    rows = {lab: [r for r in res if r["problem_id"] in common] for lab, res in rows.items()}
-    n = len(common)
+    try:
+        runs = {label: read_config_run(store, rid) for label, rid in configs(args)}
+    finally:
+        store.close()
+    done = {label: r for label, r in runs.items() if r is not None}
+    if "base" not in done:
+        print("no run of the base model yet")
+        return
+    for label in runs.keys() - done.keys():
+        print(f"{label}: not started")
+    ids = sorted(set.intersection(*(set(r.correct) for r in done.values())))
+    n = len(ids)
     if n < args.problems:
-        print(f"\npartial: {n} of {args.problems} problems done by every configuration; figures over those {n}")
+        print(f"\npartial: {n} of {args.problems} problems done by every started configuration; figures over those {n}")
     if n == 0:
         return
+    base = done["base"]
     print(f"\nGSM8K (gsm-symbolic), {n} problems, greedy, max {args.max_tokens} tokens; base {BASE}, draft {DRAFT}; "
           f"store {args.store}")
-    print(f"{'config':10s} {'done':>5s} {'acc':>6s} {'95% CI':>15s} {'wall s':>8s} {'s/prob':>7s} {'gen tok':>8s} "
+    print(f"{'config':10s} {'acc':>6s} {'95% CI':>15s} {'- base':>7s} {'paired 95%':>17s} {'wall s':>8s} {'x base':>7s} "
           f"{'kept':>6s}  time split (draft / score / rewrite)")
-    base_ok = {r["problem_id"]: bool(r["correct"]) for r in rows["base"]}
-    summary: dict[str, tuple[float, float, tuple[float, float], int]] = {}
-    for label, res in rows.items():
-        if not res:
-            print(f"{label:10s} {0:5d}")
-            continue
-        k = sum(bool(r["correct"]) for r in res)
-        lo, hi = wilson(k, len(res))
-        wall = sum(_wall(r) for r in res)
-        gen = sum(int(r["usage"]["generated_tokens"]) for r in res)
-        kept, split = "", ""
-        specs = [r["meta"]["speculative"] for r in res if "speculative" in r.get("meta", {})]
-        if specs:
-            acc_steps = sum(s["accepted"] for s in specs)
-            judged = acc_steps + sum(s["rejected"] for s in specs)
-            kept = f"{acc_steps / judged:.2f}" if judged else "-"
-            ph = {p: sum(s["wall_s"][p] for s in specs) for p in ("draft", "score", "rewrite")}
-            tot = sum(ph.values()) or 1.0
-            split = " / ".join(f"{ph[p]:.0f} s ({ph[p] / tot:.0%})" for p in ph)
-        summary[label] = (k / len(res), wall, (lo, hi), len(res))
-        print(f"{label:10s} {len(res):5d} {k / len(res):6.3f} ({lo:.3f}, {hi:.3f}) {wall:8.1f} {wall / len(res):7.1f} "
-              f"{gen:8d} {kept:>6s}  {split}")
-        if label != "base" and base_ok and len(res) == len(base_ok):
-            diff = paired_diff({r["problem_id"]: bool(r["correct"]) for r in res}, base_ok)
-            print(f"{'':10s} accuracy - base: {diff[0]:+.3f} (paired bootstrap 95%: {diff[1]:+.3f}, {diff[2]:+.3f})")
-    b_acc, b_wall, (b_lo, b_hi), _ = summary["base"]
-    spec = {lab: v for lab, v in summary.items() if lab.startswith("spec") and v[3] == n}
-    if not spec:
-        print("no complete speculative configuration yet")
-        return
-    matched = {lab: b_wall / v[1] for lab, v in spec.items() if b_lo <= v[0] <= b_hi}
-    if "draft" in summary and b_lo <= summary["draft"][0] <= b_hi:
-        print(f"note: the 0.5B alone ({summary['draft'][0]:.3f}, x{b_wall / summary['draft'][1]:.2f} faster) is inside the "
-              f"1.5B's interval too: at {n} problems the matched-accuracy test does not tell the models apart")
+    b_lo, b_hi = wilson(sum(base.correct[i] for i in ids), n)
+    b_wall = sum(base.wall[i] for i in ids)
+    matched: dict[str, float] = {}
+    ratios: dict[str, tuple[float, float]] = {}
+    for label, r in done.items():
+        v = versus(r, base, ids)
+        judged = r.accepted + r.rejected
+        kept = f"{r.accepted / judged:.2f}" if judged else ""
+        tot = sum(r.phase_wall.values())
+        split = " / ".join(f"{r.phase_wall[p]:.0f} s ({r.phase_wall[p] / tot:.0%})" for p in PHASES) if tot else ""
+        print(f"{label:10s} {v.accuracy:6.3f} ({v.acc_ci[0]:.3f}, {v.acc_ci[1]:.3f}) {v.diff:+7.3f} "
+              f"({v.diff_ci[0]:+.3f}, {v.diff_ci[1]:+.3f}) {sum(r.wall[i] for i in ids):8.1f} {v.speedup:7.2f} "
+              f"{kept:>6s}  {split}")
+        if r.kind == "spec" and 0.0 < (r.threshold or 0.0) < 10.0:  # the base model in the loop
+            ratios[label] = (v.speedup, v.accuracy)
+            if b_lo <= v.accuracy <= b_hi:
+                matched[label] = v.speedup
+    print(f"base wall {b_wall:.1f} s; the 1.5B's 95% interval ({b_lo:.3f}, {b_hi:.3f})")
     if matched:
         best = max(matched, key=lambda lab: matched[lab])
-        print(f"bench: specreason_speedup = {matched[best]:.2f}  ({best}: accuracy {spec[best][0]:.3f} inside the "
-              f"1.5B's 95% interval ({b_lo:.3f}, {b_hi:.3f}); {n} problems)")
-    else:
-        ratios = {lab: b_wall / v[1] for lab, v in spec.items()}
-        best = max(ratios, key=lambda lab: ratios[lab])
-        print(f"bench: specreason_speedup = {ratios[best]:.2f}  (NOT at matched accuracy: no threshold's accuracy is "
-              f"inside the 1.5B's interval ({b_lo:.3f}, {b_hi:.3f}); best ratio {best}, accuracy {spec[best][0]:.3f}; {n} problems)")
-
-
-def paired_diff(a: dict[str, bool], b: dict[str, bool], reps: int = 2000) -> tuple[float, float, float]:
-    ids = sorted(set(a) & set(b))
-    d = np.array([float(a[i]) - float(b[i]) for i in ids])
-    rng = np.random.default_rng(0)
-    boots = d[rng.integers(0, len(d), size=(reps, len(d)))].mean(axis=1)
-    return float(d.mean()), float(np.quantile(boots, 0.025)), float(np.quantile(boots, 0.975))
+        print(f"bench: specreason_speedup = {matched[best]:.2f}  ({best}: accuracy {ratios[best][1]:.3f} inside the "
+              f"1.5B's 95% interval; {n} problems)")
+    elif ratios:
+        best = max(ratios, key=lambda lab: ratios[lab][0])
+        print(f"bench: specreason_speedup = {ratios[best][0]:.2f}  (NOT at matched accuracy: no threshold's accuracy is "
+              f"inside the 1.5B's interval; best ratio {best}, accuracy {ratios[best][1]:.3f}; {n} problems)")
+    print("(thresholds 0 and 10 leave the base model out of the loop or the draft unused: they are the two ends of "
+          "the curve, not the strategy's speed-up)")
 
 
 # -- prompt lookup -----------------------------------------------------------------------------------
@@ -315,12 +281,32 @@ def roofline_part() -> None:
                   f"a 150-token scoring prefill = {score:.1f} decode steps")
 
 
+def export_part(args: argparse.Namespace) -> None:
+    """Each configuration's run as a pool file (``ttscale experiment speculative-reasoning`` reads them)."""
+    from ttscale.replay.pool_file import export_run
+
+    store = Store(args.store)
+    command = (f"model-job .venv/bin/python bench/speculative.py --problems {args.problems} --max-tokens {args.max_tokens} "
+               f"--thresholds {','.join(f'{t:g}' for t in args.thresholds)} --step-tokens {args.step_tokens} "
+               f"--max-steps {args.max_steps} --threads {args.threads}")
+    try:
+        for label, rid in configs(args):
+            if store.get_run(rid) is None:
+                print(f"{label}: no run {rid} in {args.store}")
+                continue
+            info = export_run(store, rid, Path(args.export_dir) / f"{rid}.jsonl.gz", command=command)
+            print(f"{label}: {info.path} ({info.problems} problems, {info.samples} samples)")
+    finally:
+        store.close()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--part", choices=("runs", "report", "lookup", "lookup-report", "roofline"), default="runs")
+    ap.add_argument("--part", choices=("runs", "report", "lookup", "lookup-report", "roofline", "export"),
+                    default="runs")
     ap.add_argument("--problems", type=int, default=20)
     ap.add_argument("--max-tokens", type=int, default=384)
-    ap.add_argument("--thresholds", type=lambda s: [float(x) for x in s.split(",")], default=[5.0, 0.0])
+    ap.add_argument("--thresholds", type=lambda s: [float(x) for x in s.split(",")], default=[5.0, 0.0, 10.0, 5.5])
     ap.add_argument("--step-tokens", type=int, default=128)
     ap.add_argument("--max-steps", type=int, default=16)
     ap.add_argument("--threads", type=int, default=2)
@@ -331,6 +317,8 @@ def main() -> None:
     ap.add_argument("--lookup-out", default="runs/speculative-lookup.json")
     ap.add_argument("--ngram", type=int, default=3)
     ap.add_argument("--pred-tokens", type=int, default=10)
+    ap.add_argument("--export-dir", default="src/ttscale/pools/speculative",
+                    help="--part export: where each configuration's run goes as <run id>.jsonl.gz")
     args = ap.parse_args()
     if args.part == "runs":
         if run_part(args):
@@ -341,6 +329,8 @@ def main() -> None:
         lookup_part(args)
     elif args.part == "roofline":
         roofline_part()
+    elif args.part == "export":
+        export_part(args)
     else:
         lookup_report(json.loads(Path(args.lookup_out).read_text()))
 
