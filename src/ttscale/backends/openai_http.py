@@ -20,10 +20,12 @@ from pydantic import Field
 
 from ttscale.backends.base import report_finished
 from ttscale.backends.kv_sizing import with_kv_types
+from ttscale.backends.llama_probe import TokenProbe
 from ttscale.backends.openai_client import (
     AsyncOpenAIClient,
     HttpStats,
 )
+from ttscale.backends.openai_probe import aprobe
 from ttscale.backends.openai_stream import generate_streamed
 from ttscale.backends.spec import BackendKind, BackendOptions, Endpoint, EngineArgs
 from ttscale.errors import ConfigError, UnsupportedFeatureError
@@ -45,12 +47,20 @@ class OpenAIHttpBackend:
     ``info`` gives the model's shapes for FLOPs; without it they are read from
     ``info_model`` (an embedded model name or GGUF path of the same model), else
     from the server's ``/v1/models`` metadata (llama-server reports parameters).
+
+    Next-token probes (:meth:`next_token_logprobs`, :mod:`ttscale.backends.openai_probe`) and prompt
+    rendering are declared on llama-server (detected from ``/props`` the first time the capabilities
+    are read); ``probes=True`` declares the probes on another server whose completions return top
+    log-probs (vLLM, SGLang), ``probe_top`` sets how many top tokens a probe asks for.
     """
 
     def __init__(self, base_url: str, model: str = "default", *, info: ModelInfo | None = None,
                  info_model: str | None = None, kv_type: str | None = None, kv_type_v: str | None = None,
-                 **client_options: Any) -> None:
+                 probes: bool | None = None, probe_top: int | None = None, **client_options: Any) -> None:
         self.client = AsyncOpenAIClient(base_url, model, **client_options)
+        self.probes = probes
+        self.probe_top = probe_top
+        self._candidate_ids: dict[str, int] = {}
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="ttscale-http", daemon=True)
         self._thread.start()
@@ -81,9 +91,17 @@ class OpenAIHttpBackend:
     def capabilities(self) -> Capabilities:
         # The client keeps `concurrency` requests in flight: that is what the server decodes together.
         # Stop hooks stream every sample as its own request (each pays its prefill on the server).
+        llama_server = self.is_llama_server
         return Capabilities(parallel_sequences=self.client.concurrency, prefill_per_sample=self.prefill_per_sample,
                             cancellation=True, request_cancellation=True, streaming=True,
-                            hooked_prefill_per_sample=True)
+                            hooked_prefill_per_sample=True, renders_prompts=llama_server,
+                            next_token_probes=llama_server if self.probes is None else self.probes)
+
+    @property
+    def is_llama_server(self) -> bool:
+        """Whether the server is llama-server (asked of its ``/props`` once, then remembered)."""
+        flavor = self.client.flavor or self._run(self.client.detect_flavor())
+        return bool(flavor == "llama-server")
 
     @property
     def prefill_per_sample(self) -> bool:
@@ -118,6 +136,20 @@ class OpenAIHttpBackend:
 
     def count_prompt_tokens(self, request: GenerationRequest) -> int:
         return int(self._run(self.client.acount_prompt_tokens(request)))
+
+    def render(self, request: GenerationRequest) -> str:
+        """The text the server's model reads (chat rendered by llama-server's ``/apply-template``)."""
+        return str(self._run(self.client.arender(request)))
+
+    def next_token_logprobs(self, requests: Sequence[GenerationRequest], candidates: Sequence[str]) -> list[TokenProbe]:
+        """Log-probability of each candidate's first token right after each prompt, from a one-token
+        completion's top log-probs (:mod:`~ttscale.backends.openai_probe`). A candidate that is not among
+        the ``probe_top`` tokens the server returns gets ``-inf``; each result counts the prompt tokens the
+        server prefilled (its own report), and nothing generated."""
+        if not self.capabilities.next_token_probes:
+            raise UnsupportedFeatureError(f"server {self.client.base_url} is not known to return top log-probs for "
+                                          "next-token probes (pass probes=True for one that does)")
+        return list(self._run(aprobe(self.client, requests, candidates, self.probe_top, self._candidate_ids)))
 
     def generate(self, requests: Sequence[GenerationRequest], *, should_stop: ShouldStop | None = None,
                  on_finish: OnFinish | None = None, on_sample: OnSample | None = None,
@@ -193,6 +225,11 @@ class OpenAIHttpOptions(BackendOptions):
     token_cap: int | None = Field(None, ge=1)
     jitter_seed: int | None = None
     info_model: str | None = Field(None, description="embedded model name or GGUF path of the served model")
+    probes: bool | None = Field(None, description="next-token probes (LLM judges, speculative reasoning's scores): "
+                                "default on for llama-server; true for another server whose completions return top "
+                                "log-probs (vLLM, SGLang)")
+    probe_top: int | None = Field(None, ge=1, le=1000, description="top tokens a next-token probe asks for (a "
+                                  "candidate outside them gets -inf); default 100 on llama-server, 20 elsewhere")
     kv_type: str | None = Field(None, description="the served KV cache's K (and V) type, e.g. llama-server's "
                                 "--cache-type-k: the meter counts KV bytes at it (default f16)")
     kv_type_v: str | None = Field(None, description="the served V cache's type when it differs from kv_type")
