@@ -11,6 +11,7 @@ from rich.table import Table
 from ttscale.backends.base import Backend, ReportsStats
 from ttscale.cli.bundle import EngineChoice, RunPlace, SamplingChoice, TaskChoice, bundled
 from ttscale.cli.common import cli_errors, console, fail, human, write_json
+from ttscale.cli.draft_opts import DraftChoice
 from ttscale.cli.plan import print_policy_choices
 from ttscale.cli.progress import run_bar
 from ttscale.cli.remote_opts import check_kv_engine, kv_capped_engine
@@ -52,6 +53,7 @@ def run(
     engine: EngineChoice,
     budget: BudgetChoice,
     policy: PolicyChoice,
+    draft: DraftChoice,
     place: RunPlace,
     limit: Annotated[Optional[int], typer.Option(help="Solve only the first N problems.")] = 20,
     output: Annotated[Optional[Path], typer.Option(help="Write the JSON summary here (default: runs/<run-id>.json).")] = None,
@@ -66,6 +68,7 @@ def run(
     policy.check(strategy)
     knobs = {} if policy.policy is not None else strategy.knobs()
     engine.check()
+    draft.check(strategy.strategy, knobs, policy.policy is not None, engine.ray)
     kv_policy = policy.kv_level(engine, budget)
     caps = budget.build()
     samp = sampling.build(logprobs=strategy.wants_logprobs(policy.policy is not None))
@@ -73,8 +76,9 @@ def run(
     kv_fit = kv_capped_engine(engine.backend, engine.model, engine.kv_type, caps.kv_bytes,
                               lambda i: task.build(i).fmt.max_tokens, kv_type_v=engine.kv_type_v)
     specs = engine.specs(kv_fit.options() if kv_fit else None)
+    draft_spec = draft.spec(engine, kv_fit.options() if kv_fit else None)
     be = specs[0].build()
-    extra_backends: list[Backend] = []
+    extra_backends: list[Backend] = []  # the draft and a policy's other models: closed with the run
     st: Store | None = None
     try:
         check_kv_engine(kv_fit, be)
@@ -83,11 +87,14 @@ def run(
         info = be.model_info()
         t = task.build(info)
         v = strategy.build_verifier(t, be)
+        drafter = draft_spec.build() if draft_spec is not None else None
+        if drafter is not None:
+            extra_backends.append(drafter)
         strat: Strategy
         if policy.policy is not None:
             strat, label = policy.build(kv_policy, info, engine, task, extra_backends), "policy"
         else:
-            strat, label = strategy.build(knobs, v), strategy.strategy
+            strat, label = strategy.build(knobs, v, drafter), strategy.strategy
         k = knobs.get("k")
         rid = place.run_id_or(task.task, label + (f"-k{k}" if k else ""), info.name)
         st = Store(place.store)

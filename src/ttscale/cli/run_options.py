@@ -109,8 +109,14 @@ class StrategyChoice:
         return make_verifier(self.verifier, task, backend, url=self.verifier_url, verifications=self.verifications,
                              rollouts=self.rollouts)
 
-    def build(self, knobs: dict[str, Any], verifier: Verifier | None) -> Strategy:
-        return make_strategy(self.strategy, verifier=verifier, **knobs)
+    def build(self, knobs: dict[str, Any], verifier: Verifier | None, draft: Backend | None = None) -> Strategy:
+        """The strategy; ``draft`` (``--draft-model``/``--draft-base-url``) fills its record's draft option."""
+        if draft is None:
+            return make_strategy(self.strategy, verifier=verifier, **knobs)
+        spec = strategy_specs()[self.strategy]
+        assert spec.draft_option is not None  # DraftChoice.check refused the flag otherwise
+        # the options are validated without the draft: a backend is not an option value a user types
+        return spec.build_validated(spec.validate(knobs) | {spec.draft_option: draft}, verifier)
 
 
 @dataclass
