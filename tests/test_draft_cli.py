@@ -91,7 +91,10 @@ class ClosingDraft(ScriptedStepBackend):
         ClosingDraft.closed += 1
 
 
-def test_the_opened_draft_is_passed_to_the_strategy_and_closed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("flag", [["--draft-model", "tiny-draft"], ["-o", "draft=tiny-draft"]])
+def test_the_opened_draft_is_passed_to_the_strategy_and_closed(flag: list[str], tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """``-o draft=NAME`` is opened like ``--draft-model NAME``: once for the run, not once per problem."""
     built: list[ClosingDraft] = []
     real_build = BackendSpec.build
 
@@ -101,12 +104,16 @@ def test_the_opened_draft_is_passed_to_the_strategy_and_closed(tmp_path: Path, m
         built.append(ClosingDraft(answers={"7": 1.0}, info=replace(FAKE_MODEL_INFO, name="tiny-draft")))
         return built[-1]
 
-    monkeypatch.setattr(DraftChoice, "spec", lambda self, engine, options=None: BackendSpec("llama-cpp", "tiny-draft"))
+    def spec(self: DraftChoice, engine: EngineChoice, options: object = None) -> BackendSpec:
+        assert self.draft_model == "tiny-draft"
+        return BackendSpec("llama-cpp", "tiny-draft")
+
+    monkeypatch.setattr(DraftChoice, "spec", spec)
     monkeypatch.setattr(BackendSpec, "build", build)
     out = tmp_path / "o.json"
     ClosingDraft.closed = 0
     code, text = _run("run", "--backend", "fake", "--task", "arithmetic", "--style", "completion", *SPEC,
-                      "-o", "threshold=0", "--draft-model", "tiny-draft", "--limit", "2",
+                      "-o", "threshold=0", *flag, "--limit", "2",
                       "--store", str(tmp_path / "s.sqlite"), "--output", str(out), "--no-progress")
     assert code == 0, text
     assert len(built) == 1 and ClosingDraft.closed == 1  # opened once for the run, closed at its end

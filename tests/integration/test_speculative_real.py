@@ -1,5 +1,6 @@
 """speculative-reasoning on the real embedded engine, kept short: the CLI path with the 0.5B model as both
-the draft (opened by the strategy from ``-o draft=``) and the base (``--model``), one GSM8K problem."""
+the draft (``-o draft=``, which the CLI opens once with the run's engine settings, as ``--draft-model``) and
+the base (``--model``), one GSM8K problem."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ def test_cli_run_drafts_scores_and_accounts_per_phase(tmp_path: Path) -> None:
     out = tmp_path / "sum.json"
     r = CliRunner().invoke(app, ["run", "--task", "gsm-symbolic", "--strategy", "speculative-reasoning",
                                  "-o", f"draft={MODEL}", "-o", "threshold=5", "--step-tokens", "32", "--max-steps", "3",
-                                 "--model", MODEL, "--limit", "1", "--max-tokens", "96", "--temperature", "0",
+                                 "--model", MODEL, "--threads", "2", "--limit", "1", "--max-tokens", "96", "--temperature", "0",
                                  "--store", str(tmp_path / "s.sqlite"), "--output", str(out), "--no-progress"],
                            env={"COLUMNS": "200"})
     assert r.exit_code == 0, r.output

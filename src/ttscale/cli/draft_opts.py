@@ -67,6 +67,14 @@ class DraftChoice:
             raise ConfigError(f"{flag}: the draft backend is opened once in this process; run without --ray "
                               "(--workers N shares it between threads)")
 
+    def take_option(self, strategy: str, knobs: dict[str, Any], ray: bool) -> None:
+        """``-o draft=NAME`` becomes ``--draft-model NAME`` (taken out of ``knobs``): the strategy would
+        otherwise open its named draft itself, with default engine settings, again for every problem (each
+        problem solves with a fresh copy of the strategy). Ray workers keep that path: each opens its own."""
+        option = strategy_specs()[strategy].draft_option
+        if option is not None and self.flag is None and not ray and isinstance(knobs.get(option), str):
+            self.draft_model = knobs.pop(option)
+
     def spec(self, engine: EngineChoice, engine_options: dict[str, Any] | None = None) -> BackendSpec | None:
         """How to build the draft backend (None without a draft flag).
 

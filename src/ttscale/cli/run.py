@@ -69,6 +69,7 @@ def run(
     knobs = {} if policy.policy is not None else strategy.knobs()
     engine.check()
     draft.check(strategy.strategy, knobs, policy.policy is not None, engine.ray)
+    draft.take_option(strategy.strategy, knobs, engine.ray)
     kv_policy = policy.kv_level(engine, budget)
     caps = budget.build()
     samp = sampling.build(logprobs=strategy.wants_logprobs(policy.policy is not None))
