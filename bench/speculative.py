@@ -21,10 +21,16 @@ prompts; outputs are compared token for token. Prints ``bench: prompt_lookup_dec
 with / without) for each. The project's embedded engine (``llama_engine.py``, batched sampling over the
 low-level API) has no draft hook, so this is measured on the high-level API only.
 
+Part ``lookup-server``: the same prompts on ``llama-server`` (one slot, greedy) with and without its own n-gram
+speculation (``--spec-type ngram-simple``, drafts copied from the context; ``--ngram`` tokens looked up,
+``--pred-tokens`` drafted), timed by the server itself; prints ``bench: prompt_lookup_decode_speedup_server``
+for revision prompts (and ``..._gsm`` for plain ones), drafted and accepted tokens, and identical outputs.
+
 Run (each part resumable; chunks of at most ~10 minutes)::
 
     model-job .venv/bin/python bench/speculative.py --problems 20 --time-limit 540
     model-job .venv/bin/python bench/speculative.py --part lookup --lookup-problems 6
+    model-job .venv/bin/python bench/speculative.py --part lookup-server --lookup-problems 10
     .venv/bin/python bench/speculative.py --part report      # no model: the figures from the store
     .venv/bin/python bench/speculative.py --part export      # ship the runs: src/ttscale/pools/speculative/
 """
@@ -164,6 +170,31 @@ def report(args: argparse.Namespace) -> None:
 
 # -- prompt lookup -----------------------------------------------------------------------------------
 
+def lookup_prompts(args: argparse.Namespace) -> tuple[list[Any], dict[str, tuple[str, str | None]]]:
+    """The GSM8K problems and, per problem, its prompt and its revision prompt (the 1.5B's stored first
+    attempt shown, "revise it"; None when the attempt is not stored), rendered as the embedded engine
+    renders them (its chat template)."""
+    model = args.lookup_model
+    task = make_task("gsm-symbolic", model=model)
+    probs = task.problems(limit=args.lookup_problems)
+    store = Store(args.store)
+    first = {r["problem_id"]: r for r in store.results(configs(args)[0][1])} if store.get_run(configs(args)[0][1]) else {}
+    texts = {}
+    for pid, r in first.items():
+        idx = r["samples"][0] if r["samples"] else None
+        if idx is not None:
+            texts[pid] = next((s.text for q, s in store.samples(configs(args)[0][1]) if q == pid and s.index == idx), None)
+    store.close()
+    renderer = LlamaCppBackend(model, n_ctx=256, n_seq_max=1, n_threads=args.threads)
+    rendered: dict[str, tuple[str, str | None]] = {}
+    for p in probs:
+        base = task.request(p)
+        prev = texts.get(p.id)
+        rendered[p.id] = (renderer.render(base), renderer.render(revision_request(base, prev)) if prev else None)
+    renderer.close()
+    return probs, rendered
+
+
 def lookup_part(args: argparse.Namespace) -> None:
     """Greedy decode with and without prompt-lookup drafting on the high-level API; resumable via a JSON file."""
     import llama_cpp
@@ -175,24 +206,7 @@ def lookup_part(args: argparse.Namespace) -> None:
     done: dict[str, Any] = json.loads(out_path.read_text()) if out_path.exists() else {}
     model = args.lookup_model
     path = str(resolve_model_path(model))
-    task = make_task("gsm-symbolic", model=model)
-    probs = task.problems(limit=args.lookup_problems)
-    store = Store(args.store)
-    first = {r["problem_id"]: r for r in store.results(configs(args)[0][1])} if store.get_run(configs(args)[0][1]) else {}
-    texts = {}
-    for pid, r in first.items():
-        idx = r["samples"][0] if r["samples"] else None
-        if idx is not None:
-            texts[pid] = next((s.text for q, s in store.samples(configs(args)[0][1]) if q == pid and s.index == idx), None)
-    store.close()
-    # the prompts exactly as the embedded engine renders them (its chat template)
-    renderer = LlamaCppBackend(model, n_ctx=256, n_seq_max=1, n_threads=args.threads)
-    rendered: dict[str, tuple[str, str | None]] = {}
-    for p in probs:
-        base = task.request(p)
-        prev = texts.get(p.id)
-        rendered[p.id] = (renderer.render(base), renderer.render(revision_request(base, prev)) if prev else None)
-    renderer.close()
+    probs, rendered = lookup_prompts(args)
     common = {"n_ctx": 4096, "n_threads": args.threads, "n_batch": 512, "verbose": False}
     plain = llama_cpp.Llama(path, **common)
     # logits_all=True explicitly: llama-cpp-python 0.3.36 sizes its logits buffer from the argument (n_batch rows
@@ -261,6 +275,68 @@ def lookup_report(done: dict[str, Any]) -> None:
         print(f"bench: {label} = {looked / plain:.2f}  ({kind} prompts)")
 
 
+def lookup_server_part(args: argparse.Namespace) -> None:
+    """llama-server's own n-gram speculation (``--spec-type ngram-simple``: drafts copied from the context) against
+    the same server without it: greedy, one slot, the same prompts as ``lookup``; resumable via a JSON file."""
+    import httpx
+
+    from ttscale.backends.llama_server import LlamaServer
+    from ttscale.backends.models import resolve_model_path
+
+    out_path = Path(args.lookup_server_out)
+    done: dict[str, Any] = json.loads(out_path.read_text()) if out_path.exists() else {}
+    model = args.lookup_model
+    probs, rendered = lookup_prompts(args)
+    spec = ["--spec-type", "ngram-simple", "--spec-ngram-simple-size-n", str(args.ngram),
+            "--spec-ngram-simple-size-m", str(args.pred_tokens)]
+    deadline = time.perf_counter() + args.time_limit
+    for mode, extra in (("plain", []), ("ngram", spec)):
+        todo = [(p.id, kind, prompt) for p in probs
+                for kind, prompt in (("gsm", rendered[p.id][0]), ("revision", rendered[p.id][1])) if prompt is not None
+                if f"{model}:{mode}:{kind}:{p.id}" not in done]
+        if not todo:
+            continue
+        with LlamaServer(resolve_model_path(model), parallel=1, ctx_per_slot=4096, threads=args.threads,
+                         extra_args=extra) as srv:
+            root = srv.base_url[: -len("/v1")]
+            for pid, kind, prompt in todo:
+                if time.perf_counter() > deadline:
+                    out_path.write_text(json.dumps(done, indent=1))
+                    print("time limit reached: rerun to resume", flush=True)
+                    return
+                r = httpx.post(f"{root}/completion", timeout=600, json={
+                    "prompt": prompt, "n_predict": args.max_tokens, "temperature": 0.0, "top_k": 1,
+                    "cache_prompt": False, "stop": ["<|im_end|>", "<|endoftext|>"]}).json()
+                t = r["timings"]
+                done[f"{model}:{mode}:{kind}:{pid}"] = {
+                    "kind": kind, "mode": mode, "tokens": int(t["predicted_n"]), "decode_s": t["predicted_ms"] / 1e3,
+                    "prefill_s": t["prompt_ms"] / 1e3, "draft_n": int(t.get("draft_n", 0)),
+                    "draft_accepted": int(t.get("draft_n_accepted", 0)), "text": r["content"]}
+                print(f"  {mode:6s} {kind:8s} {pid:12s} {t['predicted_n']:4d} tok  {t['predicted_per_second']:5.1f} tok/s"
+                      f"  drafted {t.get('draft_n', 0)} accepted {t.get('draft_n_accepted', 0)}", flush=True)
+                out_path.write_text(json.dumps(done, indent=1))
+    lookup_server_report(done)
+
+
+def lookup_server_report(done: dict[str, Any]) -> None:
+    for kind in ("revision", "gsm"):
+        pairs = [(v, done.get(k.replace(":plain:", ":ngram:"))) for k, v in done.items()
+                 if v["kind"] == kind and v["mode"] == "plain"]
+        pairs = [(a, b) for a, b in pairs if b is not None]
+        if not pairs:
+            continue
+        plain = sum(a["tokens"] for a, _ in pairs) / sum(a["decode_s"] for a, _ in pairs)
+        looked = sum(b["tokens"] for _, b in pairs) / sum(b["decode_s"] for _, b in pairs)
+        same = sum(a["text"] == b["text"] for a, b in pairs)
+        drafted = sum(b["draft_n"] for _, b in pairs)
+        accepted = sum(b["draft_accepted"] for _, b in pairs)
+        print(f"llama-server, {kind}: {len(pairs)} prompts, {sum(a['tokens'] for a, _ in pairs)} tokens; decode "
+              f"{plain:.1f} -> {looked:.1f} tok/s; drafted {drafted}, accepted {accepted} "
+              f"({accepted / max(drafted, 1):.0%}); greedy outputs identical {same}/{len(pairs)}")
+        label = "prompt_lookup_decode_speedup_server" + ("" if kind == "revision" else "_gsm")
+        print(f"bench: {label} = {looked / plain:.2f}  ({kind} prompts, llama-server --spec-type ngram-simple)")
+
+
 def roofline_part() -> None:
     """What verifying k drafted tokens in one step costs against one decode step, on this CPU's fitted
     profile and on an assumed GPU (the roofline of :mod:`ttscale.roofline`): speculation pays when a
@@ -302,7 +378,8 @@ def export_part(args: argparse.Namespace) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--part", choices=("runs", "report", "lookup", "lookup-report", "roofline", "export"),
+    ap.add_argument("--part", choices=("runs", "report", "lookup", "lookup-report", "lookup-server",
+                                       "lookup-server-report", "roofline", "export"),
                     default="runs")
     ap.add_argument("--problems", type=int, default=20)
     ap.add_argument("--max-tokens", type=int, default=384)
@@ -315,6 +392,7 @@ def main() -> None:
     ap.add_argument("--lookup-problems", type=int, default=6)
     ap.add_argument("--lookup-model", default=BASE)
     ap.add_argument("--lookup-out", default="runs/speculative-lookup.json")
+    ap.add_argument("--lookup-server-out", default="runs/speculative-lookup-server.json")
     ap.add_argument("--ngram", type=int, default=3)
     ap.add_argument("--pred-tokens", type=int, default=10)
     ap.add_argument("--export-dir", default="src/ttscale/pools/speculative",
@@ -329,6 +407,10 @@ def main() -> None:
         lookup_part(args)
     elif args.part == "roofline":
         roofline_part()
+    elif args.part == "lookup-server":
+        lookup_server_part(args)
+    elif args.part == "lookup-server-report":
+        lookup_server_report(json.loads(Path(args.lookup_server_out).read_text()))
     elif args.part == "export":
         export_part(args)
     else:
