@@ -15,11 +15,15 @@ with Wilson 95% intervals, wall time (the engine's own time for ``single``; the 
 rewrites), and ``bench: specreason_speedup = <1.5B-alone wall / strategy wall>`` at the fastest threshold
 whose accuracy is inside the 1.5B's interval (or the best ratio, said so).
 
+Part ``lookup-engine``: ttscale's embedded engine with prompt-lookup drafts (``LlamaCppBackend(prompt_lookup=
+--pred-tokens, lookup_ngram=--ngram)``) against the same engine without, greedy, on revision prompts (the 1.5B's
+stored first attempt shown, "revise it") and on plain GSM8K prompts; prints ``bench: prompt_lookup_decode_speedup``
+(decode tok/s with / without, revision prompts) and ``..._gsm``, the drafted and kept tokens and identical outputs.
+
 Part ``lookup``: llama-cpp-python's high-level ``Llama`` with ``LlamaPromptLookupDecoding`` as its draft vs
 without, greedy, on revision prompts (the 1.5B's stored first attempt shown, "revise it") and on plain GSM8K
-prompts; outputs are compared token for token. Prints ``bench: prompt_lookup_decode_speedup`` (decode tok/s
-with / without) for each. The project's embedded engine (``llama_engine.py``, batched sampling over the
-low-level API) has no draft hook, so this is measured on the high-level API only.
+prompts; outputs are compared token for token. Prints the decode tok/s with / without as
+``bench: prompt_lookup_decode_speedup_highlevel`` (and ``..._gsm``).
 
 Part ``lookup-server``: the same prompts on ``llama-server`` (one slot, greedy) with and without its own n-gram
 speculation (``--spec-type ngram-simple``, drafts copied from the context; ``--ngram`` tokens looked up,
@@ -29,6 +33,7 @@ for revision prompts (and ``..._gsm`` for plain ones), drafted and accepted toke
 Run (each part resumable; chunks of at most ~10 minutes)::
 
     model-job .venv/bin/python bench/speculative.py --problems 20 --time-limit 540
+    model-job .venv/bin/python bench/speculative.py --part lookup-engine --lookup-problems 10
     model-job .venv/bin/python bench/speculative.py --part lookup --lookup-problems 6
     model-job .venv/bin/python bench/speculative.py --part lookup-server --lookup-problems 10
     .venv/bin/python bench/speculative.py --part report      # no model: the figures from the store
@@ -271,8 +276,67 @@ def lookup_report(done: dict[str, Any]) -> None:
         print(f"{kind}: {len(rows)} prompts, {toks} decoded tokens, greedy outputs identical {same}/{len(rows)}; "
               f"decode {plain:.1f} -> {looked:.1f} tok/s; prefill time with lookup x{pre:.2f} (logits for every "
               f"prompt token)")
-        label = "prompt_lookup_decode_speedup" if kind == "revision" else "prompt_lookup_decode_speedup_gsm"
+        label = "prompt_lookup_decode_speedup_highlevel" + ("" if kind == "revision" else "_gsm")
         print(f"bench: {label} = {looked / plain:.2f}  ({kind} prompts)")
+
+
+def lookup_engine_part(args: argparse.Namespace) -> None:
+    """ttscale's embedded engine with prompt-lookup drafts (``prompt_lookup``) against the same engine without:
+    greedy, one sample, the same prompts as ``lookup``; resumable via a JSON file."""
+    from ttscale.types import GenerationRequest
+
+    out_path = Path(args.lookup_engine_out)
+    done: dict[str, Any] = json.loads(out_path.read_text()) if out_path.exists() else {}
+    model = args.lookup_model
+    probs, rendered = lookup_prompts(args)
+    deadline = time.perf_counter() + args.time_limit
+    engines = {mode: LlamaCppBackend(model, n_ctx=8192, n_seq_max=4, n_threads=args.threads, prompt_lookup=draft,
+                                     lookup_ngram=args.ngram)
+               for mode, draft in (("plain", 0), ("lookup", args.pred_tokens))}
+    try:
+        for p in probs:
+            for kind, prompt in (("revision", rendered[p.id][1]), ("gsm", rendered[p.id][0])):
+                key = f"{model}:{kind}:{p.id}:draft{args.pred_tokens}"
+                if prompt is None or key in done:
+                    continue
+                if time.perf_counter() > deadline:
+                    print("time limit reached: rerun to resume", flush=True)
+                    return
+                req = GenerationRequest(prompt=prompt, temperature=0.0, max_tokens=args.max_tokens, seed=0)
+                row: dict[str, Any] = {"kind": kind}
+                for mode, engine in engines.items():
+                    engine.forget_prefixes()  # both prefill in full
+                    g = engine.generate([req])[0]
+                    c = g.completions[0]
+                    row[mode] = {"tokens": c.n_tokens, "decode_s": g.wall_s - g.prefill_s, "prefill_s": g.prefill_s,
+                                 "drafted": g.drafted_tokens, "prefilled": g.prefilled_tokens, "text": c.text}
+                a, b = row["plain"], row["lookup"]
+                print(f"  {kind:8s} {p.id:12s} {a['tokens']:4d} tok  identical={a['text'] == b['text']}  decode tok/s "
+                      f"{a['tokens'] / a['decode_s']:5.1f} -> {b['tokens'] / b['decode_s']:5.1f}  drafted {b['drafted']}, "
+                      f"rejected {b['prefilled'] - a['prefilled']}", flush=True)
+                done[key] = row
+                out_path.write_text(json.dumps(done, indent=1))
+    finally:
+        for e in engines.values():
+            e.close()
+    lookup_engine_report(done)
+
+
+def lookup_engine_report(done: dict[str, Any]) -> None:
+    for kind in ("revision", "gsm"):
+        rows = [v for v in done.values() if v["kind"] == kind]
+        if not rows:
+            continue
+        plain = sum(r["plain"]["tokens"] for r in rows) / sum(r["plain"]["decode_s"] for r in rows)
+        looked = sum(r["lookup"]["tokens"] for r in rows) / sum(r["lookup"]["decode_s"] for r in rows)
+        drafted = sum(r["lookup"]["drafted"] for r in rows)
+        rejected = sum(r["lookup"]["prefilled"] - r["plain"]["prefilled"] for r in rows)
+        same = sum(r["plain"]["text"] == r["lookup"]["text"] for r in rows)
+        print(f"embedded engine, {kind}: {len(rows)} prompts, {sum(r['plain']['tokens'] for r in rows)} tokens; decode "
+              f"{plain:.1f} -> {looked:.1f} tok/s; drafted {drafted}, kept {drafted - rejected} "
+              f"({(drafted - rejected) / max(drafted, 1):.0%}); greedy outputs identical {same}/{len(rows)}")
+        label = "prompt_lookup_decode_speedup" + ("" if kind == "revision" else "_gsm")
+        print(f"bench: {label} = {looked / plain:.2f}  ({kind} prompts, ttscale's embedded engine)")
 
 
 def lookup_server_part(args: argparse.Namespace) -> None:
@@ -378,7 +442,7 @@ def export_part(args: argparse.Namespace) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--part", choices=("runs", "report", "lookup", "lookup-report", "lookup-server",
+    ap.add_argument("--part", choices=("runs", "report", "lookup", "lookup-report", "lookup-engine", "lookup-engine-report", "lookup-server",
                                        "lookup-server-report", "roofline", "export"),
                     default="runs")
     ap.add_argument("--problems", type=int, default=20)
@@ -392,6 +456,7 @@ def main() -> None:
     ap.add_argument("--lookup-problems", type=int, default=6)
     ap.add_argument("--lookup-model", default=BASE)
     ap.add_argument("--lookup-out", default="runs/speculative-lookup.json")
+    ap.add_argument("--lookup-engine-out", default="runs/speculative-lookup-engine.json")
     ap.add_argument("--lookup-server-out", default="runs/speculative-lookup-server.json")
     ap.add_argument("--ngram", type=int, default=3)
     ap.add_argument("--pred-tokens", type=int, default=10)
@@ -407,6 +472,10 @@ def main() -> None:
         lookup_part(args)
     elif args.part == "roofline":
         roofline_part()
+    elif args.part == "lookup-engine":
+        lookup_engine_part(args)
+    elif args.part == "lookup-engine-report":
+        lookup_engine_report(json.loads(Path(args.lookup_engine_out).read_text()))
     elif args.part == "lookup-server":
         lookup_server_part(args)
     elif args.part == "lookup-server-report":

@@ -31,6 +31,7 @@ from ttscale.backends.base import cut_at_stop
 from ttscale.backends.llama_engine import LlamaEngine
 from ttscale.backends.llama_prefix import common_prefix
 from ttscale.backends.models import DEFAULT_MODEL
+from ttscale.backends.prompt_lookup import draft_tokens
 from ttscale.backends.spec import BackendKind, BackendOptions, Endpoint, EngineArgs
 from ttscale.errors import ConfigError
 from ttscale.types import (
@@ -65,10 +66,32 @@ class _Sample:
     text: str = ""
     finish: str | None = None
     decode_s: float = 0.0
+    history: list[int] = field(default_factory=list)
+    """Prompt and sampled tokens (prompt-lookup drafts are found in it); kept only when drafting."""
+    drafted: int = 0
+    rejected: int = 0
+    """Draft tokens evaluated, and those the sampler did not reproduce (their positions were computed)."""
 
 
 class LlamaCppBackend(LlamaEngine):
-    """Batched, prefix-sharing generation on llama.cpp (CPU): the engine plus ``generate``."""
+    """Batched, prefix-sharing generation on llama.cpp (CPU): the engine plus ``generate``.
+
+    ``prompt_lookup``: draft up to that many tokens per step by prompt lookup (the tokens that followed the
+    last ``lookup_ngram`` tokens' earlier occurrence in the prompt or the output,
+    :mod:`~ttscale.backends.prompt_lookup`) and decode them with the next token in the same step; each
+    sample keeps the drafted tokens its own sampler reproduces, so outputs are those of sampling without
+    drafts (up to the floating-point differences of a wider batch). It pays where one step over several
+    positions costs little more than over one (memory-bound decoding: GPUs) and the output copies its input
+    (revisions, code repair); 0, the default, drafts nothing.
+    """
+
+    def __init__(self, model: str = DEFAULT_MODEL, *, prompt_lookup: int = 0, lookup_ngram: int = 3,
+                 **engine: Any) -> None:
+        if prompt_lookup < 0 or lookup_ngram < 1:
+            raise ConfigError(f"prompt_lookup must be >= 0 and lookup_ngram >= 1, got {prompt_lookup}, {lookup_ngram}")
+        super().__init__(model, **engine)
+        self.prompt_lookup = prompt_lookup
+        self.lookup_ngram = lookup_ngram
 
     @property
     def name(self) -> str:
@@ -92,6 +115,8 @@ class LlamaCppBackend(LlamaEngine):
         lc = self._lc
         tok = lc.llama_sampler_sample(s.sampler, self._ctx, idx)
         s.n_tokens += 1
+        if self.prompt_lookup:
+            s.history.append(tok)
         if s.want_logprobs:
             if lse is not None:
                 lp = float(lc.llama_get_logits_ith(self._ctx, idx)[tok]) - float(lse[idx])
@@ -111,6 +136,24 @@ class LlamaCppBackend(LlamaEngine):
             s.finish = "length"
             return
         s.next_token = tok
+
+    def _step_items(self, live: list[_Sample]) -> tuple[list[tuple[int, int, int, bool]], list[list[int]]]:
+        """One decode step's batch: each live sample's next token, then its prompt-lookup draft (if drafting)."""
+        if not self.prompt_lookup:
+            return [(s.next_token, s.pos, s.seq, True) for s in live], [[] for _ in live]
+        items: list[tuple[int, int, int, bool]] = []
+        drafts: list[list[int]] = []
+        for s in live:
+            # within the sample's reserved cells: a draft never runs past its max_tokens
+            room = min(self.prompt_lookup, s.max_tokens - s.n_tokens - 1, self.n_batch - 1)
+            draft = draft_tokens(s.history, ngram=self.lookup_ngram, max_draft=room) if room > 0 else []
+            if len(items) + len(draft) + 1 > self.n_batch:
+                draft = draft[: max(0, self.n_batch - len(items) - 1)]
+            s.drafted += len(draft)
+            items.append((s.next_token, s.pos, s.seq, True))
+            items += [(t, s.pos + 1 + j, s.seq, True) for j, t in enumerate(draft)]
+            drafts.append(draft)
+        return items, drafts
 
     # ---- generation ----------------------------------------------------------------------
 
@@ -213,6 +256,8 @@ class LlamaCppBackend(LlamaEngine):
         first_of: dict[int, _Sample] = {}
         for s in samples:
             first_of.setdefault(s.req, s)
+            if self.prompt_lookup:
+                s.history = list(prompts[s.req])
         try:
             # Evaluate each distinct suffix once, into its first sample's sequence.
             pending: list[tuple[int, int, int, bool]] = []
@@ -277,15 +322,27 @@ class LlamaCppBackend(LlamaEngine):
                     live = [s for s in live if s.finish is None]
                     if not live:
                         break
-                self._decode([(s.next_token, s.pos, s.seq, True) for s in live])
-                kv_now += len(live)
+                items, drafts = self._step_items(live)
+                self._decode(items)
+                kv_now += len(items)
                 peak = max(peak, kv_now)
                 now = time.perf_counter()
-                lse = self._step_lse(len(live)) if any(s.want_logprobs for s in live) else None
-                for i, s in enumerate(live):
-                    s.pos += 1
-                    self._take(s, i, lse)
+                lse = self._step_lse(len(items)) if any(s.want_logprobs for s in live) else None
+                row = 0
+                for s, draft in zip(live, drafts, strict=True):
+                    # keep the drafted tokens while the sample's own sampler reproduces them
+                    for j in range(len(draft) + 1):
+                        s.pos += 1
+                        self._take(s, row + j, lse)
+                        if s.finish is not None or j == len(draft) or s.next_token != draft[j]:
+                            break
+                    row += len(draft) + 1
+                    if s.finish is None and (wasted := len(draft) - j):
+                        s.rejected += wasted
+                        kv_now -= wasted
+                        lc.llama_memory_seq_rm(mem, s.seq, s.pos, -1)  # the positions after the last kept one
                     if s.finish is not None:
+                        s.rejected += len(draft) - j
                         s.decode_s = now - t_dec
                         lc.llama_memory_seq_rm(mem, s.seq, -1, -1)
                         if on_finish is not None:
@@ -304,14 +361,18 @@ class LlamaCppBackend(LlamaEngine):
                         n_tokens=s.n_tokens,
                         finish_reason=s.finish or "cancelled",  # type: ignore[arg-type]
                         prompt_tokens=s.prompt_len,
-                        prefilled_tokens=0,
+                        prefilled_tokens=s.rejected,  # drafted positions computed and not kept
                         logprob=s.logprob if s.want_logprobs else None,
                         token_logprobs=s.token_logprobs if s.want_logprobs else None,
                         index=s.index,
                         decode_s=s.decode_s,
                     )
                 )
-            # Attribute each request's prefill to its first sample so sums stay exact.
+            # Attribute each request's prefill to its first sample so sums stay exact; rejected drafts count
+            # as prefilled tokens of their own sample (the engine evaluated them).
+            for s in samples:
+                gens[s.req].prefilled_tokens += s.rejected
+                gens[s.req].drafted_tokens += s.drafted
             for ri in distinct:
                 comps = [c for c in gens[ri].completions]
                 if comps:
@@ -332,6 +393,9 @@ class LlamaCppOptions(BackendOptions):
     prefix_slots: int = Field(4, ge=0, description="earlier prompt prefixes kept in spare sequences")
     kv_type: str = Field("f16", description="KV-cache element type of K (and V unless kv_type_v)")
     kv_type_v: str | None = Field(None, description="KV-cache element type of V")
+    prompt_lookup: int = Field(0, ge=0, le=64, description="draft up to this many tokens per step by prompt lookup "
+                               "(verified in the same step; outputs unchanged); 0: off")
+    lookup_ngram: int = Field(3, ge=1, le=16, description="prompt lookup: the longest suffix looked up")
     verbose: bool = False
 
 

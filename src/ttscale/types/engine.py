@@ -189,11 +189,14 @@ class Generation:
     completions: list[Completion]
     prompt_tokens: int
     prefilled_tokens: int
-    """Prompt tokens evaluated for this request (0 when fully served from cache)."""
+    """Tokens evaluated as input for this request: its prompt (0 when fully served from cache), and any
+    prompt-lookup draft tokens that were computed and not kept."""
     prefill_s: float = 0.0
     wall_s: float = 0.0
     peak_kv_tokens: int = 0
     """Peak number of KV-cache cells in use while this request was decoded."""
+    drafted_tokens: int = 0
+    """Prompt-lookup draft tokens evaluated (kept or not); 0 without drafting."""
 
     @property
     def generated_tokens(self) -> int:
