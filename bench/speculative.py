@@ -319,10 +319,15 @@ def lookup_engine_part(args: argparse.Namespace) -> None:
     finally:
         for e in engines.values():
             e.close()
-    lookup_engine_report(done)
+    lookup_engine_report(done, args)
 
 
-def lookup_engine_report(done: dict[str, Any]) -> None:
+def lookup_engine_report(done: dict[str, Any], args: argparse.Namespace) -> None:
+    from ttscale.backends.gguf_info import read_model_info
+    from ttscale.backends.models import resolve_model_path
+    from ttscale.roofline import draft_step_speedup, load_profile
+
+    info = read_model_info(resolve_model_path(args.lookup_model), args.lookup_model)
     for kind in ("revision", "gsm"):
         rows = [v for v in done.values() if v["kind"] == kind]
         if not rows:
@@ -335,6 +340,10 @@ def lookup_engine_report(done: dict[str, Any]) -> None:
         print(f"embedded engine, {kind}: {len(rows)} prompts, {sum(r['plain']['tokens'] for r in rows)} tokens; decode "
               f"{plain:.1f} -> {looked:.1f} tok/s; drafted {drafted}, kept {drafted - rejected} "
               f"({(drafted - rejected) / max(drafted, 1):.0%}); greedy outputs identical {same}/{len(rows)}")
+        kept = (drafted - rejected) / max(drafted, 1)
+        predicted = "; ".join(f"{hw} x{draft_step_speedup(info, load_profile(hw), draft=args.pred_tokens, acceptance=kept):.2f}"
+                              for hw in ("cpu-2core", "l4", "h100"))
+        print(f"  roofline at that kept share (as a per-guess acceptance), {args.pred_tokens} drafted: {predicted}")
         label = "prompt_lookup_decode_speedup" + ("" if kind == "revision" else "_gsm")
         print(f"bench: {label} = {looked / plain:.2f}  ({kind} prompts, ttscale's embedded engine)")
 
@@ -475,7 +484,7 @@ def main() -> None:
     elif args.part == "lookup-engine":
         lookup_engine_part(args)
     elif args.part == "lookup-engine-report":
-        lookup_engine_report(json.loads(Path(args.lookup_engine_out).read_text()))
+        lookup_engine_report(json.loads(Path(args.lookup_engine_out).read_text()), args)
     elif args.part == "lookup-server":
         lookup_server_part(args)
     elif args.part == "lookup-server-report":

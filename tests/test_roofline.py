@@ -13,6 +13,7 @@ from ttscale.roofline import (
     TimedStep,
     builtin_profiles,
     decode_step_seconds,
+    draft_step_speedup,
     fit_profile,
     generation_seconds,
     load_profile,
@@ -110,3 +111,18 @@ def test_replayed_curves_priced_per_machine_rank_batching_differently() -> None:
     assert c_wide.seconds > 2 * c_narrow.seconds  # ... but ~16/6 times the work on the CPU
     assert cheapest_reaching([c_wide, c_narrow], 0.7) is c_narrow
     assert g_wide.usd == pytest.approx(gpu.usd(g_wide.seconds))
+
+
+def test_drafting_pays_where_a_wider_step_is_nearly_free() -> None:
+    gpu, cpu = load_profile("h100"), load_profile("cpu-2core")
+    # nothing drafted, or every guess rejected: one token per step at the cost of a wider step (at most 1x)
+    assert draft_step_speedup(QWEN05, gpu, draft=0, acceptance=0.9) == pytest.approx(1.0)
+    assert draft_step_speedup(QWEN05, gpu, draft=8, acceptance=0.0) <= 1.0
+    # memory-bound decode: 9 positions cost about one, so accepted guesses are nearly free tokens
+    assert draft_step_speedup(QWEN05, gpu, draft=8, acceptance=0.8) > 3.0
+    # compute-bound (this CPU): the same guesses buy much less, and poor ones cost speed
+    assert draft_step_speedup(QWEN05, cpu, draft=8, acceptance=0.8) < draft_step_speedup(QWEN05, gpu, draft=8,
+                                                                                          acceptance=0.8) / 2
+    assert draft_step_speedup(QWEN05, cpu, draft=8, acceptance=0.3) < 1.0
+    with pytest.raises(ConfigError, match="acceptance"):
+        draft_step_speedup(QWEN05, gpu, draft=4, acceptance=1.5)

@@ -207,6 +207,20 @@ def decode_step_seconds(info: ModelInfo, hw: HardwareProfile, sequences: int, co
     return step_seconds(info, hw, sequences=sequences, new_tokens=1, context=context)
 
 
+def draft_step_speedup(info: ModelInfo, hw: HardwareProfile, *, draft: int, acceptance: float,
+                       context: int = 400) -> float:
+    """Predicted decode speed-up of verifying ``draft`` guessed tokens with each next token (prompt lookup,
+    speculative decoding): tokens gained per step, ``1 + a + ... + a^draft`` when each guess is kept with
+    probability ``acceptance`` given the ones before it, over the cost of a step of ``draft + 1`` positions
+    against one. Above 1 where a wider step costs little more (memory-bound decode), below where it costs
+    as many times more as it has positions (compute-bound)."""
+    if draft < 0 or not 0.0 <= acceptance <= 1.0:
+        raise ConfigError(f"draft must be >= 0 and acceptance in [0, 1], got {draft}, {acceptance}")
+    gained = sum(acceptance ** i for i in range(draft + 1))
+    wider = step_seconds(info, hw, sequences=1, new_tokens=draft + 1, context=context)
+    return gained * step_seconds(info, hw, sequences=1, new_tokens=1, context=context) / wider
+
+
 def generation_seconds(info: ModelInfo, hw: HardwareProfile, *, prompt_tokens: int, samples: int,
                        generated_tokens: float, shared_prefill: bool = True, prefilled_tokens: int | None = None) -> float:
     """Wall time of ``samples`` samples of one prompt decoded together, ``generated_tokens`` each on average:
