@@ -23,7 +23,8 @@ DRAFT_MODEL_HELP = (
     "The draft model of a strategy that drafts with a second, smaller model (speculative-reasoning): an embedded "
     "model name or .gguf path, opened once with this run's engine settings (--threads, --kv-type/--kv-type-v, the "
     "base engine's n_ctx and -B options when it is llama-cpp too). With --draft-base-url: the model that server "
-    "serves (its shapes are read locally, so the meter prices its calls). Instead of -o draft=NAME.")
+    "serves (its shapes are read locally, so the meter prices its calls). -o draft=NAME is the same as --draft-model "
+    "NAME (give one of them).")
 DRAFT_BASE_URL_HELP = (
     "The draft model over HTTP: an OpenAI-compatible server such as llama-server, e.g. http://127.0.0.1:8081/v1 "
     "(--api-key and --concurrency as for --base-url). Name its model with --draft-model.")

@@ -15,12 +15,14 @@ self-consistency. When the score cannot change the decision it is not computed: 
 keeps every draft step (the draft model stepping alone, never a base generation) and
 ``threshold > 9`` rejects every one, so neither draft nor score is made (the base model stepping alone).
 
-The draft model is ``draft``: an embedded model name (``qwen2.5-coder-0.5b``, opened lazily on the
-first problem, on the embedded engine, and closed with the strategy) or, from the library, any
-:class:`~ttscale.backends.base.Backend` (e.g. an HTTP one). The base model must answer next-token
-probes (``prober_of``; the embedded engine does). Both models should share a tokenizer and prompt
-format (the Qwen2.5-Coder family does); the draft's prompt is the task's request rendered by the draft
-backend, or ``draft_task``'s when given.
+The draft model is ``draft``: any :class:`~ttscale.backends.base.Backend` (``ttscale run --draft-model`` /
+``--draft-base-url`` and ``ttscale serve --draft-model`` open one and pass it here; an HTTP one works), or
+an embedded model name (``qwen2.5-coder-0.5b``, opened lazily on the embedded engine and closed with the
+strategy; the executor solves each problem with a fresh copy, which opens its own, so pass a backend for
+more than one problem). The base model must answer next-token probes (``prober_of``: the embedded engine,
+and the HTTP backend on llama-server). Both models should share a tokenizer and prompt format (the
+Qwen2.5-Coder family does); the draft's prompt is the task's request rendered by the draft backend, or
+``draft_task``'s when given.
 
 Costs: every call is charged to the run's meter at its own model's shapes (the draft's through
 :meth:`Meter.for_model`), and checked against the budget before it is made (drafting reserves the
@@ -321,7 +323,7 @@ class SpeculativeReasoning:
 
 SPEC = StrategySpec(
     "speculative-reasoning", SpeculativeReasoning, SpeculativeOptions,
-    "SpecReason: a draft model (-o draft=NAME) writes each step, the base model scores it (0-9, one prefill) "
-    "and rewrites steps below -o threshold; k chains voted",
+    "SpecReason: a draft model (--draft-model NAME or --draft-base-url URL) writes each step, the base model "
+    "scores it (0-9, one prefill) and rewrites steps below -o threshold; k chains voted",
     draft_option="draft",
 )

@@ -11,7 +11,7 @@ score is the mean P(yes) over the V chains.
 
 Its cost (every token it prefills and generates) is reported in ``Scores.usage``
 and, for searches, bounded in advance by :meth:`JudgeVerifier.cost_bound`.
-The backend needs ``next_token_logprobs`` (the llama.cpp backend has it).
+The backend needs ``next_token_logprobs`` (the llama.cpp backend has it; the HTTP backend on llama-server too).
 """
 
 from __future__ import annotations
