@@ -247,6 +247,7 @@ def run(store: Store, run_ids: list[str], out_dir: Path) -> Page:
                 f"base {base.model}, draft {drafts[0].model if drafts else DRAFT}. Wall is each problem's solve time "
                 "on this machine's 2 cores (one problem at a time, configurations interleaved per problem so load "
                 "shifts hit all alike); the speed-up's interval resamples problems.", main_table]
+    sections += _claims_section(in_loop, [r for r in others if r.kind == "spec"], best, vs, ids)
     sections += _phase_section(in_loop, base)
     sections += _roofline_section(base, in_loop)
     fig_name = _figure(base, others, vs, ids, out_dir)
@@ -270,6 +271,36 @@ def _why(in_loop: list[ConfigRun], base: ConfigRun) -> str:
             f"took {score_s / total:.0%} of the time ({score_s / scored:.2f} s per scored step), and the draft's "
             f"own decoding comes on top; prefill runs only a few times faster than decode here (see the roofline "
             "below), while the paper's GPUs prefill a step in about one decode step's time.")
+
+
+def _claims_section(in_loop: list[ConfigRun], spec: list[ConfigRun], best: ConfigRun | None,
+                    vs: dict[str, Versus], ids: list[str]) -> list[str]:
+    """Each of the paper's claims beside the measurement, with a verdict."""
+    if not in_loop:
+        return []
+    rows = []
+    pick = best or max(in_loop, key=lambda r: vs[r.run_id].speedup)
+    v = vs[pick.run_id]
+    speed = ("holds" if v.speedup_ci[0] >= 1.4 else "does not hold" if v.speedup_ci[1] < 1.4
+             else "not resolved")
+    rows.append(["1.4-3.0x faster than the base model alone", f"{v.speedup:.2f}x {ci(*v.speedup_ci, digits=2)} at "
+                 f"threshold {pick.threshold:g}" + ("" if best else " (outside the base model's interval)"), speed])
+    lo, hi = v.diff_ci
+    acc = ("holds" if lo >= 0.004 else "does not hold" if hi < 0.004 else
+           f"not resolved at {len(ids)} problems")
+    rows.append(["accuracy +0.4 to +9.0 points against the base model alone",
+                 f"{100 * v.diff:+.1f} points [{100 * lo:+.1f}, {100 * hi:+.1f}] at threshold {pick.threshold:g}", acc])
+    if len(spec) >= 2:  # the whole curve, from keeping every drafted step (0) to rewriting every one (10)
+        by_t = sorted(spec, key=lambda r: r.threshold or 0.0)
+        walls = [sum(r.wall[i] for i in ids) for r in by_t]
+        accs = [vs[r.run_id].accuracy for r in by_t]
+        slower = all(b >= a for a, b in zip(walls, walls[1:], strict=False))
+        better = all(b >= a for a, b in zip(accs, accs[1:], strict=False))
+        trade = "holds" if slower and better else "partly" if slower or better else "does not hold"
+        rows.append(["a higher threshold trades speed for accuracy",
+                     ", ".join(f"{r.threshold:g}: {w / len(ids):.0f} s, {a:.2f}" for r, w, a in zip(by_t, walls, accs,
+                                                                                               strict=True)), trade])
+    return ["## The paper's claims here", table(["claim", "here", "verdict"], rows)]
 
 
 def _phase_section(in_loop: list[ConfigRun], base: ConfigRun) -> list[str]:
