@@ -291,12 +291,12 @@ def lookup_engine_part(args: argparse.Namespace) -> None:
     probs, rendered = lookup_prompts(args)
     deadline = time.perf_counter() + args.time_limit
     engines = {mode: LlamaCppBackend(model, n_ctx=8192, n_seq_max=4, n_threads=args.threads, prompt_lookup=draft,
-                                     lookup_ngram=args.ngram)
+                                     lookup_ngram=args.ngram, lookup_min_ngram=args.min_ngram)
                for mode, draft in (("plain", 0), ("lookup", args.pred_tokens))}
     try:
         for p in probs:
             for kind, prompt in (("revision", rendered[p.id][1]), ("gsm", rendered[p.id][0])):
-                key = f"{model}:{kind}:{p.id}:draft{args.pred_tokens}"
+                key = f"{model}:{kind}:{p.id}:draft{args.pred_tokens}:n{args.min_ngram}-{args.ngram}"
                 if prompt is None or key in done:
                     continue
                 if time.perf_counter() > deadline:
@@ -326,6 +326,9 @@ def lookup_engine_report(done: dict[str, Any], args: argparse.Namespace) -> None
     from ttscale.backends.gguf_info import read_model_info
     from ttscale.backends.models import resolve_model_path
     from ttscale.roofline import draft_step_speedup, load_profile
+
+    tail = f":draft{args.pred_tokens}:n{args.min_ngram}-{args.ngram}"
+    done = {k: v for k, v in done.items() if k.startswith(f"{args.lookup_model}:") and k.endswith(tail)}
 
     info = read_model_info(resolve_model_path(args.lookup_model), args.lookup_model)
     for kind in ("revision", "gsm"):
@@ -468,6 +471,7 @@ def main() -> None:
     ap.add_argument("--lookup-engine-out", default="runs/speculative-lookup-engine.json")
     ap.add_argument("--lookup-server-out", default="runs/speculative-lookup-server.json")
     ap.add_argument("--ngram", type=int, default=3)
+    ap.add_argument("--min-ngram", type=int, default=2, help="lookup-engine: the shortest suffix that may give a draft")
     ap.add_argument("--pred-tokens", type=int, default=10)
     ap.add_argument("--export-dir", default="src/ttscale/pools/speculative",
                     help="--part export: where each configuration's run goes as <run id>.jsonl.gz")

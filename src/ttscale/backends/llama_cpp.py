@@ -86,12 +86,14 @@ class LlamaCppBackend(LlamaEngine):
     """
 
     def __init__(self, model: str = DEFAULT_MODEL, *, prompt_lookup: int = 0, lookup_ngram: int = 3,
-                 **engine: Any) -> None:
-        if prompt_lookup < 0 or lookup_ngram < 1:
-            raise ConfigError(f"prompt_lookup must be >= 0 and lookup_ngram >= 1, got {prompt_lookup}, {lookup_ngram}")
+                 lookup_min_ngram: int = 2, **engine: Any) -> None:
+        if prompt_lookup < 0 or not 1 <= lookup_min_ngram <= lookup_ngram:
+            raise ConfigError(f"prompt_lookup must be >= 0 and 1 <= lookup_min_ngram <= lookup_ngram, got "
+                              f"{prompt_lookup}, {lookup_min_ngram}, {lookup_ngram}")
         super().__init__(model, **engine)
         self.prompt_lookup = prompt_lookup
         self.lookup_ngram = lookup_ngram
+        self.lookup_min_ngram = lookup_min_ngram
 
     @property
     def name(self) -> str:
@@ -146,7 +148,8 @@ class LlamaCppBackend(LlamaEngine):
         for s in live:
             # within the sample's reserved cells: a draft never runs past its max_tokens
             room = min(self.prompt_lookup, s.max_tokens - s.n_tokens - 1, self.n_batch - 1)
-            draft = draft_tokens(s.history, ngram=self.lookup_ngram, max_draft=room) if room > 0 else []
+            draft = (draft_tokens(s.history, ngram=self.lookup_ngram, max_draft=room, min_ngram=self.lookup_min_ngram)
+                     if room > 0 else [])
             if len(items) + len(draft) + 1 > self.n_batch:
                 draft = draft[: max(0, self.n_batch - len(items) - 1)]
             s.drafted += len(draft)
@@ -396,6 +399,7 @@ class LlamaCppOptions(BackendOptions):
     prompt_lookup: int = Field(0, ge=0, le=64, description="draft up to this many tokens per step by prompt lookup "
                                "(verified in the same step; outputs unchanged); 0: off")
     lookup_ngram: int = Field(3, ge=1, le=16, description="prompt lookup: the longest suffix looked up")
+    lookup_min_ngram: int = Field(2, ge=1, le=16, description="prompt lookup: the shortest suffix that may give a draft")
     verbose: bool = False
 
 
