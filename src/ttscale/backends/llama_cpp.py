@@ -77,7 +77,7 @@ class LlamaCppBackend(LlamaEngine):
     """Batched, prefix-sharing generation on llama.cpp (CPU): the engine plus ``generate``.
 
     ``prompt_lookup``: draft up to that many tokens per step by prompt lookup (the tokens that followed the
-    last ``lookup_ngram`` tokens' earlier occurrence in the prompt or the output,
+    last ``lookup_ngram``, down to ``lookup_min_ngram``, tokens' earlier occurrence in the prompt or output,
     :mod:`~ttscale.backends.prompt_lookup`) and decode them with the next token in the same step; each
     sample keeps the drafted tokens its own sampler reproduces, so outputs are those of sampling without
     drafts (up to the floating-point differences of a wider batch). It pays where one step over several
