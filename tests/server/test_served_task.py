@@ -51,8 +51,9 @@ def test_the_task_makes_the_prompt_from_the_last_user_message(served: tuple[Test
 
 def test_iterdrag_through_the_server(served: tuple[TestClient, FakeBackend]) -> None:
     api, backend = served
+    # seeded: the scripted model says "Tim Cook" one time in five
     r = api.post("/v1/chat/completions", json={"model": "fake", "messages": [{"role": "user", "content": QUESTION}],
-                                              "ttscale": {"strategy": "iterdrag", "options": {"rounds": 1}}})
+                                              "seed": 3, "ttscale": {"strategy": "iterdrag", "options": {"rounds": 1}}})
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["ttscale"]["strategy"] == "iterdrag" and body["ttscale"]["choices"][0]["answer"] == "Steve Jobs"
