@@ -20,7 +20,7 @@ import numpy as np
 
 from ttscale.errors import ConfigError
 from ttscale.experiments import Experiment
-from ttscale.experiments.common import BOOTSTRAP, SEED, figure, save
+from ttscale.experiments.common import BOOTSTRAP, bootstrap, figure, save
 from ttscale.experiments.page import Page, ci, table
 from ttscale.replay.pool import model_info_from_record
 from ttscale.store import Store
@@ -161,16 +161,13 @@ def versus(run: ConfigRun, base: ConfigRun, ids: list[str], reps: int = BOOTSTRA
     b = np.array([base.correct[i] for i in ids], dtype=float)
     wa = np.array([run.wall[i] for i in ids])
     wb = np.array([base.wall[i] for i in ids])
-    rng = np.random.default_rng(SEED)
-    idx = rng.integers(0, len(ids), size=(reps, len(ids)))
-    diffs = (a[idx] - b[idx]).mean(axis=1)
-    ratios = wb[idx].sum(axis=1) / np.maximum(wa[idx].sum(axis=1), 1e-12)
-    return Versus(float(a.mean()), wilson(int(a.sum()), len(ids)), float((a - b).mean()), _pct95(diffs),
-                  float(wb.sum() / max(wa.sum(), 1e-12)), _pct95(ratios))
 
+    def speedup(idx: np.ndarray) -> float:
+        return float(wb[idx].sum() / max(wa[idx].sum(), 1e-12))
 
-def _pct95(v: np.ndarray) -> tuple[float, float]:
-    return float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))
+    return Versus(float(a.mean()), wilson(int(a.sum()), len(ids)), float((a - b).mean()),
+                  bootstrap(len(ids), lambda idx: float((a[idx] - b[idx]).mean()), reps),
+                  speedup(np.arange(len(ids))), bootstrap(len(ids), speedup, reps))
 
 
 def scoring_in_decode_steps(info: ModelInfo, hw_name: str, step_tokens: int = 150, context: int = 400) -> float:
