@@ -20,10 +20,11 @@ from ttscale.experiments.rag_scaling import (
     run_command,
     shipped_rag_runs,
 )
+from ttscale.planner.input_output import ArmSample
 
 SECTIONS = ("## Configurations", "## Accuracy against effective context length", "## The computation-allocation model",
             "## Held out: the predicted configuration against the oracle", "## Extrapolation from smaller budgets",
-            "## The paper's claims here")
+            "## Documents, demonstrations, iterations or samples?", "## The paper's claims here")
 
 
 def test_the_allocation_fit_recovers_known_coefficients_across_tasks() -> None:
@@ -83,10 +84,14 @@ def _synthetic(rng: np.random.Generator) -> list[ConfigRun]:
         x = features([c])[0]
         p = 1 / (1 + np.exp(-(0.5 * x[0] + 0.3 * x[1] + 0.2 * x[2] - 2)))
         length = (60 + 120 * c.k) * (1 + c.m) * (1 + 2 * c.n)
-        runs.append(ConfigRun(c.run_id("syn"), c, "fake", {q: float(rng.random() < p) for q in qs},
-                              {q: float(np.clip(p + rng.normal(0, 0.2), 0, 1)) for q in qs},
+        n = 2 if c.n == 0 else 1
+        # each sample right with p (its answer "gold", F1 1) or wrong in its own way (F1 0.2)
+        per = {q: [ArmSample("gold" if (ok := rng.random() < p) else f"w{q}{i}", {"em": float(ok), "f1": 1.0 if ok else 0.2},
+                             -1.0, 8, length, length if i == 0 else 0.0) for i in range(n)] for q in qs}
+        runs.append(ConfigRun(c.run_id("syn"), c, "fake", {q: float(np.mean([x.scores["em"] for x in per[q]])) for q in qs},
+                              {q: float(np.mean([x.scores["f1"] for x in per[q]])) for q in qs},
                               {q: length * (0.8 + 0.4 * rng.random()) for q in qs}, length * 8.0,
-                              48 if c.n == 0 else 24))
+                              n * len(qs), per_sample=per))
     runs.append(ConfigRun("syn-k20-m0-n0", RagConfig(20, 0), "fake", {"q0": 1.0}, {"q0": 1.0}, {"q0": 3000.0},
                           3000.0, 2))  # an unfinished pool: left out, and said so
     return runs

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,10 @@ import numpy as np
 from ttscale.errors import ConfigError
 from ttscale.experiments.common import BOOTSTRAP, SEED
 from ttscale.experiments.page import Page, ci, table
+from ttscale.experiments.rag_choices import section as choices_section
+from ttscale.planner.input_output import Arm, ArmSample
 from ttscale.store import Store
+from ttscale.tasks.rag_data import normalize_answer
 
 K_GRID = (0, 1, 2, 5, 10, 20, 50)
 M_GRID = (0, 1, 2, 4)
@@ -159,6 +162,8 @@ class ConfigRun:
     samples: int
     refused: int = 0
     """IterDRAG samples that stopped on a refusal (context or budget) without a final answer."""
+    per_sample: dict[str, list[ArmSample]] = field(default_factory=dict)
+    """Each question's samples, for replaying aggregation rules over them (:mod:`ttscale.planner.input_output`)."""
 
     @property
     def questions(self) -> set[str]:
@@ -177,14 +182,17 @@ def _collect(run_id: str, cfg: RagConfig, model: str, rows: list[tuple[str, dict
         by.setdefault(pid, []).append(s)
     if not by:
         return None
-    em, f1, ctx = {}, {}, {}
+    em, f1, ctx, per = {}, {}, {}, {}
     for pid, ss in by.items():
         grades = [_grades(s) for s in ss]
         em[pid] = float(np.mean([g[0] for g in grades]))
         f1[pid] = float(np.mean([g[1] for g in grades]))
         ctx[pid] = float(np.mean([s.get("prompt_tokens") or 0 for s in ss]))
+        per[pid] = [ArmSample(normalize_answer(s["answer"]) if s.get("answer") else None, {"em": g[0], "f1": g[1]},
+                              s.get("logprob"), int(s.get("n_tokens") or 0), float(s.get("prompt_tokens") or 0),
+                              float(s.get("prefilled_tokens") or 0)) for s, g in zip(ss, grades, strict=True)]
     return ConfigRun(run_id, cfg, model, em, f1, ctx, float(sum(s.get("prefilled_tokens") or 0 for _, s in rows)),
-                     len(rows), sum(1 for _, s in rows if s.get("finish_reason") == "refused"))
+                     len(rows), sum(1 for _, s in rows if s.get("finish_reason") == "refused"), per)
 
 
 def read_config_run(store: Store, run_id: str) -> ConfigRun | None:
@@ -197,7 +205,8 @@ def read_config_run(store: Store, run_id: str) -> ConfigRun | None:
     rec = store.get_run(run_id)
     if rec is not None:
         rows = [(pid, {"grade": s.grade, "correct": s.correct, "prompt_tokens": s.prompt_tokens,
-                       "prefilled_tokens": s.prefilled_tokens, "finish_reason": s.finish_reason})
+                       "prefilled_tokens": s.prefilled_tokens, "finish_reason": s.finish_reason,
+                       "answer": s.answer, "logprob": s.logprob, "n_tokens": s.n_tokens, "index": s.index})
                 for pid, s in store.samples(run_id)]
         return _collect(run_id, cfg, str(rec.model.get("name", "")), rows)
     from ttscale.replay.pool_file import read_pool_file
@@ -744,6 +753,12 @@ def page(found: list[ConfigRun], missing: list[str], out: Path) -> Page:
         ("The predicted configuration reaches 96.6% of the oracle's accuracy", line("share")),
         ("Extrapolating to larger budgets misses by 2.8%", line("extra")),
     ]
+    arms = [Arm(r.cfg.label, [r.per_sample[q] for q in grid.questions], shared_prefill=r.cfg.n == 0,
+                features={"k": r.cfg.k, "m": r.cfg.m, "n": r.cfg.n}) for r in grid.runs]
+    io_section, io_verdict = choices_section(arms, seed=SEED)
+    sections.append(io_section)
+    paper.append(("(the issue's question) At a given budget, buy more documents, examples, iterations, or samples?",
+                  io_verdict))
     sections.append("## The paper's claims here\n\n" + table(["claim (Yue et al. 2024)", "here (0.5B, "
                                                               f"{Q} questions)"], [[a, b] for a, b in paper])
                     + "\n\n" + _judgement(grid, verdicts))
