@@ -39,7 +39,8 @@ from typing import Any
 from ttscale.errors import ConfigError, StoreError
 from ttscale.planner.data import in_budget_unit
 from ttscale.planner.evaluate import split_problems
-from ttscale.planner.kv_plan import KvPool, align_kv, evaluate_kv_plan, fit_kv_plan, load_kv_pools
+from ttscale.planner.kv_plan import KvPool, evaluate_kv_plan, fit_kv_plan
+from ttscale.planner.kv_pools import align_kv, load_kv_pools
 from ttscale.planner.policy import default_budgets
 from ttscale.pools import resolve_store
 from ttscale.store import Store

@@ -16,7 +16,8 @@ from ttscale.cli import app
 from ttscale.errors import ConfigError
 from ttscale.planner.data import from_pool, load_plan_pool
 from ttscale.planner.evaluate import split_problems
-from ttscale.planner.kv_plan import KvPlan, KvPool, evaluate_kv_plan, fit_kv_plan, parse_kv_pools
+from ttscale.planner.kv_plan import KvPlan, KvPool, evaluate_kv_plan, fit_kv_plan
+from ttscale.planner.kv_pools import parse_kv_pools
 from ttscale.run import Sweep, execute
 from ttscale.store import Store
 from ttscale.tasks.jsonl import JsonlTask
@@ -258,3 +259,70 @@ def test_keys_and_values_at_different_types_are_one_more_precision(tmp_path: Pat
     assert r.exit_code != 0 and "--kv-type q8_0 --kv-type-v q4_0" in r.output
     r = runner.invoke(app, [*run, "--kv-type", "q8_0", "--kv-type-v", "q4_0"], env={"COLUMNS": "200"})
     assert r.exit_code == 0, r.output
+
+
+# -- presses: evicting the prompt's cells is one more cache configuration -------------------------------
+
+def pressed(info: ModelInfo, ratio: float) -> ModelInfo:
+    """The transformers backend's layout: each sample its own prompt copy, of which the press keeps 1 - ratio."""
+    return dataclasses.replace(with_kv_types(info, "f32"), kv_prompt_per_sample=True, kv_prompt_kept=1.0 - ratio,
+                               kv_press_min_tokens=16)
+
+
+def test_a_press_label_is_read_and_refused_when_malformed() -> None:
+    from ttscale.planner.kv_plan import cache_label, split_cache
+
+    assert split_cache("f32+snapkv@0.5") == ("f32", "snapkv", 0.5)
+    assert cache_label("f32", "knorm", 0.25) == "f32+knorm@0.25"
+    for bad, msg in (("f32+snapkv", "PRECISION\\+PRESS@RATIO"), ("f32+snapkv@x", "PRECISION\\+PRESS@RATIO"),
+                     ("f32+magic@0.5", "unknown KV press"), ("f32+snapkv@0.95", "compression"),
+                     ("f7+snapkv@0.5", "unknown KV cache type")):
+        with pytest.raises(ConfigError, match=msg):
+            split_cache(bad)
+    assert parse_kv_pools(["f32+tova@0.75=run-a"]) == [("f32+tova@0.75", "run-a")]
+
+
+def test_a_press_holds_more_samples_in_the_cap_by_the_cells_it_keeps() -> None:
+    pp = from_pool(synthetic_pool(40, 16, seed=0))
+    longest = int(np.ceil(pp.prompt_tokens.max()))
+    whole = KvPool("f32", pp, pressed(SMOL, 0.0), GEN)
+    half = KvPool("f32+snapkv@0.5", pp, pressed(SMOL, 0.5), GEN)
+    cap = whole.info.kv_bytes(4 * (longest + GEN))  # four samples, each with its own copy of the prompt
+    assert whole.max_k(cap) == 4
+    kept = int(np.ceil(longest * 0.5)) if longest >= 16 else longest
+    assert half.max_k(cap) == (4 * (longest + GEN)) // (kept + GEN)
+    # the engine's layout wins over the plan's shared-prompt flag: these samples never share a prompt
+    assert half.max_k(cap, shared_prompt=True) == half.max_k(cap)
+    assert half.peak_bytes(2, longest) == half.info.kv_bytes(2 * (kept + GEN))
+
+
+def test_the_planner_picks_a_press_that_buys_samples_without_spoiling_answers() -> None:
+    # long prompts, so that evicting three quarters of them frees room for many more samples
+    base = synthetic_pool(160, 16, n_distractors=8, difficulty=(2.0, 2.5), no_answer=0.0, seed=0)
+    pp = from_pool(base)
+    pp = dataclasses.replace(pp, prompt_tokens=pp.prompt_tokens + 2000)
+    kp = {"f32": KvPool("f32", pp, pressed(SMOL, 0.0), GEN),
+          "f32+streaming_llm@0.75": KvPool("f32+streaming_llm@0.75", pp, pressed(SMOL, 0.75), GEN)}
+    longest = int(np.ceil(pp.prompt_tokens.max()))
+    cap = kp["f32"].info.kv_bytes(4 * (longest + GEN))
+    assert kp["f32"].max_k(cap) == 4 and kp["f32+streaming_llm@0.75"].max_k(cap) >= 12
+    s = split_problems(pp.problem_ids, seed=0)
+    train = {t: p.subset(s.train) for t, p in kp.items()}
+    test = {t: p.subset(s.test) for t, p in kp.items()}
+    p0 = pp.pool
+    budget = float((p0.prefill_tokens + p0.sample_tokens.mean(axis=1) * 16).mean())
+    plan = fit_kv_plan(train, cap, [budget], probes=(1,), n_bins=2, n_orders=16)
+    (lv,) = plan.levels
+    assert lv.kv_type == "f32+streaming_llm@0.75", lv.candidates
+    assert plan.source["reference"] == "f32"  # the most faithful cache: no eviction
+    ev = evaluate_kv_plan(plan, test, n_orders=16)
+    assert ev["levels"][0]["gain_over_reference"] > 0
+
+
+def test_recorded_kv_type_names_the_press_of_a_transformers_run() -> None:
+    from ttscale.planner.kv_pools import recorded_kv_type
+
+    rec = {"kv_type_k": "f32", "kv_type_v": "f32", "extra": {"kv_press": "snapkv", "kv_compression": "0.5"}}
+    assert recorded_kv_type(rec) == "f32+snapkv@0.5"
+    assert recorded_kv_type({**rec, "extra": {"kv_press": "none", "kv_compression": "0"}}) == "f32"
+    assert recorded_kv_type({}) == "f16"

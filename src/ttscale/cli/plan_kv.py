@@ -11,10 +11,12 @@ from rich.table import Table
 from ttscale.cli.common import console
 from ttscale.planner.data import in_budget_unit
 from ttscale.planner.evaluate import split_problems
-from ttscale.planner.kv_plan import KvPool, evaluate_kv_plan, fit_kv_plan, load_kv_pools
+from ttscale.planner.kv_plan import KvPool, evaluate_kv_plan, fit_kv_plan
+from ttscale.planner.kv_pools import load_kv_pools
 from ttscale.store import Store
 
-KV_POOL_HELP = ("A pool of the same problems at another KV-cache precision (`ttscale sweep --kv-type TYPE`), as "
+KV_POOL_HELP = ("A pool of the same problems at another KV-cache precision (`ttscale sweep --kv-type TYPE`) or with a KV press "
+                "(`--backend transformers --kv-press NAME --kv-compression R`, labelled f32+NAME@R), as "
                 "TYPE=RUN or RUN (type from the run's record); one per --pool, in the same order (repeatable). "
                 "With --max-kv-bytes the policy chooses the precision too.")
 MAX_KV_HELP = ("Memory cap in KV-cache bytes: a choice of k samples is feasible only if they fit it together "

@@ -15,7 +15,7 @@ from ttscale.cli.options import typed_value
 from ttscale.cli.remote_opts import MAX_KV_BYTES_HELP
 from ttscale.cost import Budget
 from ttscale.errors import ConfigError
-from ttscale.planner.kv_plan import KvPlan, is_kv_plan
+from ttscale.planner.kv_plan import KvPlan, is_kv_plan, split_cache
 from ttscale.planner.policy import Policy
 from ttscale.planner.strategy import PolicyStrategy
 from ttscale.registry import (
@@ -183,8 +183,17 @@ class PolicyChoice:
             raise ConfigError(f"the KV plan's levels are in {plan.budget_unit} per problem: pass "
                               f"--budget-{plan.budget_unit}")
         chosen, policy, _ = plan.level_for(self.level)
-        if chosen != precision_label(engine.kv_type, engine.kv_type_v or engine.kv_type):
-            k_type, v_type = split_precision(chosen)
+        precision, press, ratio = split_cache(chosen)
+        if press is not None or engine.kv_press is not None:
+            # an evicting level runs on the transformers backend, whose cache precision is its dtype's
+            if press is None:
+                raise ConfigError(f"the KV plan runs {self.level:g} {self.unit}/problem at {chosen}, without a press: "
+                                  "drop --kv-press")
+            if engine.backend != "transformers" or engine.kv_press != press or engine.kv_compression != ratio:
+                raise ConfigError(f"the KV plan runs {self.level:g} {self.unit}/problem at {chosen}: pass --backend "
+                                  f"transformers --kv-press {press} --kv-compression {ratio:g}")
+        elif precision != precision_label(engine.kv_type, engine.kv_type_v or engine.kv_type):
+            k_type, v_type = split_precision(precision)
             flags = f"--kv-type {k_type}" + (f" --kv-type-v {v_type}" if v_type != k_type else "")
             raise ConfigError(f"the KV plan runs {self.level:g} {self.unit}/problem at {chosen}: pass {flags}")
         if budget.max_kv_bytes is None:

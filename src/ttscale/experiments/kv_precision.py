@@ -20,7 +20,7 @@ from ttscale.errors import ConfigError
 from ttscale.experiments.common import BOOTSTRAP, SEED, figure, load_pools, save
 from ttscale.experiments.matched_flops import take
 from ttscale.experiments.page import Page, ci, table
-from ttscale.planner.kv_plan import max_generation, recorded_kv_type
+from ttscale.planner.kv_pools import max_generation, recorded_kv_type
 from ttscale.replay import estimators as est
 from ttscale.replay.code_analysis import best_of_n_curve
 from ttscale.replay.pool import Pool, model_info_from_record, read_run

@@ -14,6 +14,12 @@ the precision whose policy has the best training accuracy wins (ties: fewer toke
 precise cache), as probe sizes win in the planner itself. :func:`evaluate_kv_plan` then measures
 the chosen configuration on held-out problems, next to the reference precision alone (f16).
 
+A cache configuration may also evict: a pool made on the transformers backend with a KV press
+(``ttscale sweep --backend transformers --kv-press snapkv --kv-compression 0.5``) is labelled
+``f32+snapkv@0.5`` (:func:`split_cache`). Its cells are counted in that engine's layout
+(:meth:`~ttscale.types.ModelInfo.wave_kv_cells`: each sample its own copy of the prompt, of which the press
+keeps ``1 - ratio``), so press x ratio competes with precision, rule and k under the same cap.
+
 Why "fit together" and not "fit in waves": the cap could be met by any k in sequential waves at
 more latency, which the token budget alone prices; the memory question is how many samples run
 *at once* on the memory there is.
@@ -29,12 +35,13 @@ from typing import Any
 
 import numpy as np
 
-from ttscale.backends.kv_sizing import cells_needed, max_parallel_bytes
+from ttscale.backends.kv_sizing import cells_needed, max_cells, max_parallel_bytes
+from ttscale.backends.transformers_backend import check_press, press_label
 from ttscale.errors import ConfigError
 from ttscale.planner.data import PlanPool
 from ttscale.planner.evaluate import level_outcomes
 from ttscale.planner.policy import Level, Policy, default_budgets, fit_policy
-from ttscale.types import ModelInfo, precision_bytes, precision_label, split_precision
+from ttscale.types import ModelInfo, precision_bytes, split_precision
 
 FORMAT = "ttscale-kv-plan/1"
 REFERENCE = "f16"
@@ -52,18 +59,34 @@ class KvPool:
     """Per-sample generation cap the pool was made with (the worst case a wave must hold)."""
 
     def __post_init__(self) -> None:
-        split_precision(self.kv_type)  # an unknown type is a ConfigError naming the known ones
+        split_cache(self.kv_type)  # an unknown type or press is a ConfigError naming the known ones
         if self.max_gen < 1:
             raise ConfigError(f"max generation must be >= 1, got {self.max_gen}")
+
+    @property
+    def engine_layout(self) -> bool:
+        """Whether the model record fixes how the prompt is held (an evicting or per-sample-prompt engine),
+        overriding the plan's ``shared_prompt``."""
+        return self.info.kv_prompt_per_sample or self.info.kv_prompt_kept < 1.0
+
+    def cells(self, k: int, prompt_tokens: float, shared_prompt: bool = False) -> int:
+        """Cells ``k`` parallel samples of one prompt hold at their worst."""
+        p = int(np.ceil(prompt_tokens))
+        if self.engine_layout:
+            return self.info.wave_kv_cells(p, k, self.max_gen)
+        return cells_needed(k, p, self.max_gen, shared_prompt)
 
     def max_k(self, cap: int, shared_prompt: bool = False, prompt_tokens: float | None = None) -> int:
         """Most samples of the longest prompt (or ``prompt_tokens``) that fit ``cap`` together."""
         p = int(np.ceil(self.pool.prompt_tokens.max() if prompt_tokens is None else prompt_tokens))
-        return max_parallel_bytes(self.info, cap, p, self.max_gen, shared_prompt)
+        if not self.engine_layout:
+            return max_parallel_bytes(self.info, cap, p, self.max_gen, shared_prompt)
+        room, one, more = max_cells(self.info, cap), self.cells(1, p), self.cells(2, p) - self.cells(1, p)
+        return 0 if room < one else 1 + (room - one) // more
 
     def peak_bytes(self, k: int, prompt_tokens: float, shared_prompt: bool = False) -> int:
         """Worst-case KV bytes of ``k`` parallel samples of one prompt."""
-        return self.info.kv_bytes(cells_needed(k, int(np.ceil(prompt_tokens)), self.max_gen, shared_prompt))
+        return self.info.kv_bytes(self.cells(k, prompt_tokens, shared_prompt))
 
     def subset(self, ids: Sequence[str]) -> KvPool:
         return KvPool(self.kv_type, self.pool.subset(ids), self.info, self.max_gen)
@@ -158,11 +181,48 @@ def is_kv_plan(path: Path) -> bool:
     return isinstance(data, dict) and data.get("format") == FORMAT
 
 
+def split_cache(label: str) -> tuple[str, str | None, float]:
+    """A cache label's precision, press and compression ratio: ``q8_0/q4_0`` evicts nothing,
+    ``f32+snapkv@0.5`` keeps half the prompt's cells at f32.
+
+    >>> split_cache("f32+snapkv@0.5"), split_cache("q8_0/q4_0")
+    (('f32', 'snapkv', 0.5), ('q8_0/q4_0', None, 0.0))
+    """
+    precision, sep, press = label.partition("+")
+    split_precision(precision)  # an unknown type is a ConfigError naming the known ones
+    if not sep:
+        return precision, None, 0.0
+    name, at, ratio = press.partition("@")
+    try:
+        r = float(ratio) if at else float("nan")
+    except ValueError:
+        r = float("nan")
+    if not at or r != r:
+        raise ConfigError(f"a pressed cache is labelled PRECISION+PRESS@RATIO (e.g. f32+snapkv@0.5), got {label!r}")
+    check_press(name, r)
+    return precision, name, r
+
+
+def cache_label(precision: str, press: str | None = None, compression: float = 0.0) -> str:
+    """The label :func:`split_cache` reads.
+
+    >>> cache_label("f32", "snapkv", 0.5), cache_label("q8_0")
+    ('f32+snapkv@0.5', 'q8_0')
+    """
+    return precision if press is None or compression <= 0 else f"{precision}+{press_label(press, compression)}"
+
+
+def _fidelity(label: str) -> tuple[float, float]:
+    """How much of the cache a label keeps, for breaking ties: bytes per element, then share of the prompt."""
+    precision, _, ratio = split_cache(label)
+    return precision_bytes(precision), 1.0 - ratio
+
+
 def _reference(pools: Mapping[str, KvPool]) -> str:
-    """f16 when there is one, else the most precise cache given (most bytes per element)."""
+    """f16 when there is one, else the most faithful cache given (most bytes per element, no eviction)."""
     if REFERENCE in pools:
         return REFERENCE
-    return max(pools, key=lambda t: precision_bytes(t))
+    return max(pools, key=_fidelity)
 
 
 def fit_kv_plan(
@@ -220,7 +280,7 @@ def fit_kv_plan(
         if not cands:
             continue
         best = max(cands, key=lambda t: (round(cands[t].expected_accuracy, 9), -round(cands[t].expected_tokens, 6),
-                                         precision_bytes(t)))
+                                         _fidelity(t)))
         levels.append(KvLevel(b, best, float(cands[best].expected_accuracy), float(cands[best].expected_tokens),
                               {t: {"expected_accuracy": float(lv.expected_accuracy),
                                    "expected_tokens": float(lv.expected_tokens), "k": _choices_k(lv)}
@@ -270,103 +330,3 @@ def evaluate_kv_plan(plan: KvPlan, test: Mapping[str, KvPool], *, n_orders: int 
                      "gain_over_reference": (chosen["accuracy"] - base["accuracy"]) if chosen and base else None})
     return {"reference": ref, "cap_bytes": plan.cap_bytes, "levels": rows,
             "test_problems": list(next(iter(test.values())).pool.problem_ids) if test else []}
-
-
-# -- loading pools of several precisions from the store -------------------------------------------
-
-
-def parse_kv_pools(specs: Sequence[str]) -> list[tuple[str | None, str]]:
-    """``TYPE=RUN`` or ``RUN`` (its type read from the run's model record), in order.
-
-    >>> parse_kv_pools(["q8_0=sweep-q8", "sweep-q4"])
-    [('q8_0', 'sweep-q8'), (None, 'sweep-q4')]
-    """
-    out: list[tuple[str | None, str]] = []
-    for spec in specs:
-        kind, sep, run = spec.partition("=")
-        if sep and (not kind or not run):
-            raise ConfigError(f"--kv-pool takes TYPE=RUN or RUN, got {spec!r}")
-        if sep:
-            split_precision(kind)
-        out.append((kind, run) if sep else (None, spec))
-    return out
-
-
-def recorded_kv_type(model: Mapping[str, Any]) -> str:
-    """The precision label of a run's cache (``q8_0``, or ``q8_0/q4_0`` for keys and values at different
-    types); f16 for records made before the engine took one."""
-    k, v = str(model.get("kv_type_k", REFERENCE)), str(model.get("kv_type_v", model.get("kv_type_k", REFERENCE)))
-    return precision_label(k, v)
-
-
-def max_generation(config: Mapping[str, Any]) -> int | None:
-    """The per-sample cap a run was made with (its task's prompt format), when recorded."""
-    task = config.get("task")
-    fmt = task.get("format") if isinstance(task, dict) else None
-    mt = fmt.get("max_tokens") if isinstance(fmt, dict) else None
-    return int(mt) if isinstance(mt, (int, float)) and mt > 0 else None
-
-
-def load_kv_pools(store: Any, pool_runs: Sequence[str], kv_specs: Sequence[str],
-                  k: int | None = None) -> dict[str, KvPool]:
-    """The ``--pool`` runs and, per other precision, its runs of the same problems (one per ``--pool``,
-    in the same order), aligned row by row on the primary's problem ids."""
-    from dataclasses import replace
-
-    from ttscale.planner.data import load_plan_pool
-    from ttscale.replay.pool import model_info_from_record
-
-    def meta(runs: Sequence[str], want: str | None) -> tuple[str, ModelInfo, int | None, str]:
-        recs = [store.get_run(r) for r in runs]
-        missing = [r for r, rec in zip(runs, recs, strict=True) if rec is None]
-        if missing:
-            raise ConfigError(f"no run {missing[0]!r} in the store")
-        kinds = {recorded_kv_type(rec.model) for rec in recs}
-        if len(kinds) != 1:
-            raise ConfigError(f"runs {', '.join(runs)} were made at different KV precisions: {', '.join(sorted(kinds))}")
-        kind = kinds.pop()
-        if want is not None and "kv_type_k" in recs[0].model and kind != want:
-            raise ConfigError(f"run {runs[0]} was made at {kind}, not {want}")
-        info = model_info_from_record(recs[0].model)
-        if info is None:
-            raise ConfigError(f"run {runs[0]} records no model shapes: its KV bytes cannot be computed")
-        gens = [g for rec in recs if (g := max_generation(rec.config)) is not None]
-        return want or kind, info, max(gens) if gens else None, str(recs[0].model.get("name", ""))
-
-    def kv_pool(kind: str, pp: PlanPool, info: ModelInfo, gen: int | None) -> KvPool:
-        observed = int(np.ceil(pp.pool.n_tokens.max()))  # runs that did not record their cap: what they used
-        k_type, v_type = split_precision(kind)
-        return KvPool(kind, pp, replace(info, kv_type_k=k_type, kv_type_v=v_type), gen or max(observed, 1))
-
-    primary = load_plan_pool(store, pool_runs, k)
-    kind, info, gen, model = meta(pool_runs, None)
-    out = {kind: kv_pool(kind, primary, info, gen)}
-    by_type: dict[str, list[str]] = {}
-    for want, run in parse_kv_pools(kv_specs):
-        if want is None:
-            rec = store.get_run(run)
-            if rec is None:
-                raise ConfigError(f"no run {run!r} in the store")
-            want = recorded_kv_type(rec.model)
-        by_type.setdefault(want, []).append(run)
-    for want, runs in by_type.items():
-        if want in out:
-            raise ConfigError(f"two pools at {want}: give one precision per --kv-pool type (the --pool is {kind})")
-        t, t_info, t_gen, t_model = meta(runs, want)
-        if t_model != model:
-            raise ConfigError(f"the {want} pools are of model {t_model!r}, the --pool of {model!r}: "
-                              "KV precisions are compared on one model")
-        out[t] = align_kv(out[kind], kv_pool(t, load_plan_pool(store, runs, primary.pool.k), t_info, t_gen))
-    return out
-
-
-def align_kv(primary: KvPool, other: KvPool) -> KvPool:
-    """``other`` (the same problems at another precision) row by row in ``primary``'s order, under
-    ``primary``'s problem ids, so that one train/test split holds for both."""
-    from dataclasses import replace
-
-    from ttscale.planner.data import align_alternate
-
-    o = align_alternate(primary.pool, other.pool, "kv").alts["kv"]
-    rows = replace(o.pool, problem_ids=list(primary.pool.problem_ids))
-    return KvPool(other.kv_type, PlanPool(rows, o.prompt_tokens, list(primary.pool.group)), other.info, other.max_gen)
