@@ -296,7 +296,7 @@ def test_a_press_holds_more_samples_in_the_cap_by_the_cells_it_keeps() -> None:
     assert half.peak_bytes(2, longest) == half.info.kv_bytes(2 * (kept + GEN))
 
 
-def test_the_planner_picks_a_press_that_buys_samples_without_spoiling_answers() -> None:
+def test_the_planner_picks_a_press_that_buys_samples_without_spoiling_answers(tmp_path: Path) -> None:
     # long prompts, so that evicting three quarters of them frees room for many more samples
     base = synthetic_pool(160, 16, n_distractors=8, difficulty=(2.0, 2.5), no_answer=0.0, seed=0)
     pp = from_pool(base)
@@ -317,6 +317,16 @@ def test_the_planner_picks_a_press_that_buys_samples_without_spoiling_answers() 
     assert plan.source["reference"] == "f32"  # the most faithful cache: no eviction
     ev = evaluate_kv_plan(plan, test, n_orders=16)
     assert ev["levels"][0]["gain_over_reference"] > 0
+    # applying the plan at that level asks for the engine that evicts, with the same press and ratio
+    path = tmp_path / "kvplan.json"
+    plan.save(path)
+    data = tmp_path / "q.jsonl"
+    data.write_text('{"id": "a", "question": "2+2?", "answer": "4"}\n')
+    run = ["run", "--policy", str(path), "--budget-tokens", str(budget), "--backend", "fake", "--task", "jsonl",
+           "--data", str(data), "--limit", "1", "--store", str(tmp_path / "r.sqlite"), "--no-progress"]
+    r = CliRunner().invoke(app, run, env={"COLUMNS": "200"})
+    assert r.exit_code == 2, r.output
+    assert "--backend transformers --kv-press streaming_llm --kv-compression 0.75" in " ".join(r.output.split())
 
 
 def test_recorded_kv_type_names_the_press_of_a_transformers_run() -> None:
