@@ -160,6 +160,10 @@ def leader_shares_of(answer_lists: Sequence[Sequence[str | None]]) -> list[float
     return shares
 
 
+DEFAULT_MARGIN = 0.15
+"""Saving a wave schedule must promise over the wide one on a profile that records no held-out error."""
+
+
 def candidate_schedules(k: int, widest: int, first: int) -> list[tuple[int, ...]]:
     """Schedules searched: a first wave from ``first`` (the rule's first useful check) up to ``widest``,
     then waves that stay constant, grow x1.5 or x2, or take the rest as wide as allowed; the wide schedule
@@ -180,7 +184,7 @@ def candidate_schedules(k: int, widest: int, first: int) -> list[tuple[int, ...]
 
 def plan_waves(k: int, *, widest: int, info: ModelInfo, hardware: HardwareProfile, prompt_tokens: int,
                max_tokens: int, stops: Callable[[int, int], bool], leader_shares: Sequence[float] = UNIFORM_SHARES,
-               shared_prefill: bool = True, margin: float = 0.05) -> WavePlan:
+               shared_prefill: bool = True, margin: float | None = None) -> WavePlan:
     """The wave schedule with the least expected seconds on ``hardware`` for at most ``k`` samples.
 
     ``stops(a, m)``: whether the stopping rule stops when the leading answer has ``a`` votes and ``m``
@@ -192,8 +196,11 @@ def plan_waves(k: int, *, widest: int, info: ModelInfo, hardware: HardwareProfil
     together for ``max_tokens`` steps (a wave lasts as long as its longest sample); only the first wave
     prefills the prompt (engines keep it cached, llama.cpp's and llama-server's both do). Dollars are
     these seconds times one price, so the same schedule minimises both. A schedule other than the wide
-    one is chosen only if it is expected to save at least ``margin`` of the wide one's time (the model's
-    error: a saving smaller than that is noise, and each extra wave adds latency it does not count)."""
+    one is chosen only if it is expected to save more than ``margin`` of the wide one's time: by default the
+    profile's own held-out median error (``calibration.held_out_median_abs_error``; 15% for a profile
+    never calibrated), since a saving the model cannot tell from its error is not one. On llama-server
+    (``bench/remote.py --gsm8k-waves``, docs/cost-model.md) a predicted 7% saving from waves of 4 over one
+    of 8 came out 45% slower: that server's steps are not the embedded engine's the profile was fitted to."""
     if k < 1 or widest < 1 or not leader_shares:
         raise ConfigError("plan_waves needs k >= 1, widest >= 1 and a non-empty prior")
     first = next((n for n in range(1, k + 1) if stops(n, 0)), k + 1)
@@ -234,6 +241,8 @@ def plan_waves(k: int, *, widest: int, info: ModelInfo, hardware: HardwareProfil
     scored = [(s, *expected(s)) for s in schedules]
     wide = scored[0]
     best = min(scored, key=lambda t: t[1])
+    if margin is None:
+        margin = float(hardware.calibration.get("held_out_median_abs_error", DEFAULT_MARGIN))
     if best[1] > (1.0 - margin) * wide[1]:
         best = wide
     return WavePlan(best[0], best[1], wide[1], min(first, k), hardware.name, best[2])
