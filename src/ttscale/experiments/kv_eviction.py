@@ -1,0 +1,381 @@
+"""``kv-eviction``: which lever buys the most accuracy per byte of KV cache on long retrieved contexts.
+
+One workload (retrieval-augmented questions with many passages, several sampled answers each), one pool per
+cache configuration (``scripts/kv_eviction_pool.py``): the transformers backend without a press and with
+each KV press at each ratio, llama.cpp at f16 and at quantized precisions, and the transformers backend
+with fewer passages. Fewer samples are replayed from the reference pools. A configuration's KV bytes are
+the worst case of its answers held together in its engine's layout (:meth:`ModelInfo.wave_kv_cells`: the
+transformers backend keeps a copy of the prompt per sample, of which the press keeps ``1 - ratio``;
+llama.cpp shares one); its score is the F1 (and EM) of the majority vote over its samples. Each is
+compared with its own engine's reference (same questions, paired bootstrap), and the levers at equal
+relative bytes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ttscale.errors import ConfigError
+from ttscale.experiments.common import BOOTSTRAP, SEED, bootstrap, figure, save
+from ttscale.experiments.page import Page, ci, table
+from ttscale.planner.input_output import Arm, ArmSample, choice_table
+from ttscale.planner.kv_plan import split_cache
+from ttscale.planner.kv_pools import max_generation, recorded_kv_type
+from ttscale.replay.pool import model_info_from_record
+from ttscale.store import Store
+from ttscale.tasks.rag_data import normalize_answer
+from ttscale.types import ModelInfo
+
+POOL_SUBDIR = "kv_eviction"
+PREFIX = "kvev-qwen05"
+CAPS = (0.25, 0.5, 0.75)
+"""Relative KV bytes (of the engine's reference) at which the levers are compared."""
+
+CLAIM = (
+    "KV-cache eviction keeps only the entries that matter. SnapKV (Li et al. 2024) selects, per head, the "
+    "prompt positions the question's last window attends to and reports accuracy on long-context QA close to "
+    "the full cache while keeping a small share of it; TOVA (Oren et al. 2024) and H2O (Zhang et al. 2023) keep "
+    "the attention heavy hitters (H2O: a 20% cache with little loss); StreamingLLM (Xiao et al. 2024) keeps "
+    "attention sinks and a recent window, which serves streaming but drops the middle of a long context, where "
+    "retrieved evidence sits. Beside them, an 8-bit KV cache is reported about lossless (llama.cpp's q8_0, "
+    "KIVI). The user's question under one memory cap: evict, quantize, retrieve fewer passages or draw fewer "
+    "samples?")
+
+
+@dataclass(frozen=True)
+class PoolConfig:
+    """One cache configuration of the workload: its engine, passages, press or precision."""
+
+    engine: str
+    """``transformers`` or ``llama-cpp``."""
+    docs: int
+    press: str | None = None
+    ratio: float = 0.0
+    kv_type: str = "f16"
+    kv_type_v: str | None = None
+
+    def run_id(self, prefix: str) -> str:
+        if self.engine == "transformers":
+            cache = "none" if self.press is None else f"{self.press}-{round(100 * self.ratio)}"
+            return f"{prefix}-k{self.docs}-tf-{cache}"
+        return f"{prefix}-k{self.docs}-lc-{self.kv_type}" + (f"-{self.kv_type_v}" if self.kv_type_v else "")
+
+    def engine_flags(self) -> list[str]:
+        if self.engine == "transformers":
+            press = ["--kv-press", self.press, "--kv-compression", f"{self.ratio:g}"] if self.press else []
+            return ["--backend", "transformers", *press]
+        return ["--kv-type", self.kv_type, *(["--kv-type-v", self.kv_type_v] if self.kv_type_v else [])]
+
+
+def grid(presses: Sequence[str], ratios: Sequence[float], docs: int, fewer_docs: Sequence[int]) -> list[PoolConfig]:
+    """The references first (so a partial pool still compares), then presses, precisions and fewer passages."""
+    return [PoolConfig("transformers", docs), PoolConfig("llama-cpp", docs),
+            *(PoolConfig("transformers", docs, p, r) for r in ratios for p in presses),
+            PoolConfig("llama-cpp", docs, kv_type="q8_0"), PoolConfig("llama-cpp", docs, kv_type="q8_0", kv_type_v="q4_0"),
+            *(PoolConfig("transformers", d) for d in fewer_docs)]
+
+
+@dataclass
+class CacheRun:
+    """One configuration's pool: its cache label, engine, passages, shapes and per-question samples."""
+
+    run_id: str
+    cache: str
+    engine: str
+    docs: int
+    info: ModelInfo
+    max_gen: int
+    samples: dict[str, list[ArmSample]]
+
+    @property
+    def press(self) -> str | None:
+        return split_cache(self.cache)[1]
+
+    def kv_bytes(self, question: str, s: int) -> int:
+        """Worst-case KV bytes of ``s`` answers to ``question`` held together in this engine's layout."""
+        prompt = int(np.ceil(np.mean([x.effective for x in self.samples[question]])))
+        return self.info.kv_bytes(self.info.wave_kv_cells(prompt, s, self.max_gen))
+
+
+def _run_of(run_id: str, model: Mapping[str, Any], config: Mapping[str, Any],
+            rows: Sequence[tuple[str, Mapping[str, Any]]]) -> CacheRun:
+    info = model_info_from_record(dict(model))
+    if info is None:
+        raise ConfigError(f"run {run_id!r} records no model shapes: its KV bytes cannot be computed")
+    extra = model.get("extra") or {}
+    task = config.get("task") or {}
+    by: dict[str, list[ArmSample]] = {}
+    for pid, s in rows:
+        g = s.get("grade") or {}
+        em = float(bool(g.get("em", s.get("correct"))))
+        by.setdefault(pid, []).append(ArmSample(
+            normalize_answer(s["answer"]) if s.get("answer") else None, {"em": em, "f1": float(g.get("f1", em))},
+            s.get("logprob"), int(s.get("n_tokens") or 0), float(s.get("prompt_tokens") or 0),
+            float(s.get("prefilled_tokens") or 0)))
+    return CacheRun(run_id, recorded_kv_type(model), "transformers" if extra.get("engine") == "transformers"
+                    else "llama-cpp", int(task.get("docs", 0)), info, max_generation(config) or 1, by)
+
+
+def read_cache_run(store: Store, run_id: str) -> CacheRun | None:
+    """A configuration's pool from ``store``, else from the shipped files; None when neither has it."""
+    rec = store.get_run(run_id)
+    if rec is not None:
+        rows = [(pid, {"answer": s.answer, "grade": s.grade, "correct": s.correct, "logprob": s.logprob,
+                       "n_tokens": s.n_tokens, "prompt_tokens": s.prompt_tokens, "prefilled_tokens": s.prefilled_tokens})
+                for pid, s in store.samples(run_id)]
+        return _run_of(run_id, rec.model, rec.config, rows)
+    from ttscale.pools import POOL_DIR
+    from ttscale.replay.pool_file import read_pool_file
+
+    path = POOL_DIR / POOL_SUBDIR / f"{run_id}.jsonl.gz"
+    if not path.exists():
+        return None
+    header, _, samples = read_pool_file(path)
+    return _run_of(run_id, header.get("model", {}), header.get("config", {}), samples)
+
+
+def shipped_runs() -> list[str]:
+    from ttscale.pools import POOL_DIR
+
+    return sorted(p.name[: -len(".jsonl.gz")] for p in (POOL_DIR / POOL_SUBDIR).glob("*.jsonl.gz"))
+
+
+# ---- the measurement ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    """One configuration at ``s`` samples: per-question scores and bytes, and its lever and reference."""
+
+    label: str
+    cache: str
+    lever: str
+    """``reference``, ``press``, ``precision``, ``passages`` or ``samples``."""
+    engine: str
+    s: int
+    score: dict[str, np.ndarray]
+    """Metric -> (Q,) expected score of the majority over s samples."""
+    bytes: np.ndarray
+    """(Q,) worst-case KV bytes."""
+
+
+def lever_of(run: CacheRun, docs: int) -> str:
+    if run.press is not None:
+        return "press"
+    if run.docs < docs:
+        return "passages"
+    return "reference" if run.cache in ("f16", "f32", "bf16") else "precision"
+
+
+def measure(runs: Sequence[CacheRun], seed: int = SEED) -> tuple[list[Row], list[str]]:
+    """Every configuration at its full sample count, and the references at fewer samples, on the questions
+    all pools hold."""
+    if not runs:
+        raise ConfigError("no kv-eviction pools")
+    common = sorted(set.intersection(*(set(r.samples) for r in runs)))
+    if not common:
+        raise ConfigError("the kv-eviction pools share no question")
+    docs = max(r.docs for r in runs)
+    arms = [Arm(r.run_id, [r.samples[q] for q in common]) for r in runs]
+    tab = choice_table(arms, rules=("majority",), seed=seed)
+    index = {(c.arm, c.s): i for i, c in enumerate(tab.choices)}
+    rows: list[Row] = []
+    for r, arm in zip(runs, arms, strict=True):
+        lever = lever_of(r, docs)
+        sizes = range(1, arm.depth + 1) if lever == "reference" else (arm.depth,)
+        for s in sizes:
+            i = index[(r.run_id, s)]
+            label = _label(r) + ("" if s == arm.depth else f", {s} of {arm.depth} samples")
+            rows.append(Row(label, r.cache, "samples" if s < arm.depth else lever, r.engine, s,
+                            {m: v[i] for m, v in tab.score.items()},
+                            np.array([r.kv_bytes(q, s) for q in common], dtype=float)))
+    return rows, common
+
+
+def _label(r: CacheRun) -> str:
+    engine = "transformers" if r.engine == "transformers" else "llama.cpp"
+    return f"{engine} {r.cache}, {r.docs} passages"
+
+
+def reference(rows: Sequence[Row], engine: str) -> Row | None:
+    full = [r for r in rows if r.lever == "reference" and r.engine == engine]
+    return max(full, key=lambda r: r.s) if full else None
+
+
+def paired(a: np.ndarray, b: np.ndarray) -> tuple[float, float, float]:
+    """Mean of a - b over questions, and its percentile bootstrap interval."""
+    d = a - b
+    lo, hi = bootstrap(len(d), lambda ix: float(d[ix].mean()))
+    return float(d.mean()), lo, hi
+
+
+# ---- the page ------------------------------------------------------------------------------------------
+
+
+def run(store: Store, pools: list[str], out: Path) -> Page:
+    found = [r for r in (read_cache_run(store, rid) for rid in pools) if r is not None]
+    missing = [rid for rid in pools if rid not in {r.run_id for r in found}]
+    if not found:
+        raise ConfigError("kv-eviction needs its pools (scripts/kv_eviction_pool.py); found none of "
+                          + ", ".join(pools[:4]) + ("..." if len(pools) > 4 else ""))
+    return page(found, missing, out)
+
+
+def page(runs: Sequence[CacheRun], missing: Sequence[str], out: Path, metric: str = "f1") -> Page:
+    rows, questions = measure(runs)
+    Q = len(questions)
+    refs = {e: reference(rows, e) for e in ("transformers", "llama-cpp")}
+    body: list[list[str]] = []
+    for r in rows:
+        ref = refs.get(r.engine)
+        rel = float(r.bytes.mean() / ref.bytes.mean()) if ref is not None else float("nan")
+        if ref is not None and r is not ref:
+            d, lo, hi = paired(r.score[metric], ref.score[metric])
+            diff = f"{d:+.3f} {ci(lo, hi)}"
+        else:
+            diff = ""
+        body.append([r.label, r.lever, f"{r.bytes.mean() / 2**20:.2f}", f"{rel:.0%}",
+                     f"{r.score[metric].mean():.3f}", f"{r.score['em'].mean():.3f}", diff])
+    sections = ["## Configurations\n\n" + table(
+        ["configuration", "lever", "KV MiB per question", "of its engine's reference", metric.upper(), "EM",
+         f"{metric.upper()} - reference [95%]"], body) + "\n\n"
+        f"Each configuration's score is the expected {metric.upper()} of the majority vote over its samples (50 "
+        f"orderings of each question's stored samples); KV bytes are the worst case of those samples held together. "
+        f"Differences are paired over the {Q} questions, against the same engine's full configuration "
+        f"(percentile bootstrap, {BOOTSTRAP} resamples)."]
+    levers, lever_verdict = _levers(rows, refs, metric)
+    sections.append(levers)
+    claims = _claims(rows, refs, metric)
+    claims.append(("The user's question: under one memory cap, evict, quantize, retrieve fewer passages or "
+                   "draw fewer samples?", lever_verdict))
+    sections.append("## The published claims here\n\n" + table(["claim", f"here ({Q} questions)"],
+                                                                 [[a, b] for a, b in claims]))
+    if missing:
+        sections.append("Not measured yet (pools not made): " + ", ".join(f"`{m}`" for m in missing) + ".")
+    _figure(rows, refs, metric, out / "kv-eviction.png")
+    sections.append("![accuracy against KV bytes](kv-eviction.png)")
+    model = runs[0].info.name
+    names = ("SnapKV", "Heavy hitters", "StreamingLLM against SnapKV", "8-bit KV", "Which lever")
+    verdict = (f"{len(runs)} cache configurations of {model} on {Q} MuSiQue questions with their top "
+               f"{max(r.docs for r in runs)} passages. "
+               + " ".join(f"**{n}**: {b}." for n, (_, b) in zip(names, claims, strict=True)))
+    return Page("kv-eviction", "KV-cache eviction as a budget lever: presses against precision, passages and samples",
+                CLAIM, verdict, sections)
+
+
+def _levers(rows: Sequence[Row], refs: Mapping[str, Row | None], metric: str) -> tuple[str, str]:
+    """At each share of the reference's bytes, the lever whose best fitting configuration loses least against
+    its own engine's reference (engines differ in layout and numerics, so levers are compared by what they
+    cost their engine, paired per question)."""
+
+    def delta(r: Row) -> np.ndarray:
+        ref = refs[r.engine]
+        assert ref is not None
+        return r.score[metric] - ref.score[metric]
+
+    table_rows: list[list[str]] = []
+    verdicts: list[str] = []
+    for cap in CAPS:
+        best: dict[str, Row] = {}
+        for r in rows:
+            ref = refs.get(r.engine)
+            if ref is None or r.lever == "reference" or r.bytes.mean() > cap * ref.bytes.mean() + 1e-9:
+                continue
+            if r.lever not in best or delta(r).mean() > delta(best[r.lever]).mean():
+                best[r.lever] = r
+        if not best:
+            table_rows.append([f"{cap:.0%}", "-", "-", "-"])
+            continue
+        ranked = sorted(best.values(), key=lambda r: -delta(r).mean())
+        win = ranked[0]
+        cells = "; ".join(f"{r.lever}: {r.label} {delta(r).mean():+.3f}" for r in ranked)
+        if len(ranked) > 1:
+            d, lo, hi = paired(delta(win), delta(ranked[1]))
+            vs = f"{d:+.3f} {ci(lo, hi)} over {ranked[1].lever}"
+            verdicts.append(f"at {cap:.0%} of the bytes {win.lever} leads ({win.label}; {vs}, "
+                            + ("resolved)" if lo > 0 else "not resolved)"))
+        else:
+            vs = "the only lever that fits"
+            verdicts.append(f"at {cap:.0%} of the bytes only {win.lever} fits ({win.label}, {delta(win).mean():+.3f})")
+        table_rows.append([f"{cap:.0%}", win.lever, cells, vs])
+    text = ("## Which lever buys the most accuracy per byte\n\n"
+            "At each share of its engine's reference bytes, the best configuration of each lever that fits, by its "
+            f"{metric.upper()} change against its own engine's full configuration (the engines differ in layout and "
+            "numerics, so a lever is judged by what it costs its engine), and the leader's paired advantage over "
+            "the next lever.\n\n"
+            + table(["KV bytes (of the reference)", "leader", f"best {metric.upper()} change per lever",
+                     "leader - next"], table_rows))
+    return text, ("; ".join(verdicts) + "." if verdicts else "no lever fits below the reference's bytes.")
+
+
+def _find(rows: Sequence[Row], lever: str, name: str) -> list[Row]:
+    """Rows of ``lever`` whose cache is the press or precision ``name``."""
+    return [r for r in rows if r.lever == lever and (split_cache(r.cache)[1] == name or split_cache(r.cache)[0] == name)]
+
+
+def _holds(d: float, lo: float, hi: float, loss: bool = True) -> str:
+    """Whether a paired difference shows a loss (``loss``), or whether a gain is resolved."""
+    if loss:
+        return "no resolved loss" if hi >= 0 else "a resolved loss"
+    return "resolved" if lo > 0 else ("not resolved" if hi >= 0 else "the opposite, resolved")
+
+
+def _claims(rows: Sequence[Row], refs: Mapping[str, Row | None], metric: str) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    tf, lc = refs.get("transformers"), refs.get("llama-cpp")
+
+    def against(ref: Row | None, cands: list[Row]) -> str:
+        if ref is None or not cands:
+            return "not measured (no pool)"
+        parts = []
+        for r in sorted(cands, key=lambda r: r.bytes.mean()):
+            d, lo, hi = paired(r.score[metric], ref.score[metric])
+            parts.append(f"{r.label}: {d:+.3f} {ci(lo, hi)}, {_holds(d, lo, hi)}")
+        return "; ".join(parts)
+
+    out.append(("SnapKV keeps long-context QA accuracy while evicting most of the prompt (Li et al. 2024)",
+                against(tf, _find(rows, "press", "snapkv"))))
+    out.append(("Heavy hitters keep accuracy with a fraction of the cache (TOVA, Oren et al. 2024; H2O)",
+                against(tf, _find(rows, "press", "tova") + _find(rows, "press", "observed_attention"))))
+    snap = {split_cache(r.cache)[2]: r for r in _find(rows, "press", "snapkv")}
+    stream = {split_cache(r.cache)[2]: r for r in _find(rows, "press", "streaming_llm")}
+    pairs = []
+    for ratio in sorted(set(snap) & set(stream)):
+        d, lo, hi = paired(snap[ratio].score[metric], stream[ratio].score[metric])
+        pairs.append(f"at {ratio:g}: SnapKV - StreamingLLM {d:+.3f} {ci(lo, hi)}, {_holds(d, lo, hi, False)}")
+    out.append(("A sink and a recent window lose the middle of a long context, where question-aware selection "
+                "keeps the evidence (StreamingLLM against SnapKV)", "; ".join(pairs) or "not measured (no pool)"))
+    out.append(("An 8-bit KV cache is about lossless (llama.cpp q8_0; KIVI)",
+                against(lc, _find(rows, "precision", "q8_0"))))
+    return out
+
+
+def _figure(rows: Sequence[Row], refs: Mapping[str, Row | None], metric: str, path: Path) -> None:
+    fig, ax = figure(path)
+    marks = {"reference": "*", "press": "o", "precision": "s", "passages": "^", "samples": "v"}
+    for lever, mark in marks.items():
+        pts = [(r.bytes.mean() / refs[r.engine].bytes.mean(), r.score[metric].mean())  # type: ignore[union-attr]
+               for r in rows if r.lever == lever and refs.get(r.engine) is not None]
+        if pts:
+            x, y = zip(*pts, strict=True)
+            ax.scatter(x, y, marker=mark, label=lever)  # type: ignore[attr-defined]
+    ax.set_xlabel("KV bytes, share of the engine's reference")  # type: ignore[attr-defined]
+    ax.set_ylabel(f"{metric.upper()} (majority vote)")  # type: ignore[attr-defined]
+    ax.legend(fontsize=8)  # type: ignore[attr-defined]
+    save(fig)
+
+
+def _experiment():  # type: ignore[no-untyped-def]
+    from ttscale.experiments import Experiment
+
+    default = tuple(shipped_runs() or [c.run_id(PREFIX) for c in grid(
+        ["snapkv", "streaming_llm", "tova", "knorm"], [0.25, 0.5, 0.75], 10, [5, 2])])
+    return Experiment("kv-eviction", "kv-eviction", default, run)
+
+
+EXPERIMENT = _experiment()

@@ -1,0 +1,97 @@
+"""The kv-eviction page: levers compared per byte, from synthetic configuration pools."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ttscale.errors import ConfigError
+from ttscale.experiments.kv_eviction import CacheRun, PoolConfig, grid, lever_of, measure, page
+from ttscale.planner.input_output import ArmSample
+from ttscale.types import ModelInfo
+
+QWEN05 = ModelInfo("qwen2.5-coder-0.5b", 630_167_424, 24, 14, 2, 64, 896, 32768)
+PROMPT = {10: 1200.0, 5: 650.0, 2: 300.0}
+
+
+def _info(engine: str, kept: float = 1.0, kv: str = "f16", kv_v: str | None = None) -> ModelInfo:
+    if engine == "transformers":
+        return dataclasses.replace(QWEN05, kv_type_k="f32", kv_type_v="f32", kv_bytes_per_elem=4,
+                                   kv_prompt_per_sample=True, kv_prompt_kept=kept, kv_press_min_tokens=16)
+    return dataclasses.replace(QWEN05, kv_type_k=kv, kv_type_v=kv_v or kv)
+
+
+def _run(cfg: PoolConfig, p_right: float, rng: np.random.Generator, questions: int = 40, s: int = 4) -> CacheRun:
+    cache = ("f32" if cfg.press is None else f"f32+{cfg.press}@{cfg.ratio:g}") if cfg.engine == "transformers" \
+        else (cfg.kv_type if cfg.kv_type_v is None else f"{cfg.kv_type}/{cfg.kv_type_v}")
+    samples = {f"q{j}": [ArmSample("gold" if (ok := rng.random() < p_right) else f"w{j}-{i}",
+                                   {"em": float(ok), "f1": 1.0 if ok else 0.1}, -1.0, 10, PROMPT[cfg.docs],
+                                   PROMPT[cfg.docs] if i == 0 else 0.0) for i in range(s)] for j in range(questions)}
+    info = _info(cfg.engine, 1.0 - cfg.ratio, cfg.kv_type, cfg.kv_type_v)
+    return CacheRun(cfg.run_id("syn"), cache, cfg.engine, cfg.docs, info, 24, samples)
+
+
+def _pools() -> list[CacheRun]:
+    rng = np.random.default_rng(0)
+    # SnapKV keeps the evidence, StreamingLLM loses it as it evicts more; q8_0 is lossless, fewer passages hurt
+    acc = {None: 0.5, "snapkv": 0.5, "streaming_llm": 0.15}
+    runs = []
+    for cfg in grid(["snapkv", "streaming_llm"], [0.5, 0.75], 10, [5, 2]):
+        if cfg.engine == "llama-cpp":
+            p = 0.5
+        elif cfg.docs < 10:
+            p = 0.2
+        else:
+            p = acc[cfg.press]
+        runs.append(_run(cfg, p, rng))
+    return runs
+
+
+def test_the_grid_names_its_runs_and_engine_flags() -> None:
+    cfgs = grid(["snapkv"], [0.5], 10, [5])
+    ids = [c.run_id("kvev") for c in cfgs]
+    assert ids == ["kvev-k10-tf-none", "kvev-k10-lc-f16", "kvev-k10-tf-snapkv-50", "kvev-k10-lc-q8_0",
+                   "kvev-k10-lc-q8_0-q4_0", "kvev-k5-tf-none"]
+    assert cfgs[2].engine_flags() == ["--backend", "transformers", "--kv-press", "snapkv", "--kv-compression", "0.5"]
+    assert cfgs[4].engine_flags() == ["--kv-type", "q8_0", "--kv-type-v", "q4_0"]
+
+
+def test_bytes_follow_each_engines_layout_and_levers_are_named() -> None:
+    runs = {r.run_id: r for r in _pools()}
+    ref, half = runs["syn-k10-tf-none"], runs["syn-k10-tf-snapkv-50"]
+    # a prompt copy per sample: 4 x (1200 + 24) cells at f32, and the press keeps half of each prompt
+    assert ref.kv_bytes("q0", 4) == ref.info.kv_bytes(4 * (1200 + 24))
+    assert half.kv_bytes("q0", 4) == half.info.kv_bytes(4 * (600 + 24))
+    lc = runs["syn-k10-lc-f16"]
+    assert lc.kv_bytes("q0", 4) == lc.info.kv_bytes(1200 + 4 * 24)  # llama.cpp shares the prompt
+    assert [lever_of(runs[k], 10) for k in ("syn-k10-tf-none", "syn-k10-tf-snapkv-50", "syn-k10-lc-q8_0",
+                                            "syn-k5-tf-none")] == ["reference", "press", "precision", "passages"]
+    rows, questions = measure(list(runs.values()))
+    assert len(questions) == 40
+    # the references also appear at fewer samples (the sampling lever), with fewer bytes
+    few = [r for r in rows if r.lever == "samples" and r.engine == "transformers"]
+    assert [r.s for r in few] == [1, 2, 3] and few[0].bytes.mean() < ref.kv_bytes("q0", 4)
+
+
+def test_the_page_finds_what_the_pools_hold(tmp_path: Path) -> None:
+    pg = page(_pools(), ["syn-k10-tf-tova-50"], tmp_path)
+    md = pg.markdown()
+    for section in ("## Configurations", "## Which lever buys the most accuracy per byte", "## The published claims here"):
+        assert section in md
+    # SnapKV loses nothing resolved; StreamingLLM at 0.75 loses, and SnapKV beats it there, resolved
+    snap = next(line for line in md.splitlines() if line.startswith("| SnapKV keeps"))
+    assert "a resolved loss" not in snap
+    stream = next(line for line in md.splitlines() if line.startswith("| A sink and a recent window"))
+    assert "at 0.75: SnapKV - StreamingLLM" in stream and ", resolved" in stream
+    assert "`syn-k10-tf-tova-50`" in md and "not measured (no pool)" in md  # no tova pool
+    assert (tmp_path / "kv-eviction.png").stat().st_size > 5_000
+
+
+def test_pools_without_a_common_question_are_refused(tmp_path: Path) -> None:
+    a, b = _pools()[:2]
+    b = dataclasses.replace(b, samples={f"x{k}": v for k, v in b.samples.items()})
+    with pytest.raises(ConfigError, match="share no question"):
+        page([a, b], [], tmp_path)
