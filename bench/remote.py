@@ -23,13 +23,15 @@ The machine has 2 cores shared with other jobs: expect noise, and at most ~2x fr
 
     python bench/remote.py [--model smollm2-135m] [--problems 20] [--k 8] [--max-tokens 8]
     python bench/remote.py --strategies-only [--strategy-model qwen2.5-coder-0.5b] [--questions 12]
-    python bench/remote.py --gsm8k-waves {sc,cost,small,arith,report} --server-threads 2
+    python bench/remote.py --gsm8k-waves {sc,cost,small,arith,calibrate,report} --server-threads 2 [--waves-profile P]
 
 4. Waves sized by the cost model (``--gsm8k-waves PHASE``, one phase per invocation, results merged
    into a JSON file): the issue-26 workload (8 GSM8K questions x 8, T 0.8, 320 tokens, one llama-server
    ``--parallel 8``), self-consistency@8 against adaptive consistency with ``schedule=cost`` on the
    ``cpu-2core`` profile (and waves of 4 forced, to check the model's choice), and the arithmetic
-   workload with the schedule. ``report`` prints ``bench: remote_adaptive_vs_sc_gsm8k = <SC wall /
+   workload with the schedule. ``calibrate`` fits a profile to the server's own steps (``ttscale calibrate
+   --base-url``) and writes it to ``--server-profile``; pass it as ``--waves-profile`` to price the
+   schedule on it. ``report`` prints ``bench: remote_adaptive_vs_sc_gsm8k = <SC wall /
    adaptive wall>`` and ``bench: remote_adaptive_vs_sc`` with the schedule.
 """
 
@@ -270,7 +272,7 @@ def pool_leader_shares(pool: str, max_tokens: int) -> tuple[list[float], int]:
     return leader_shares_of(list(answers.values())), sum(prompts) // max(1, len(prompts))
 
 
-WAVE_PHASES = ("sc", "cost", "small", "arith", "report")
+WAVE_PHASES = ("sc", "cost", "small", "arith", "calibrate", "report")
 
 
 def gsm8k_waves_part(args: argparse.Namespace, tmp: Path) -> None:
@@ -303,6 +305,21 @@ def gsm8k_waves_part(args: argparse.Namespace, tmp: Path) -> None:
             data["gsm_cost"] = ttscale_run(url, model, gsm, gsm_probs, "adaptive-consistency", 8, 0.8, tmp, **cost)
         elif phase == "small":
             data["gsm_small"] = ttscale_run(url, model, gsm, gsm_probs, "adaptive-consistency", 8, 0.8, tmp, batch=4)
+        elif phase == "calibrate":
+            # the profile the schedule should be priced on: this server's own steps (ttscale calibrate --base-url)
+            from dataclasses import replace as _replace
+
+            from ttscale.backends.kv_sizing import header_info
+            from ttscale.backends.server_calibration import calibrate_server
+            from ttscale.roofline import load_profile
+
+            start = _replace(load_profile("cpu-2core"), name="cpu-2core-llama-server")
+            hw, points = calibrate_server(url, header_info(model), start, progress=print)
+            path = Path(args.server_profile)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            hw.save(path)
+            print(f"{hw.name}: fitted on {len(points)} server steps, median error "
+                  f"{hw.calibration['median_abs_error']:.1%}; written to {path}")
         elif phase == "arith":
             arith = make_task("arithmetic", subtask="arithmetic/1_digit_multiplication", model=model)
             aprobs = arith.problems(limit=args.arith_problems)
@@ -381,6 +398,8 @@ def main() -> None:
     ap.add_argument("--waves-json", default="runs/remote-gsm8k-waves.json", help="part 4's results, merged per phase")
     ap.add_argument("--waves-questions", type=int, default=8)
     ap.add_argument("--waves-profile", default="cpu-2core", help="hardware profile the cost schedule is priced on")
+    ap.add_argument("--server-profile", default="runs/cpu-2core-llama-server.toml",
+                    help="where --gsm8k-waves calibrate writes the profile fitted to the server's own steps")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-remote-"))
     if args.gsm8k_waves:

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
@@ -221,3 +222,22 @@ def test_a_quantized_kv_server_allocates_what_the_meter_counts(llama_server_bina
     assert mib * 2**20 == pytest.approx(header_info(MODEL, "q8_0").kv_bytes(1024), abs=0.01 * 2**20)
     with pytest.raises(Exception, match="needs flash attention"):
         LlamaServer(resolve_model_path(MODEL), kv_type="q4_0", extra_args=["--flash-attn", "off"])._kv_args()
+
+
+def test_calibration_against_the_server_times_its_own_steps(llama_server: LlamaServer) -> None:
+    """`ttscale calibrate --base-url`: prefills and decode steps timed through the server's timings, fitted."""
+    from ttscale.backends.kv_sizing import header_info
+    from ttscale.backends.server_calibration import calibrate_server, server_slots
+    from ttscale.roofline import load_profile
+
+    with httpx.Client(base_url=llama_server.base_url[: -len("/v1")]) as c:
+        assert server_slots(c) == 4
+    said: list[str] = []
+    hw, points = calibrate_server(llama_server.base_url, header_info(MODEL), load_profile("cpu-2core"), quick=True,
+                                  progress=said.append)
+    kinds = [(s.kind, s.sequences, s.tokens) for _, s in points]
+    assert kinds == [("prefill", 1, 64), ("prefill", 1, 256), ("decode", 1, 1), ("decode", 2, 1), ("decode", 4, 1)]
+    assert all(s.seconds > 0 for _, s in points) and len(said) == 5
+    assert hw.calibration["server"] == llama_server.base_url[: -len("/v1")] and hw.calibration["points"] == 5
+    # the fitted profile prices the model's steps (no timing threshold: the fit's error is recorded, not judged)
+    assert math.isfinite(hw.calibration["median_abs_error"]) and hw.effective_flops > 0

@@ -44,9 +44,17 @@ def calibrate(
     name: Annotated[Optional[str], typer.Option(help="The new profile's name (default: BASE-calibrated).")] = None,
     threads: Annotated[Optional[int], typer.Option(help="llama.cpp threads (default: every core).", min=1)] = None,
     quick: Annotated[bool, typer.Option(help="Time a few short steps only: a rough fit in seconds.")] = False,
+    base_url: Annotated[Optional[str], typer.Option(help="Time this running llama-server instead (its /completion "
+                                                    "timings; --model names the one model it serves, whose shapes "
+                                                    "are read locally): a profile that prices that server's steps.")] = None,
 ) -> None:
-    """Time prefills and decode steps of the embedded engine here and fit the roofline's effective compute,
-    bandwidth and per-step overhead to them; writes a profile that --hardware accepts."""
+    """Time prefills and decode steps of the embedded engine here (or of a llama-server with --base-url) and
+    fit the roofline's effective compute, bandwidth and per-step overhead to them; writes a profile that
+    --hardware accepts.
+
+    A profile fitted to the embedded engine misprices a server whose steps cost otherwise (on this machine,
+    llama-server's narrow waves): calibrate on the engine the plan will run on.
+    """
     from dataclasses import replace
 
     from ttscale.backends.calibration import calibrate as run_calibration
@@ -55,8 +63,17 @@ def calibrate(
     models = model or ["qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"]
     start = load_profile(base)
     start = replace(start, name=name or f"{start.name}-calibrated")
-    fitted, points = run_calibration(models, start, threads=threads, quick=quick,
-                                     progress=lambda m: err_console.print(m, highlight=False))
+    say = lambda m: err_console.print(m, highlight=False)  # noqa: E731
+    if base_url is not None:
+        from ttscale.backends.kv_sizing import header_info
+        from ttscale.backends.server_calibration import calibrate_server
+        from ttscale.errors import ConfigError
+
+        if len(models) != 1:
+            raise ConfigError("--base-url times one server: give the one --model it serves")
+        fitted, points = calibrate_server(base_url, header_info(models[0], "f16", None), start, quick=quick, progress=say)
+    else:
+        fitted, points = run_calibration(models, start, threads=threads, quick=quick, progress=say)
     out.parent.mkdir(parents=True, exist_ok=True)
     fitted.save(out)
     c = fitted.calibration
