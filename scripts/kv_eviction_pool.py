@@ -21,12 +21,10 @@ Then ``ttscale experiment kv-eviction`` (docs/experiments/kv-eviction.md).
 from __future__ import annotations
 
 import argparse
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-from ttscale.experiments.kv_eviction import PoolConfig, grid
+from ttscale.experiments.kv_eviction import POOL_SUBDIR, PoolConfig, grid
+from ttscale.experiments.pool_jobs import PoolJob, export_jobs, run_chunk
 
 
 def main() -> int:
@@ -48,29 +46,10 @@ def main() -> int:
     a = ap.parse_args()
     cfgs = grid(presses=a.presses.split(","), ratios=[float(r) for r in a.ratios.split(",")], docs=a.docs,
                 fewer_docs=[int(d) for d in a.fewer_docs.split(",") if d])
+    jobs = [PoolJob(c.run_id(a.prefix), _command(a, c), f"{POOL_SUBDIR}/{c.run_id(a.prefix)}.jsonl.gz") for c in cfgs]
     if a.export is not None:
-        return _export(a, cfgs)
-    deadline = time.monotonic() + a.minutes * 60
-    for cfg in cfgs:
-        rid = cfg.run_id(a.prefix)
-        cmd = _command(a, cfg)
-        if a.dry_run:
-            print(" ".join(cmd))
-            continue
-        if _done(a.store, rid, a.limit):
-            print(f"{rid}: done")
-            continue
-        left = deadline - time.monotonic()
-        if left < 30:
-            print("chunk over: rerun the same command to continue")
-            return 0
-        print(f"{rid}: {' '.join(cmd)}", flush=True)
-        try:
-            subprocess.run([sys.executable, "-m", "ttscale", *cmd[1:]], check=False, timeout=left)
-        except subprocess.TimeoutExpired:
-            print(f"{rid}: stopped at the chunk's end (its finished questions are stored)")
-            return 0
-    return 0
+        return export_jobs(jobs, a.store, a.export)
+    return run_chunk(jobs, a.store, a.limit, a.minutes, dry_run=a.dry_run)
 
 
 def _command(a: argparse.Namespace, cfg: PoolConfig) -> list[str]:
@@ -78,37 +57,6 @@ def _command(a: argparse.Namespace, cfg: PoolConfig) -> list[str]:
             "-T", f"docs={cfg.docs}", "--shots", "0", "--max-tokens", str(a.max_tokens), "--temperature", "0.8",
             "--seed", "0", "--limit", str(a.limit), "--model", a.model, "--threads", str(a.threads),
             "--no-progress", "-k", str(a.samples), "--wave", str(a.samples), *cfg.engine_flags()]
-
-
-def _done(store: Path, run_id: str, want: int) -> bool:
-    from ttscale.store import Store
-
-    if not store.exists():
-        return False
-    s = Store(store)
-    try:
-        rec = s.get_run(run_id)
-        return rec is not None and rec.status == "done" and len({r["problem_id"] for r in s.results(run_id)}) >= want
-    finally:
-        s.close()
-
-
-def _export(a: argparse.Namespace, cfgs: list[PoolConfig]) -> int:
-    from ttscale.replay.pool_file import export_run
-    from ttscale.store import Store
-
-    s = Store(a.store)
-    try:
-        for cfg in cfgs:
-            rid = cfg.run_id(a.prefix)
-            if s.get_run(rid) is None:
-                continue
-            out = a.export / "kv_eviction" / f"{rid}.jsonl.gz"
-            info = export_run(s, rid, out, command=" ".join(_command(a, cfg)))
-            print(f"{out}: {info.problems} problems, {info.samples} samples")
-    finally:
-        s.close()
-    return 0
 
 
 if __name__ == "__main__":

@@ -17,27 +17,10 @@ skipped before anything is generated and listed as such.
 from __future__ import annotations
 
 import argparse
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-from ttscale.experiments.rag_scaling import PILOT, RagConfig, run_command, too_long
-
-
-def _done(store: Path, run_id: str, want: int) -> bool:
-    from ttscale.store import Store
-
-    if not store.exists():
-        return False
-    s = Store(store)
-    try:
-        rec = s.get_run(run_id)
-        if rec is None:
-            return False
-        return rec.status == "done" and len({r["problem_id"] for r in s.results(run_id)}) >= want
-    finally:
-        s.close()
+from ttscale.experiments.pool_jobs import PoolJob, export_jobs, run_chunk
+from ttscale.experiments.rag_scaling import PILOT, RagConfig, parse_run_id, run_command, too_long
 
 
 def main() -> int:
@@ -55,55 +38,21 @@ def main() -> int:
     ap.add_argument("--export", type=Path, default=None, help="export the finished runs to this directory")
     a = ap.parse_args()
     grid: list[RagConfig] = [c for c in PILOT if a.only is None or c.run_id(a.prefix) in a.only]
+    # IterDRAG runs are not sweeps: they ship beside the sweeps, under iterdrag/
+    jobs = [PoolJob(c.run_id(a.prefix), run_command(c, model=a.model, store=str(a.store), limit=a.limit,
+                                                     samples=a.samples, max_tokens=a.max_tokens, prefix=a.prefix),
+                    f"{c.run_id(a.prefix)}.jsonl.gz" if c.n == 0 else f"iterdrag/{c.run_id(a.prefix)}.jsonl.gz")
+            for c in grid]
     if a.export is not None:
-        return _export(a, grid)
-    deadline = time.monotonic() + a.minutes * 60
-    for cfg in grid:
-        rid = cfg.run_id(a.prefix)
-        cmd = run_command(cfg, model=a.model, store=str(a.store), limit=a.limit, samples=a.samples,
-                          max_tokens=a.max_tokens, prefix=a.prefix)
-        if a.dry_run:
-            print(" ".join(cmd))
-            continue
-        if _done(a.store, rid, a.limit):
-            print(f"{rid}: done")
-            continue
-        why = too_long(cfg, model=a.model, limit=a.limit, samples=a.samples, max_tokens=a.max_tokens, n_ctx=a.n_ctx)
-        if why:
-            print(f"{rid}: skipped, {why}")
-            continue
-        left = deadline - time.monotonic()
-        if left < 20:
-            print("chunk over: rerun the same command to continue")
-            return 0
-        print(f"{rid}: {' '.join(cmd)}", flush=True)
-        try:
-            subprocess.run([sys.executable, "-m", "ttscale", *cmd[1:]], check=False, timeout=left)
-        except subprocess.TimeoutExpired:
-            print(f"{rid}: stopped at the chunk's end (its finished problems are stored)")
-            return 0
-    return 0
+        return export_jobs(jobs, a.store, a.export)
 
+    def skip(job: PoolJob) -> str | None:
+        parsed = parse_run_id(job.run_id)
+        assert parsed is not None
+        return too_long(parsed[1], model=a.model, limit=a.limit, samples=a.samples, max_tokens=a.max_tokens,
+                        n_ctx=a.n_ctx)
 
-def _export(a: argparse.Namespace, grid: list[RagConfig]) -> int:
-    from ttscale.replay.pool_file import export_run
-    from ttscale.store import Store
-
-    s = Store(a.store)
-    try:
-        for cfg in grid:
-            rid = cfg.run_id(a.prefix)
-            if s.get_run(rid) is None:
-                continue
-            cmd = run_command(cfg, model=a.model, store=str(a.store), limit=a.limit, samples=a.samples,
-                              max_tokens=a.max_tokens, prefix=a.prefix)
-            # IterDRAG runs are not sweeps: they ship beside the sweeps, under iterdrag/
-            out = a.export / (f"{rid}.jsonl.gz" if cfg.n == 0 else f"iterdrag/{rid}.jsonl.gz")
-            info = export_run(s, rid, out, command=" ".join(cmd))
-            print(f"{out}: {info.problems} problems, {info.samples} samples")
-    finally:
-        s.close()
-    return 0
+    return run_chunk(jobs, a.store, a.limit, a.minutes, dry_run=a.dry_run, skip=skip)
 
 
 if __name__ == "__main__":
