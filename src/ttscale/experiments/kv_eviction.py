@@ -263,7 +263,7 @@ def page(runs: Sequence[CacheRun], missing: Sequence[str], out: Path, metric: st
     names = ("SnapKV", "Heavy hitters", "StreamingLLM against SnapKV", "8-bit KV", "Which lever")
     verdict = (f"{len(runs)} cache configurations of {model} on {Q} MuSiQue questions with their top "
                f"{max(r.docs for r in runs)} passages. "
-               + " ".join(f"**{n}**: {b}." for n, (_, b) in zip(names, claims, strict=True)))
+               + " ".join(f"**{n}**: {b.rstrip('.')}." for n, (_, b) in zip(names, claims, strict=True)))
     return Page("kv-eviction", "KV-cache eviction as a budget lever: presses against precision, passages and samples",
                 CLAIM, verdict, sections)
 
