@@ -95,3 +95,18 @@ def test_pools_without_a_common_question_are_refused(tmp_path: Path) -> None:
     b = dataclasses.replace(b, samples={f"x{k}": v for k, v in b.samples.items()})
     with pytest.raises(ConfigError, match="share no question"):
         page([a, b], [], tmp_path)
+
+
+def test_the_page_builds_from_the_shipped_pools(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from ttscale.cli import app
+    from ttscale.experiments.kv_eviction import shipped_runs
+
+    if len(shipped_runs()) < 2:
+        pytest.skip("no shipped kv-eviction pools")
+    res = CliRunner().invoke(app, ["experiment", "kv-eviction", "--output", str(tmp_path)], env={"COLUMNS": "200"})
+    assert res.exit_code == 0, res.output
+    md = (tmp_path / "kv-eviction.md").read_text()
+    assert "## Which lever buys the most accuracy per byte" in md and "qwen2.5-coder-0.5b" in md
+    assert "Not measured yet" not in md  # every configuration of the grid is shipped
