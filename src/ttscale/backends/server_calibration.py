@@ -20,9 +20,11 @@ from ttscale.errors import BackendError
 from ttscale.roofline import HardwareProfile, TimedStep, fit_profile
 from ttscale.types import ModelInfo
 
-SERVER_PREFILLS: tuple[int, ...] = (128, 512, 2048)
-SERVER_DECODES: tuple[tuple[int, int], ...] = ((1, 256), (2, 256), (4, 256), (8, 256), (1, 1024), (8, 1024))
-"""(concurrent requests, prompt tokens) of the decode steps timed; N is capped at the server's slots."""
+SERVER_PREFILLS: tuple[int, ...] = (128, 512, 768, 2048)
+SERVER_DECODES: tuple[tuple[int, int], ...] = ((1, 256), (2, 256), (4, 256), (8, 256), (1, 720), (8, 720),
+                                               (1, 1984), (8, 1984))
+"""(concurrent requests, prompt tokens) of the decode steps timed. Steps the server cannot hold (more
+requests than its slots, or a prompt plus its tokens longer than a slot's context) are skipped, said so."""
 QUICK_SERVER_PREFILLS: tuple[int, ...] = (64, 256)
 QUICK_SERVER_DECODES: tuple[tuple[int, int], ...] = ((1, 64), (2, 64), (4, 64))
 FILLER_TOKEN = 1000
@@ -54,10 +56,17 @@ def _complete(client: Any, prompt_tokens: int, n_predict: int, seed: int) -> dic
 
 def server_slots(client: Any) -> int:
     """How many requests the server decodes together (its ``--parallel``), from ``/props``."""
+    return server_shape(client)[0]
+
+
+def server_shape(client: Any) -> tuple[int, int]:
+    """The server's slots and each slot's context (tokens), from ``/props`` (1 and 0 when it says nothing)."""
     r = client.get("/props")
     if r.status_code != 200:
-        return 1
-    return int(r.json().get("total_slots") or 1)
+        return 1, 0
+    props = r.json()
+    n_ctx = (props.get("default_generation_settings") or {}).get("n_ctx") or 0
+    return int(props.get("total_slots") or 1), int(n_ctx)
 
 
 def time_server_steps(base_url: str, prefills: Sequence[int], decodes: Sequence[tuple[int, int]], *,
@@ -68,16 +77,25 @@ def time_server_steps(base_url: str, prefills: Sequence[int], decodes: Sequence[
 
     out: list[TimedStep] = []
     with httpx.Client(base_url=root_url(base_url), timeout=900) as client:
-        slots = server_slots(client)
+        slots, n_ctx = server_shape(client)
+
+        def fits(tokens_needed: int) -> bool:
+            return n_ctx <= 0 or tokens_needed <= n_ctx
+
         for length in prefills:
+            if not fits(length + 1):
+                if progress:
+                    progress(f"prefill {length} tokens: skipped, a slot holds {n_ctx}")
+                continue
             t = _complete(client, length, 1, seed=0)
             out.append(TimedStep("prefill", 1, length, 0, float(t["prompt_ms"]) / 1e3))
             if progress:
                 progress(f"prefill {length} tokens: {t['prompt_ms']:.0f} ms")
         for n, ctx in decodes:
-            if n > slots:
+            if n > slots or not fits(ctx + tokens):
                 if progress:
-                    progress(f"decode {n} x 1 token: skipped, the server has {slots} slots")
+                    progress(f"decode {n} x 1 token at context {ctx}: skipped, the server has {slots} slots of "
+                             f"{n_ctx} tokens")
                 continue
             with ThreadPoolExecutor(n) as pool:
                 timings = list(pool.map(lambda i, c=ctx: _complete(client, c, tokens, seed=i + 1), range(n)))
