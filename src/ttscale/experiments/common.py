@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -13,6 +14,36 @@ from ttscale.store import Store
 
 BOOTSTRAP = 400
 SEED = 0
+
+
+StoredRun = tuple[dict[str, Any], dict[str, Any], list[tuple[str, dict[str, Any]]]]
+"""A run's model record, its config and its (problem id, sample fields) rows."""
+
+
+def stored_run(store: Store, run_id: str, dirs: Sequence[Path]) -> StoredRun | None:
+    """A run's record and samples from ``store``, else from a shipped pool file ``<dir>/<run_id>.jsonl.gz``
+    (runs kept outside the shipped store: IterDRAG transcripts, the KV-eviction caches); None when neither
+    has it. Rows hold the fields a pool file keeps."""
+    rec = store.get_run(run_id)
+    if rec is not None:
+        rows = [(pid, {"grade": s.grade, "correct": s.correct, "prompt_tokens": s.prompt_tokens,
+                       "prefilled_tokens": s.prefilled_tokens, "finish_reason": s.finish_reason,
+                       "answer": s.answer, "logprob": s.logprob, "n_tokens": s.n_tokens, "index": s.index})
+                for pid, s in store.samples(run_id)]
+        return rec.model, rec.config, rows
+    from ttscale.replay.pool_file import read_pool_file
+
+    for d in dirs:
+        path = d / f"{run_id}.jsonl.gz"
+        if path.exists():
+            header, _, samples = read_pool_file(path)
+            return dict(header.get("model", {})), dict(header.get("config", {})), samples
+    return None
+
+
+def tokens_label(n: float) -> str:
+    """A token count for a table: ``1.2k`` from 1,000 up."""
+    return f"{n / 1000:.1f}k" if n >= 1000 else f"{n:.0f}"
 
 
 def load_pools(store: Store, run_ids: list[str]) -> tuple[dict[str, Pool], list[str]]:

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from ttscale.errors import ConfigError
-from ttscale.experiments.common import BOOTSTRAP, SEED, bootstrap, figure, save
+from ttscale.experiments.common import BOOTSTRAP, SEED, bootstrap, figure, save, stored_run
 from ttscale.experiments.page import Page, ci, table
 from ttscale.planner.input_output import Arm, ArmSample, choice_table
 from ttscale.planner.kv_plan import split_cache
@@ -124,20 +124,10 @@ def _run_of(run_id: str, model: Mapping[str, Any], config: Mapping[str, Any],
 
 def read_cache_run(store: Store, run_id: str) -> CacheRun | None:
     """A configuration's pool from ``store``, else from the shipped files; None when neither has it."""
-    rec = store.get_run(run_id)
-    if rec is not None:
-        rows = [(pid, {"answer": s.answer, "grade": s.grade, "correct": s.correct, "logprob": s.logprob,
-                       "n_tokens": s.n_tokens, "prompt_tokens": s.prompt_tokens, "prefilled_tokens": s.prefilled_tokens})
-                for pid, s in store.samples(run_id)]
-        return _run_of(run_id, rec.model, rec.config, rows)
     from ttscale.pools import POOL_DIR
-    from ttscale.replay.pool_file import read_pool_file
 
-    path = POOL_DIR / POOL_SUBDIR / f"{run_id}.jsonl.gz"
-    if not path.exists():
-        return None
-    header, _, samples = read_pool_file(path)
-    return _run_of(run_id, header.get("model", {}), header.get("config", {}), samples)
+    found = stored_run(store, run_id, [POOL_DIR / POOL_SUBDIR])
+    return None if found is None else _run_of(run_id, *found)
 
 
 def shipped_runs() -> list[str]:

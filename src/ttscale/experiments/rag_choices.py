@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ttscale.experiments.common import tokens_label
 from ttscale.experiments.page import ci, table
 from ttscale.planner.input_output import Arm, ChoiceTable, best_within, budgets_for, choice_table, held_out
 
@@ -17,10 +18,6 @@ UNIT_TEXT = {
     "processed": "tokens the engine processes (a DRAG question's samples share one prefilled prompt, so a further "
                  "sample costs only its generated tokens)",
 }
-
-
-def _tok(n: float) -> str:
-    return f"{n / 1000:.1f}k" if n >= 1000 else f"{n:.0f}"
 
 
 def section(arms: Sequence[Arm], seed: int = 0) -> tuple[str, str]:
@@ -62,7 +59,7 @@ def _unit_table(tab: ChoiceTable, unit: str, seed: int) -> str:
     for b, label, f1, shares, gains, more, n in _rows(tab, unit, seed):
         share = (f"{100 * shares.mean():.1f}% {ci(100 * np.percentile(shares, 2.5), 100 * np.percentile(shares, 97.5), 1)}"
                  if len(shares) else "-")
-        rows.append([_tok(b), label, f"{f1:.3f}", share,
+        rows.append([tokens_label(b), label, f"{f1:.3f}", share,
                      f"{gains.mean():+.3f} {ci(np.percentile(gains, 2.5), np.percentile(gains, 97.5))}",
                      f"{more} of {n}"])
     return table(["budget", "best choice (all questions)", "its F1", "fitted choice: share of held-out oracle",
@@ -80,5 +77,5 @@ def _verdict(tab: ChoiceTable, unit: str, seed: int) -> str:
     return (f"In {unit} tokens, the fitted choice draws more than one sample in {more} of {total} fits "
             f"({100 * more / max(total, 1):.0f}%); its held-out F1 over the input-only choice is {gains.mean():+.3f} "
             "on average over budgets and splits"
-            + (f", above zero in 95% of splits at {', '.join(_tok(r[0]) for r in resolved)} tokens."
+            + (f", above zero in 95% of splits at {', '.join(tokens_label(r[0]) for r in resolved)} tokens."
                if resolved else ", with no budget where 95% of splits put it above zero."))

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from ttscale.errors import ConfigError
-from ttscale.experiments.common import BOOTSTRAP, SEED
+from ttscale.experiments.common import BOOTSTRAP, SEED, stored_run, tokens_label
 from ttscale.experiments.page import Page, ci, table
 from ttscale.experiments.rag_choices import section as choices_section
 from ttscale.planner.input_output import Arm, ArmSample
@@ -201,22 +201,11 @@ def read_config_run(store: Store, run_id: str) -> ConfigRun | None:
     parsed = parse_run_id(run_id)
     if parsed is None:
         raise ConfigError(f"{run_id!r} is not a RAG configuration run id (<prefix>-k<k>-m<m>-n<n>)")
-    cfg = parsed[1]
-    rec = store.get_run(run_id)
-    if rec is not None:
-        rows = [(pid, {"grade": s.grade, "correct": s.correct, "prompt_tokens": s.prompt_tokens,
-                       "prefilled_tokens": s.prefilled_tokens, "finish_reason": s.finish_reason,
-                       "answer": s.answer, "logprob": s.logprob, "n_tokens": s.n_tokens, "index": s.index})
-                for pid, s in store.samples(run_id)]
-        return _collect(run_id, cfg, str(rec.model.get("name", "")), rows)
-    from ttscale.replay.pool_file import read_pool_file
-
-    for d in pool_dirs():
-        path = d / f"{run_id}.jsonl.gz"
-        if path.exists():
-            header, _, samples = read_pool_file(path)
-            return _collect(run_id, cfg, str(header.get("model", {}).get("name", "")), samples)
-    return None
+    found = stored_run(store, run_id, pool_dirs())
+    if found is None:
+        return None
+    model, _, rows = found
+    return _collect(run_id, parsed[1], str(model.get("name", "")), rows)
 
 
 # ---- the computation-allocation model ---------------------------------------------------------------
@@ -427,9 +416,6 @@ def boot(grid: Grid, stat: Any, reps: int = BOOTSTRAP, seed: int = SEED) -> tupl
 # ---- the page ---------------------------------------------------------------------------------------
 
 
-def _tok(n: float) -> str:
-    return f"{n / 1000:.1f}k" if n >= 1000 else f"{n:.0f}"
-
 
 def _pct(x: float) -> str:
     return f"{100 * x:.1f}%"
@@ -446,7 +432,7 @@ def _config_table(grid: Grid) -> str:
         per_q = r.samples / max(len(r.questions), 1)
         prefilled = r.prefilled * Q / max(len(r.questions), 1)
         rows.append([r.cfg.method, str(r.cfg.k), str(r.cfg.m), str(r.cfg.n) if r.cfg.n else "-", f"`{r.run_id}`",
-                     f"{per_q:.0f}", _tok(eff / Q), _tok(prefilled / Q),
+                     f"{per_q:.0f}", tokens_label(eff / Q), tokens_label(prefilled / Q),
                      f"{eff * per_q / max(prefilled, 1):.1f}x", f"{em.mean():.3f} {ci(lo_e, hi_e)}",
                      f"{f1.mean():.3f} {ci(lo_f, hi_f)}", str(r.refused) if r.cfg.n else "-"])
     return table(["method", "k", "m", "n", "pool", "samples/question", "effective context per answer",
@@ -477,7 +463,7 @@ def _envelope(grid: Grid, name: str, budgets: list[int]) -> tuple[list[list[str]
         def cell(j: int | None) -> str:
             return f"{acc[j]:.3f} ({grid.cfgs[j].label})" if j is not None else "-"
 
-        rows.append([_tok(b), f"{acc[best]:.3f} {ci(lo, hi)}", grid.cfgs[best].label, cell(d), cell(it), cell(z)])
+        rows.append([tokens_label(b), f"{acc[best]:.3f} {ci(lo, hi)}", grid.cfgs[best].label, cell(d), cell(it), cell(z)])
     return rows, picks
 
 
@@ -516,8 +502,8 @@ def _log_linear(grid: Grid, name: str, budgets: list[int]) -> str:
 
     d_lo, d_hi = boot(grid, bend)
     return (f"{name.upper()}: {slope:+.3f} per doubling of the budget {ci(s_lo, s_hi)}, linear in log budget with "
-            f"R^2 {r2:.2f}; the slope over the upper budgets ({_tok(upper[0])}-{_tok(upper[-1])}) minus the lower "
-            f"({_tok(lower[0])}-{_tok(lower[-1])}): {bend(np.arange(Q)):+.3f} {ci(d_lo, d_hi)}")
+            f"R^2 {r2:.2f}; the slope over the upper budgets ({tokens_label(upper[0])}-{tokens_label(upper[-1])}) minus the lower "
+            f"({tokens_label(lower[0])}-{tokens_label(lower[-1])}): {bend(np.arange(Q)):+.3f} {ci(d_lo, d_hi)}")
 
 
 def _figure(grid: Grid, budgets: list[int], fits: dict[str, Allocation], path: Path) -> None:
@@ -630,7 +616,7 @@ def page(found: list[ConfigRun], missing: list[str], out: Path) -> Page:
             pd_, pi_ = grid.metric[name][dj], grid.metric[name][ij]
             lo, hi = boot(grid, lambda q, pd_=pd_, pi_=pi_: float(pi_[q].mean() - pd_[q].mean()))
             verdicts.setdefault("iter", []).append(
-                f"{name.upper()} at {_tok(b)} tokens: best IterDRAG ({grid.cfgs[ij].label}) minus best DRAG "
+                f"{name.upper()} at {tokens_label(b)} tokens: best IterDRAG ({grid.cfgs[ij].label}) minus best DRAG "
                 f"({grid.cfgs[dj].label}) {pi_.mean() - pd_.mean():+.3f} {ci(lo, hi)}")
         small = [b for b, pk in picks[name].items() if pk[2] is None]
         if not any(c.n for c in grid.cfgs):
@@ -638,7 +624,7 @@ def page(found: list[ConfigRun], missing: list[str], out: Path) -> Page:
         elif small:
             first = min(b for b, pk in picks[name].items() if pk[2] is not None)
             verdicts.setdefault("iter", []).append(
-                f"{name.upper()}: below {_tok(first)} tokens no IterDRAG configuration fits (its calls add up), so "
+                f"{name.upper()}: below {tokens_label(first)} tokens no IterDRAG configuration fits (its calls add up), so "
                 "DRAG is best there by construction")
         # claim 6: over standard RAG (zero-shot DRAG) at the largest budget
         b_top = max(picks[name])
@@ -647,14 +633,14 @@ def page(found: list[ConfigRun], missing: list[str], out: Path) -> Page:
             pb, pz = grid.metric[name][best], grid.metric[name][z]
             if pz.mean() <= 0:
                 verdicts.setdefault("rag", []).append(
-                    f"{name.upper()}: the best zero-shot DRAG scores 0 within {_tok(b_top)}, so no ratio (best "
+                    f"{name.upper()}: the best zero-shot DRAG scores 0 within {tokens_label(b_top)}, so no ratio (best "
                     f"configuration {grid.cfgs[best].label}: {pb.mean():.3f})")
                 continue
             rel = pb.mean() / pz.mean() - 1
             lo, hi = boot(grid, lambda q, pb=pb, pz=pz: float(pb[q].mean() / pz[q].mean() - 1)
                           if pz[q].mean() > 0 else float("nan"))
             verdicts.setdefault("rag", []).append(
-                f"{name.upper()}: best within {_tok(b_top)} ({grid.cfgs[best].label}, {pb.mean():.3f}) over the best "
+                f"{name.upper()}: best within {tokens_label(b_top)} ({grid.cfgs[best].label}, {pb.mean():.3f}) over the best "
                 f"zero-shot DRAG ({grid.cfgs[z].label}, {pz.mean():.3f}): {_pct(rel)} {ci(100 * lo, 100 * hi, 1)}%")
 
     # the allocation model
@@ -695,7 +681,7 @@ def page(found: list[ConfigRun], missing: list[str], out: Path) -> Page:
     for name in fitted:
         for h in held_out(grid, name, budgets):
             top = max(h.picks, key=lambda k: h.picks[k])
-            ho_rows.append([name.upper(), _tok(h.budget), f"{_pct(h.shares.mean())} "
+            ho_rows.append([name.upper(), tokens_label(h.budget), f"{_pct(h.shares.mean())} "
                             f"{ci(100 * np.percentile(h.shares, 2.5), 100 * np.percentile(h.shares, 97.5), 1)}",
                             f"{_pct(h.naive.mean())}", f"{top} ({h.picks[top]} of {len(h.shares)})"])
         hs = held_out(grid, name, budgets)
@@ -705,7 +691,7 @@ def page(found: list[ConfigRun], missing: list[str], out: Path) -> Page:
             lv = np.concatenate([h.shares for h in large]) if large else allv
             verdicts.setdefault("share", []).append(
                 f"{name.upper()}: {_pct(allv.mean())} of the held-out oracle's accuracy over all budgets, "
-                f"{_pct(lv.mean())} at budgets from {_tok(large[0].budget if large else budgets[0])} (middle 95% of "
+                f"{_pct(lv.mean())} at budgets from {tokens_label(large[0].budget if large else budgets[0])} (middle 95% of "
                 f"the splits: {ci(100 * np.percentile(lv, 2.5), 100 * np.percentile(lv, 97.5), 1)}%)")
         above = [b for b in budgets if b > cut]
         ex = held_out(grid, name, above, fit_below=cut)
@@ -716,13 +702,13 @@ def page(found: list[ConfigRun], missing: list[str], out: Path) -> Page:
             acc = grid.metric[name].mean(axis=1)
             err = np.abs(al.fit.predict(x[~mask], al.gains) - acc[~mask])
             for h in ex:
-                ex_rows.append([name.upper(), _tok(h.budget), f"{_pct(h.shares.mean())} "
+                ex_rows.append([name.upper(), tokens_label(h.budget), f"{_pct(h.shares.mean())} "
                                 f"{ci(100 * np.percentile(h.shares, 2.5), 100 * np.percentile(h.shares, 97.5), 1)}",
                                 f"{_pct(h.naive.mean())}"])
             if ex:
                 sv = np.concatenate([h.shares for h in ex])
                 verdicts.setdefault("extra", []).append(
-                    f"{name.upper()}: fitted on configurations up to {_tok(cut)} tokens ({int(mask.sum())} of "
+                    f"{name.upper()}: fitted on configurations up to {tokens_label(cut)} tokens ({int(mask.sum())} of "
                     f"{len(mask)}), the predicted configuration at larger budgets reaches {_pct(sv.mean())} of the "
                     f"held-out oracle (a miss of {_pct(1 - sv.mean())}); the model's accuracy for the "
                     f"{int((~mask).sum())} larger configurations is off by {err.mean():.3f} on average "
@@ -738,7 +724,7 @@ def page(found: list[ConfigRun], missing: list[str], out: Path) -> Page:
                "most often predicted"], ho_rows)]))
     sections.append("\n".join([
         "## Extrapolation from smaller budgets", "",
-        f"The same, but the model fitted only on configurations whose effective context is at most {_tok(cut)} "
+        f"The same, but the model fitted only on configurations whose effective context is at most {tokens_label(cut)} "
         "tokens (the median configuration's, rounded down to a power of two) and asked for the larger budgets.", "",
         table(["metric", "budget", "share of oracle [2.5-97.5% of splits]", "spend-it-all share"], ex_rows)]))
 
@@ -771,7 +757,7 @@ def page(found: list[ConfigRun], missing: list[str], out: Path) -> Page:
     env_f1 = [r for r in env_rows["f1"]]
     verdict = (f"{len(grid.runs)} configurations ({sum(c.n == 0 for c in grid.cfgs)} DRAG, "
                f"{sum(c.n > 0 for c in grid.cfgs)} IterDRAG) of {grid.runs[0].model} on {Q} MuSiQue questions, "
-               f"effective context {_tok(float(lengths.min()))} to {_tok(float(lengths.max()))} tokens per answer. "
+               f"effective context {tokens_label(float(lengths.min()))} to {tokens_label(float(lengths.max()))} tokens per answer. "
                f"Best F1 within budget: {env_f1[0][1]} at {env_f1[0][0]} tokens, {env_f1[-1][1]} at "
                f"{env_f1[-1][0]}. " + _judgement(grid, verdicts))
     return Page("rag-scaling", "Input compute for retrieval-augmented generation: DRAG, IterDRAG and the "
