@@ -36,13 +36,19 @@ def section(arms: Sequence[Arm], seed: int = 0) -> tuple[str, str]:
         "(the budget spent on input only). Intervals: the middle 95% of the splits.", ""]
     verdicts: list[str] = []
     for unit in ("effective", "processed"):
-        parts += [f"Budget: {UNIT_TEXT[unit]}.", "", _unit_table(tab, unit, seed), ""]
-        verdicts.append(_verdict(tab, unit, seed))
+        rows = _rows(tab, unit, seed)  # the held-out fits, once per unit for the table and the verdict
+        parts += [f"Budget: {UNIT_TEXT[unit]}.", "", _unit_table(rows), ""]
+        verdicts.append(_verdict(rows, unit))
     parts.append(" ".join(verdicts))
     return "\n".join(parts), " ".join(verdicts)
 
 
-def _rows(tab: ChoiceTable, unit: str, seed: int) -> list[tuple[int, str, float, np.ndarray, np.ndarray, int, int]]:
+Rows = list[tuple[int, str, float, np.ndarray, np.ndarray, int, int]]
+"""Per budget: the best choice's label and F1 on all questions, and the held-out shares, gains, splits
+choosing more than one sample, and splits."""
+
+
+def _rows(tab: ChoiceTable, unit: str, seed: int) -> Rows:
     sc, co = tab.score[METRIC].mean(axis=1), tab.cost[unit].mean(axis=1)
     budgets = budgets_for(co)
     out = []
@@ -54,9 +60,9 @@ def _rows(tab: ChoiceTable, unit: str, seed: int) -> list[tuple[int, str, float,
     return out
 
 
-def _unit_table(tab: ChoiceTable, unit: str, seed: int) -> str:
+def _unit_table(fits: Rows) -> str:
     rows = []
-    for b, label, f1, shares, gains, more, n in _rows(tab, unit, seed):
+    for b, label, f1, shares, gains, more, n in fits:
         share = (f"{100 * shares.mean():.1f}% {ci(100 * np.percentile(shares, 2.5), 100 * np.percentile(shares, 97.5), 1)}"
                  if len(shares) else "-")
         rows.append([tokens_label(b), label, f"{f1:.3f}", share,
@@ -66,8 +72,7 @@ def _unit_table(tab: ChoiceTable, unit: str, seed: int) -> str:
                   "fitted minus input-only F1", "splits choosing s > 1"], rows)
 
 
-def _verdict(tab: ChoiceTable, unit: str, seed: int) -> str:
-    rows = _rows(tab, unit, seed)
+def _verdict(rows: Rows, unit: str) -> str:
     if not rows:
         return f"In {unit} tokens: no budget holds a choice."
     gains = np.concatenate([r[4] for r in rows])
