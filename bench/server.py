@@ -6,7 +6,11 @@ Three measurements, each against a baseline measured in the same run:
    time. p50 latency of ``POST /v1/chat/completions`` on ``ttscale serve`` (its own
    process) minus p50 of running the same strategy in-process on the same fake
    backend (SolveContext + strategy.solve, no HTTP).
-2. ``proxy_rps``: fake backend, 64 concurrent keep-alive clients, requests/s.
+2. ``proxy_rps``: fake backend, 64 concurrent keep-alive clients, requests/s, against
+   ``ttscale serve --workers W`` (W = this machine's cores, as a proxy in front of a remote
+   engine is deployed). ``proxy_rps_one_process`` is the same load against one process (the
+   baseline: one process is bound by one core, its interpreter lock) and
+   ``proxy_workers_speedup`` their ratio.
 3. ``batching_speedup``: the embedded model (SmolLM2-135M), 8 different questions,
    one sample each (strategy ``single``), ``max_tokens`` small: aggregate generated
    tokens/s with 8 concurrent clients over the same 8 requests sent one at a time.
@@ -52,6 +56,17 @@ def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process so far (Linux /proc)."""
     fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds_tree(pid: int) -> float:
+    """CPU seconds of ``pid`` and its children (the worker processes of ``serve --workers``)."""
+    kids = []
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            kids = [int(c) for c in f.read().split()]
+    except OSError:
+        pass
+    return cpu_seconds(pid) + sum(cpu_seconds(k) for k in kids)
 
 
 def free_port() -> int:
@@ -171,8 +186,28 @@ def in_process_latencies(n: int, k: int) -> list[float]:
     return out
 
 
+FAKE_SERVER = ["--backend", "fake", "--model-name", "fake", "-k", "4", "--max-queue", "1024"]
+
+
+def bench_workers(workers: int, seconds: float, clients: int) -> float:
+    """Requests/s of ``clients`` keep-alive clients against ``ttscale serve --workers N``."""
+    proc, port = start_server([*FAKE_SERVER, "--workers", str(workers)])
+    try:
+        raw = encode({"model": "fake", "messages": [{"role": "user", "content": QUESTION}]})
+        throughput(port, raw, clients, 1.0)  # warm-up: every worker has answered
+        cpu0, own0 = cpu_seconds_tree(proc.pid), time.process_time()
+        rps, errors = throughput(port, raw, clients, seconds)
+        done = rps * seconds + errors
+        print(f"fake backend, --workers {workers}, {clients} concurrent clients for {seconds:g}s: {rps:.0f} requests/s "
+              f"({errors} non-200; CPU per request: server {(cpu_seconds_tree(proc.pid) - cpu0) / done * 1e3:.3f} ms, "
+              f"client {(time.process_time() - own0) / done * 1e3:.3f} ms)")
+        return rps
+    finally:
+        stop_server(proc)
+
+
 def bench_fake(n_requests: int, seconds: float, clients: int) -> tuple[float, float]:
-    proc, port = start_server(["--backend", "fake", "--model-name", "fake", "-k", "4", "--max-queue", "1024"])
+    proc, port = start_server(FAKE_SERVER)
     try:
         raw = encode({"model": "fake", "messages": [{"role": "user", "content": QUESTION}]})
         conn = Conn(port)
@@ -270,6 +305,8 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=300, help="Sequential requests for the latency figure.")
     ap.add_argument("--seconds", type=float, default=5.0, help="Duration of the throughput run.")
     ap.add_argument("--clients", type=int, default=64)
+    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                    help="Server processes for proxy_rps (default: this machine's cores).")
     ap.add_argument("--max-tokens", type=int, default=32)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1,
@@ -281,12 +318,15 @@ def main() -> None:
     ap.add_argument("--skip-fake", action="store_true", help="Skip the fake-backend latency and throughput runs.")
     args = ap.parse_args()
     print(f"cpus={os.cpu_count()} load={os.getloadavg()[0]:.1f}")
-    overhead, rps = (None, None) if args.skip_fake else bench_fake(args.requests, args.seconds, args.clients)
+    overhead, rps_one = (None, None) if args.skip_fake else bench_fake(args.requests, args.seconds, args.clients)
+    rps = None if args.skip_fake else bench_workers(args.workers, args.seconds, args.clients)
     speedup = None if args.skip_model else bench_model(args.max_tokens, args.repeats, args.threads, args.model,
                                                        EXPLAIN if args.explain else QUESTIONS)
     if overhead is not None:
         print(f"bench: proxy_overhead_ms_p50 = {overhead:.3f}")
+        print(f"bench: proxy_rps_one_process = {rps_one:.0f}")
         print(f"bench: proxy_rps = {rps:.0f}")
+        print(f"bench: proxy_workers_speedup = {rps / rps_one:.2f}")
     if speedup is not None:
         suffix = {"qwen2.5-coder-1.5b": "_qwen15", "qwen2.5-coder-0.5b": "_qwen05"}.get(args.model, "")
         print(f"bench: batching_speedup{suffix} = {speedup:.2f}")

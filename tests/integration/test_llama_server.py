@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -241,3 +242,43 @@ def test_calibration_against_the_server_times_its_own_steps(llama_server: LlamaS
     assert hw.calibration["server"] == llama_server.base_url[: -len("/v1")] and hw.calibration["points"] == 5
     # the fitted profile prices the model's steps (no timing threshold: the fit's error is recorded, not judged)
     assert math.isfinite(hw.calibration["median_abs_error"]) and hw.effective_flops > 0
+
+
+def test_proxy_workers_in_front_of_llama_server(llama_server: LlamaServer, http: OpenAIHttpBackend,
+                                                tmp_path: Path) -> None:
+    """``ttscale serve --workers 2 --backend openai``: two proxy processes share the engine; every answer's
+    usage is what llama-server counted, and /metrics sums both processes."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "ttscale", "serve", "--backend", "openai", "--base-url",
+                             llama_server.base_url, "--model", MODEL, "--workers", "2", "--port", str(port),
+                             "--max-tokens", "8", "-k", "2", "--log-level", "warning"],
+                            env={**os.environ, "TMPDIR": str(tmp_path)}, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+            try:
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "proxy did not start"
+                time.sleep(0.2)
+        before = http.metrics()
+        answers = []
+        for i in range(4):
+            with httpx.Client(timeout=300) as c:  # a new connection each: either worker may take it
+                r = c.post(f"{url}/v1/completions", json={"model": MODEL, "prompt": PROMPT, "seed": i})
+            assert r.status_code == 200, r.text
+            answers.append(r.json())
+        after = http.metrics()
+        generated = sum(a["usage"]["completion_tokens"] for a in answers)
+        assert generated == _delta(before, after, "tokens_predicted_total") > 0
+        text = httpx.get(f"{url}/metrics").text
+        served = [ln for ln in text.splitlines() if ln.startswith('ttscale_requests_total{endpoint="/v1/completions"')]
+        assert served and float(served[0].rsplit(" ", 1)[1]) == 4
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()

@@ -416,4 +416,4 @@ def _endpoints(args: EngineArgs) -> list[Endpoint]:
 
 SPEC = BackendKind("llama-cpp", _build, LlamaCppOptions,
                    "embedded llama.cpp (default): batched, prefix-sharing sampling on this machine's CPU",
-                   from_args=_endpoints)
+                   from_args=_endpoints, in_process=True)

@@ -89,6 +89,9 @@ class BackendKind:
     needs_model: bool = False
     from_args: Callable[[EngineArgs], list[Endpoint]] | None = None
     """How the CLI's engine arguments become backends (one per endpoint); None: :func:`plain_endpoints`."""
+    in_process: bool = False
+    """The model runs inside this process (its weights and threads are ours): ``ttscale serve --workers``
+    would load one copy per worker process, so it refuses such engines."""
 
     def endpoints(self, args: EngineArgs) -> list[Endpoint]:
         """The backends to build for ``args``, one per endpoint (threads and Ray workers spread over them)."""

@@ -547,4 +547,4 @@ def _endpoints(args: EngineArgs) -> list[Endpoint]:
 
 SPEC = BackendKind("transformers", _build, TransformersOptions,
                    "Hugging Face transformers on this CPU (extra 'transformers'): GGUF models dequantized, "
-                   "KV presses from kvpress", from_args=_endpoints)
+                   "KV presses from kvpress", from_args=_endpoints, in_process=True)

@@ -199,4 +199,4 @@ class VllmOptions(BackendOptions):
 
 
 SPEC = BackendKind("vllm", lambda model, options: VllmBackend(str(model), **options), VllmOptions,
-                   "offline vLLM in this process (GPU only)", needs_model=True)
+                   "offline vLLM in this process (GPU only)", needs_model=True, in_process=True)

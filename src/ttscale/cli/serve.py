@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
 
@@ -27,6 +28,7 @@ from ttscale.cli.remote_opts import check_kv_engine, kv_capped_engine
 from ttscale.registry import backend_kinds, strategy_names, strategy_spec
 from ttscale.roofline import load_profile
 from ttscale.server.config import server_verifiers
+from ttscale.server.processes import listening_socket, serve_processes
 from ttscale.types import Problem
 
 if TYPE_CHECKING:
@@ -62,6 +64,7 @@ def serve(
     temperature: Annotated[float, typer.Option(help="Sampling temperature when a request sends none.", min=0.0)] = 0.8,
     max_concurrency: Annotated[int, typer.Option(help="Strategy runs executing at once.", min=1)] = 64,
     max_queue: Annotated[int, typer.Option(help="Requests that may wait beyond --max-concurrency; more get 429.", min=0)] = 256,
+    workers: Annotated[int, typer.Option(help="Server processes accepting on the port (each with its own --max-concurrency and --max-queue; /metrics sums them). One process uses about one core: a proxy in front of a remote engine (openai, or fake) answers more requests per second with one per core. Not for in-process engines (llama-cpp, transformers, vllm), which would load the model once per process.", min=1)] = 1,
     timeout: Annotated[float, typer.Option(help="Per-request timeout in seconds (504 after it).", min=0.001)] = 600.0,
     batch_window_ms: Annotated[float, typer.Option(help="Longest wait to batch concurrent requests' generations (ms).", min=0.0)] = 20.0,
     batch_min_wait_ms: Annotated[Optional[float], typer.Option(help="Shortest wait before each backend call (ms); default 10 for llama-cpp (its calls batch), 0 otherwise.", min=0.0)] = None,
@@ -139,46 +142,80 @@ def serve(
                       kv_press=kv_press, kv_compression=kv_compression,
                       options=parse_pairs(backend_option, "--backend-option"), engine_options=engine)
     ((be_model, be_options),) = kinds[backend].endpoints(args)[:1]
-    be = make_backend(backend, be_model, **be_options)
-    draft_be = None
+    if workers > 1 and kinds[backend].in_process:
+        fail(f"--workers {workers}: backend {backend} runs the model in this process, so each worker would load "
+             "its own copy and compete for the same cores; use --workers with a remote engine (--backend openai)")
+    if workers > 1 and draft_model is not None:
+        fail("--workers and --draft-model: the draft model is embedded, one copy per worker process; run it "
+             "behind its own server instead")
+
+    if task is None and (task_data or task_option or shots is not None):
+        fail("--task-data, --task-option and --shots describe a served task: give --task")
+
+    def start(sock: socket.socket | None, metrics_dir: str | None, index: int) -> None:
+        """Build this process's backend and app, and serve until SIGTERM/SIGINT (on ``sock`` if given)."""
+        be = make_backend(backend, be_model, **be_options)
+        draft_be = None
+        try:
+            if draft_model is not None:
+                draft_be = make_backend("llama-cpp", draft_model, n_ctx=DEFAULT_N_CTX, n_seq_max=n_seq_max,
+                                        **({"n_threads": threads} if threads else {}))
+            check_kv_engine(kv_fit, be)
+            served = None
+            if task is not None:
+                served = TaskChoice(task=task, data=task_data, task_option=task_option, shots=shots).build(be.model_info())
+                served.request(Problem("warm-up", "warm-up"))  # retrieval index and demonstrations built before serving
+            config = ServerConfig(
+                backend=be, model_name=model_name, strategy=strategy, k=k, verifier=verifier, budget_tokens=budget_tokens,
+                max_budget_tokens=max_budget_tokens, max_kv_bytes=max_kv_bytes, max_k=max_k, max_n=max_n,
+                temperature=temperature,
+                default_max_tokens=max_tokens, max_max_tokens=max_max_tokens, max_concurrency=max_concurrency,
+                max_queue=max_queue, timeout_s=timeout, batch_window_ms=batch_window_ms, api_key=api_key,
+                batch_min_wait_ms=batch_min_wait_ms if batch_min_wait_ms is not None else (10.0 if backend == "llama-cpp" else 0.0),
+                max_body_bytes=max_body_bytes, policy=fitted, hardware=load_profile(hardware) if hardware else None,
+                draft_backend=draft_be, task=served, metrics_dir=metrics_dir,
+            )
+            app = create_app(config)
+            logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+            auth = "Bearer key required" if api_key else "no auth"
+            default = (f"default: the plan in {policy} ({len(fitted.levels)} budget levels, fitted on "
+                       f"{fitted.primary_model})" if fitted is not None
+                       else f"default strategy {strategy}" + (f" k={k}" if "k" in _knobs(strategy) else ""))
+            if index == 0:
+                procs = f", {workers} worker processes" if workers > 1 else ""
+                err_console.print(f"serving {config.served_model} on http://{host}:{port}/v1 ({auth}{procs}); {default}")
+                if fitted is not None:
+                    err_console.print(serving_summary(fitted), highlight=False)
+                if fitted is not None and fitted.primary_model not in (config.served_model, model):
+                    err_console.print(f"note: the plan was fitted on {fitted.primary_model}, this server runs "
+                                      f"{config.served_model}")
+            settings = uvicorn.Config(app, host=host, port=port, log_level=log_level,
+                                      timeout_graceful_shutdown=graceful_timeout, server_header=False,
+                                      limit_concurrency=max_concurrency + max_queue + 64)
+            uvicorn.Server(settings).run(sockets=[sock] if sock is not None else None)
+        finally:
+            be.close()
+            if draft_be is not None:
+                draft_be.close()
+
+    if workers == 1:
+        start(None, None, 0)
+        return
+    logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     try:
-        if draft_model is not None:
-            draft_be = make_backend("llama-cpp", draft_model, n_ctx=DEFAULT_N_CTX, n_seq_max=n_seq_max,
-                                    **({"n_threads": threads} if threads else {}))
-        check_kv_engine(kv_fit, be)
-        served = None
-        if task is not None:
-            served = TaskChoice(task=task, data=task_data, task_option=task_option, shots=shots).build(be.model_info())
-            served.request(Problem("warm-up", "warm-up"))  # retrieval index and demonstrations built before serving
-        elif task_data or task_option or shots is not None:
-            fail("--task-data, --task-option and --shots describe a served task: give --task")
-        config = ServerConfig(
-            backend=be, model_name=model_name, strategy=strategy, k=k, verifier=verifier, budget_tokens=budget_tokens,
-            max_budget_tokens=max_budget_tokens, max_kv_bytes=max_kv_bytes, max_k=max_k, max_n=max_n,
-            temperature=temperature,
-            default_max_tokens=max_tokens, max_max_tokens=max_max_tokens, max_concurrency=max_concurrency,
-            max_queue=max_queue, timeout_s=timeout, batch_window_ms=batch_window_ms, api_key=api_key,
-            batch_min_wait_ms=batch_min_wait_ms if batch_min_wait_ms is not None else (10.0 if backend == "llama-cpp" else 0.0),
-            max_body_bytes=max_body_bytes, policy=fitted, hardware=load_profile(hardware) if hardware else None,
-            draft_backend=draft_be, task=served,
-        )
-        app = create_app(config)
-        logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
-        auth = "Bearer key required" if api_key else "no auth"
-        default = (f"default: the plan in {policy} ({len(fitted.levels)} budget levels, fitted on "
-                   f"{fitted.primary_model})" if fitted is not None
-                   else f"default strategy {strategy}" + (f" k={k}" if "k" in _knobs(strategy) else ""))
-        err_console.print(f"serving {config.served_model} on http://{host}:{port}/v1 ({auth}); {default}")
-        if fitted is not None:
-            err_console.print(serving_summary(fitted), highlight=False)
-        if fitted is not None and fitted.primary_model not in (config.served_model, model):
-            err_console.print(f"note: the plan was fitted on {fitted.primary_model}, this server runs {config.served_model}")
-        uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=graceful_timeout,
-                    limit_concurrency=max_concurrency + max_queue + 64, server_header=False)
-    finally:
-        be.close()
-        if draft_be is not None:
-            draft_be.close()
+        sock = listening_socket(host, port)
+    except OSError as e:
+        fail(str(e))
+
+    def worker(sock: socket.socket, metrics_dir: str, index: int) -> None:
+        try:  # a worker's errors read as the single process's do, then end that process
+            cli_errors(start)(sock, metrics_dir, index)
+        except typer.Exit as e:
+            raise SystemExit(e.exit_code) from None
+
+    code = serve_processes(workers, sock, worker)
+    if code:
+        raise typer.Exit(code)
 
 
 def serving_summary(policy: Policy) -> str:

@@ -169,6 +169,12 @@ class _TicketStream(StreamingResponse):
                 self._ticket.cancel.set()
 
 
+async def _refresh_gauges(svc: Service, every_s: float = 1.0) -> None:
+    while True:
+        svc.metrics.refresh()
+        await asyncio.sleep(every_s)
+
+
 def create_app(config: ServerConfig) -> FastAPI:
     svc = Service(config)
 
@@ -176,7 +182,12 @@ def create_app(config: ServerConfig) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if svc.draining:  # started again after a shutdown
             svc.open()
+        gauges = None
+        if config.metrics_dir is not None:  # one of several processes: its gauges go to the shared files
+            gauges = asyncio.create_task(_refresh_gauges(svc))
         yield
+        if gauges is not None:
+            gauges.cancel()
         # uvicorn has already let open connections finish (up to its graceful timeout).
         await asyncio.get_running_loop().run_in_executor(None, svc.shutdown)
 

@@ -87,6 +87,9 @@ class ServerConfig:
     """A fitted plan (``ttscale plan --out``): requests that name no strategy are answered by it (its
     probe, difficulty bin and choice at the level their token budget buys); ``strategy="policy"`` asks
     for it explicitly."""
+    metrics_dir: str | None = None
+    """Set when this app is one of several worker processes (``ttscale serve --workers``): the directory
+    where they share their metrics, so ``/metrics`` sums all of them."""
 
     def __post_init__(self) -> None:
         positive = {

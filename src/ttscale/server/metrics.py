@@ -1,11 +1,16 @@
-"""Prometheus metrics of one app instance (its own registry: two apps never share counters)."""
+"""Prometheus metrics of one app instance (its own registry: two apps never share counters).
+
+With ``ttscale serve --workers N`` the server's processes share one directory of metric files
+(prometheus_client's multiprocess mode), and ``/metrics`` answers with their sums whichever process
+the scrape reaches."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, values
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from ttscale.types import Generation
 
@@ -15,7 +20,22 @@ _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 
 
 
 class Metrics:
-    def __init__(self, queue_depth: Callable[[], int], in_flight: Callable[[], int]) -> None:
+    """The server's counters, histograms and gauges.
+
+    ``shared_dir``: the directory the server's worker processes share (multiprocess mode). Counters and
+    histograms then live in files there; the two gauges, which are per process, are written by
+    :meth:`refresh` (the app calls it every second and before each scrape) and summed over live processes.
+    """
+
+    def __init__(self, queue_depth: Callable[[], int], in_flight: Callable[[], int],
+                 shared_dir: str | None = None) -> None:
+        self.shared_dir = shared_dir
+        if shared_dir is not None and not getattr(values.ValueClass, "_multiprocess", False):
+            # prometheus_client picks its value store when first imported (a forked worker imported it
+            # before the directory existed); its files go to $PROMETHEUS_MULTIPROC_DIR, which the
+            # supervisor sets to ``shared_dir`` (ttscale.server.processes)
+            values.ValueClass = values.MultiProcessValue()
+        self._queue_depth, self._in_flight = queue_depth, in_flight
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter("ttscale_requests", "HTTP requests answered, by endpoint and status.",
@@ -36,10 +56,19 @@ class Metrics:
                                 registry=r)
         self.cancelled = Counter("ttscale_cancelled", "Requests whose work was cancelled, by reason.", ["reason"],
                                  registry=r)
-        g = Gauge("ttscale_queue_depth", "Admitted requests waiting for a worker.", registry=r)
-        g.set_function(lambda: float(queue_depth()))
-        f = Gauge("ttscale_in_flight", "Requests admitted and not yet finished.", registry=r)
-        f.set_function(lambda: float(in_flight()))
+        self.queue_gauge = Gauge("ttscale_queue_depth", "Admitted requests waiting for a worker.", registry=r,
+                                 multiprocess_mode="livesum")
+        self.in_flight_gauge = Gauge("ttscale_in_flight", "Requests admitted and not yet finished.", registry=r,
+                                     multiprocess_mode="livesum")
+        if shared_dir is None:
+            self.queue_gauge.set_function(lambda: float(queue_depth()))
+            self.in_flight_gauge.set_function(lambda: float(in_flight()))
+
+    def refresh(self) -> None:
+        """Write this process's gauges to the shared files (multiprocess mode; a no-op otherwise)."""
+        if self.shared_dir is not None:
+            self.queue_gauge.set(self._queue_depth())
+            self.in_flight_gauge.set(self._in_flight())
 
     def observe_batch(self, gens: list[Generation]) -> None:
         self.batch_size.observe(len(gens))
@@ -48,4 +77,9 @@ class Metrics:
         self.samples.inc(sum(len(g.completions) for g in gens))
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        if self.shared_dir is None:
+            return generate_latest(self.registry)
+        self.refresh()
+        merged = CollectorRegistry()
+        MultiProcessCollector(merged, path=self.shared_dir)
+        return generate_latest(merged)

@@ -59,7 +59,7 @@ class Service:
         # Admission state, touched only by the event loop's thread (the workers report through it).
         self._in_flight = 0
         self._cancels: set[Flag] = set()
-        self.metrics = Metrics(lambda: self.queue_depth, lambda: self._in_flight)
+        self.metrics = Metrics(lambda: self.queue_depth, lambda: self._in_flight, shared_dir=config.metrics_dir)
         # In-process engines count prompt tokens locally and fast; others (HTTP) may call out.
         self.local_tokenizer = capabilities_of(config.backend).local_prompt_counts
         self.open()
