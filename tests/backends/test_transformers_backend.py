@@ -7,6 +7,7 @@ them skip with one line saying how to install them; the option checks run everyw
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 from collections.abc import Iterator
 
@@ -66,7 +67,9 @@ def test_the_kind_is_registered() -> None:
 
 
 @pytest.mark.parametrize("options", [{"press": "bogus", "compression": 0.5}, {"press": "snapkv", "compression": 0.95},
-                                     {"compression": 0.5}, {"press": "snapkv", "compression": "0.5"}])
+                                     {"compression": 0.5}, {"press": "snapkv", "compression": "0.5"},
+                                     {"decode_kv": 256}, {"press": "knorm", "decode_kv": 8},
+                                     {"press": "knorm", "decode_kv": 256, "decode_interval": 0}])
 def test_bad_press_options_are_refused_before_loading(options: dict[str, object]) -> None:
     with pytest.raises(ConfigError):
         make_backend("transformers", "qwen2.5-coder-0.5b", **options)
@@ -77,6 +80,23 @@ def test_press_label_keys_runs() -> None:
 
     assert press_label("tova", 0.25) == "tova@0.25"
     assert press_label(None, 0.0) == "none"
+
+
+def test_a_decoding_cap_bounds_the_meters_worst_case() -> None:
+    from dataclasses import replace
+
+    from ttscale.backends.transformers_backend import _with_press_layout
+    from ttscale.types import ModelInfo
+
+    info = ModelInfo("m", 1, 1, 1, 1, 1, 1, 8)
+    capped = _with_press_layout(info, "knorm", 0.0, decode_kv=64, decode_interval=16)
+    assert capped.extra["kv_decode"] == "64" and capped.extra["kv_decode_interval"] == "16"
+    assert capped.wave_kv_cells(20, 4, 10) == 4 * 30  # a short chain never reaches the cap
+    assert capped.wave_kv_cells(20, 4, 500) == 4 * (64 + 16)  # a long one grows an interval past it
+    assert capped.wave_kv_cells(200, 4, 500) == 4 * (200 + 16)  # a long prompt: past the prompt, then pressed
+    plain = _with_press_layout(capped, "knorm", 0.0)  # the same record without the cap drops its fields
+    assert "kv_decode" not in plain.extra and plain.wave_kv_cells(20, 4, 500) == replace(
+        info, kv_prompt_per_sample=True).wave_kv_cells(20, 4, 500)
 
 
 # ---- the sampler chain (torch only) --------------------------------------------------------------
@@ -220,6 +240,36 @@ def test_a_press_cuts_the_cache_by_its_ratio(qwen_tf, press: str) -> None:  # ty
     info = pressed.model_info()
     assert info.extra["kv_press"] == press and info.extra["kv_compression"] == "0.5"
     assert pressed.name.endswith(f"+{press}@0.5")
+
+
+@pytest.mark.model
+@pytest.mark.external("qwen2.5-coder-0.5b")
+@needs_extra
+@pytest.mark.parametrize("press", ["knorm", "snapkv", "observed_attention"])
+def test_a_decoding_cap_holds_long_chains_to_it(qwen_tf, press: str) -> None:  # type: ignore[no-untyped-def]
+    """Evicting while decoding: until the first eviction the samples are the unpressed ones (same seeds, same
+    cache); after it each sequence stays within the cap plus one interval, and the samples that end early
+    leave the batch without breaking the press's buffer."""
+    r = GenerationRequest(prompt="Question: Tom has 3 apples and buys 5 more. Explain step by step.\nAnswer:",
+                          n=3, max_tokens=72, temperature=0.8, seed=3)
+    n_prompt = qwen_tf.count_prompt_tokens(r)
+    plain = qwen_tf.with_press(None).generate([r])[0]
+    capped_be = qwen_tf.with_press(press, 0.0, decode_kv=32, decode_interval=16)
+    capped = capped_be.generate([r])[0]
+    assert capped.peak_kv_tokens <= 3 * (max(n_prompt, 32) + 16)
+    assert capped.peak_kv_tokens < plain.peak_kv_tokens
+    assert capped.peak_kv_tokens <= capped_be.model_info().wave_kv_cells(n_prompt, 3, 72)
+    assert capped.prefilled_tokens == plain.prefilled_tokens == n_prompt
+    assert n_prompt + 16 > 32  # so the first eviction comes after 16 steps; the tokens before it are the same
+    for a, b in zip(plain.completions, capped.completions, strict=True):
+        head = qwen_tf.tokenize(a.text)[:14]
+        assert qwen_tf.tokenize(b.text)[: len(head)] == head
+    assert capped_be.name.endswith(f"+{press}@0+decode32")
+    # samples ending at different steps (10, 19, 22 and 28 tokens here), evicted every 8 steps meanwhile
+    staggered = qwen_tf.with_press(press, 0.0, decode_kv=32, decode_interval=8).generate(
+        [dataclasses.replace(r, n=4, stop=("\n",))])[0]
+    lengths = sorted(c.n_tokens for c in staggered.completions)
+    assert all(c.finish_reason == "stop" for c in staggered.completions) and lengths[0] + 8 < lengths[-1]
 
 
 # ---- presses from the CLI's engine arguments, and the meter's worst case (no model needed) ----------------

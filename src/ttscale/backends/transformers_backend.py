@@ -5,7 +5,8 @@ llama.cpp exposes no attention scores, so attention-guided KV eviction (SnapKV, 
 attention) needs another engine. ``transformers`` loads a Qwen2 GGUF file by dequantizing it
 (``from_pretrained(dir, gguf_file=name)``), so the same weights the embedded engine runs quantized run
 here in float32; ``kvpress`` presses are forward hooks on the attention layers (``with press(model):``)
-that prune the cache once, at the end of the prefill.
+that prune the cache once, at the end of the prefill, and, with ``decode_kv``, again every
+``decode_interval`` decode steps (kvpress's ``DecodingPress``), so a long chain's own cells stay capped.
 
 How a request is generated, with llama.cpp's backend (:mod:`ttscale.backends.llama_cpp`) as the reference:
 
@@ -88,6 +89,11 @@ PRESS_HELP: dict[str, str] = {
 
 MIN_PRESS_TOKENS = 16
 """Prompts shorter than this are not compressed (presses need a sink, a window and something to evict)."""
+MIN_DECODE_KV = 32
+"""Smallest decoding cap (cells per sequence): below it a press has too little left to choose from."""
+DEFAULT_DECODE_INTERVAL = 32
+"""Decode steps between evictions under a decoding cap: each eviction scores every cell of every layer,
+so evicting every step would cost more than the step."""
 
 # llama.cpp ends generation at every token its vocabulary marks end-of-generation; for the Qwen2.5
 # vocabularies those are these (llama-vocab.cpp's list), so both engines stop on the same tokens.
@@ -104,24 +110,61 @@ def press_label(press: str | None, compression: float) -> str:
     return "none" if press is None else f"{press}@{compression:g}"
 
 
-def check_press(press: str | None, compression: float) -> None:
-    """Refuse an unknown press or a ratio outside [0, 0.9] (a ratio without a press is an error too)."""
+def check_press(press: str | None, compression: float, decode_kv: int | None = None,
+                decode_interval: int = DEFAULT_DECODE_INTERVAL) -> None:
+    """Refuse an unknown press or a ratio outside [0, 0.9] (a ratio or a decoding cap without a press is
+    an error too)."""
     if press is not None and press not in PRESSES:
         raise ConfigError(f"unknown KV press {press!r}; presses: {', '.join(PRESSES)}")
     if not 0.0 <= compression <= 0.9 or math.isnan(compression):
         raise ConfigError(f"KV compression must be in [0, 0.9], got {compression}")
     if press is None and compression > 0:
         raise ConfigError("a KV compression ratio needs a press (press=NAME)")
+    if decode_kv is not None:
+        if press is None:
+            raise ConfigError("a decoding cap (decode_kv) needs a press to choose what to evict (press=NAME)")
+        if decode_kv < MIN_DECODE_KV:
+            raise ConfigError(f"decode_kv must be at least {MIN_DECODE_KV} cells, got {decode_kv}")
+    if decode_interval < 1:
+        raise ConfigError(f"decode_interval must be >= 1, got {decode_interval}")
 
 
-def _with_press_layout(info: ModelInfo, press: str | None, compression: float) -> ModelInfo:
+def decode_label(decode_kv: int | None) -> str:
+    """How runs are keyed by a decoding cap: empty without one.
+
+    >>> decode_label(256), decode_label(None)
+    ('+decode256', '')
+    """
+    return "" if decode_kv is None else f"+decode{decode_kv}"
+
+
+def _with_press_layout(info: ModelInfo, press: str | None, compression: float, decode_kv: int | None = None,
+                       decode_interval: int = DEFAULT_DECODE_INTERVAL) -> ModelInfo:
     """The model record with this engine's KV layout: each sample holds its own copy of the prompt's cells,
     of which a press keeps ``1 - compression`` (prompts of at least :data:`MIN_PRESS_TOKENS`), so the meter's
-    worst case and ``--max-kv-bytes`` count what the cache really holds; the press is named in ``extra``."""
+    worst case and ``--max-kv-bytes`` count what the cache really holds; with a decoding cap, each sequence
+    is pressed back to ``decode_kv`` cells every ``decode_interval`` steps. The press is named in ``extra``."""
+    decoding = {"kv_decode": str(decode_kv), "kv_decode_interval": str(decode_interval)} if decode_kv else {}
+    extra = {k: v for k, v in info.extra.items() if k not in ("kv_decode", "kv_decode_interval")}
     return dataclasses.replace(
         info, kv_prompt_per_sample=True, kv_prompt_kept=1.0 - compression if press else 1.0,
         kv_press_min_tokens=MIN_PRESS_TOKENS if press else 0,
-        extra={**info.extra, "kv_press": press or "none", "kv_compression": f"{compression:g}"})
+        kv_decode_cap=decode_kv or 0, kv_decode_interval=decode_interval if decode_kv else 0,
+        extra={**extra, "kv_press": press or "none", "kv_compression": f"{compression:g}", **decoding})
+
+
+def make_decoding_press(press: str, decode_kv: int, decode_interval: int) -> Any:
+    """The ``kvpress`` decoding press that evicts each sequence down to ``decode_kv`` cells every
+    ``decode_interval`` steps, scoring cells with ``press`` (its scorer sees the steps since the last eviction).
+
+    Pruning while decoding is what H2O, Scissorhands and StreamingLLM were designed for: a long chain's own
+    cells, not only its prompt's. SnapKV's window is half the buffered steps (it must be shorter than them)."""
+    import kvpress
+
+    cls = getattr(kvpress, PRESSES[press])
+    scorer = cls(window_size=max(1, min(64, decode_interval // 2))) if press == "snapkv" else cls()
+    return kvpress.DecodingPress(base_press=scorer, compression_interval=decode_interval, target_size=decode_kv,
+                                 hidden_states_buffer_size=decode_interval)
 
 
 def make_press(press: str, compression: float, prompt_tokens: int) -> Any:
@@ -199,13 +242,15 @@ class TransformersBackend:
         *,
         press: str | None = None,
         compression: float = 0.0,
+        decode_kv: int | None = None,
+        decode_interval: int = DEFAULT_DECODE_INTERVAL,
         n_ctx: int = 8192,
         n_seq_max: int = 64,
         n_threads: int | None = None,
         dtype: str = "float32",
         cache_weights: bool = True,
     ) -> None:
-        check_press(press, compression)
+        check_press(press, compression, decode_kv, decode_interval)
         if dtype not in ("float32", "bfloat16"):
             raise ConfigError(f"dtype must be float32 or bfloat16, got {dtype!r}")
         try:
@@ -220,6 +265,7 @@ class TransformersBackend:
         self._torch = torch
         self.model_ref = model
         self.press, self.compression = press, float(compression)
+        self.decode_kv, self.decode_interval = decode_kv, decode_interval
         self.n_ctx, self.n_seq_max = n_ctx, n_seq_max
         self.dtype = dtype
         if n_threads:
@@ -242,7 +288,7 @@ class TransformersBackend:
             header, kv_type_k=kv, kv_type_v=kv, kv_bytes_per_elem=4 if dtype == "float32" else 2,
             has_chat_template=bool(getattr(self._tok, "chat_template", None)),
             extra={**header.extra, "engine": "transformers", "dtype": dtype})
-        self._info = _with_press_layout(self._info, press, self.compression)
+        self._info = _with_press_layout(self._info, press, self.compression, decode_kv, decode_interval)
         self.last_cache_bytes = 0
         """Bytes of the real KV cache after the last call's prefill (and press), batch 1."""
 
@@ -284,7 +330,7 @@ class TransformersBackend:
 
     @property
     def name(self) -> str:
-        tail = "" if self.press is None else f"+{press_label(self.press, self.compression)}"
+        tail = "" if self.press is None else f"+{press_label(self.press, self.compression)}{decode_label(self.decode_kv)}"
         return f"transformers:{self._info.name}{tail}"
 
     @property
@@ -317,14 +363,16 @@ class TransformersBackend:
     def close(self) -> None:
         self._model = None
 
-    def with_press(self, press: str | None, compression: float = 0.0) -> TransformersBackend:
+    def with_press(self, press: str | None, compression: float = 0.0, decode_kv: int | None = None,
+                   decode_interval: int = DEFAULT_DECODE_INTERVAL) -> TransformersBackend:
         """The same loaded model with another press (no reload): what benchmarks and tests compare."""
         import copy
 
-        check_press(press, compression)
+        check_press(press, compression, decode_kv, decode_interval)
         other = copy.copy(self)
         other.press, other.compression = press, float(compression)  # the lock stays shared: so does the model
-        other._info = _with_press_layout(self._info, press, float(compression))
+        other.decode_kv, other.decode_interval = decode_kv, decode_interval
+        other._info = _with_press_layout(self._info, press, float(compression), decode_kv, decode_interval)
         return other
 
     def continuation_logprobs(self, prompt: Sequence[int], continuation: Sequence[int]) -> list[float]:
@@ -463,7 +511,10 @@ class TransformersBackend:
         b = len(live)
         cache = DynamicCache(ddp_cache_data=[(k.expand(b, -1, -1, -1), v.expand(b, -1, -1, -1)) for k, v in base])
         pos = n_prompt
-        with torch.inference_mode():
+        press = None
+        if self.decode_kv is not None and self.press is not None:
+            press = make_decoding_press(self.press, self.decode_kv, self.decode_interval)
+        with torch.inference_mode(), press(self._model) if press is not None else contextlib.nullcontext():
             while live:
                 if should_stop is not None and should_stop():
                     for s in live:
@@ -486,7 +537,11 @@ class TransformersBackend:
                         finished(s)
                 keep = [i for i, s in enumerate(live) if s.finish is None]
                 if keep and len(keep) < len(live):
-                    cache.batch_select_indices(torch.tensor(keep))
+                    rows = torch.tensor(keep)
+                    cache.batch_select_indices(rows)
+                    if press is not None:  # the steps it buffered for its next eviction, of the same rows
+                        for layer, steps in press.hidden_states_buffer.items():
+                            press.hidden_states_buffer[layer] = [h.index_select(0, rows) for h in steps]
                 live = [live[i] for i in keep]
         return False, peak
 
@@ -520,6 +575,9 @@ class TransformersOptions(BackendOptions):
 
     press: str | None = Field(None, description=f"KV press applied at prefill: {', '.join(PRESSES)}")
     compression: float = Field(0.0, ge=0.0, le=0.9, description="fraction of the prompt's KV cells the press evicts")
+    decode_kv: int | None = Field(None, ge=MIN_DECODE_KV, description="while decoding, evict each sample's KV "
+                                  "down to this many cells with the press (long reasoning chains); default: never")
+    decode_interval: int = Field(DEFAULT_DECODE_INTERVAL, ge=1, description="decode steps between those evictions")
     n_ctx: int = Field(8192, ge=64, description="tokens one sequence may hold (prompt + generation)")
     n_seq_max: int = Field(64, ge=1, le=1024, description="samples decoded together")
     n_threads: int | None = Field(None, ge=1, description="torch CPU threads (default: torch's)")
@@ -528,7 +586,8 @@ class TransformersOptions(BackendOptions):
 
 
 def _build(model: str | None, options: dict[str, Any]) -> TransformersBackend:
-    check_press(options.get("press"), float(options.get("compression", 0.0)))
+    check_press(options.get("press"), float(options.get("compression", 0.0)), options.get("decode_kv"),
+                int(options.get("decode_interval", DEFAULT_DECODE_INTERVAL)))
     return TransformersBackend(model or DEFAULT_TRANSFORMERS_MODEL, **options)
 
 

@@ -236,6 +236,10 @@ class ModelInfo:
     """Fraction of a prompt's KV cells the engine keeps after its KV press (1: nothing is evicted)."""
     kv_press_min_tokens: int = 0
     """Prompts shorter than this are not pressed (kept whole)."""
+    kv_decode_cap: int = 0
+    """While decoding, a press evicts each sequence's cells down to this many every
+    :attr:`kv_decode_interval` steps (0: no eviction during decoding)."""
+    kv_decode_interval: int = 0
 
     def wave_kv_cells(self, prompt_tokens: int, n: int, gen_tokens: int) -> int:
         """KV cells ``n`` samples of up to ``gen_tokens`` after a prompt hold at their worst, in this engine's
@@ -247,13 +251,23 @@ class ModelInfo:
         >>> from dataclasses import replace
         >>> replace(m, kv_prompt_per_sample=True, kv_prompt_kept=0.25).wave_kv_cells(100, 4, 10)
         140
+        >>> replace(m, kv_prompt_per_sample=True, kv_decode_cap=64, kv_decode_interval=16).wave_kv_cells(100, 4, 500)
+        464
+
+        With a decoding cap, a sequence grows by up to an interval past the larger of its kept prompt and
+        the cap before each eviction (and never past its prompt and all its tokens).
         """
         if n <= 0:
             return 0
         kept = prompt_tokens
         if self.kv_prompt_kept < 1.0 and prompt_tokens >= self.kv_press_min_tokens:
             kept = math.ceil(prompt_tokens * self.kv_prompt_kept)
-        return n * (kept + gen_tokens) if self.kv_prompt_per_sample else kept + n * gen_tokens
+        if not self.kv_prompt_per_sample:
+            return kept + n * gen_tokens
+        per_sample = kept + gen_tokens
+        if self.kv_decode_cap > 0:
+            per_sample = min(per_sample, max(kept, self.kv_decode_cap) + self.kv_decode_interval)
+        return n * per_sample
 
     @property
     def d_attn(self) -> int:
