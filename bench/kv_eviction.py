@@ -10,11 +10,15 @@ Then the same call on the transformers backend with each press at ``--compressio
 seconds against no press (same model object: ``with_press``), and the real cache's bytes after the press.
 
     model-job .venv/bin/python bench/kv_eviction.py [--batch 4] [--tokens 32] [--passages 12] [--repeats 3]
+    model-job .venv/bin/python bench/kv_eviction.py --tokens 128 --passages 4 --decode-kv 96   # evicting while decoding
 
 Ends with ``bench:`` lines: ``transformers_vs_llamacpp_decode`` (transformers' decode tokens/s over
 llama.cpp's, same model, prompt and batch: below 1 is slower) and ``press_overhead`` (decode seconds with
 ``--press`` over without, per generated token: the eviction's cost, or its saving when the smaller cache is
 cheaper to read) and ``press_prefill_overhead`` (prefill seconds with the press over without: its scoring).
+With ``--decode-kv N`` also ``decode_press_overhead`` (decode tokens/s without eviction over with ``--press``
+evicting each sample to N cells every ``--decode-interval`` steps) and ``decode_press_peak_kv`` (the
+peak cache with it over without).
 """
 
 from __future__ import annotations
@@ -74,6 +78,9 @@ def main() -> None:
     ap.add_argument("--compression", type=float, default=0.5)
     ap.add_argument("--press", default="snapkv", help="the press of the press_overhead line")
     ap.add_argument("--all-presses", action="store_true", help="also time every other press")
+    ap.add_argument("--decode-kv", type=int, default=None, help="also time --press evicting to this many cells "
+                    "per sample while decoding")
+    ap.add_argument("--decode-interval", type=int, default=32)
     args = ap.parse_args()
 
     from ttscale.backends.llama_cpp import LlamaCppBackend
@@ -107,9 +114,19 @@ def main() -> None:
               f"{r['tokens_per_s']:.1f} | {pressed.last_cache_bytes / 2**20:.2f} MiB "
               f"({pressed.last_cache_bytes / full_bytes:.2f}) | {r['peak_kv_bytes'] / 2**20:.2f} MiB |")
     p = results[args.press]
+    decoding = None
+    if args.decode_kv is not None:
+        capped = tf.with_press(args.press, 0.0, decode_kv=args.decode_kv, decode_interval=args.decode_interval)
+        decoding = decode_rate(capped, req, args.repeats)
+        print(f"| transformers, {args.press} evicting to {args.decode_kv} cells every {args.decode_interval} steps | "
+              f"{decoding['prefill_s']:.2f} | {decoding['decode_s']:.2f} | {decoding['tokens_per_s']:.1f} | "
+              f"{full_bytes / 2**20:.2f} MiB | {decoding['peak_kv_bytes'] / 2**20:.2f} MiB |")
     print(f"bench: transformers_vs_llamacpp_decode = {base['tokens_per_s'] / ll['tokens_per_s']:.3f}")
     print(f"bench: press_overhead = {base['tokens_per_s'] / p['tokens_per_s']:.3f}")
     print(f"bench: press_prefill_overhead = {p['prefill_s'] / base['prefill_s']:.3f}")
+    if decoding is not None:
+        print(f"bench: decode_press_overhead = {base['tokens_per_s'] / decoding['tokens_per_s']:.3f}")
+        print(f"bench: decode_press_peak_kv = {decoding['peak_kv_bytes'] / base['peak_kv_bytes']:.3f}")
 
 
 if __name__ == "__main__":

@@ -189,19 +189,24 @@ def in_process_latencies(n: int, k: int) -> list[float]:
 FAKE_SERVER = ["--backend", "fake", "--model-name", "fake", "-k", "4", "--max-queue", "1024"]
 
 
+def measured_throughput(pid: int, port: int, raw: bytes, clients: int, seconds: float, label: str) -> float:
+    """Requests/s of ``clients`` keep-alive clients, printed with the server's and the client's CPU per request."""
+    cpu0, own0 = cpu_seconds_tree(pid), time.process_time()
+    rps, errors = throughput(port, raw, clients, seconds)
+    done = rps * seconds + errors
+    print(f"fake backend, {label}{clients} concurrent clients for {seconds:g}s: {rps:.0f} requests/s ({errors} non-200; "
+          f"CPU per request: server {(cpu_seconds_tree(pid) - cpu0) / done * 1e3:.3f} ms, "
+          f"client {(time.process_time() - own0) / done * 1e3:.3f} ms)")
+    return rps
+
+
 def bench_workers(workers: int, seconds: float, clients: int) -> float:
     """Requests/s of ``clients`` keep-alive clients against ``ttscale serve --workers N``."""
     proc, port = start_server([*FAKE_SERVER, "--workers", str(workers)])
     try:
         raw = encode({"model": "fake", "messages": [{"role": "user", "content": QUESTION}]})
         throughput(port, raw, clients, 1.0)  # warm-up: every worker has answered
-        cpu0, own0 = cpu_seconds_tree(proc.pid), time.process_time()
-        rps, errors = throughput(port, raw, clients, seconds)
-        done = rps * seconds + errors
-        print(f"fake backend, --workers {workers}, {clients} concurrent clients for {seconds:g}s: {rps:.0f} requests/s "
-              f"({errors} non-200; CPU per request: server {(cpu_seconds_tree(proc.pid) - cpu0) / done * 1e3:.3f} ms, "
-              f"client {(time.process_time() - own0) / done * 1e3:.3f} ms)")
-        return rps
+        return measured_throughput(proc.pid, port, raw, clients, seconds, f"--workers {workers}, ")
     finally:
         stop_server(proc)
 
@@ -225,12 +230,7 @@ def bench_fake(n_requests: int, seconds: float, clients: int) -> tuple[float, fl
         p50_http, p50_in = statistics.median(http) * 1e3, statistics.median(inproc) * 1e3
         print(f"fake backend, sc k=4, sequential: HTTP p50 {p50_http:.3f} ms, in-process p50 {p50_in:.3f} ms "
               f"(HTTP p90 {statistics.quantiles(http, n=10)[-1] * 1e3:.3f} ms; server CPU {cpu_ms:.3f} ms/request)")
-        cpu0, own0 = cpu_seconds(proc.pid), time.process_time()
-        rps, errors = throughput(port, raw, clients, seconds)
-        done = rps * seconds + errors
-        print(f"fake backend, {clients} concurrent clients for {seconds:g}s: {rps:.0f} requests/s ({errors} non-200; "
-              f"CPU per request: server {(cpu_seconds(proc.pid) - cpu0) / done * 1e3:.3f} ms, "
-              f"client {(time.process_time() - own0) / done * 1e3:.3f} ms)")
+        rps = measured_throughput(proc.pid, port, raw, clients, seconds, "one process, ")
         return p50_http - p50_in, rps
     finally:
         stop_server(proc)

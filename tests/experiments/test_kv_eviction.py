@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from ttscale.errors import ConfigError
-from ttscale.experiments.kv_eviction import CacheRun, PoolConfig, grid, lever_of, measure, page
+from ttscale.experiments.kv_eviction import CacheRun, PoolConfig, chain_grid, grid, lever_of, measure, page
 from ttscale.planner.input_output import ArmSample
 from ttscale.types import ModelInfo
 
@@ -73,7 +73,7 @@ def test_bytes_follow_each_engines_layout_and_levers_are_named() -> None:
     assert len(questions) == 40
     # the references also appear at fewer samples (the sampling lever), with fewer bytes
     few = [r for r in rows if r.lever == "samples" and r.engine == "transformers"]
-    assert [r.s for r in few] == [1, 2, 3] and few[0].bytes.mean() < ref.kv_bytes("q0", 4)
+    assert [r.s for r in few] == [1, 2] and few[0].bytes.mean() < ref.kv_bytes("q0", 4)  # powers of two
 
 
 def test_the_page_finds_what_the_pools_hold(tmp_path: Path) -> None:
@@ -110,3 +110,43 @@ def test_the_page_builds_from_the_shipped_pools(tmp_path: Path) -> None:
     md = (tmp_path / "kv-eviction.md").read_text()
     assert "## Which lever buys the most accuracy per byte" in md and "qwen2.5-coder-0.5b" in md
     assert "Not measured yet" not in md  # every configuration of the grid is shipped
+
+
+def _chain_run(cfg: PoolConfig, p_right: float, rng: np.random.Generator, problems: int = 40, s: int = 4) -> CacheRun:
+    """A GSM8K chain pool: 100-token prompts, chains of up to 512 tokens; a decoding cap bounds each sample."""
+    if cfg.engine == "transformers":
+        info = dataclasses.replace(_info("transformers"), kv_decode_cap=cfg.decode_kv or 0,
+                                   kv_decode_interval=32 if cfg.decode_kv else 0)
+        cache = "f32" if cfg.press is None else f"f32+{cfg.press}@0+decode{cfg.decode_kv}"
+    else:
+        info, cache = _info("llama-cpp", kv=cfg.kv_type, kv_v=cfg.kv_type_v), cfg.kv_type
+    samples = {f"p{j}": [ArmSample("18" if (ok := rng.random() < p_right) else f"{j}{i}", {"em": float(ok), "f1": float(ok)},
+                                   -1.0, 250, 100.0, 100.0 if i == 0 else 0.0) for i in range(s)] for j in range(problems)}
+    return CacheRun(cfg.run_id("syn"), cache, cfg.engine, 0, info, 512, samples, "chains")
+
+
+def test_reasoning_chains_get_their_own_sections(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    cfgs = chain_grid(["tova", "streaming_llm"], [128, 256])
+    assert [c.run_id("kvev") for c in cfgs[:2]] == ["kvev-gsm8k-tf-none", "kvev-gsm8k-tf-tova-d128"]
+    assert cfgs[1].engine_flags() == ["--backend", "transformers", "--kv-press", "tova", "--kv-compression", "0",
+                                      "-B", "decode_kv=128"]
+    # heavy hitters keep the chain; a recent window forgets the question at the tight cap
+    acc = {None: 0.6, "tova": 0.6}
+    chains = [_chain_run(c, acc.get(c.press, 0.1 if c.decode_kv == 128 else 0.6), rng) for c in cfgs]
+    chains.append(_chain_run(PoolConfig("llama-cpp", 0), 0.6, rng))
+    chains.append(_chain_run(PoolConfig("llama-cpp", 0, kv_type="q8_0"), 0.6, rng))
+    capped = chains[1]
+    assert capped.kv_bytes("p0", 4) == capped.info.kv_bytes(4 * (128 + 32))  # the cap, not 100 + 512 cells
+    md = page([*_pools(), *chains], [], tmp_path).markdown()
+    for section in ("## Configurations", "## Reasoning chains: Configurations",
+                    "## Reasoning chains: Which lever buys the most accuracy per byte",
+                    "## Reasoning chains: The published claims here"):
+        assert section in md
+    window = next(line for line in md.splitlines() if line.startswith("| Attention sinks plus a recent window"))
+    assert "streaming_llm@0+decode128" in window and "a resolved loss" in window
+    hitters = next(line for line in md.splitlines() if line.startswith("| Keeping the attention heavy hitters"))
+    assert "a resolved loss" not in hitters
+    assert "**Reasoning chains**" in md and (tmp_path / "kv-eviction-chains.png").exists()
+    # the shipped llama.cpp chains alone (no press to compare) make no chains section
+    assert "Reasoning chains" not in page([*_pools(), *chains[-2:]], [], tmp_path).markdown()

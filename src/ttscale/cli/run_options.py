@@ -15,7 +15,7 @@ from ttscale.cli.options import typed_value
 from ttscale.cli.remote_opts import MAX_KV_BYTES_HELP
 from ttscale.cost import Budget
 from ttscale.errors import ConfigError
-from ttscale.planner.kv_plan import KvPlan, is_kv_plan, split_cache
+from ttscale.planner.kv_plan import KvPlan, decode_cap, is_kv_plan, split_cache
 from ttscale.planner.policy import Policy
 from ttscale.planner.strategy import PolicyStrategy
 from ttscale.registry import (
@@ -184,6 +184,9 @@ class PolicyChoice:
                               f"--budget-{plan.budget_unit}")
         chosen, policy, _ = plan.level_for(self.level)
         precision, press, ratio = split_cache(chosen)
+        if (cap := decode_cap(chosen)) is not None and f"decode_kv={cap}" not in (engine.backend_option or []):
+            raise ConfigError(f"the KV plan runs {self.level:g} {self.unit}/problem at {chosen}: pass --backend "
+                              f"transformers --kv-press {press} -B decode_kv={cap}")
         if press is not None or engine.kv_press is not None:
             # an evicting level runs on the transformers backend, whose cache precision is its dtype's
             if press is None:

@@ -50,7 +50,8 @@ CLAIM = (
 
 @dataclass(frozen=True)
 class PoolConfig:
-    """One cache configuration of the workload: its engine, passages, press or precision."""
+    """One cache configuration of a workload: its engine, passages, press (at prefill, or capping the cells
+    while decoding) or precision."""
 
     engine: str
     """``transformers`` or ``llama-cpp``."""
@@ -59,17 +60,23 @@ class PoolConfig:
     ratio: float = 0.0
     kv_type: str = "f16"
     kv_type_v: str | None = None
+    decode_kv: int | None = None
+    """With a press: evict each sample down to this many cells while decoding (long reasoning chains)."""
 
     def run_id(self, prefix: str) -> str:
+        where = f"k{self.docs}" if self.docs else "gsm8k"
         if self.engine == "transformers":
             cache = "none" if self.press is None else f"{self.press}-{round(100 * self.ratio)}"
-            return f"{prefix}-k{self.docs}-tf-{cache}"
-        return f"{prefix}-k{self.docs}-lc-{self.kv_type}" + (f"-{self.kv_type_v}" if self.kv_type_v else "")
+            if self.decode_kv is not None:
+                cache = f"{self.press}-d{self.decode_kv}"
+            return f"{prefix}-{where}-tf-{cache}"
+        return f"{prefix}-{where}-lc-{self.kv_type}" + (f"-{self.kv_type_v}" if self.kv_type_v else "")
 
     def engine_flags(self) -> list[str]:
         if self.engine == "transformers":
             press = ["--kv-press", self.press, "--kv-compression", f"{self.ratio:g}"] if self.press else []
-            return ["--backend", "transformers", *press]
+            decoding = ["-B", f"decode_kv={self.decode_kv}"] if self.decode_kv is not None else []
+            return ["--backend", "transformers", *press, *decoding]
         return ["--kv-type", self.kv_type, *(["--kv-type-v", self.kv_type_v] if self.kv_type_v else [])]
 
 
@@ -79,6 +86,17 @@ def grid(presses: Sequence[str], ratios: Sequence[float], docs: int, fewer_docs:
             *(PoolConfig("transformers", docs, p, r) for r in ratios for p in presses),
             PoolConfig("llama-cpp", docs, kv_type="q8_0"), PoolConfig("llama-cpp", docs, kv_type="q8_0", kv_type_v="q4_0"),
             *(PoolConfig("transformers", d) for d in fewer_docs)]
+
+
+def chain_grid(presses: Sequence[str], caps: Sequence[int]) -> list[PoolConfig]:
+    """The reasoning-chain workload's transformers pools: the reference, then each press capping the cells
+    while decoding. Its llama.cpp references and precisions are the shipped GSM8K pools (:data:`CHAIN_LC`)."""
+    return [PoolConfig("transformers", 0), *(PoolConfig("transformers", 0, p, decode_kv=c) for c in caps for p in presses)]
+
+
+CHAIN_LC = ("gsm8k-qwen05-k16", "gsm8k-qwen05-q8-k16", "gsm8k-qwen05-q8q4-k16")
+"""The shipped llama.cpp GSM8K pools of the 0.5B (f16, q8_0, q8_0 keys with q4_0 values): the chains'
+engine reference and precision lever."""
 
 
 @dataclass
@@ -92,6 +110,8 @@ class CacheRun:
     info: ModelInfo
     max_gen: int
     samples: dict[str, list[ArmSample]]
+    workload: str = "rag"
+    """``rag`` (long retrieved contexts) or ``chains`` (long reasoning: GSM8K)."""
 
     @property
     def press(self) -> str | None:
@@ -110,23 +130,27 @@ def _run_of(run_id: str, model: Mapping[str, Any], config: Mapping[str, Any],
         raise ConfigError(f"run {run_id!r} records no model shapes: its KV bytes cannot be computed")
     extra = model.get("extra") or {}
     task = config.get("task") or {}
+    rag = task.get("name", "rag") == "rag"
     by: dict[str, list[ArmSample]] = {}
     for pid, s in rows:
         g = s.get("grade") or {}
         em = float(bool(g.get("em", s.get("correct"))))
+        # a numeric task's answers are already canonical; the QA normalisation would drop a minus sign
+        answer = (normalize_answer(s["answer"]) if rag else str(s["answer"])) if s.get("answer") else None
         by.setdefault(pid, []).append(ArmSample(
-            normalize_answer(s["answer"]) if s.get("answer") else None, {"em": em, "f1": float(g.get("f1", em))},
+            answer, {"em": em, "f1": float(g.get("f1", em))},
             s.get("logprob"), int(s.get("n_tokens") or 0), float(s.get("prompt_tokens") or 0),
             float(s.get("prefilled_tokens") or 0)))
     return CacheRun(run_id, recorded_kv_type(model), "transformers" if extra.get("engine") == "transformers"
-                    else "llama-cpp", int(task.get("docs", 0)), info, max_generation(config) or 1, by)
+                    else "llama-cpp", int(task.get("docs", 0)), info, max_generation(config) or 1, by,
+                    "rag" if rag else "chains")
 
 
 def read_cache_run(store: Store, run_id: str) -> CacheRun | None:
     """A configuration's pool from ``store``, else from the shipped files; None when neither has it."""
     from ttscale.pools import POOL_DIR
 
-    found = stored_run(store, run_id, [POOL_DIR / POOL_SUBDIR])
+    found = stored_run(store, run_id, [POOL_DIR / POOL_SUBDIR, POOL_DIR])  # the chains' llama.cpp pools: POOL_DIR
     return None if found is None else _run_of(run_id, *found)
 
 
@@ -178,7 +202,9 @@ def measure(runs: Sequence[CacheRun], seed: int = SEED) -> tuple[list[Row], list
     rows: list[Row] = []
     for r, arm in zip(runs, arms, strict=True):
         lever = lever_of(r, docs)
-        sizes = range(1, arm.depth + 1) if lever == "reference" else (arm.depth,)
+        # the sampling lever at 1, 2, 4, ... samples (a 16-sample pool would otherwise list 15 rows)
+        sizes = [s for s in range(1, arm.depth) if s & (s - 1) == 0] if lever == "reference" else []
+        sizes.append(arm.depth)
         for s in sizes:
             i = index[(r.run_id, s)]
             label = _label(r) + ("" if s == arm.depth else f", {s} of {arm.depth} samples")
@@ -190,7 +216,7 @@ def measure(runs: Sequence[CacheRun], seed: int = SEED) -> tuple[list[Row], list
 
 def _label(r: CacheRun) -> str:
     engine = "transformers" if r.engine == "transformers" else "llama.cpp"
-    return f"{engine} {r.cache}, {r.docs} passages"
+    return f"{engine} {r.cache}" if r.workload == "chains" else f"{engine} {r.cache}, {r.docs} passages"
 
 
 def reference(rows: Sequence[Row], engine: str) -> Row | None:
@@ -218,9 +244,37 @@ def run(store: Store, pools: list[str], out: Path) -> Page:
 
 
 def page(runs: Sequence[CacheRun], missing: Sequence[str], out: Path, metric: str = "f1") -> Page:
+    rag = [r for r in runs if r.workload == "rag"]
+    # the chains' llama.cpp pools are shipped for other pages: without a transformers chain pool there is no
+    # press to compare, and the precisions alone are the kv-precision page's
+    chains = [r for r in runs if r.workload == "chains"]
+    chains = chains if any(r.engine == "transformers" for r in chains) else []
+    if not rag and not chains:
+        raise ConfigError("kv-eviction: of its pools only the shipped llama.cpp GSM8K ones were found; make the "
+                          "transformers pools (scripts/kv_eviction_pool.py)")
+    sections: list[str] = []
+    verdicts: list[str] = []
+    if rag:
+        secs, verdict = _workload(rag, out, metric, chains=False)
+        sections += secs
+        verdicts.append(verdict)
+    if chains:
+        secs, verdict = _workload(chains, out, "em", chains=True)
+        sections += secs
+        verdicts.append(verdict)
+    if missing:
+        sections.append("Not measured yet (pools not made): " + ", ".join(f"`{m}`" for m in missing) + ".")
+    return Page("kv-eviction", "KV-cache eviction as a budget lever: presses against precision, passages and samples",
+                CLAIM, " ".join(verdicts), sections)
+
+
+def _workload(runs: Sequence[CacheRun], out: Path, metric: str, chains: bool) -> tuple[list[str], str]:
+    """One workload's sections (configurations, levers, claims, figure) and its verdict."""
     rows, questions = measure(runs)
     Q = len(questions)
     refs = {e: reference(rows, e) for e in ("transformers", "llama-cpp")}
+    name = "accuracy" if chains else metric.upper()
+    head = "Reasoning chains: " if chains else ""
     body: list[list[str]] = []
     for r in rows:
         ref = refs.get(r.engine)
@@ -230,27 +284,32 @@ def page(runs: Sequence[CacheRun], missing: Sequence[str], out: Path, metric: st
             diff = f"{d:+.3f} {ci(lo, hi)}"
         else:
             diff = ""
-        body.append([r.label, r.lever, f"{r.bytes.mean() / 2**20:.2f}", f"{rel:.0%}",
-                     f"{r.score[metric].mean():.3f}", f"{r.score['em'].mean():.3f}", diff])
-    sections = ["## Configurations\n\n" + table(
-        ["configuration", "lever", "KV MiB per question", "of its engine's reference", metric.upper(), "EM",
-         f"{metric.upper()} - reference [95%]"], body) + "\n\n"
-        f"Each configuration's score is the expected {metric.upper()} of the majority vote over its samples (50 "
+        scores = [f"{r.score[metric].mean():.3f}"] + ([] if chains else [f"{r.score['em'].mean():.3f}"])
+        body.append([r.label, r.lever, f"{r.bytes.mean() / 2**20:.2f}", f"{rel:.0%}", *scores, diff])
+    units = "problems" if chains else "questions"
+    sections = [f"## {head}Configurations\n\n" + table(
+        ["configuration", "lever", "KV MiB per question", "of its engine's reference", name,
+         *([] if chains else ["EM"]), f"{name} - reference [95%]"], body) + "\n\n"
+        f"Each configuration's score is the expected {name} of the majority vote over its samples (50 "
         f"orderings of each question's stored samples); KV bytes are the worst case of those samples held together. "
-        f"Differences are paired over the {Q} questions, against the same engine's full configuration "
+        f"Differences are paired over the {Q} {units}, against the same engine's full configuration "
         f"(percentile bootstrap, {BOOTSTRAP} resamples)."]
-    levers, lever_verdict = _levers(rows, refs, metric)
+    levers, lever_verdict = _levers(rows, refs, metric, name, head)
     sections.append(levers)
-    claims = _claims(rows, refs, metric)
-    claims.append(("The user's question: under one memory cap, evict, quantize, retrieve fewer passages or "
-                   "draw fewer samples?", lever_verdict))
-    sections.append("## The published claims here\n\n" + table(["claim", f"here ({Q} questions)"],
-                                                                 [[a, b] for a, b in claims]))
-    if missing:
-        sections.append("Not measured yet (pools not made): " + ", ".join(f"`{m}`" for m in missing) + ".")
-    _figure(rows, refs, metric, out / "kv-eviction.png")
-    sections.append("![accuracy against KV bytes](kv-eviction.png)")
+    claims = _chain_claims(rows, refs) if chains else _claims(rows, refs, metric)
+    claims.append(("The user's question: under one memory cap, evict, quantize, " + ("" if chains else
+                   "retrieve fewer passages ") + "or draw fewer samples?", lever_verdict))
+    sections.append(f"## {head}The published claims here\n\n" + table(["claim", f"here ({Q} {units})"],
+                                                                       [[a, b] for a, b in claims]))
+    figure_name = "kv-eviction-chains.png" if chains else "kv-eviction.png"
+    _figure(rows, refs, metric, out / figure_name, name)
+    sections.append(f"![accuracy against KV bytes{' (reasoning chains)' if chains else ''}]({figure_name})")
     model = runs[0].info.name
+    if chains:
+        names = ("Heavy hitters", "StreamingLLM", "KNorm", "8-bit KV", "Which lever")
+        return sections, (f"**Reasoning chains**: {len(runs)} cache configurations of {model} on {Q} GSM8K problems, "
+                          "the presses evicting while the chain is written. "
+                          + " ".join(f"**{n}**: {b.rstrip('.')}." for n, (_, b) in zip(names, claims, strict=True)))
     best = max(float(r.score[metric].mean()) for r in rows)
     floor = (f" Read these for what they are: the best configuration's {metric.upper()} is {best:.3f} and exact match "
              f"is {max(float(r.score['em'].mean()) for r in rows):.3f} at most, so {model} answers almost none of "
@@ -261,11 +320,11 @@ def page(runs: Sequence[CacheRun], missing: Sequence[str], out: Path, metric: st
     verdict = (f"{len(runs)} cache configurations of {model} on {Q} MuSiQue questions with their top "
                f"{max(r.docs for r in runs)} passages. "
                + " ".join(f"**{n}**: {b.rstrip('.')}." for n, (_, b) in zip(names, claims, strict=True)) + floor)
-    return Page("kv-eviction", "KV-cache eviction as a budget lever: presses against precision, passages and samples",
-                CLAIM, verdict, sections)
+    return sections, verdict
 
 
-def _levers(rows: Sequence[Row], refs: Mapping[str, Row | None], metric: str) -> tuple[str, str]:
+def _levers(rows: Sequence[Row], refs: Mapping[str, Row | None], metric: str, name: str = "",
+            head: str = "") -> tuple[str, str]:
     """At each share of the reference's bytes, the lever whose best fitting configuration loses least against
     its own engine's reference (engines differ in layout and numerics, so levers are compared by what they
     cost their engine, paired per question)."""
@@ -300,12 +359,13 @@ def _levers(rows: Sequence[Row], refs: Mapping[str, Row | None], metric: str) ->
             vs = "the only lever that fits"
             verdicts.append(f"at {cap:.0%} of the bytes only {win.lever} fits ({win.label}, {delta(win).mean():+.3f})")
         table_rows.append([f"{cap:.0%}", win.lever, cells, vs])
-    text = ("## Which lever buys the most accuracy per byte\n\n"
+    name = name or metric.upper()
+    text = (f"## {head}Which lever buys the most accuracy per byte\n\n"
             "At each share of its engine's reference bytes, the best configuration of each lever that fits, by its "
-            f"{metric.upper()} change against its own engine's full configuration (the engines differ in layout and "
+            f"{name} change against its own engine's full configuration (the engines differ in layout and "
             "numerics, so a lever is judged by what it costs its engine), and the leader's paired advantage over "
             "the next lever.\n\n"
-            + table(["KV bytes (of the reference)", "leader", f"best {metric.upper()} change per lever",
+            + table(["KV bytes (of the reference)", "leader", f"best {name} change per lever",
                      "leader - next"], table_rows))
     return text, ("; ".join(verdicts) + "." if verdicts else "no lever fits below the reference's bytes.")
 
@@ -352,7 +412,33 @@ def _claims(rows: Sequence[Row], refs: Mapping[str, Row | None], metric: str) ->
     return out
 
 
-def _figure(rows: Sequence[Row], refs: Mapping[str, Row | None], metric: str, path: Path) -> None:
+def _chain_claims(rows: Sequence[Row], refs: Mapping[str, Row | None]) -> list[tuple[str, str]]:
+    """The decoding-time claims, on reasoning chains (accuracy: exact match of the final number)."""
+    tf, lc = refs.get("transformers"), refs.get("llama-cpp")
+
+    def against(ref: Row | None, cands: list[Row]) -> str:
+        if ref is None or not cands:
+            return "not measured (no pool)"
+        parts = []
+        for r in sorted(cands, key=lambda r: r.bytes.mean()):
+            d, lo, hi = paired(r.score["em"], ref.score["em"])
+            parts.append(f"{r.label}: {d:+.3f} {ci(lo, hi)}, {_holds(d, lo, hi)}")
+        return "; ".join(parts)
+
+    return [
+        ("Keeping the attention heavy hitters while generating keeps quality with a fraction of the cache (H2O, "
+         "Zhang et al. 2023: a 20% cache; TOVA, Oren et al. 2024)",
+         against(tf, _find(rows, "press", "tova") + _find(rows, "press", "observed_attention"))),
+        ("Attention sinks plus a recent window keep long generation stable (StreamingLLM, Xiao et al. 2024); a "
+         "reasoning chain also needs its question and early steps, which the window drops",
+         against(tf, _find(rows, "press", "streaming_llm"))),
+        ("Keys of small norm are the ones attended to, so norms alone choose what to keep (KNorm, Devoto et al. 2024)",
+         against(tf, _find(rows, "press", "knorm"))),
+        ("An 8-bit KV cache is about lossless (llama.cpp q8_0; KIVI)", against(lc, _find(rows, "precision", "q8_0"))),
+    ]
+
+
+def _figure(rows: Sequence[Row], refs: Mapping[str, Row | None], metric: str, path: Path, name: str = "") -> None:
     fig, ax = figure(path)
     marks = {"reference": "*", "press": "o", "precision": "s", "passages": "^", "samples": "v"}
     for lever, mark in marks.items():
@@ -362,7 +448,7 @@ def _figure(rows: Sequence[Row], refs: Mapping[str, Row | None], metric: str, pa
             x, y = zip(*pts, strict=True)
             ax.scatter(x, y, marker=mark, label=lever)  # type: ignore[attr-defined]
     ax.set_xlabel("KV bytes, share of the engine's reference")  # type: ignore[attr-defined]
-    ax.set_ylabel(f"{metric.upper()} (majority vote)")  # type: ignore[attr-defined]
+    ax.set_ylabel(f"{name or metric.upper()} (majority vote)")  # type: ignore[attr-defined]
     ax.legend(fontsize=8)  # type: ignore[attr-defined]
     save(fig)
 
@@ -370,8 +456,10 @@ def _figure(rows: Sequence[Row], refs: Mapping[str, Row | None], metric: str, pa
 def _experiment():  # type: ignore[no-untyped-def]
     from ttscale.experiments import Experiment
 
-    default = tuple(shipped_runs() or [c.run_id(PREFIX) for c in grid(
-        ["snapkv", "streaming_llm", "tova", "knorm"], [0.25, 0.5, 0.75], 10, [5, 2])])
+    shipped = shipped_runs() or [c.run_id(PREFIX) for c in grid(
+        ["snapkv", "streaming_llm", "tova", "knorm"], [0.25, 0.5, 0.75], 10, [5, 2])]
+    chains = list(CHAIN_LC) if any("-gsm8k-" in r for r in shipped) else []  # their engine's reference
+    default = tuple(shipped + chains)
     return Experiment("kv-eviction", "kv-eviction", default, run)
 
 

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from ttscale.backends.kv_sizing import cells_needed, max_cells, max_parallel_bytes
-from ttscale.backends.transformers_backend import check_press, press_label
+from ttscale.backends.transformers_backend import check_press, decode_label, press_label
 from ttscale.errors import ConfigError
 from ttscale.planner.data import PlanPool
 from ttscale.planner.evaluate import level_outcomes
@@ -181,13 +181,29 @@ def is_kv_plan(path: Path) -> bool:
     return isinstance(data, dict) and data.get("format") == FORMAT
 
 
+def decode_cap(label: str) -> int | None:
+    """A cache label's decoding cap (cells per sample a press keeps while decoding), if it has one.
+
+    >>> decode_cap("f32+knorm@0+decode256"), decode_cap("f32+snapkv@0.5")
+    (256, None)
+    """
+    head, sep, cap = label.rpartition("+decode")
+    if not sep or not head:
+        return None
+    if not cap.isdigit():
+        raise ConfigError(f"a decoding cap is labelled ...+decodeN with N cells, got {label!r}")
+    return int(cap)
+
+
 def split_cache(label: str) -> tuple[str, str | None, float]:
     """A cache label's precision, press and compression ratio: ``q8_0/q4_0`` evicts nothing,
-    ``f32+snapkv@0.5`` keeps half the prompt's cells at f32.
+    ``f32+snapkv@0.5`` keeps half the prompt's cells at f32 (a ``+decodeN`` suffix: :func:`decode_cap`).
 
-    >>> split_cache("f32+snapkv@0.5"), split_cache("q8_0/q4_0")
-    (('f32', 'snapkv', 0.5), ('q8_0/q4_0', None, 0.0))
+    >>> split_cache("f32+snapkv@0.5"), split_cache("q8_0/q4_0"), split_cache("f32+knorm@0+decode128")
+    (('f32', 'snapkv', 0.5), ('q8_0/q4_0', None, 0.0), ('f32', 'knorm', 0.0))
     """
+    if decode_cap(label) is not None:
+        label = label.rpartition("+decode")[0]
     precision, sep, press = label.partition("+")
     split_precision(precision)  # an unknown type is a ConfigError naming the known ones
     if not sep:
@@ -203,13 +219,16 @@ def split_cache(label: str) -> tuple[str, str | None, float]:
     return precision, name, r
 
 
-def cache_label(precision: str, press: str | None = None, compression: float = 0.0) -> str:
-    """The label :func:`split_cache` reads.
+def cache_label(precision: str, press: str | None = None, compression: float = 0.0,
+                decode_kv: int | None = None) -> str:
+    """The label :func:`split_cache` and :func:`decode_cap` read.
 
-    >>> cache_label("f32", "snapkv", 0.5), cache_label("q8_0")
-    ('f32+snapkv@0.5', 'q8_0')
+    >>> cache_label("f32", "snapkv", 0.5), cache_label("q8_0"), cache_label("f32", "knorm", 0.0, 128)
+    ('f32+snapkv@0.5', 'q8_0', 'f32+knorm@0+decode128')
     """
-    return precision if press is None or compression <= 0 else f"{precision}+{press_label(press, compression)}"
+    if press is None or (compression <= 0 and decode_kv is None):
+        return precision
+    return f"{precision}+{press_label(press, compression)}{decode_label(decode_kv)}"
 
 
 def _fidelity(label: str) -> tuple[float, float]:

@@ -37,12 +37,15 @@ def parse_kv_pools(specs: Sequence[str]) -> list[tuple[str | None, str]]:
 
 def recorded_kv_type(model: Mapping[str, Any]) -> str:
     """The cache label of a run (``q8_0``, ``q8_0/q4_0`` for keys and values at different types, and
-    ``+PRESS@RATIO`` when its engine evicted with a KV press); f16 for records made before the engine took one."""
+    ``+PRESS@RATIO`` when its engine evicted with a KV press, ``+decodeN`` when it also capped the cells while
+    decoding); f16 for records made before the engine took one."""
     k, v = str(model.get("kv_type_k", REFERENCE)), str(model.get("kv_type_v", model.get("kv_type_k", REFERENCE)))
     extra = model.get("extra")
     press = extra.get("kv_press") if isinstance(extra, Mapping) else None
     if isinstance(press, str) and press != "none":
-        return cache_label(precision_label(k, v), press, float(extra.get("kv_compression", 0.0)))  # type: ignore[union-attr]
+        decoding = extra.get("kv_decode")  # type: ignore[union-attr]
+        return cache_label(precision_label(k, v), press, float(extra.get("kv_compression", 0.0)),  # type: ignore[union-attr]
+                           int(decoding) if decoding else None)
     return precision_label(k, v)
 
 
