@@ -336,3 +336,16 @@ def test_recorded_kv_type_names_the_press_of_a_transformers_run() -> None:
     assert recorded_kv_type(rec) == "f32+snapkv@0.5"
     assert recorded_kv_type({**rec, "extra": {"kv_press": "none", "kv_compression": "0"}}) == "f32"
     assert recorded_kv_type({}) == "f16"
+    capped = {**rec, "extra": {"kv_press": "knorm", "kv_compression": "0", "kv_decode": "128"}}
+    assert recorded_kv_type(capped) == "f32+knorm@0+decode128"
+
+
+def test_a_decoding_cap_is_part_of_the_cache_label() -> None:
+    from ttscale.planner.kv_plan import cache_label, decode_cap, split_cache
+
+    label = cache_label("f32", "tova", 0.5, 256)
+    assert label == "f32+tova@0.5+decode256" and decode_cap(label) == 256
+    assert split_cache(label) == ("f32", "tova", 0.5) and decode_cap("f32+tova@0.5") is None
+    assert cache_label("f32", "tova", 0.0) == "f32"  # a press that evicts nothing is no cache configuration
+    with pytest.raises(ConfigError, match="decodeN"):
+        decode_cap("f32+tova@0.5+decodeall")
