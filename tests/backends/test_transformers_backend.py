@@ -321,6 +321,10 @@ def test_a_kv_cap_sizes_the_transformers_engine_with_a_prompt_per_sample() -> No
     assert fit is not None and not fit.shared_prompt
     assert fit.n_seq_max == 4096 // 256 and fit.kv_bytes <= cap  # f32 cells: half of what f16 would hold
     assert kv_capped_engine("fake", "smollm2-135m", "f16", cap, lambda _i: 256) is None
+    # a decoding cap bounds each sample's cells (64 + the interval of 32), so the same cap holds more samples
+    capped = kv_capped_engine("transformers", "smollm2-135m", "f16", cap, lambda _i: 256, max_seqs=64,
+                              options={"press": "knorm", "decode_kv": 64})
+    assert capped is not None and capped.n_seq_max == 4096 // 96 > fit.n_seq_max
 
 
 @pytest.mark.model

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
+from typing import Any
 
 from ttscale.backends.base import Backend
 from ttscale.backends.kv_sizing import DEFAULT_MAX_SEQS, KvFit, check_engine_fits, fit_kv, header_info
+from ttscale.backends.transformers_backend import DEFAULT_DECODE_INTERVAL
 from ttscale.types import ModelInfo
 
 BACKEND_HELP = ("Engine: llama-cpp (embedded, default), openai (any OpenAI-compatible server: vLLM, SGLang, "
@@ -24,13 +26,16 @@ MAX_KV_BYTES_HELP = ("Hard cap on KV-cache bytes in use at once, at --kv-type's 
 
 
 def kv_capped_engine(backend: str, model: str, kv_type: str, cap: int | None, gen_tokens: Callable[[ModelInfo], int],
-                     *, max_seqs: int = DEFAULT_MAX_SEQS, kv_type_v: str | None = None) -> KvFit | None:
+                     *, max_seqs: int = DEFAULT_MAX_SEQS, kv_type_v: str | None = None,
+                     options: Mapping[str, Any] | None = None) -> KvFit | None:
     """The embedded engine's size under ``--max-kv-bytes`` (None without a cap or on another backend).
 
     Shapes come from the GGUF header, so nothing bigger than the cap is ever allocated; the prompt is
     not known yet (the engine that tokenizes it is what is being sized), so ``n_seq_max`` counts the
     generation cells after a shared prompt and the meter trims each wave by its real prompt.
-    ``gen_tokens(info)`` is the per-sample cap (the task's max_tokens for that model)."""
+    ``gen_tokens(info)`` is the per-sample cap (the task's max_tokens for that model). ``options``: the
+    backend's own (``-B``); a transformers decoding cap (``decode_kv``) bounds a sample's cells, so the
+    same cap holds more samples at once."""
     if cap is None or backend not in ("llama-cpp", "transformers"):
         return None
     if backend == "transformers":
@@ -38,7 +43,10 @@ def kv_capped_engine(backend: str, model: str, kv_type: str, cap: int | None, ge
         # n_seq_max counts samples of generation cells alone, and the meter trims each wave by its real,
         # pressed prompt
         info = replace(header_info(model, "f32"), kv_prompt_per_sample=True)
-        return fit_kv(info, cap, gen_tokens(info), max_seqs=max_seqs, shared_prompt=False)
+        gen = gen_tokens(info)
+        if (decode := (options or {}).get("decode_kv")) is not None:
+            gen = min(gen, int(decode) + int((options or {}).get("decode_interval", DEFAULT_DECODE_INTERVAL)))
+        return fit_kv(info, cap, gen, max_seqs=max_seqs, shared_prompt=False)
     info = header_info(model, kv_type, kv_type_v)
     return fit_kv(info, cap, gen_tokens(info), max_seqs=max_seqs)
 

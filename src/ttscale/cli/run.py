@@ -75,7 +75,8 @@ def run(
     samp = sampling.build(logprobs=strategy.wants_logprobs(policy.policy is not None))
 
     kv_fit = kv_capped_engine(engine.backend, engine.model, engine.kv_type, caps.kv_bytes,
-                              lambda i: task.build(i).fmt.max_tokens, kv_type_v=engine.kv_type_v)
+                              lambda i: task.build(i).fmt.max_tokens, kv_type_v=engine.kv_type_v,
+                              options=engine.args().options)
     specs = engine.specs(kv_fit.options() if kv_fit else None)
     draft_spec = draft.spec(engine, kv_fit.options() if kv_fit else None)
     be = specs[0].build()

@@ -128,7 +128,7 @@ def serve(
     # the embedded engines under a cap (llama.cpp; transformers, a prompt per sample): each sample of a batch is
     # sized with the default max_tokens
     kv_fit = kv_capped_engine(backend, model, kv_type, max_kv_bytes, lambda _info: max_tokens, max_seqs=n_seq_max,
-                              kv_type_v=kv_type_v)
+                              kv_type_v=kv_type_v, options=parse_pairs(backend_option, "--backend-option"))
     if kv_fit is not None:
         engine |= kv_fit.options()
         err_console.print(kv_fit.describe(), highlight=False)
