@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import socket
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
@@ -189,10 +189,12 @@ def serve(
                 if fitted is not None and fitted.primary_model not in (config.served_model, model):
                     err_console.print(f"note: the plan was fitted on {fitted.primary_model}, this server runs "
                                       f"{config.served_model}")
-            settings = uvicorn.Config(app, host=host, port=port, log_level=log_level,
-                                      timeout_graceful_shutdown=graceful_timeout, server_header=False,
-                                      limit_concurrency=max_concurrency + max_queue + 64)
-            uvicorn.Server(settings).run(sockets=[sock] if sock is not None else None)
+            settings: dict[str, Any] = {"log_level": log_level, "timeout_graceful_shutdown": graceful_timeout,
+                                        "limit_concurrency": max_concurrency + max_queue + 64, "server_header": False}
+            if sock is None:
+                uvicorn.run(app, host=host, port=port, **settings)
+            else:  # a worker process: accept from the supervisor's socket
+                uvicorn.Server(uvicorn.Config(app, **settings)).run(sockets=[sock])
         finally:
             be.close()
             if draft_be is not None:
