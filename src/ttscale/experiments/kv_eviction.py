@@ -387,18 +387,23 @@ def _holds(d: float, lo: float, hi: float, loss: bool = True) -> str:
     return "resolved" if lo > 0 else ("not resolved" if hi >= 0 else "the opposite, resolved")
 
 
+def _against(ref: Row | None, cands: list[Row], metric: str) -> str:
+    """Each candidate's paired change against ``ref``, cheapest first, and whether it shows a loss."""
+    if ref is None or not cands:
+        return "not measured (no pool)"
+    parts = []
+    for r in sorted(cands, key=lambda r: r.bytes.mean()):
+        d, lo, hi = paired(r.score[metric], ref.score[metric])
+        parts.append(f"{r.label}: {d:+.3f} {ci(lo, hi)}, {_holds(d, lo, hi)}")
+    return "; ".join(parts)
+
+
 def _claims(rows: Sequence[Row], refs: Mapping[str, Row | None], metric: str) -> list[tuple[str, str]]:
     out: list[tuple[str, str]] = []
     tf, lc = refs.get("transformers"), refs.get("llama-cpp")
 
     def against(ref: Row | None, cands: list[Row]) -> str:
-        if ref is None or not cands:
-            return "not measured (no pool)"
-        parts = []
-        for r in sorted(cands, key=lambda r: r.bytes.mean()):
-            d, lo, hi = paired(r.score[metric], ref.score[metric])
-            parts.append(f"{r.label}: {d:+.3f} {ci(lo, hi)}, {_holds(d, lo, hi)}")
-        return "; ".join(parts)
+        return _against(ref, cands, metric)
 
     out.append(("SnapKV keeps long-context QA accuracy while evicting most of the prompt (Li et al. 2024)",
                 against(tf, _find(rows, "press", "snapkv"))))
@@ -422,13 +427,7 @@ def _chain_claims(rows: Sequence[Row], refs: Mapping[str, Row | None]) -> list[t
     tf, lc = refs.get("transformers"), refs.get("llama-cpp")
 
     def against(ref: Row | None, cands: list[Row]) -> str:
-        if ref is None or not cands:
-            return "not measured (no pool)"
-        parts = []
-        for r in sorted(cands, key=lambda r: r.bytes.mean()):
-            d, lo, hi = paired(r.score["em"], ref.score["em"])
-            parts.append(f"{r.label}: {d:+.3f} {ci(lo, hi)}, {_holds(d, lo, hi)}")
-        return "; ".join(parts)
+        return _against(ref, cands, "em")
 
     return [
         ("Keeping the attention heavy hitters while generating keeps quality with a fraction of the cache (H2O, "
