@@ -296,6 +296,18 @@ def test_a_press_holds_more_samples_in_the_cap_by_the_cells_it_keeps() -> None:
     assert half.peak_bytes(2, longest) == half.info.kv_bytes(2 * (kept + GEN))
 
 
+def test_a_decoding_cap_holds_more_long_chains_in_the_cap() -> None:
+    pp = from_pool(synthetic_pool(40, 16, seed=0))
+    pp = dataclasses.replace(pp, prompt_tokens=np.minimum(pp.prompt_tokens, 40.0))  # short prompts, long chains
+    longest = int(np.ceil(pp.prompt_tokens.max()))
+    whole = KvPool("f32", pp, pressed(SMOL, 0.0), GEN)
+    info = dataclasses.replace(pressed(SMOL, 0.0), kv_decode_cap=64, kv_decode_interval=16)
+    capped = KvPool("f32+knorm@0+decode64", pp, info, GEN)
+    cap = whole.info.kv_bytes(4 * (longest + GEN))
+    assert whole.max_k(cap) == 4
+    assert capped.max_k(cap) == (4 * (longest + GEN)) // (max(longest, 64) + 16)  # 4 x 240 cells / 80 = 12
+
+
 def test_the_planner_picks_a_press_that_buys_samples_without_spoiling_answers(tmp_path: Path) -> None:
     # long prompts, so that evicting three quarters of them frees room for many more samples
     base = synthetic_pool(160, 16, n_distractors=8, difficulty=(2.0, 2.5), no_answer=0.0, seed=0)
