@@ -339,6 +339,10 @@ def test_the_planner_picks_a_press_that_buys_samples_without_spoiling_answers(tm
     r = CliRunner().invoke(app, run, env={"COLUMNS": "200"})
     assert r.exit_code == 2, r.output
     assert "--backend transformers --kv-press streaming_llm --kv-compression 0.75" in " ".join(r.output.split())
+    # a level that also evicted while decoding asks for the same cap (-B decode_kv=N)
+    path.write_text(path.read_text().replace("f32+streaming_llm@0.75", "f32+streaming_llm@0+decode128"))
+    r = CliRunner().invoke(app, run, env={"COLUMNS": "200"})
+    assert r.exit_code == 2 and "-B decode_kv=128" in " ".join(r.output.split()), r.output
 
 
 def test_recorded_kv_type_names_the_press_of_a_transformers_run() -> None:
