@@ -184,7 +184,7 @@ class PolicyChoice:
                               f"--budget-{plan.budget_unit}")
         chosen, policy, _ = plan.level_for(self.level)
         precision, press, ratio = split_cache(chosen)
-        if (cap := decode_cap(chosen)) is not None and f"decode_kv={cap}" not in (engine.backend_option or []):
+        if (cap := decode_cap(chosen)) is not None and engine.args().options.get("decode_kv") != cap:
             raise ConfigError(f"the KV plan runs {self.level:g} {self.unit}/problem at {chosen}: pass --backend "
                               f"transformers --kv-press {press} -B decode_kv={cap}")
         if press is not None or engine.kv_press is not None:
