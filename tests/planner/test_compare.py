@@ -45,6 +45,25 @@ def test_paired_bootstrap_of_equal_and_shifted_outcomes() -> None:
         paired_bootstrap(a, a[:10])
 
 
+def test_paired_bootstrap_resamples_whole_families() -> None:
+    rng = np.random.default_rng(1)
+    per_family = rng.random(30) < 0.5
+    # three variants of each question, with identical outcomes: ten times the rows, not ten times the evidence
+    a = np.repeat(per_family.astype(float), 3)
+    b = np.zeros_like(a)
+    fams = [str(f) for f in np.repeat(np.arange(30), 3)]
+    naive = paired_bootstrap(a, b)
+    grouped = paired_bootstrap(a, b, families=fams)
+    assert grouped.difference == naive.difference
+    width = lambda p: p.difference_ci[1] - p.difference_ci[0]  # noqa: E731
+    assert width(grouped) > 1.4 * width(naive)  # about sqrt(3) wider
+    # the family bootstrap of one row per family is the plain bootstrap of the family means
+    one = paired_bootstrap(per_family.astype(float), np.zeros(30))
+    assert grouped.difference_ci == pytest.approx(one.difference_ci, abs=0.05)
+    singletons = paired_bootstrap(a, b, families=[str(i) for i in range(len(a))])
+    assert singletons == naive
+
+
 def test_the_policy_wins_where_the_probe_tells_problems_apart() -> None:
     train, test = _split(MIXED)
     policy = fit_policy(train, probes=(2,), n_bins=3, n_orders=16)

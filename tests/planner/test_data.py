@@ -91,3 +91,25 @@ def test_costs_in_gflops_replace_tokens_and_keep_lengths() -> None:
         in_budget_unit(pp, "joules")
     with pytest.raises(ConfigError, match="records no FLOPs"):
         in_budget_unit(known_pool([Group(6, 0.5)], k=4), "gflops")
+
+
+def test_gsm_symbolic_runs_carry_each_problems_template_through_merge_and_subsets(tmp_path: Path) -> None:
+    from ttscale.tasks.gsm_symbolic import GsmSymbolicTask
+
+    st = Store(tmp_path / "s.sqlite")
+    be = FakeBackend(answers=lambda prompt: {"42": 1.0}, filler_tokens=2)
+    for rid, seed in (("orig", None), ("s1", 1)):
+        task = GsmSymbolicTask(seed=seed)
+        execute(Sweep(task, 2, sampling=Sampling(seed=0)), store=st, run_id=rid, backend=be,
+                problems=task.problems(limit=3))
+    pp = load_plan_pool(st, ["orig", "s1"])
+    st.close()
+    keys = [p.meta["template"] for p in GsmSymbolicTask().problems(limit=3)]
+    assert pp.family == keys + keys  # one template, two runs: one family
+    assert pp.problem_ids[0].startswith("orig/gsm8k-") and pp.problem_ids[3].startswith("s1/gsms-1-")
+    sub = pp.subset([pp.problem_ids[4], pp.problem_ids[0]])
+    assert sub.family == [keys[1], keys[0]]
+    assert in_budget_unit(sub, "tokens").family == sub.family
+    # a task without families: every problem is its own
+    plain = known_pool([Group(4, 0.5)], k=2)
+    assert plain.family == [] and plain.families == plain.problem_ids

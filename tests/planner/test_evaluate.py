@@ -57,3 +57,25 @@ def test_held_out_evaluation_beats_fixed_strategies_and_refuses_leaks() -> None:
         assert row["tokens"] <= row["budget_tokens"] * 1.3  # held-out cost tracks the budget
     with pytest.raises(ConfigError, match="fitted on"):
         evaluate_policy(policy, pp.subset(split.train[:5]))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(2, 30), st.integers(1, 3), st.floats(0.1, 0.9), st.integers(0, 5))
+def test_families_stay_on_one_side(n_families: int, variants: int, frac: float, seed: int) -> None:
+    # GSM-Symbolic: the original of each template and its instances from other seeds, as merged runs
+    ids = [f"s{v}/q{f}" for v in range(variants + 1) for f in range(n_families)]
+    groups = [i.split("/")[0] for i in ids]
+    families = [i.split("/")[1] for i in ids]
+    s = split_problems(ids, groups, test_fraction=frac, seed=seed, families=families)
+    assert sorted(s.train + s.test) == sorted(ids)
+    test_families = {f for i, f in zip(ids, families, strict=True) if i in s.test}
+    train_families = {f for i, f in zip(ids, families, strict=True) if i in s.train}
+    assert test_families and train_families and not test_families & train_families
+    assert len(test_families) == min(max(round(n_families * frac), 1), n_families - 1)
+
+
+def test_singleton_families_split_as_before() -> None:
+    ids = [f"q{i}" for i in range(40)]
+    assert split_problems(ids, families=ids, seed=3) == split_problems(ids, seed=3)
+    with pytest.raises(ConfigError, match="one family per"):
+        split_problems(ids, families=ids[:3])

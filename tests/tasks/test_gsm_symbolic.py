@@ -3,11 +3,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from ttscale.tasks.gsm_symbolic import (
+    SPEC,
     GsmSymbolicTask,
     clean_worked_answer,
     generate_instances,
     load_templates,
     reference_from_answer,
+    template_of,
 )
 from ttscale.types import PromptFormat
 
@@ -63,3 +65,12 @@ def test_chat_request_has_instruction() -> None:
     p = task.problems(limit=1)[0]
     req = task.request(p)
     assert req.messages is not None and "The answer is" in req.messages[-1].content
+
+
+def test_every_variant_of_a_template_is_one_family() -> None:
+    originals = GsmSymbolicTask().problems()
+    assert all(template_of(p.id) == p.meta["template"] for p in originals)
+    (generated,) = GsmSymbolicTask(seed=7).problems(limit=1)
+    assert generated.id != originals[0].id and template_of(generated.id) == originals[0].meta["template"]
+    assert template_of("q-1-2-3") == "q-1-2-3"  # not a GSM id: its own family
+    assert SPEC.family is template_of  # what the planner's split and bootstrap read

@@ -138,7 +138,8 @@ def plan(
     if no_split:
         train_ids, test_ids = list(pp.problem_ids), []
     else:
-        split = split_problems(pp.problem_ids, pp.group, test_fraction=test_fraction, seed=seed)
+        split = split_problems(pp.problem_ids, pp.group, test_fraction=test_fraction, seed=seed,
+                               families=pp.families)
         train_ids, test_ids = list(split.train), list(split.test)
     train = pp.subset(train_ids)
     source = {"pools": list(pool), "alternate_pools": list(alt_pool or []), "store": str(store),

@@ -62,7 +62,8 @@ def plan_kv(*, store: Path, pool: Sequence[str], kv_pool: Sequence[str], cap: in
         st.close()
     pools = {t: KvPool(kp.kv_type, in_budget_unit(kp.pool, unit), kp.info, kp.max_gen) for t, kp in pools.items()}
     first = next(iter(pools.values())).pool
-    split = split_problems(first.problem_ids, first.group, test_fraction=test_fraction, seed=seed)
+    split = split_problems(first.problem_ids, first.group, test_fraction=test_fraction, seed=seed,
+                           families=first.families)
     train = {t: kp.subset(split.train) for t, kp in pools.items()}
     test = {t: kp.subset(split.test) for t, kp in pools.items()}
     source = {"pools": list(pool), "kv_pools": list(kv_pool), "store": str(store), "model": first.pool.model,

@@ -6,7 +6,8 @@ without a probe. Per budget, the best fixed choice is selected on the **training
 highest training accuracy whose mean cost fits the budget), then both it and the policy level for
 that budget are replayed on the held-out problems under the **same** sample orderings (the fixed
 choice at k aggregates the first k samples of the ordering whose first p were the policy's probe).
-The accuracy difference gets a paired bootstrap interval: the same resampled problems for both.
+The accuracy difference gets a paired bootstrap interval: the same resampled problems for both
+(whole families of problems, such as GSM-Symbolic instances of one template, where a pool has them).
 
 Budgets are the policy's levels (mean processed tokens per problem), and optionally dollars per
 problem on hardware profiles (:mod:`ttscale.roofline`): a choice of k samples is one call (one
@@ -30,7 +31,7 @@ import numpy as np
 
 from ttscale.errors import ConfigError
 from ttscale.planner.data import PlanPool
-from ttscale.planner.evaluate import level_outcomes
+from ttscale.planner.evaluate import level_outcomes, resampled_means
 from ttscale.planner.options import Choice, OptionTable, option_grid, replay_options
 from ttscale.planner.policy import Level, Policy
 from ttscale.roofline import HardwareProfile, generation_seconds, prefill_seconds
@@ -64,15 +65,19 @@ class Paired:
                 "difference_ci": list(self.difference_ci), "verdict": self.verdict}
 
 
-def paired_bootstrap(a: np.ndarray, b: np.ndarray, *, n_boot: int = 2000, ci: float = 0.95, seed: int = 0) -> Paired:
+def paired_bootstrap(a: np.ndarray, b: np.ndarray, *, n_boot: int = 2000, ci: float = 0.95, seed: int = 0,
+                     families: Sequence[str] | None = None) -> Paired:
     """Means of per-problem outcomes ``a`` and ``b`` (same problems, same order) with percentile
-    intervals from one set of resampled problem draws, applied to both and to their difference."""
+    intervals from one set of resampled problem draws, applied to both and to their difference.
+
+    With ``families`` (one per problem) that group several problems, whole families are resampled
+    (a cluster bootstrap): variants of one question are not independent evidence, and resampling
+    them one by one would give intervals narrower than the data supports."""
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     if a.shape != b.shape or a.ndim != 1 or not len(a):
         raise ConfigError("paired outcomes need two equal-length, non-empty vectors")
-    idx = np.random.default_rng(seed).integers(0, len(a), (n_boot, len(a)))
     qa, qb = (1 - ci) / 2, 1 - (1 - ci) / 2
-    ma, mb = a[idx].mean(axis=1), b[idx].mean(axis=1)
+    ma, mb = resampled_means([a, b], n_boot=n_boot, seed=seed, families=families)
 
     def q(x: np.ndarray) -> tuple[float, float]:
         return float(np.quantile(x, qa)), float(np.quantile(x, qb))
@@ -144,7 +149,7 @@ def _row(budget: float, lv: Level, li: int, j: int | None, train: _Side, test: _
         return row
     choice = train.fixed.choices[j]
     fix_acc = test.fixed.acc[..., j].mean(axis=1)
-    pr = paired_bootstrap(pol_acc, fix_acc, n_boot=n_boot, seed=seed)
+    pr = paired_bootstrap(pol_acc, fix_acc, n_boot=n_boot, seed=seed, families=test.pp.families)
     row |= {"fixed": {"choice": choice.to_dict(), "label": choice.label,
                       "train_accuracy": float(train.fixed.acc[..., j].mean())},
             "fixed_cost": float(fix_cost[:, j].mean()), "paired": pr.to_dict()}
@@ -179,7 +184,8 @@ def compare_policy(
         row["fixed_train_cost"] = float(fix_tok_train[j]) if j is not None else None
         token_rows.append(row)
     out: dict[str, Any] = {
-        "train_problems": train.n_problems, "test_problems": test.n_problems, "n_boot": n_boot, "ci": 0.95,
+        "train_problems": train.n_problems, "test_problems": test.n_problems,
+        "test_families": len(set(test.families)), "n_boot": n_boot, "ci": 0.95,
         "seed": seed, "n_orders": n_orders, "unit": policy.budget_unit,
         "fixed_choices": sorted({c.kind for c in tr.fixed.choices}), "fixed_k": [1, train.pool.k],
         "tokens": token_rows, "usd": {},
@@ -220,7 +226,7 @@ def _at_budget(policy: Policy, tr: _Side, te: _Side, info: ModelInfo, hw: Hardwa
                          "test_accuracy": float(te.levels[li]["acc"].mean())}
     if j is not None and li is not None:
         out["paired"] = paired_bootstrap(te.levels[li]["acc"], te.fixed.acc[..., j].mean(axis=1), n_boot=n_boot,
-                                         seed=seed).to_dict()
+                                         seed=seed, families=te.pp.families).to_dict()
     return out
 
 

@@ -14,7 +14,14 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from ttscale.errors import ConfigError, StoreError
-from ttscale.replay.pool import Pool, model_info_from_record, pool_from_samples, read_run, task_equivalence
+from ttscale.replay.pool import (
+    Pool,
+    model_info_from_record,
+    pool_from_samples,
+    read_run,
+    task_equivalence,
+    task_family,
+)
 from ttscale.store import Store
 from ttscale.types import Sample
 
@@ -29,6 +36,15 @@ class PlanPool:
     alts: dict[str, PlanPool] = field(default_factory=dict)
     """Other models' pools of the *same* problems, row by row (model name -> pool): choices a
     policy can switch to after the probe (:func:`align_alternate`)."""
+    family: list[str] = field(default_factory=list)
+    """Each problem's family, when the task declares one (GSM-Symbolic's template): variants of one
+    question, which a train/test split keeps on one side and a bootstrap resamples together.
+    Empty: every problem is its own family."""
+
+    @property
+    def families(self) -> list[str]:
+        """The family of each problem (its id where the task declares none)."""
+        return self.family or list(self.problem_ids)
 
     @property
     def problem_ids(self) -> list[str]:
@@ -56,7 +72,8 @@ class PlanPool:
             scores={k: v[idx] for k, v in p.scores.items()}, run_id=p.run_id, task=p.task, model=p.model,
         )
         return PlanPool(sub, self.prompt_tokens[idx], [self.group[i] for i in idx],
-                        {m: a.take(idx) for m, a in self.alts.items()})
+                        {m: a.take(idx) for m, a in self.alts.items()},
+                        [self.family[i] for i in idx] if self.family else [])
 
 
 BUDGET_UNITS: dict[str, float] = {"tokens": 1.0, "gflops": 1e9}
@@ -76,7 +93,8 @@ def in_budget_unit(pp: PlanPool, unit: str) -> PlanPool:
     if not np.any(p.sample_flops > 0):
         raise ConfigError(f"pool {p.run_id} records no FLOPs (made before the meter counted them): plan in tokens")
     pool = replace(p, prefill_tokens=p.prefill_flops / scale, sample_tokens=p.sample_flops / scale)
-    return PlanPool(pool, pp.prompt_tokens, pp.group, {m: in_budget_unit(a, unit) for m, a in pp.alts.items()})
+    return PlanPool(pool, pp.prompt_tokens, pp.group, {m: in_budget_unit(a, unit) for m, a in pp.alts.items()},
+                    pp.family)
 
 
 def merge(pools: Sequence[PlanPool]) -> PlanPool:
@@ -108,7 +126,9 @@ def merge(pools: Sequence[PlanPool]) -> PlanPool:
     )
     if len(set(pool.problem_ids)) != pool.n_problems:
         raise ConfigError("merged pools share problem ids; prefix them by run")
-    return PlanPool(pool, cat([pp.prompt_tokens for pp in pools]), [g for pp in pools for g in pp.group])
+    family = [f for pp in pools for f in pp.families] if any(pp.family for pp in pools) else []
+    return PlanPool(pool, cat([pp.prompt_tokens for pp in pools]), [g for pp in pools for g in pp.group],
+                    family=family)
 
 
 def load_plan_pool(store: Store, run_ids: Sequence[str], k: int | None = None) -> PlanPool:
@@ -139,7 +159,11 @@ def _plan_part(run_id: str, by_problem: dict[str, list[Sample]], model: object, 
                              k=k, run_id=run_id, task=task, model=str(info.get("name", "")),
                              equivalent=task_equivalence(task))
     lengths = {key[pid]: float(ss[0].prompt_tokens) for pid, ss in by_problem.items()}
-    return PlanPool(pool, np.array([lengths[i] for i in pool.problem_ids]), [run_id] * pool.n_problems)
+    of = task_family(task)
+    raw = {key[pid]: pid for pid in by_problem}
+    family = [of(raw[i]) for i in pool.problem_ids] if of is not None else []
+    return PlanPool(pool, np.array([lengths[i] for i in pool.problem_ids]), [run_id] * pool.n_problems,
+                    family=family)
 
 
 def load_stacked_pool(store: Store, stacks: Sequence[Sequence[str]], k: int) -> PlanPool:
@@ -204,7 +228,7 @@ def align_alternate(primary: PlanPool, other: PlanPool, model: str) -> PlanPool:
     if len(set(idx)) != len(idx):
         raise ConfigError(f"the {model} pools repeat a problem")
     return PlanPool(primary.pool, primary.prompt_tokens, primary.group,
-                    {**primary.alts, model: other.take(np.array(idx, dtype=np.int64))})
+                    {**primary.alts, model: other.take(np.array(idx, dtype=np.int64))}, primary.family)
 
 
 def from_pool(pool: Pool, prompt_tokens: np.ndarray | None = None, group: Sequence[str] | None = None) -> PlanPool:

@@ -1,7 +1,7 @@
 """Honest evaluation: fit on one split of problems, measure on a disjoint one.
 
-:func:`split_problems` partitions problem ids (stratified by source run, order fixed by a
-seeded hash), so train and test are disjoint by construction. :func:`evaluate_policy` replays
+:func:`split_problems` partitions problem ids (stratified by source run, or by family where a
+family has several variants; order fixed by a seeded hash), so train and test are disjoint by construction. :func:`evaluate_policy` replays
 the policy on held-out problems only (averaged over which of their samples the probe drew)
 and sets it against the fixed strategies replayed on the same problems: majority voting,
 best-of-N by certainty, weighted majority, short-m@k and adaptive consistency
@@ -49,12 +49,16 @@ class Split:
 
 
 def split_problems(
-    ids: Sequence[str], groups: Sequence[str] | None = None, *, test_fraction: float = 0.5, seed: int = 0
+    ids: Sequence[str], groups: Sequence[str] | None = None, *, test_fraction: float = 0.5, seed: int = 0,
+    families: Sequence[str] | None = None,
 ) -> Split:
     """Partition ``ids`` into train and test, per group, in a seeded hash order.
 
     Each id lands in exactly one side (a partition of one list), so the split is disjoint by
-    construction; every group with two or more problems has problems on both sides.
+    construction; every group with two or more problems has problems on both sides. When
+    ``families`` put two or more problems in one family (variants of one question, such as
+    GSM-Symbolic instances of one template, possibly from several runs), whole families are split
+    instead, so no question is fitted on in one form and tested on in another.
     """
     if not 0 < test_fraction < 1:
         raise ConfigError(f"test fraction must be in (0, 1), got {test_fraction}")
@@ -63,6 +67,11 @@ def split_problems(
     groups = list(groups) if groups is not None else [""] * len(ids)
     if len(groups) != len(ids):
         raise ConfigError("one group per problem id")
+    if families is not None:
+        if len(families) != len(ids):
+            raise ConfigError("one family per problem id")
+        if len(set(families)) < len(families):
+            return _split_families(ids, families, test_fraction, seed)
     train: list[str] = []
     test: list[str] = []
     for g in dict.fromkeys(groups):
@@ -74,9 +83,40 @@ def split_problems(
     return Split(tuple(train), tuple(test), seed, test_fraction)
 
 
-def _bootstrap_ci(x: np.ndarray, n: int = 1000, ci: float = 0.95, seed: int = 0) -> tuple[float, float]:
+def _split_families(ids: Sequence[str], families: Sequence[str], test_fraction: float, seed: int) -> Split:
+    names = sorted(set(families), key=lambda f: hashlib.sha256(f"{seed}:family:{f}".encode()).hexdigest())
+    n_test = min(max(round(len(names) * test_fraction), 1), len(names) - 1) if len(names) > 1 else 0
+    held = set(names[:n_test])
+    test = tuple(i for i, f in zip(ids, families, strict=True) if f in held)
+    train = tuple(i for i, f in zip(ids, families, strict=True) if f not in held)
+    return Split(train, test, seed, test_fraction)
+
+
+def resampled_means(xs: Sequence[np.ndarray], *, n_boot: int = 1000, seed: int = 0,
+                    families: Sequence[str] | None = None) -> list[np.ndarray]:
+    """Bootstrap means (``n_boot`` each) of per-problem vectors ``xs`` over one shared set of draws.
+
+    Problems are drawn with replacement; with ``families`` that group several problems, whole
+    families are drawn instead (a cluster bootstrap), since variants of one question are not
+    independent evidence."""
+    n_items = len(xs[0])
+    if families is not None and len(families) != n_items:
+        raise ConfigError("one family per problem")
     rng = np.random.default_rng(seed)
-    means = x[rng.integers(0, len(x), (n, len(x)))].mean(axis=1)
+    if families is None or len(set(families)) == len(families):
+        idx = rng.integers(0, n_items, (n_boot, n_items))
+        return [np.asarray(x, dtype=float)[idx].mean(axis=1) for x in xs]
+    names, of = np.unique(np.asarray(families), return_inverse=True)
+    draws = rng.integers(0, len(names), (n_boot, len(names)))
+    counts = np.zeros((n_boot, len(names)))
+    np.add.at(counts, (np.arange(n_boot)[:, None], draws), 1.0)
+    n = counts @ np.bincount(of, minlength=len(names)).astype(float)
+    return [counts @ np.bincount(of, weights=np.asarray(x, dtype=float), minlength=len(names)) / n for x in xs]
+
+
+def _bootstrap_ci(x: np.ndarray, n: int = 1000, ci: float = 0.95, seed: int = 0,
+                  families: Sequence[str] | None = None) -> tuple[float, float]:
+    (means,) = resampled_means([x], n_boot=n, seed=seed, families=families)
     return float(np.quantile(means, (1 - ci) / 2)), float(np.quantile(means, 1 - (1 - ci) / 2))
 
 
@@ -133,7 +173,7 @@ def evaluate_policy(policy: Policy, test: PlanPool, *, n_orders: int = 64, seed:
     for lv in policy.levels:
         out = level_outcomes(policy, lv, test, n_orders=n_orders, seed=seed)
         acc, tok = out["acc"], out["tokens"]
-        lo, hi = _bootstrap_ci(acc, seed=seed)
+        lo, hi = _bootstrap_ci(acc, seed=seed, families=test.families)
         t = float(tok.mean())
         rows.append({
             "budget_tokens": lv.budget, "probe": lv.probe, "accuracy": float(acc.mean()), "ci": [lo, hi],

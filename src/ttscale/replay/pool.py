@@ -226,6 +226,14 @@ def task_equivalence(task: str) -> Callable[[str, str], bool] | None:
     return spec.equivalent if spec is not None else None
 
 
+def task_family(task: str) -> Callable[[str], str] | None:
+    """The task record's map from a problem id to its family (None: every problem is its own)."""
+    from ttscale.registry import task_specs
+
+    spec = task_specs().get(task)
+    return spec.family if spec is not None else None
+
+
 def load_pool(store: Store, run_id: str, k: int | None = None) -> Pool:
     """Load a run's samples (any kind of run; sweeps are made for this) as a :class:`Pool`; answers
     are grouped by the task's own equivalence."""

@@ -170,6 +170,17 @@ class GsmSymbolicTask:
         return {"name": self.name, "seed": self.seed, "format": self.fmt.to_dict()}
 
 
+def template_of(problem_id: str) -> str:
+    """The template a problem id comes from: ``gsm8k-K`` (the original) and ``gsms-SEED-K`` (a
+    generated instance) are both template ``K``; any other id is its own family."""
+    parts = problem_id.split("-")
+    if parts[0] == "gsm8k" and len(parts) == 2:
+        return parts[1]
+    if parts[0] == "gsms" and len(parts) == 3:
+        return parts[2]
+    return problem_id
+
+
 def _build(a: TaskArgs) -> GsmSymbolicTask:
     chat = a.default_style == "chat"
     base = PromptFormat(style=a.default_style,  # type: ignore[arg-type]
@@ -179,4 +190,4 @@ def _build(a: TaskArgs) -> GsmSymbolicTask:
 
 SPEC = TaskSpec("gsm-symbolic", _build,
                 "GSM8K test questions (seed unset) or GSM-Symbolic instances generated with --task-seed",
-                answers_equivalent)
+                answers_equivalent, family=template_of)

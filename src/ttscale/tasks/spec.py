@@ -53,6 +53,10 @@ class TaskSpec:
     """The task's own options model (strict); None: the task takes none."""
     takes_data: bool = False
     """Whether the task reads a file the user names (``--data``)."""
+    family: Callable[[str], str] | None = None
+    """A problem id's family: problems of one family are variants of one question (GSM-Symbolic's
+    instances of one template), so the planner keeps a family on one side of a train/test split
+    and resamples it as one unit in a bootstrap. None: every problem is its own family."""
 
     def check_options(self, options: dict[str, Any]) -> dict[str, Any]:
         """``options`` validated by the record's model (one ConfigError naming a bad one)."""
