@@ -42,6 +42,17 @@ def test_round_trip_keeps_what_replay_needs(swept: Store, tmp_path: Path) -> Non
     assert dest.sample_count("pool") == 30
 
 
+def test_a_reexported_pool_says_the_command_given_now(swept: Store, tmp_path: Path) -> None:
+    first = export_run(swept, "pool", tmp_path / "a.jsonl.gz", command="ttscale sweep --limit 3").path
+    dest = Store(tmp_path / "dest.sqlite")
+    import_pool_file(first, dest)
+    kept = export_run(dest, "pool", tmp_path / "b.jsonl.gz").path  # no command: the imported one
+    assert read_pool_file(kept)[0]["command"] == "ttscale sweep --limit 3"
+    # extended since the import: the header and its notes both carry the new command
+    header = read_pool_file(export_run(dest, "pool", tmp_path / "c.jsonl.gz", command="ttscale sweep --limit 5").path)[0]
+    assert header["command"] == header["notes"]["command"] == "ttscale sweep --limit 5"
+
+
 def test_truncated_file_is_reported(swept: Store, tmp_path: Path) -> None:
     path = export_run(swept, "pool", tmp_path / "p.jsonl.gz").path
     raw = path.read_bytes()

@@ -76,6 +76,8 @@ def export_run(store: Store, run_id: str, path: Path, *, command: str = "", logp
     notes = store.notes(run_id)
     # A pool re-exported after `ttscale pool score` keeps the sweep command it was imported with.
     command = command or str(notes.get("command", ""))
+    if command:  # an explicit command (say, of a pool extended since it was imported) replaces the imported one
+        notes["command"] = command
     header = {"format": FORMAT, "version": VERSION, "run_id": run_id, "kind": rec.kind, "config": rec.config,
               "model": rec.model, "code_version": rec.code_version, "command": command,
               "problems": len(problems), "samples": n_samples, "sha256": digest,
