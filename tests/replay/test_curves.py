@@ -55,6 +55,29 @@ def test_results_are_reproducible_given_the_seed() -> None:
     assert [p.to_dict() for p in a.points] == [p.to_dict() for p in b.points]
 
 
+def test_families_are_resampled_whole() -> None:
+    from ttscale.planner.data import from_pool
+
+    pool = synthetic_pool(40, 8, seed=2)
+    tripled = from_pool(pool).take(np.repeat(np.arange(40), 3)).pool  # every question three times over
+    fams = [str(i) for i in np.repeat(np.arange(40), 3)]
+    kw = {"n_orders": 8, "n_bootstrap": 400, "seed": 1}
+
+    def width(c) -> float:  # type: ignore[no-untyped-def]
+        p = c.curve("majority")[-1]
+        return float(p.ci_high - p.ci_low)
+
+    one, naive, grouped = (compute_curves(pool, **kw), compute_curves(tripled, **kw),
+                           compute_curves(tripled, families=fams, **kw))
+    assert grouped.curve("majority")[-1].accuracy == pytest.approx(one.curve("majority")[-1].accuracy)
+    assert width(grouped) > 1.4 * width(naive)  # three copies are not three times the evidence
+    assert width(grouped) == pytest.approx(width(one), rel=0.25)
+    singletons = compute_curves(pool, families=[str(i) for i in range(40)], **kw)
+    assert [p.to_dict() for p in singletons.points] == [p.to_dict() for p in one.points]
+    with pytest.raises(ConfigError, match="one family per problem"):
+        compute_curves(pool, families=["a"], **kw)
+
+
 def test_parse_strategy() -> None:
     assert parse_strategy("short:m=3").m == 3
     s = parse_strategy("bon:score=oracle")

@@ -36,7 +36,9 @@ def print_policy(policy: Policy) -> None:
 def print_evaluation(ev: dict[str, Any], title: str, unit: str = "tok") -> None:
     """``unit``: what the costs count (``tok``, or ``gflops`` for a policy planned in GFLOPs)."""
     ref = ev["reference"]
-    t = Table(title=f"{title}: {len(ev['test_problems'])} held-out problems; reference {ref['label']} "
+    n, fams = len(ev["test_problems"]), ev.get("test_families")
+    held = f"{n} held-out problems" + (f" ({fams} families, resampled whole)" if fams and fams < n else "")
+    t = Table(title=f"{title}: {held}; reference {ref['label']} "
                     f"{ref['accuracy']:.3f} [{ref['ci'][0]:.3f}, {ref['ci'][1]:.3f}] at {ref['tokens']:.0f} {unit}",
               title_justify="left")
     within = "tokens" if unit == "tok" else unit

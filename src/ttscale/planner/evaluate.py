@@ -166,7 +166,8 @@ def evaluate_policy(policy: Policy, test: PlanPool, *, n_orders: int = 64, seed:
         raise ConfigError(f"refusing to evaluate on {len(leak)} problems the policy was fitted on "
                           f"(e.g. {sorted(leak)[0]})")
     K = test.pool.k
-    curves = compute_curves(test.pool, baselines(), list(range(1, K + 1)), n_orders=n_orders, seed=seed)
+    curves = compute_curves(test.pool, baselines(), list(range(1, K + 1)), n_orders=n_orders, seed=seed,
+                            families=test.families)
     maj = {p.k: p for p in curves.curve("majority")}
     ref = maj[K]
     rows: list[dict[str, Any]] = []
@@ -190,7 +191,7 @@ def evaluate_policy(policy: Policy, test: PlanPool, *, n_orders: int = 64, seed:
     fixed = [p for p in curves.points if not p.oracle and p.accuracy >= ref.ci_low]
     cheapest_fixed = min(fixed, key=lambda p: p.total_tokens) if fixed else None
     return {
-        "test_problems": list(test.problem_ids),
+        "test_problems": list(test.problem_ids), "test_families": len(set(test.families)),
         "reference": {**(_pt(ref) or {}), "label": f"majority@{K}"},
         "token_fraction": frac,
         "token_fraction_point": frac_point,

@@ -170,11 +170,14 @@ def compute_curves(
     n_bootstrap: int = 200,
     ci: float = 0.95,
     seed: int = 0,
+    families: Sequence[str] | None = None,
 ) -> Curves:
     """Every strategy at every budget, with bootstrap CIs across problems.
 
     ``n_orders`` random orderings per problem drive the resampled estimates (a
     budget whose C(K, k) is at most ``n_orders`` is enumerated exactly instead).
+    ``families`` (one per problem) that group problems make the bootstrap draw whole families
+    (variants of one question, e.g. GSM-Symbolic instances of one template).
     """
     ks = sorted(set(budgets or default_budgets(pool.k)))
     if not ks or ks[0] < 1 or ks[-1] > pool.k:
@@ -191,10 +194,18 @@ def compute_curves(
     # One bootstrap for everything: resample problems with replacement, as counts (B, P).
     rng = np.random.default_rng(seed + 1)
     P = pool.n_problems
-    counts = np.stack([np.bincount(rng.integers(0, P, P), minlength=P) for _ in range(n_bootstrap)]).astype(float)
+    if families is not None and len(families) != P:
+        raise ConfigError(f"one family per problem: {len(families)} for {P} problems")
+    if families is not None and len(set(families)) < P:
+        fam_names, of = np.unique(np.asarray(families), return_inverse=True)
+        F = len(fam_names)
+        drawn = np.stack([np.bincount(rng.integers(0, F, F), minlength=F) for _ in range(n_bootstrap)])
+        counts = drawn[:, of].astype(float)  # each problem counted as often as its family was drawn
+    else:
+        counts = np.stack([np.bincount(rng.integers(0, P, P), minlength=P) for _ in range(n_bootstrap)]).astype(float)
     per_problem = {n: np.stack([r.acc if r is not None else np.full(P, np.nan) for r in raws[n]], axis=1) for n in names}
     stacked = np.concatenate([per_problem[n] for n in names], axis=1)
-    boot = counts @ np.nan_to_num(stacked) / P  # (B, S * nk)
+    boot = counts @ np.nan_to_num(stacked) / counts.sum(axis=1, keepdims=True)  # (B, S * nk)
     lo_q, hi_q = (1 - ci) / 2, 1 - (1 - ci) / 2
     lo, hi = np.quantile(boot, lo_q, axis=0), np.quantile(boot, hi_q, axis=0)
 
