@@ -1,11 +1,11 @@
 """Honest evaluation: fit on one split of problems, measure on a disjoint one.
 
 :func:`split_problems` partitions problem ids (stratified by source run, or by family where a
-family has several variants; order fixed by a seeded hash), so train and test are disjoint by construction. :func:`evaluate_policy` replays
-the policy on held-out problems only (averaged over which of their samples the probe drew)
-and sets it against the fixed strategies replayed on the same problems: majority voting,
-best-of-N by certainty, weighted majority, short-m@k and adaptive consistency
-(:func:`ttscale.replay.curves.compute_curves`), at every k from 1 to K.
+family has several variants; order fixed by a seeded hash), so train and test are disjoint by
+construction. :func:`evaluate_policy` replays the policy on held-out problems only (averaged
+over which of their samples the probe drew) and sets it against the fixed strategies replayed on
+the same problems: majority voting, best-of-N by certainty, weighted majority, short-m@k and
+adaptive consistency (:func:`ttscale.replay.curves.compute_curves`), at every k from 1 to K.
 """
 
 from __future__ import annotations
