@@ -97,3 +97,17 @@ def test_run_caps_seconds_and_dollars_on_a_hardware_profile(tmp_path: Path) -> N
     assert code == 0, out
     cfg = json.loads(out_json.read_text())["config"]["budget"]
     assert cfg["usd"] == 1.0 and cfg["hardware"]["name"] == "h100" and cfg["hardware"]["usd_per_hour"] > 0
+
+
+@pytest.mark.parametrize("command", ["run", "sweep"])
+def test_generated_instances_show_loading_progress(command: str, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from ttscale.cli.progress import RunBar
+
+    seen: list[str] = []
+    monkeypatch.setattr(RunBar, "status", lambda self, text: seen.append(text))
+    extra = ["-k", "2"] if command == "sweep" else []
+    code, out = _run(command, "--backend", "fake", "--task", "gsm-symbolic", "--task-seed", "7", "--limit", "1",
+                     "--store", str(tmp_path / "s.sqlite"), *extra)
+    assert code == 0, out
+    assert seen == ["loading problems 1/1"]

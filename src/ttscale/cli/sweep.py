@@ -15,6 +15,7 @@ from ttscale.errors import BackendError
 from ttscale.registry import make_verifier, verifier_names
 from ttscale.run import Sweep, execute
 from ttscale.store import Store
+from ttscale.tasks.base import ReportsProgress
 
 
 @cli_errors
@@ -58,8 +59,10 @@ def sweep(
         st = Store(place.store)
         try:
             with run_bar(f"sweep {task.task} k={k}", place.progress) as bar:
-                summary = execute(work, store=st, run_id=rid, executor=engine.executor(be, specs), limit=limit,
-                                  progress=bar)
+                if isinstance(t, ReportsProgress):  # generated instances take a while (minutes per seed)
+                    t.progress = lambda i, n: bar.status(f"loading problems {i}/{n}")
+                summary = execute(work, store=st, run_id=rid, executor=engine.executor(be, specs),
+                                  problems=t.problems(limit=limit), progress=bar)
         finally:
             st.close()
     finally:
