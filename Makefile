@@ -114,6 +114,8 @@ POOL_CMDS := \
   "bb-mult-qwen05-k16|--task bigbench --subtask arithmetic/1_digit_multiplication --model qwen2.5-coder-0.5b --limit 100 --verifier certainty" \
   "bb-mult-qwen15-k16|--task bigbench --subtask arithmetic/1_digit_multiplication --model qwen2.5-coder-1.5b --limit 100 --verifier certainty" \
   "gsm8k-qwen15-k16|--task gsm-symbolic --model qwen2.5-coder-1.5b --limit 100 --max-tokens 512 --verifier certainty" \
+  "gsm8k-qwen15-k16-s1|--task gsm-symbolic --task-seed 1 --model qwen2.5-coder-1.5b --limit 100 --max-tokens 512 --verifier certainty" \
+  "gsm8k-qwen15-k16-s2|--task gsm-symbolic --task-seed 2 --model qwen2.5-coder-1.5b --limit 100 --max-tokens 512 --verifier certainty" \
   "humaneval-qwen15-k16|--task humaneval --model qwen2.5-coder-1.5b --limit 30 --max-tokens 384 --verifier unit-tests --verifier certainty" \
   "gsm8k-qwen05-q8-k16|--task gsm-symbolic --model qwen2.5-coder-0.5b --limit 60 --max-tokens 512 --verifier certainty --kv-type q8_0" \
   "humaneval-qwen05-q8-k16|--task humaneval --model qwen2.5-coder-0.5b --limit 20 --max-tokens 384 --verifier unit-tests --verifier certainty --kv-type q8_0" \
