@@ -22,7 +22,7 @@ from ttscale.planner.data import PlanPool
 from ttscale.planner.features import pool_probe_features
 from ttscale.planner.options import replay_options
 from ttscale.planner.policy import Level, Policy
-from ttscale.replay.curves import CurvePoint, CurveSpec, compute_curves, strategy_curves
+from ttscale.replay.curves import CurvePoint, CurveSpec, compute_curves, family_draw_counts, strategy_curves
 
 
 def baselines() -> tuple[CurveSpec, ...]:
@@ -106,12 +106,9 @@ def resampled_means(xs: Sequence[np.ndarray], *, n_boot: int = 1000, seed: int =
     if families is None or len(set(families)) == len(families):
         idx = rng.integers(0, n_items, (n_boot, n_items))
         return [np.asarray(x, dtype=float)[idx].mean(axis=1) for x in xs]
-    names, of = np.unique(np.asarray(families), return_inverse=True)
-    draws = rng.integers(0, len(names), (n_boot, len(names)))
-    counts = np.zeros((n_boot, len(names)))
-    np.add.at(counts, (np.arange(n_boot)[:, None], draws), 1.0)
-    n = counts @ np.bincount(of, minlength=len(names)).astype(float)
-    return [counts @ np.bincount(of, weights=np.asarray(x, dtype=float), minlength=len(names)) / n for x in xs]
+    counts = family_draw_counts(families, n_boot, rng)
+    n = counts.sum(axis=1)
+    return [counts @ np.asarray(x, dtype=float) / n for x in xs]
 
 
 def _bootstrap_ci(x: np.ndarray, n: int = 1000, ci: float = 0.95, seed: int = 0,

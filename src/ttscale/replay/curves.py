@@ -161,6 +161,15 @@ class Curves:
         return {"pool": self.pool, "settings": self.settings, "points": [p.to_dict() for p in self.points]}
 
 
+def family_draw_counts(families: Sequence[str], n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """(n_boot, P): how often each problem is counted when whole families are drawn with replacement
+    (a cluster bootstrap; variants of one question are not independent evidence)."""
+    names, of = np.unique(np.asarray(families), return_inverse=True)
+    F = len(names)
+    drawn = np.stack([np.bincount(rng.integers(0, F, F), minlength=F) for _ in range(n_boot)])
+    return drawn[:, of].astype(float)
+
+
 def compute_curves(
     pool: Pool,
     strategies: Sequence[CurveSpec] | None = None,
@@ -197,10 +206,7 @@ def compute_curves(
     if families is not None and len(families) != P:
         raise ConfigError(f"one family per problem: {len(families)} for {P} problems")
     if families is not None and len(set(families)) < P:
-        fam_names, of = np.unique(np.asarray(families), return_inverse=True)
-        F = len(fam_names)
-        drawn = np.stack([np.bincount(rng.integers(0, F, F), minlength=F) for _ in range(n_bootstrap)])
-        counts = drawn[:, of].astype(float)  # each problem counted as often as its family was drawn
+        counts = family_draw_counts(families, n_bootstrap, rng)
     else:
         counts = np.stack([np.bincount(rng.integers(0, P, P), minlength=P) for _ in range(n_bootstrap)]).astype(float)
     per_problem = {n: np.stack([r.acc if r is not None else np.full(P, np.nan) for r in raws[n]], axis=1) for n in names}
