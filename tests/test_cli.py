@@ -111,3 +111,29 @@ def test_generated_instances_show_loading_progress(command: str, tmp_path: Path,
                      "--store", str(tmp_path / "s.sqlite"), *extra)
     assert code == 0, out
     assert seen == ["loading problems 1/1"]
+
+
+@pytest.mark.parametrize("command", ["run", "sweep"])
+def test_a_resume_takes_its_problems_from_the_store(command: str, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from ttscale.cli.progress import RunBar
+    from ttscale.store import Store
+
+    seen: list[str] = []
+    monkeypatch.setattr(RunBar, "status", lambda self, text: seen.append(text))
+    store = tmp_path / "s.sqlite"
+    extra = ["-k", "2"] if command == "sweep" else []
+
+    def go(limit: int) -> None:
+        seen.clear()
+        code, out = _run(command, "--backend", "fake", "--task", "gsm-symbolic", "--task-seed", "7", "--limit",
+                         str(limit), "--store", str(store), "--run-id", "r", *extra)
+        assert code == 0, out
+
+    go(2)
+    assert seen[-1] == "loading problems 2/2"
+    go(1)  # a resume needing no other problem rebuilds none
+    assert seen == []
+    go(3)  # one more problem: the task is asked again, and the stored ones are kept
+    assert seen[-1] == "loading problems 3/3"
+    assert [p.id for p in Store(store).problems("r")] == ["gsms-7-0000", "gsms-7-0001", "gsms-7-0002"]

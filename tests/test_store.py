@@ -48,6 +48,19 @@ def test_resume_with_other_config_refused(tmp_path: Path) -> None:
     assert resumed
 
 
+def test_resumable_problems_only_for_the_same_run_and_enough_of_them(tmp_path: Path) -> None:
+    st = Store(tmp_path / "s.sqlite")
+    assert st.resumable_problems("r", {"k": 8}, 2) is None  # no such run
+    st.open_run("r", {"k": 8}, {})
+    probs = [Problem(f"p{i}", f"q{i}", str(i), {"template": f"{i:04d}"}) for i in range(3)]
+    st.add_problems("r", probs)
+    assert st.resumable_problems("r", {"k": 8}, 2) == probs[:2]
+    assert st.resumable_problems("r", {"k": 8}, 3) == probs
+    assert st.resumable_problems("r", {"k": 8}, 4) is None  # more than stored: the task must say which
+    assert st.resumable_problems("r", {"k": 8}, None) is None  # the task's size is unknown here
+    assert st.resumable_problems("r", {"k": 16}, 2) is None  # other settings: open_run refuses them later
+
+
 def test_not_a_database(tmp_path: Path) -> None:
     bad = tmp_path / "bad.sqlite"
     bad.write_text("this is not sqlite" * 100)

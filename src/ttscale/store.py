@@ -236,6 +236,20 @@ class Store:
         ).fetchall()
         return [Problem(r[0], r[1], r[2], json.loads(r[3])) for r in rows]
 
+    def resumable_problems(self, run_id: str, config: dict[str, Any], limit: int | None) -> list[Problem] | None:
+        """The first ``limit`` problems a stored run was started with, when resuming it needs no others.
+
+        ``None`` (load them from the task) unless the run exists with this configuration and already
+        holds at least ``limit`` problems: the same task and seed give the same problems, so a resume
+        need not rebuild them (generated GSM-Symbolic instances take minutes to an hour per seed).
+        Without a limit the task's size is unknown here, so nothing is taken from the store.
+        """
+        rec = self.get_run(run_id)
+        if limit is None or rec is None or rec.config != json.loads(json.dumps(config)):
+            return None
+        probs = self.problems(run_id)
+        return probs[:limit] if len(probs) >= limit else None
+
     def done_problems(self, run_id: str) -> set[str]:
         rows = self._db.execute("SELECT problem_id FROM problems WHERE run_id=? AND status='done'", (run_id,))
         return {r[0] for r in rows}

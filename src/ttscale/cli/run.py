@@ -103,8 +103,9 @@ def run(
         with run_bar(f"{label} on {task.task}", place.progress) as bar:
             if isinstance(t, ReportsProgress):  # generated instances take a while
                 t.progress = lambda i, n: bar.status(f"loading problems {i}/{n}")
-            probs = t.problems(limit=limit)
-            summary = execute(Solve(t, strat, samp, caps), store=st, run_id=rid, problems=probs,
+            work = Solve(t, strat, samp, caps)
+            probs = st.resumable_problems(rid, work.config(), limit) or t.problems(limit=limit)
+            summary = execute(work, store=st, run_id=rid, problems=probs,
                               executor=engine.executor(be, specs), progress=bar)
         for pid, err in summary.failures.items():
             console.print(f"[red]problem {pid} failed (left pending; rerun with --run-id {rid}): {err}")

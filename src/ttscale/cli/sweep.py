@@ -61,8 +61,9 @@ def sweep(
             with run_bar(f"sweep {task.task} k={k}", place.progress) as bar:
                 if isinstance(t, ReportsProgress):  # generated instances take a while (minutes per seed)
                     t.progress = lambda i, n: bar.status(f"loading problems {i}/{n}")
+                probs = st.resumable_problems(rid, work.config(), limit) or t.problems(limit=limit)
                 summary = execute(work, store=st, run_id=rid, executor=engine.executor(be, specs),
-                                  problems=t.problems(limit=limit), progress=bar)
+                                  problems=probs, progress=bar)
         finally:
             st.close()
     finally:
