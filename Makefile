@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml requirements-data.txt 2>/dev/null | cksum | cut -d' ' -f1)
 
-.PHONY: setup demo test bench lint clean llama-server externals browser pools fresh-check
+.PHONY: setup demo test bench lint clean llama-server externals browser pools pool-resume fresh-check
 
 setup: $(STAMP) browser
 
@@ -124,6 +124,22 @@ POOL_CMDS := \
   "gsm8k-qwen15-q8-k16|--task gsm-symbolic --model qwen2.5-coder-1.5b --limit 20 --max-tokens 512 --verifier certainty --kv-type q8_0" \
   "gsm8k-qwen15-q4-k16|--task gsm-symbolic --model qwen2.5-coder-1.5b --limit 10 --max-tokens 512 --verifier certainty --kv-type q4_0" \
   "gsm8k-qwen05-q8q4-k16|--task gsm-symbolic --model qwen2.5-coder-0.5b --limit 8 --max-tokens 512 --verifier certainty --kv-type q8_0 --kv-type-v q4_0"
+
+# Extend one shipped pool where it stopped (a fresh machine has no store): load the shipped file into
+# $(POOL_STORE) unless the run is there already, resume its sweep (only missing samples are generated;
+# the stored problems are reused, not rebuilt), then export it over the shipped file.
+#   make pool-resume POOL=gsm8k-qwen15-k16-s1
+pool-resume: setup
+	@test -n "$(POOL)" || { echo "usage: make pool-resume POOL=<run id of POOL_CMDS>"; exit 2; }
+	@for spec in $(POOL_CMDS); do \
+	  id=$${spec%%|*}; args=$${spec#*|}; [ "$$id" = "$(POOL)" ] || continue; \
+	  if [ -f $(POOLS_OUT)/$$id.jsonl.gz ] && ! $(PY) -c "import sys; from ttscale.store import Store; \
+	      sys.exit(Store(sys.argv[1]).get_run(sys.argv[2]) is None)" $(POOL_STORE) $$id; then \
+	    $(VENV)/bin/ttscale pool import $(POOLS_OUT)/$$id.jsonl.gz --store $(POOL_STORE) || exit 1; fi; \
+	  $(SWEEP) --run-id $$id $$args || exit 1; \
+	  $(EXPORT) $$id -o $(POOLS_OUT)/$$id.jsonl.gz --command "ttscale sweep -k 16 --temperature 0.8 --seed 0 --wave 16 $$args --run-id $$id"; \
+	  exit 0; \
+	done; echo "$(POOL) is not one of POOL_CMDS"; exit 2
 
 pools: setup
 	@for spec in $(POOL_CMDS); do \
