@@ -24,30 +24,31 @@ def _serves(row: dict[str, Any]) -> str:
     return "policy" if row["paired"]["verdict"] == "policy better" else row["fixed"]["label"]
 
 
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+
+
 def token_table(cmp: dict[str, Any]) -> str:
-    out = ["| budget tok/problem | policy acc (tok) | best fixed on train (train acc) | fixed acc (tok) "
-           "| policy - fixed [95% paired CI] | verdict -> serves |",
-           "|---|---|---|---|---|---|"]
-    for r in cmp["tokens"]:
-        p = r["paired"]
-        out.append(f"| {r['budget']:.0f} | {p['policy']:.3f} ({r['policy_cost']:.0f}) "
-                   f"| {r['fixed']['label']} ({r['fixed']['train_accuracy']:.3f}) "
-                   f"| {p['fixed']:.3f} ({r['fixed_cost']:.0f}) | {p['difference']:+.3f} {_ci(p['difference_ci'])} "
-                   f"| {p['verdict']} -> {_serves(r)} |")
-    return "\n".join(out)
+    header = ["budget tok/problem", "policy acc (tok)", "best fixed on train (train acc)", "fixed acc (tok)",
+              "policy - fixed [95% paired CI]", "verdict -> serves"]
+    return _table(header, [
+        [f"{r['budget']:.0f}", f"{r['paired']['policy']:.3f} ({r['policy_cost']:.0f})",
+         f"{r['fixed']['label']} ({r['fixed']['train_accuracy']:.3f})",
+         f"{r['paired']['fixed']:.3f} ({r['fixed_cost']:.0f})",
+         f"{r['paired']['difference']:+.3f} {_ci(r['paired']['difference_ci'])}",
+         f"{r['paired']['verdict']} -> {_serves(r)}"] for r in cmp["tokens"]])
 
 
 def usd_table(rows: list[dict[str, Any]]) -> str:
-    out = ["| budget $/1k problems | policy level (tok) | policy acc ($/1k) | best fixed on train "
-           "| fixed acc ($/1k) | policy - fixed [95% paired CI] | verdict |",
-           "|---|---|---|---|---|---|---|"]
-    for r in rows:
-        p = r["paired"]
-        out.append(f"| {1000 * r['budget']:.3f} | {r['level_budget_tokens']:.0f} "
-                   f"| {p['policy']:.3f} ({1000 * r['policy_cost']:.3f}) | {r['fixed']['label']} "
-                   f"| {p['fixed']:.3f} ({1000 * r['fixed_cost']:.3f}) "
-                   f"| {p['difference']:+.3f} {_ci(p['difference_ci'])} | {p['verdict']} |")
-    return "\n".join(out)
+    header = ["budget $/1k problems", "policy level (tok)", "policy acc ($/1k)", "best fixed on train",
+              "fixed acc ($/1k)", "policy - fixed [95% paired CI]", "verdict"]
+    return _table(header, [
+        [f"{1000 * r['budget']:.3f}", f"{r['level_budget_tokens']:.0f}",
+         f"{r['paired']['policy']:.3f} ({1000 * r['policy_cost']:.3f})", r["fixed"]["label"],
+         f"{r['paired']['fixed']:.3f} ({1000 * r['fixed_cost']:.3f})",
+         f"{r['paired']['difference']:+.3f} {_ci(r['paired']['difference_ci'])}", r["paired"]["verdict"]]
+        for r in rows])
 
 
 def splits_table(cmps: list[dict[str, Any]]) -> str:
