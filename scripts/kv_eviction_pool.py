@@ -31,6 +31,7 @@ from pathlib import Path
 
 from ttscale.experiments.kv_eviction import POOL_SUBDIR, PoolConfig, chain_grid, grid
 from ttscale.experiments.pool_jobs import PoolJob, export_jobs, run_chunk
+from ttscale.pools import POOL_DIR
 
 
 def main() -> int:
@@ -52,6 +53,8 @@ def main() -> int:
     ap.add_argument("--minutes", type=float, default=40.0, help="stop this chunk after this long")
     ap.add_argument("--dry-run", action="store_true")
     ap.add_argument("--export", type=Path, default=None, help="export the finished runs to this directory")
+    ap.add_argument("--fresh", action="store_true",
+                    help="do not start a run that is missing from --store from its shipped pool file")
     a = ap.parse_args()
     chains = a.workload == "chains"
     a.samples = a.samples or (4 if chains else 2)
@@ -64,7 +67,7 @@ def main() -> int:
     jobs = [PoolJob(c.run_id(a.prefix), _command(a, c), f"{POOL_SUBDIR}/{c.run_id(a.prefix)}.jsonl.gz") for c in cfgs]
     if a.export is not None:
         return export_jobs(jobs, a.store, a.export)
-    return run_chunk(jobs, a.store, a.limit, a.minutes, dry_run=a.dry_run)
+    return run_chunk(jobs, a.store, a.limit, a.minutes, dry_run=a.dry_run, shipped=None if a.fresh else POOL_DIR)
 
 
 def _command(a: argparse.Namespace, cfg: PoolConfig) -> list[str]:

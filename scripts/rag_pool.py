@@ -21,6 +21,7 @@ from pathlib import Path
 
 from ttscale.experiments.pool_jobs import PoolJob, export_jobs, run_chunk
 from ttscale.experiments.rag_scaling import PILOT, RagConfig, parse_run_id, run_command, too_long
+from ttscale.pools import POOL_DIR
 
 
 def main() -> int:
@@ -36,6 +37,8 @@ def main() -> int:
     ap.add_argument("--only", nargs="*", default=None, help="run ids to run (default: the pilot grid)")
     ap.add_argument("--dry-run", action="store_true")
     ap.add_argument("--export", type=Path, default=None, help="export the finished runs to this directory")
+    ap.add_argument("--fresh", action="store_true",
+                    help="do not start a run that is missing from --store from its shipped pool file")
     a = ap.parse_args()
     grid: list[RagConfig] = [c for c in PILOT if a.only is None or c.run_id(a.prefix) in a.only]
     # IterDRAG runs are not sweeps: they ship beside the sweeps, under iterdrag/
@@ -52,7 +55,8 @@ def main() -> int:
         return too_long(parsed[1], model=a.model, limit=a.limit, samples=a.samples, max_tokens=a.max_tokens,
                         n_ctx=a.n_ctx)
 
-    return run_chunk(jobs, a.store, a.limit, a.minutes, dry_run=a.dry_run, skip=skip)
+    return run_chunk(jobs, a.store, a.limit, a.minutes, dry_run=a.dry_run, skip=skip,
+                     shipped=None if a.fresh else POOL_DIR)
 
 
 if __name__ == "__main__":

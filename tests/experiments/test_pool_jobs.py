@@ -9,13 +9,14 @@ from pathlib import Path
 import pytest
 
 from ttscale.experiments.pool_jobs import PoolJob, export_jobs, run_chunk, run_done
+from ttscale.store import Store
 
 
-def _job(tmp_path: Path, run_id: str) -> PoolJob:
+def _job(tmp_path: Path, run_id: str, limit: int = 3, store: str = "s.sqlite") -> PoolJob:
     data = tmp_path / "q.jsonl"
     data.write_text("".join(f'{{"id": "p{i}", "prompt": "{i}+1?", "answer": "{i + 1}"}}\n' for i in range(3)))
-    cmd = ["ttscale", "sweep", "--backend", "fake", "--task", "jsonl", "--data", str(data), "-k", "2", "--limit", "3",
-           "--store", str(tmp_path / "s.sqlite"), "--run-id", run_id, "--no-progress"]
+    cmd = ["ttscale", "sweep", "--backend", "fake", "--task", "jsonl", "--data", str(data), "-k", "2", "--limit",
+           str(limit), "--store", str(tmp_path / store), "--run-id", run_id, "--no-progress"]
     return PoolJob(run_id, cmd, f"sub/{run_id}.jsonl.gz")
 
 
@@ -37,3 +38,21 @@ def test_a_chunk_runs_what_is_not_done_and_skips_what_is(tmp_path: Path, capsys:
         header = json.loads(f.readline())
     assert header["problems"] == 3 and header["command"] == " ".join(a.command)
     assert not (tmp_path / "out" / "sub" / "pool-b.jsonl.gz").exists()
+
+
+def test_a_fresh_store_starts_from_the_shipped_file(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    # an earlier machine made 2 of 3 problems and shipped them
+    early = _job(tmp_path, "pool-a", limit=2, store="early.sqlite")
+    run_chunk([early], tmp_path / "early.sqlite", 2, minutes=5)
+    export_jobs([early], tmp_path / "early.sqlite", tmp_path / "shipped")
+    made = Store(tmp_path / "early.sqlite").samples("pool-a")
+    capfd.readouterr()
+    # this machine's store is empty: the chunk loads the shipped file, then generates only the third problem
+    job = _job(tmp_path, "pool-a")
+    run_chunk([job], tmp_path / "s.sqlite", 3, minutes=5, shipped=tmp_path / "shipped")
+    out = capfd.readouterr().out
+    assert "pool-a: loaded from" in out and "(2 generated now, 4 already stored)" in out
+    assert run_done(tmp_path / "s.sqlite", "pool-a", 3)
+    assert Store(tmp_path / "s.sqlite").samples("pool-a", "p0") == [x for x in made if x[0] == "p0"]
+    run_chunk([job], tmp_path / "s.sqlite", 3, minutes=5, shipped=tmp_path / "shipped")
+    assert "loaded" not in capfd.readouterr().out  # the store's run is never replaced by the file

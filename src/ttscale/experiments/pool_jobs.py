@@ -35,15 +35,40 @@ def run_done(store: Path, run_id: str, want: int) -> bool:
         s.close()
 
 
+def seed_from_shipped(store: Path, job: PoolJob, shipped: Path) -> bool:
+    """Load the job's shipped pool file (``shipped / export_as``) into ``store`` unless the run is there.
+
+    A fresh machine has an empty store: without this a chunk would generate again what an earlier
+    machine made and shipped, partial pools included (their resume then adds only what is missing).
+    """
+    from ttscale.replay.pool_file import import_pool_file
+    from ttscale.store import Store
+
+    path = shipped / (job.export_as or f"{job.run_id}.jsonl.gz")
+    if not path.exists():
+        return False
+    s = Store(store)
+    try:
+        if s.get_run(job.run_id) is not None:
+            return False
+        import_pool_file(path, s, job.run_id)
+        return True
+    finally:
+        s.close()
+
+
 def run_chunk(jobs: Sequence[PoolJob], store: Path, want: int, minutes: float, *, dry_run: bool = False,
-              skip: Callable[[PoolJob], str | None] | None = None) -> int:
+              skip: Callable[[PoolJob], str | None] | None = None, shipped: Path | None = None) -> int:
     """Run the jobs not yet done, in order, until ``minutes`` have passed; ``skip(job)`` may give a reason
-    to leave one out. Rerun the same call to continue."""
+    to leave one out. A job whose run is not in ``store`` but has a pool file under ``shipped`` starts
+    from that file. Rerun the same call to continue."""
     deadline = time.monotonic() + minutes * 60
     for job in jobs:
         if dry_run:
             print(" ".join(job.command))
             continue
+        if shipped is not None and seed_from_shipped(store, job, shipped):
+            print(f"{job.run_id}: loaded from {shipped}")
         if run_done(store, job.run_id, want):
             print(f"{job.run_id}: done")
             continue
