@@ -24,6 +24,12 @@ def _serves(row: dict[str, Any]) -> str:
     return "policy" if row["paired"]["verdict"] == "policy better" else row["fixed"]["label"]
 
 
+def _within(r: dict[str, Any], fmt: str, scale: float) -> str:
+    """The fixed choice's own budget, where the policy's held-out spend raised it above the level's."""
+    within = r.get("fixed_budget", r["budget"])
+    return f" within {fmt.format(scale * within)}" if within > r["budget"] else ""
+
+
 def _table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
@@ -34,7 +40,7 @@ def token_table(cmp: dict[str, Any]) -> str:
               "policy - fixed [95% paired CI]", "verdict -> serves"]
     return _table(header, [
         [f"{r['budget']:.0f}", f"{r['paired']['policy']:.3f} ({r['policy_cost']:.0f})",
-         f"{r['fixed']['label']} ({r['fixed']['train_accuracy']:.3f})",
+         f"{r['fixed']['label']} ({r['fixed']['train_accuracy']:.3f})" + _within(r, "{:.0f}", 1.0),
          f"{r['paired']['fixed']:.3f} ({r['fixed_cost']:.0f})",
          f"{r['paired']['difference']:+.3f} {_ci(r['paired']['difference_ci'])}",
          f"{r['paired']['verdict']} -> {_serves(r)}"] for r in cmp["tokens"]])
@@ -45,7 +51,7 @@ def usd_table(rows: list[dict[str, Any]]) -> str:
               "fixed acc ($/1k)", "policy - fixed [95% paired CI]", "verdict"]
     return _table(header, [
         [f"{1000 * r['budget']:.3f}", f"{r['level_budget_tokens']:.0f}",
-         f"{r['paired']['policy']:.3f} ({1000 * r['policy_cost']:.3f})", r["fixed"]["label"],
+         f"{r['paired']['policy']:.3f} ({1000 * r['policy_cost']:.3f})", r["fixed"]["label"] + _within(r, "{:.3f}", 1000.0),
          f"{r['paired']['fixed']:.3f} ({1000 * r['fixed_cost']:.3f})",
          f"{r['paired']['difference']:+.3f} {_ci(r['paired']['difference_ci'])}", r["paired"]["verdict"]]
         for r in rows])

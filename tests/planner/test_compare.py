@@ -86,9 +86,28 @@ def test_the_fixed_choice_is_selected_on_the_training_split() -> None:
     table = replay_options(train, 1, fixed_choices(16), n_orders=16)
     acc, tok = table.acc.mean(axis=(0, 1)), table.tokens.mean(axis=(0, 1))
     for r in cmp["tokens"]:
-        fits = tok <= r["budget"] + 1e-9
+        assert r["fixed_budget"] == max(r["budget"], r["policy_cost"])
+        fits = tok <= r["fixed_budget"] + 1e-9
         assert r["fixed"]["train_accuracy"] == pytest.approx(acc[fits].max())
-        assert r["fixed_train_cost"] <= r["budget"] + 1e-9
+        assert r["fixed_train_cost"] <= r["fixed_budget"] + 1e-9
+
+
+def test_a_policy_that_overspends_on_held_out_problems_meets_a_fixed_choice_of_that_spend() -> None:
+    train, test = _split(MIXED)
+    fitted = fit_policy(train, probes=(2,), n_bins=3, n_orders=16)
+    # the same choices under budgets claimed at 80% of what they spend held out
+    spent = [r["policy_cost"] for r in compare_policy(fitted, train, test, n_orders=16)["tokens"]]
+    policy = replace(fitted, levels=[replace(lv, budget=0.8 * c) for lv, c in zip(fitted.levels, spent, strict=True)])
+    cmp = compare_policy(policy, train, test, n_orders=16)
+    table = replay_options(train, 1, fixed_choices(16), n_orders=16)
+    acc, tok = table.acc.mean(axis=(0, 1)), table.tokens.mean(axis=(0, 1))
+    richer = 0
+    for r in cmp["tokens"]:
+        assert r["policy_cost"] > r["budget"] and r["fixed_budget"] == r["policy_cost"]
+        assert r["fixed_train_cost"] <= r["fixed_budget"] + 1e-9
+        assert r["fixed"]["train_accuracy"] == pytest.approx(acc[tok <= r["fixed_budget"] + 1e-9].max())
+        richer += r["fixed_train_cost"] > r["budget"]  # what the claimed budget alone would not have bought
+    assert richer >= 1
 
 
 def test_a_policy_that_is_a_fixed_choice_cannot_win_and_serves_the_fixed_choice() -> None:

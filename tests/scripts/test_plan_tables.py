@@ -43,6 +43,9 @@ def test_token_table_serves_what_the_verdict_says(plan_tables: Any) -> None:
     assert lines[2].endswith("| policy better -> policy |")
     assert lines[3].endswith("| fixed better -> majority@2 |")
     assert "| 100 | 0.600 (90) | majority@2 (0.500) | 0.580 (80) | +0.020 [+0.010, +0.030] |" in lines[2]
+    over = _cmp(0, ["policy better"])
+    over["tokens"][0] |= {"policy_cost": 120.0, "fixed_budget": 120.0}
+    assert "| 100 | 0.600 (120) | majority@2 (0.500) within 120 |" in plan_tables.token_table(over)
 
 
 def test_splits_table_counts_each_level(plan_tables: Any) -> None:

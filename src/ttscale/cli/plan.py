@@ -237,6 +237,16 @@ def _fmt_ci(pr: dict[str, Any], key: str) -> str:
     return f"{pr[key]:+.3f} [{lo:+.3f}, {hi:+.3f}]" if key == "difference" else f"{pr[key]:.3f} [{lo:.3f}, {hi:.3f}]"
 
 
+def _fmt_fixed(r: dict[str, Any], scale: float, fmt: str) -> str:
+    fx = r["fixed"]
+    if not fx:
+        return "none fits"
+    cell = f"{fx['label']} ({fx['train_accuracy']:.3f})"
+    within = r.get("fixed_budget", r["budget"])
+    # the policy spent more than its budget on the held-out problems: the fixed choice may spend that much
+    return cell + (f" within {fmt.format(within * scale)}" if within > r["budget"] else "")
+
+
 def print_comparison(cmp: dict[str, Any]) -> None:
     unit = "tok" if cmp["unit"] == "tokens" else cmp["unit"]
     tables = [("tokens", f"budget {unit}/problem", cmp["tokens"], 1.0, "{:.0f}")]
@@ -252,7 +262,7 @@ def print_comparison(cmp: dict[str, Any]) -> None:
             pr, fx = r["paired"], r["fixed"]
             t.add_row(fmt.format(r["budget"] * scale), f"{r['level_budget_tokens']:.0f}",
                       _fmt_ci(pr, "policy") if pr else f"{r['policy_accuracy']:.3f}", fmt.format(r["policy_cost"] * scale),
-                      f"{fx['label']} ({fx['train_accuracy']:.3f})" if fx else "none fits",
+                      _fmt_fixed(r, scale, fmt),
                       _fmt_ci(pr, "fixed") if pr else "-", fmt.format(r["fixed_cost"] * scale) if fx else "-",
                       _fmt_ci(pr, "difference") if pr else "-", pr["verdict"] if pr else "-")
         console.print(t)

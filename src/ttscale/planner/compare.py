@@ -162,6 +162,10 @@ def compare_policy(
 ) -> dict[str, Any]:
     """Per budget: the policy against the best fixed choice (selected on ``train``), paired on ``test``.
 
+    The fixed choice may spend up to the budget or the policy's mean held-out spend, whichever is larger
+    (``fixed_budget``): a level is fitted to its budget on the training split and may spend more on the
+    held-out problems, and those extra tokens or dollars could have bought a richer fixed choice.
+
     ``train`` is the split the policy was fitted on; ``test`` must not share problems with it. With
     ``info`` (the model's shapes) and ``hardware``, the same per dollar budget on each machine; with
     ``at_usd`` too (profile name -> dollars per problem), the answer for that one budget per machine: the best fixed
@@ -179,8 +183,11 @@ def compare_policy(
     fix_acc_train = tr.fixed.acc.mean(axis=(0, 1))
     token_rows = []
     for li, lv in enumerate(policy.levels):
-        j = _best(fix_acc_train, fix_tok_train, lv.budget)
-        row = _row(lv.budget, lv, li, j, tr, te, (te.levels[li]["tokens"], te.fixed.tokens.mean(axis=1)), n_boot, seed)
+        pol_tok_te = te.levels[li]["tokens"]
+        within = max(lv.budget, float(pol_tok_te.mean()))
+        j = _best(fix_acc_train, fix_tok_train, within)
+        row = _row(lv.budget, lv, li, j, tr, te, (pol_tok_te, te.fixed.tokens.mean(axis=1)), n_boot, seed)
+        row["fixed_budget"] = within
         row["fixed_train_cost"] = float(fix_tok_train[j]) if j is not None else None
         token_rows.append(row)
     out: dict[str, Any] = {
@@ -245,12 +252,14 @@ def _usd_rows(policy: Policy, tr: _Side, te: _Side, info: ModelInfo, hw: Hardwar
         li = _best(lv_acc_tr, lv_usd_tr, budget)
         assert li is not None
         lv = policy.levels[li]
-        j = _best(fix_acc_tr, fix_usd_tr, budget)
+        pol_usd_te = p_te.policy_usd(lv, te.levels[li]["choice_by_order"], n_orders)
+        within = max(float(budget), float(pol_usd_te.mean()))
+        j = _best(fix_acc_tr, fix_usd_tr, within)
         if (li, j) in seen:  # a larger budget that buys the same two: one row
             continue
         seen.add((li, j))
-        pol_usd_te = p_te.policy_usd(lv, te.levels[li]["choice_by_order"], n_orders)
         row = _row(float(budget), lv, li, j, tr, te, (pol_usd_te, fix_usd_te), n_boot, seed)
+        row["fixed_budget"] = within
         row["fixed_train_cost"] = float(fix_usd_tr[j]) if j is not None else None
         rows.append(row)
     return rows
