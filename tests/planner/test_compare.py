@@ -108,6 +108,17 @@ def test_a_policy_that_overspends_on_held_out_problems_meets_a_fixed_choice_of_t
         assert r["fixed"]["train_accuracy"] == pytest.approx(acc[tok <= r["fixed_budget"] + 1e-9].max())
         richer += r["fixed_train_cost"] > r["budget"]  # what the claimed budget alone would not have bought
     assert richer >= 1
+    # served instead of the policy: the best fixed choice within the level's own budget, never the richer one
+    apply_decisions(policy, cmp)
+    for lv, r in zip(policy.levels, cmp["tokens"], strict=True):
+        served = r["fixed_in_budget"]
+        if served is None:
+            assert lv.serve == "policy" and lv.fixed is None
+            continue
+        assert served["train_cost"] <= lv.budget + 1e-9
+        assert lv.fixed is not None and lv.fixed.label == served["label"]
+        assert served["train_accuracy"] == pytest.approx(acc[tok <= lv.budget + 1e-9].max())
+        assert lv.decision["compared_with"] == r["fixed"]["label"]
 
 
 def test_a_policy_that_is_a_fixed_choice_cannot_win_and_serves_the_fixed_choice() -> None:

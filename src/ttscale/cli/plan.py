@@ -275,8 +275,9 @@ def print_serving(policy: Policy) -> None:
             console.print(f"level {lv.budget:g}: the per-prompt policy (no comparison recorded)")
         else:
             why = lv.decision
+            vs = why.get("compared_with", lv.fixed.label)
             console.print(f"level {lv.budget:g}: serves {'the per-prompt policy' if lv.serve == 'policy' else lv.fixed.label} "
-                          f"(policy - {lv.fixed.label} = {why.get('difference', 0):+.3f} {why.get('difference_ci')})",
+                          f"(policy - {vs} = {why.get('difference', 0):+.3f} {why.get('difference_ci')})",
                           highlight=False)
 
 

@@ -189,6 +189,11 @@ def compare_policy(
         row = _row(lv.budget, lv, li, j, tr, te, (pol_tok_te, te.fixed.tokens.mean(axis=1)), n_boot, seed)
         row["fixed_budget"] = within
         row["fixed_train_cost"] = float(fix_tok_train[j]) if j is not None else None
+        if within > lv.budget:  # what the level may serve instead of the policy must fit its own budget
+            jb = _best(fix_acc_train, fix_tok_train, lv.budget)
+            row["fixed_in_budget"] = None if jb is None else {
+                "choice": tr.fixed.choices[jb].to_dict(), "label": tr.fixed.choices[jb].label,
+                "train_accuracy": float(fix_acc_train[jb]), "train_cost": float(fix_tok_train[jb])}
         token_rows.append(row)
     out: dict[str, Any] = {
         "train_problems": train.n_problems, "test_problems": test.n_problems,
@@ -267,21 +272,24 @@ def _usd_rows(policy: Policy, tr: _Side, te: _Side, info: ModelInfo, hw: Hardwar
 
 def apply_decisions(policy: Policy, comparison: dict[str, Any], *, where: str = "held-out split") -> None:
     """Record per level what ``ttscale serve`` answers with: the per-prompt policy only where the
-    paired interval of (policy - best fixed choice) at that token budget lies above 0."""
+    paired interval of (policy - best fixed choice) at that token budget lies above 0. The fixed choice
+    served is the best within the level's budget (the comparator may have been richer, when the policy
+    overspent on held-out problems); where none fits, the level serves the policy."""
     rows = {r["level_budget_tokens"]: r for r in comparison["tokens"]}
     for lv in policy.levels:
         r = rows.get(lv.budget)
-        if r is None or r["fixed"] is None:
+        served = r.get("fixed_in_budget", r["fixed"]) if r is not None else None
+        if r is None or r["fixed"] is None or served is None:
             lv.fixed, lv.serve, lv.decision = None, "policy", {}
             continue
         pr = r["paired"]
         lo, hi = pr["difference_ci"]
-        lv.fixed = Choice.from_dict(r["fixed"]["choice"])
+        lv.fixed = Choice.from_dict(served["choice"])
         lv.serve = "policy" if pr["verdict"] == "policy better" else "fixed"
         lv.decision = {
             "rule": "serve the per-prompt policy only if the 95% paired interval of (policy - fixed) is above 0",
             "on": where, "test_problems": comparison["test_problems"],
             "policy_accuracy": round(pr["policy"], 4), "fixed_accuracy": round(pr["fixed"], 4),
             "difference": round(pr["difference"], 4), "difference_ci": [round(lo, 4), round(hi, 4)],
-            "verdict": pr["verdict"],
+            "verdict": pr["verdict"], "compared_with": r["fixed"]["label"],
         }
