@@ -21,7 +21,11 @@ def _ci(lo_hi: list[float]) -> str:
 
 
 def _serves(row: dict[str, Any]) -> str:
-    return "policy" if row["paired"]["verdict"] == "policy better" else row["fixed"]["label"]
+    """What the level serves: the policy, or the best fixed choice within the level's own budget."""
+    if row["paired"]["verdict"] == "policy better":
+        return "policy"
+    served = row.get("fixed_in_budget", row["fixed"])
+    return "policy (no fixed choice fits)" if served is None else served["label"]
 
 
 def _within(r: dict[str, Any], fmt: str, scale: float) -> str:

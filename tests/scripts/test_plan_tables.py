@@ -46,6 +46,9 @@ def test_token_table_serves_what_the_verdict_says(plan_tables: Any) -> None:
     over = _cmp(0, ["policy better"])
     over["tokens"][0] |= {"policy_cost": 120.0, "fixed_budget": 120.0}
     assert "| 100 | 0.600 (120) | majority@2 (0.500) within 120 |" in plan_tables.token_table(over)
+    over["tokens"][0]["paired"]["verdict"] = "not resolved"
+    over["tokens"][0]["fixed_in_budget"] = {"label": "majority@1"}
+    assert plan_tables.token_table(over).endswith("| not resolved -> majority@1 |")
 
 
 def test_splits_table_counts_each_level(plan_tables: Any) -> None:
