@@ -133,9 +133,9 @@ pool-resume: setup
 	@test -n "$(POOL)" || { echo "usage: make pool-resume POOL=<run id of POOL_CMDS>"; exit 2; }
 	@for spec in $(POOL_CMDS); do \
 	  id=$${spec%%|*}; args=$${spec#*|}; [ "$$id" = "$(POOL)" ] || continue; \
-	  if [ -f $(POOLS_OUT)/$$id.jsonl.gz ] && ! $(PY) -c "import sys; from ttscale.store import Store; \
-	      sys.exit(Store(sys.argv[1]).get_run(sys.argv[2]) is None)" $(POOL_STORE) $$id; then \
-	    $(VENV)/bin/ttscale pool import $(POOLS_OUT)/$$id.jsonl.gz --store $(POOL_STORE) || exit 1; fi; \
+	  $(PY) -c "import sys, pathlib; from ttscale.store import Store; from ttscale.replay.pool_file import \
+	    import_if_missing; import_if_missing(pathlib.Path(sys.argv[1]), Store(sys.argv[2]), sys.argv[3])" \
+	    $(POOLS_OUT)/$$id.jsonl.gz $(POOL_STORE) $$id || exit 1; \
 	  $(SWEEP) --run-id $$id $$args || exit 1; \
 	  $(EXPORT) $$id -o $(POOLS_OUT)/$$id.jsonl.gz --command "ttscale sweep -k 16 --temperature 0.8 --seed 0 --wave 16 $$args --run-id $$id"; \
 	  exit 0; \

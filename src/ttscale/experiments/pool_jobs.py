@@ -41,18 +41,12 @@ def seed_from_shipped(store: Path, job: PoolJob, shipped: Path) -> bool:
     A fresh machine has an empty store: without this a chunk would generate again what an earlier
     machine made and shipped, partial pools included (their resume then adds only what is missing).
     """
-    from ttscale.replay.pool_file import import_pool_file
+    from ttscale.replay.pool_file import import_if_missing
     from ttscale.store import Store
 
-    path = shipped / (job.export_as or f"{job.run_id}.jsonl.gz")
-    if not path.exists():
-        return False
     s = Store(store)
     try:
-        if s.get_run(job.run_id) is not None:
-            return False
-        import_pool_file(path, s, job.run_id)
-        return True
+        return import_if_missing(shipped / (job.export_as or f"{job.run_id}.jsonl.gz"), s, job.run_id)
     finally:
         s.close()
 

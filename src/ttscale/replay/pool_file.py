@@ -172,6 +172,16 @@ def import_pool_file(path: Path, store: Store, run_id: str | None = None) -> str
     return rid
 
 
+def import_if_missing(path: Path, store: Store, run_id: str) -> bool:
+    """Load ``path`` as ``run_id`` unless the store has that run already or the file does not exist;
+    returns whether it loaded. A fresh machine continues a shipped pool from it; a store that holds the
+    run (perhaps grown past the file) is never replaced by the file."""
+    if not path.exists() or store.get_run(run_id) is not None:
+        return False
+    import_pool_file(path, store, run_id)
+    return True
+
+
 def _keep_notes(store: Store, rid: str, header: dict[str, Any]) -> None:
     if header.get("command"):
         store.set_note(rid, "command", header["command"])
