@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml requirements-data.txt 2>/dev/null | cksum | cut -d' ' -f1)
 
-.PHONY: setup demo test bench lint clean llama-server externals browser pools pool-resume fresh-check
+.PHONY: setup demo test bench lint clean llama-server externals browser pools pool-resume pool-checkpoint fresh-check
 
 setup: $(STAMP) browser
 
@@ -108,6 +108,8 @@ HUMANEVAL_LIMIT ?= 80
 POOLS_OUT  := src/ttscale/pools
 SWEEP      := $(VENV)/bin/ttscale sweep --store $(POOL_STORE) -k 16 --temperature 0.8 --seed 0 --wave 16 --threads 2 --no-progress
 EXPORT     := $(VENV)/bin/ttscale pool export --store $(POOL_STORE)
+# The command a pool file's header records (the store and the machine's threads left out).
+SWEEP_SHOWN := ttscale sweep -k 16 --temperature 0.8 --seed 0 --wave 16
 POOL_CMDS := \
   "humaneval-qwen05-k16|--task humaneval --model qwen2.5-coder-0.5b --limit $(HUMANEVAL_LIMIT) --max-tokens 384 --verifier unit-tests --verifier certainty" \
   "gsm8k-qwen05-k16|--task gsm-symbolic --model qwen2.5-coder-0.5b --limit 60 --max-tokens 512 --verifier certainty" \
@@ -137,8 +139,23 @@ pool-resume: setup
 	    import_if_missing; import_if_missing(pathlib.Path(sys.argv[1]), Store(sys.argv[2]), sys.argv[3])" \
 	    $(POOLS_OUT)/$$id.jsonl.gz $(POOL_STORE) $$id || exit 1; \
 	  $(SWEEP) --run-id $$id $$args || exit 1; \
-	  $(EXPORT) $$id -o $(POOLS_OUT)/$$id.jsonl.gz --command "ttscale sweep -k 16 --temperature 0.8 --seed 0 --wave 16 $$args --run-id $$id"; \
+	  $(EXPORT) $$id -o $(POOLS_OUT)/$$id.jsonl.gz --command "$(SWEEP_SHOWN) $$args --run-id $$id"; \
 	  exit 0; \
+	done; echo "$(POOL) is not one of POOL_CMDS"; exit 2
+
+# Ship what a running `make pool-resume` has made so far (a session may end before the sweep does):
+# export the run from a consistent copy of $(POOL_STORE), taken without stopping the sweep.
+#   make pool-checkpoint POOL=gsm8k-qwen15-k16-s2
+pool-checkpoint: setup
+	@test -n "$(POOL)" || { echo "usage: make pool-checkpoint POOL=<run id of POOL_CMDS>"; exit 2; }
+	@for spec in $(POOL_CMDS); do \
+	  id=$${spec%%|*}; args=$${spec#*|}; [ "$$id" = "$(POOL)" ] || continue; \
+	  snap=$$(mktemp -d)/pools.sqlite; \
+	  $(PY) -c "import sqlite3, sys; src = sqlite3.connect(f'file:{sys.argv[1]}?mode=ro', uri=True); \
+	    dst = sqlite3.connect(sys.argv[2]); src.backup(dst); dst.close()" $(POOL_STORE) $$snap || exit 1; \
+	  $(VENV)/bin/ttscale pool export --store $$snap $$id -o $(POOLS_OUT)/$$id.jsonl.gz \
+	    --command "$(SWEEP_SHOWN) $$args --run-id $$id"; \
+	  rc=$$?; rm -rf $$(dirname $$snap); exit $$rc; \
 	done; echo "$(POOL) is not one of POOL_CMDS"; exit 2
 
 pools: setup
@@ -146,5 +163,5 @@ pools: setup
 	  id=$${spec%%|*}; args=$${spec#*|}; \
 	  echo "== $$id"; \
 	  $(SWEEP) --run-id $$id $$args || exit 1; \
-	  $(EXPORT) $$id -o $(POOLS_OUT)/$$id.jsonl.gz --command "ttscale sweep -k 16 --temperature 0.8 --seed 0 --wave 16 $$args --run-id $$id"; \
+	  $(EXPORT) $$id -o $(POOLS_OUT)/$$id.jsonl.gz --command "$(SWEEP_SHOWN) $$args --run-id $$id"; \
 	done
