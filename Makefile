@@ -135,9 +135,8 @@ pool-resume: setup
 	@test -n "$(POOL)" || { echo "usage: make pool-resume POOL=<run id of POOL_CMDS>"; exit 2; }
 	@for spec in $(POOL_CMDS); do \
 	  id=$${spec%%|*}; args=$${spec#*|}; [ "$$id" = "$(POOL)" ] || continue; \
-	  $(PY) -c "import sys, pathlib; from ttscale.store import Store; from ttscale.replay.pool_file import \
-	    import_if_missing; import_if_missing(pathlib.Path(sys.argv[1]), Store(sys.argv[2]), sys.argv[3])" \
-	    $(POOLS_OUT)/$$id.jsonl.gz $(POOL_STORE) $$id || exit 1; \
+	  $(VENV)/bin/ttscale pool import $(POOLS_OUT)/$$id.jsonl.gz --store $(POOL_STORE) --run-id $$id --if-missing \
+	    || exit 1; \
 	  $(SWEEP) --run-id $$id $$args || exit 1; \
 	  $(EXPORT) $$id -o $(POOLS_OUT)/$$id.jsonl.gz --command "$(SWEEP_SHOWN) $$args --run-id $$id"; \
 	  exit 0; \

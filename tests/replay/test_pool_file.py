@@ -89,3 +89,32 @@ def test_cli_export_import_and_curves(swept: Store, tmp_path: Path) -> None:
     out.write_bytes(out.read_bytes()[:-40])
     res = r.invoke(app, ["pool", "import", str(out), "--store", str(tmp_path / "c.sqlite")])
     assert res.exit_code != 0 and "truncated" in res.output and "Traceback" not in res.output
+
+
+def test_cli_import_if_missing_never_replaces_a_grown_store(swept: Store, tmp_path: Path) -> None:
+    """`pool import --if-missing` starts a resumed sweep from a shipped file: it loads once, keeps a store
+    that already has the run (however many samples it holds), and skips a file that is not there."""
+    from ttscale.cli import app
+    from ttscale.replay.pool_file import pool_run_id
+
+    export_run(swept, "pool", tmp_path / "p.jsonl.gz")
+    swept.close()
+    assert pool_run_id(tmp_path / "p.jsonl.gz") == "pool"
+    r = CliRunner()
+    dst = str(tmp_path / "d.sqlite")
+    args = ["pool", "import", str(tmp_path / "p.jsonl.gz"), "--store", dst, "--if-missing"]
+    res = r.invoke(app, args)
+    assert res.exit_code == 0 and "pool: 30 samples" in res.output, res.output
+    st = Store(tmp_path / "d.sqlite")
+    (pid, first), *_ = st.samples("pool")
+    st.add_samples("pool", pid, [first.__class__(**{**first.__dict__, "index": 99})])  # the store grew past the file
+    st.close()
+    res = r.invoke(app, args)
+    assert res.exit_code == 0 and "already in" in res.output and "31 samples" in res.output, res.output
+    res = r.invoke(app, ["pool", "import", str(tmp_path / "none.jsonl.gz"), "--store", dst, "--if-missing"])
+    assert res.exit_code == 0 and "nothing to load" in res.output, res.output
+    res = r.invoke(app, ["pool", "import", str(tmp_path / "none.jsonl.gz"), "--store", dst])
+    assert res.exit_code != 0 and "not found" in res.output, res.output
+    (tmp_path / "bad.jsonl.gz").write_bytes(b"not gzip")
+    res = r.invoke(app, ["pool", "import", str(tmp_path / "bad.jsonl.gz"), "--store", dst, "--if-missing"])
+    assert res.exit_code != 0 and "not a pool file header" in res.output and "Traceback" not in res.output

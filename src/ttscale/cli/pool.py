@@ -59,13 +59,26 @@ def import_(
     path: Annotated[Path, typer.Argument(help="A pool file (.jsonl.gz) written by `ttscale pool export`.")],
     store: Annotated[Path, typer.Option(help="SQLite store to load it into.")] = DEFAULT_STORE,
     run_id: Annotated[Optional[str], typer.Option(help="Store it under this run id (default: the file's).")] = None,
+    if_missing: Annotated[bool, typer.Option(
+        "--if-missing",
+        help="Load only if the store lacks the run, and do nothing if the file does not exist: how a resumed "
+             "sweep starts from a shipped pool without replacing a store that has grown past it.")] = False,
 ) -> None:
     """Load a pool file into a store (checksum and counts verified; a truncated or edited file is refused)."""
-    from ttscale.replay.pool_file import import_pool_file
+    from ttscale.replay.pool_file import import_if_missing, import_pool_file, pool_run_id
 
+    if if_missing and not path.exists():
+        console.print(f"no pool file at {path}: nothing to load")
+        return
     st = Store(store)
     try:
-        rid = import_pool_file(path, st, run_id)
+        if if_missing:
+            rid = run_id or pool_run_id(path)
+            if not import_if_missing(path, st, rid):
+                console.print(f"run {rid}: already in {store} ({st.sample_count(rid)} samples); not loaded again")
+                return
+        else:
+            rid = import_pool_file(path, st, run_id)
         n = st.sample_count(rid)
     finally:
         st.close()

@@ -172,14 +172,32 @@ def import_pool_file(path: Path, store: Store, run_id: str | None = None) -> str
     return rid
 
 
-def import_if_missing(path: Path, store: Store, run_id: str) -> bool:
-    """Load ``path`` as ``run_id`` unless the store has that run already or the file does not exist;
-    returns whether it loaded. A fresh machine continues a shipped pool from it; a store that holds the
-    run (perhaps grown past the file) is never replaced by the file."""
-    if not path.exists() or store.get_run(run_id) is not None:
+def import_if_missing(path: Path, store: Store, run_id: str | None = None) -> bool:
+    """Load ``path`` as ``run_id`` (default: the file's) unless the store has that run already or the
+    file does not exist; returns whether it loaded. A fresh machine continues a shipped pool from it; a
+    store that holds the run (perhaps grown past the file) is never replaced by the file."""
+    if not path.exists():
         return False
-    import_pool_file(path, store, run_id)
+    rid = run_id or pool_run_id(path)
+    if store.get_run(rid) is not None:
+        return False
+    import_pool_file(path, store, rid)
     return True
+
+
+def pool_run_id(path: Path) -> str:
+    """The run id in a pool file's header, read without decompressing the rest of the file."""
+    try:
+        with gzip.open(path, "rb") as f:
+            head = f.readline()
+        header = json.loads(head)
+    except FileNotFoundError:
+        raise StoreError(f"{path}: pool file not found") from None
+    except (EOFError, OSError, zlib.error, ValueError) as e:
+        raise StoreError(f"{path}:1: not a pool file header ({type(e).__name__})") from None
+    if not isinstance(header, dict) or header.get("format") != FORMAT or "run_id" not in header:
+        raise StoreError(f"{path}:1: not a {FORMAT} file")
+    return str(header["run_id"])
 
 
 def _keep_notes(store: Store, rid: str, header: dict[str, Any]) -> None:
