@@ -93,6 +93,19 @@ def export_run(store: Store, run_id: str, path: Path, *, command: str = "", logp
     return PoolFileInfo(path, run_id, len(problems), n_samples, command, digest)
 
 
+def _header(path: Path, head: bytes) -> dict[str, Any]:
+    """A pool file's first line, checked for this format and version."""
+    try:
+        header = json.loads(head)
+    except ValueError:
+        raise StoreError(f"{path}:1: not a pool file header") from None
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        raise StoreError(f"{path}:1: not a {FORMAT} file")
+    if header.get("version") != VERSION:
+        raise StoreError(f"{path}:1: pool file version {header.get('version')}, this ttscale reads {VERSION}")
+    return header
+
+
 def read_pool_file(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]], list[tuple[str, dict[str, Any]]]]:
     """(header, problems, (problem id, sample) pairs), verified; :class:`StoreError` names what is wrong."""
     try:
@@ -103,14 +116,7 @@ def read_pool_file(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]], li
     except (EOFError, OSError, zlib.error) as e:
         raise StoreError(f"{path}: truncated or not a gzip pool file ({type(e).__name__}: {e})") from None
     head, _, body = raw.partition(b"\n")
-    try:
-        header = json.loads(head)
-    except ValueError:
-        raise StoreError(f"{path}:1: not a pool file header") from None
-    if not isinstance(header, dict) or header.get("format") != FORMAT:
-        raise StoreError(f"{path}:1: not a {FORMAT} file")
-    if header.get("version") != VERSION:
-        raise StoreError(f"{path}:1: pool file version {header.get('version')}, this ttscale reads {VERSION}")
+    header = _header(path, head)
     if hashlib.sha256(body).hexdigest() != header.get("sha256"):
         raise StoreError(f"{path}: checksum mismatch: the file was truncated or edited after it was written")
     problems: list[dict[str, Any]] = []
@@ -190,12 +196,12 @@ def pool_run_id(path: Path) -> str:
     try:
         with gzip.open(path, "rb") as f:
             head = f.readline()
-        header = json.loads(head)
     except FileNotFoundError:
         raise StoreError(f"{path}: pool file not found") from None
-    except (EOFError, OSError, zlib.error, ValueError) as e:
+    except (EOFError, OSError, zlib.error) as e:
         raise StoreError(f"{path}:1: not a pool file header ({type(e).__name__})") from None
-    if not isinstance(header, dict) or header.get("format") != FORMAT or "run_id" not in header:
+    header = _header(path, head)
+    if "run_id" not in header:
         raise StoreError(f"{path}:1: not a {FORMAT} file")
     return str(header["run_id"])
 
