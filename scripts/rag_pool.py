@@ -6,7 +6,9 @@ continues where the last chunk stopped (each sweep wave and each IterDRAG questi
 it finishes). ``--minutes`` bounds one chunk: no configuration starts after it, and the one running
 is stopped at it (its finished problems are kept).
 
-    model-job .venv/bin/python scripts/rag_pool.py --minutes 9            # the pilot grid, next chunk
+    model-job .venv/bin/python scripts/rag_pool.py --minutes 9            # the 0.5B grid, next chunk
+    model-job .venv/bin/python scripts/rag_pool.py --grid larger --model qwen2.5-coder-1.5b \
+        --prefix rag-qwen15 --minutes 9                                   # the 1.5B's fewer configurations
     .venv/bin/python scripts/rag_pool.py --dry-run                        # the commands, nothing run
     .venv/bin/python scripts/rag_pool.py --export src/ttscale/pools       # write the finished pools
 
@@ -20,7 +22,7 @@ import argparse
 from pathlib import Path
 
 from ttscale.experiments.pool_jobs import PoolJob, export_jobs, run_chunk
-from ttscale.experiments.rag_scaling import PILOT, RagConfig, parse_run_id, run_command, too_long
+from ttscale.experiments.rag_scaling import GRIDS, RagConfig, parse_run_id, run_command, too_long
 from ttscale.pools import POOL_DIR
 
 
@@ -34,13 +36,15 @@ def main() -> int:
     ap.add_argument("--max-tokens", type=int, default=32)
     ap.add_argument("--minutes", type=float, default=9.0, help="stop this chunk after this long")
     ap.add_argument("--n-ctx", type=int, default=16384, help="the engine's context (its default)")
-    ap.add_argument("--only", nargs="*", default=None, help="run ids to run (default: the pilot grid)")
+    ap.add_argument("--grid", choices=sorted(GRIDS), default="full",
+                    help="full: the smaller model's grid (the pilot first); larger: the larger model's few")
+    ap.add_argument("--only", nargs="*", default=None, help="run ids to run (default: all of --grid)")
     ap.add_argument("--dry-run", action="store_true")
     ap.add_argument("--export", type=Path, default=None, help="export the finished runs to this directory")
     ap.add_argument("--fresh", action="store_true",
                     help="do not start a run that is missing from --store from its shipped pool file")
     a = ap.parse_args()
-    grid: list[RagConfig] = [c for c in PILOT if a.only is None or c.run_id(a.prefix) in a.only]
+    grid: list[RagConfig] = [c for c in GRIDS[a.grid] if a.only is None or c.run_id(a.prefix) in a.only]
     # IterDRAG runs are not sweeps: they ship beside the sweeps, under iterdrag/
     jobs = [PoolJob(c.run_id(a.prefix), run_command(c, model=a.model, store=str(a.store), limit=a.limit,
                                                      samples=a.samples, max_tokens=a.max_tokens, prefix=a.prefix),

@@ -76,24 +76,28 @@ def test_the_grid_names_its_runs_and_makes_resumable_commands() -> None:
     assert len(set(PILOT)) == len(PILOT) and {c.n for c in PILOT} == {0, 1, 2}
 
 
-def _synthetic(rng: np.random.Generator) -> list[ConfigRun]:
+def _synthetic(rng: np.random.Generator, prefix: str = "syn", cfgs: list[RagConfig] | None = None,
+               shift: float = 0.0, n_params: int = 500_000_000) -> list[ConfigRun]:
     qs = [f"q{j}" for j in range(24)]
     runs = []
-    cfgs = [RagConfig(k, m) for k in (0, 1, 2, 5, 10) for m in (0, 1, 2)] + [RagConfig(2, 1, 1), RagConfig(2, 1, 2)]
+    if cfgs is None:
+        cfgs = [RagConfig(k, m) for k in (0, 1, 2, 5, 10) for m in (0, 1, 2)] + [RagConfig(2, 1, 1), RagConfig(2, 1, 2)]
     for c in cfgs:
         x = features([c])[0]
-        p = 1 / (1 + np.exp(-(0.5 * x[0] + 0.3 * x[1] + 0.2 * x[2] - 2)))
+        p = 1 / (1 + np.exp(-((0.5 + shift) * x[0] + 0.3 * x[1] + 0.2 * x[2] - 2 + shift)))
         length = (60 + 120 * c.k) * (1 + c.m) * (1 + 2 * c.n)
         n = 2 if c.n == 0 else 1
         # each sample right with p (its answer "gold", F1 1) or wrong in its own way (F1 0.2)
         per = {q: [ArmSample("gold" if (ok := rng.random() < p) else f"w{q}{i}", {"em": float(ok), "f1": 1.0 if ok else 0.2},
                              -1.0, 8, length, length if i == 0 else 0.0) for i in range(n)] for q in qs}
-        runs.append(ConfigRun(c.run_id("syn"), c, "fake", {q: float(np.mean([x.scores["em"] for x in per[q]])) for q in qs},
+        runs.append(ConfigRun(c.run_id(prefix), c, f"fake-{prefix}",
+                              {q: float(np.mean([x.scores["em"] for x in per[q]])) for q in qs},
                               {q: float(np.mean([x.scores["f1"] for x in per[q]])) for q in qs},
                               {q: length * (0.8 + 0.4 * rng.random()) for q in qs}, length * 8.0,
-                              n * len(qs), per_sample=per))
-    runs.append(ConfigRun("syn-k20-m0-n0", RagConfig(20, 0), "fake", {"q0": 1.0}, {"q0": 1.0}, {"q0": 3000.0},
-                          3000.0, 2))  # an unfinished pool: left out, and said so
+                              n * len(qs), per_sample=per, n_params=n_params))
+    if prefix == "syn":
+        runs.append(ConfigRun("syn-k20-m0-n0", RagConfig(20, 0), "fake", {"q0": 1.0}, {"q0": 1.0}, {"q0": 3000.0},
+                              3000.0, 2))  # an unfinished pool: left out, and said so
     return runs
 
 
@@ -104,6 +108,25 @@ def test_the_page_from_synthetic_runs_has_every_section(tmp_path: Path) -> None:
         assert s in md
     assert "R^2" in md and "incomplete pools left out: `syn-k20-m0-n0`" in md and "`syn-k50-m0-n0`" in md
     assert (tmp_path / "rag-scaling.png").stat().st_size > 10_000
+    assert "## A larger model" not in md
+
+
+def test_a_larger_model_gets_its_own_section_beside_the_grid(tmp_path: Path) -> None:
+    rng = np.random.default_rng(2)
+    larger = [RagConfig(0, 0), RagConfig(1, 0), RagConfig(0, 1), RagConfig(2, 1), RagConfig(5, 1)]
+    big = _synthetic(rng, "big", larger, shift=1.5, n_params=1_500_000_000)
+    md = page(_synthetic(rng) + big, [], tmp_path).markdown()
+    assert "## A larger model on fewer configurations (fake-big)" in md
+    sec = md.split("## A larger model")[1].split("\n## ")[0]
+    # every shared configuration is compared, and the much stronger model is shown better at most of them
+    assert sec.count("| k=") == len(larger)
+    claims = md.split("## The paper's claims here")[1]
+    line = next(row for row in claims.splitlines() if "A larger model (fake-big)" in row)
+    better = int(line.split("fake-big is better at ")[1].split(" of ")[0])
+    assert better >= 3
+    assert "both models" in sec  # the gains differ, so a and b separate
+    # the main grid stays the smaller model's: its configurations table does not list the larger one's runs
+    assert "`big-k5-m1-n0`" not in md.split("## Accuracy against")[0]
 
 
 def test_the_page_builds_from_the_shipped_pools(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -119,3 +142,5 @@ def test_the_page_builds_from_the_shipped_pools(tmp_path: Path, monkeypatch: pyt
     for s in SECTIONS:
         assert s in md
     assert "qwen2.5-coder-0.5b" in md and (tmp_path / "rag-scaling.png").exists()
+    if len(shipped_rag_runs("rag-qwen15")) >= 2:
+        assert "## A larger model on fewer configurations (qwen2.5-coder-1.5b)" in md

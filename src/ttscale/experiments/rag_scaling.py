@@ -67,6 +67,28 @@ PILOT: tuple[RagConfig, ...] = (
 """The pilot grid, cheapest first (so a partial pool still spans the budgets): DRAG at k in {0, 1, 2, 5,
 10, 20} x m in {0, 1, 2}, IterDRAG n in {1, 2} at (k, m) = (2, 1) and (5, 1)."""
 
+EXTENSION: tuple[RagConfig, ...] = (
+    *(RagConfig(k, 4) for k in (0, 1, 2, 5)),
+    RagConfig(2, 1, 3), RagConfig(2, 1, 4),
+    RagConfig(50, 0),
+    RagConfig(10, 4), RagConfig(5, 1, 3), RagConfig(5, 1, 4),
+    RagConfig(20, 4), RagConfig(50, 1),
+)
+"""Beyond the pilot, cheapest first: m = 4, IterDRAG n in {3, 4}, k = 50."""
+
+FULL: tuple[RagConfig, ...] = PILOT + EXTENSION
+"""The smaller model's grid: every value of k, m and n the issue names, on a cross-section of the 7 x 4 x 5 cube
+(the whole cube is about 15 hours of model time on 2 cores)."""
+
+LARGER: tuple[RagConfig, ...] = (
+    RagConfig(0, 0), RagConfig(1, 0), RagConfig(0, 1), RagConfig(2, 1), RagConfig(5, 1), RagConfig(2, 1, 1),
+    RagConfig(10, 1),
+)
+"""The larger model's fewer configurations: zero-shot and the two one-step gains (its own i_doc and i_shot, so the
+allocation model's a and b separate across the two models), and the middle of the smaller model's grid."""
+
+GRIDS: dict[str, tuple[RagConfig, ...]] = {"pilot": PILOT, "full": FULL, "larger": LARGER}
+
 
 def run_command(cfg: RagConfig, *, model: str, store: str, limit: int, samples: int, max_tokens: int,
                 prefix: str, temperature: float = 0.8, seed: int = 0) -> list[str]:
@@ -109,6 +131,7 @@ def too_long(cfg: RagConfig, *, model: str, limit: int, samples: int, max_tokens
 # ---- the experiment ---------------------------------------------------------------------------------
 
 PREFIX = "rag-qwen05"
+LARGER_PREFIX = "rag-qwen15"
 RUN_ID = re.compile(r"^(?P<prefix>.+)-k(?P<k>\d+)-m(?P<m>\d+)-n(?P<n>\d+)$")
 METRICS = ("f1", "em")
 SPLITS = 200
@@ -161,6 +184,8 @@ class ConfigRun:
     prefilled: float
     samples: int
     refused: int = 0
+    n_params: int = 0
+    """The model's parameter count (from its record), for pricing prefill compute across models."""
     """IterDRAG samples that stopped on a refusal (context or budget) without a final answer."""
     per_sample: dict[str, list[ArmSample]] = field(default_factory=dict)
     """Each question's samples, for replaying aggregation rules over them (:mod:`ttscale.planner.input_output`)."""
@@ -176,7 +201,8 @@ def _grades(s: dict[str, Any]) -> tuple[float, float]:
     return float(bool(em)), float(g.get("f1", float(bool(em))))
 
 
-def _collect(run_id: str, cfg: RagConfig, model: str, rows: list[tuple[str, dict[str, Any]]]) -> ConfigRun | None:
+def _collect(run_id: str, cfg: RagConfig, model: str, rows: list[tuple[str, dict[str, Any]]],
+             n_params: int = 0) -> ConfigRun | None:
     by: dict[str, list[dict[str, Any]]] = {}
     for pid, s in rows:
         by.setdefault(pid, []).append(s)
@@ -192,7 +218,8 @@ def _collect(run_id: str, cfg: RagConfig, model: str, rows: list[tuple[str, dict
                               s.get("logprob"), int(s.get("n_tokens") or 0), float(s.get("prompt_tokens") or 0),
                               float(s.get("prefilled_tokens") or 0)) for s, g in zip(ss, grades, strict=True)]
     return ConfigRun(run_id, cfg, model, em, f1, ctx, float(sum(s.get("prefilled_tokens") or 0 for _, s in rows)),
-                     len(rows), sum(1 for _, s in rows if s.get("finish_reason") == "refused"), per)
+                     len(rows), refused=sum(1 for _, s in rows if s.get("finish_reason") == "refused"),
+                     per_sample=per, n_params=n_params)
 
 
 def read_config_run(store: Store, run_id: str) -> ConfigRun | None:
@@ -205,7 +232,7 @@ def read_config_run(store: Store, run_id: str) -> ConfigRun | None:
     if found is None:
         return None
     model, _, rows = found
-    return _collect(run_id, parsed[1], str(model.get("name", "")), rows)
+    return _collect(run_id, parsed[1], str(model.get("name", "")), rows, int(model.get("n_params") or 0))
 
 
 # ---- the computation-allocation model ---------------------------------------------------------------
@@ -341,17 +368,28 @@ class Allocation:
     eps: float
 
 
+def _eps(grid: Grid, p: np.ndarray) -> float:
+    """Half a sample: the clipping before the logit."""
+    return 0.5 / (p.shape[1] * max(1, min(r.samples // max(len(r.questions), 1) for r in grid.runs)))
+
+
+def allocation_rows(grid: Grid, name: str, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The allocation model's rows, one per configuration on the questions ``rows``: features x (C, 3), the
+    grid's gains i (C, 2) and the logit of the accuracy (C,)."""
+    p = grid.metric[name] if rows is None else grid.metric[name][:, rows]
+    x = features(grid.cfgs)
+    return x, np.broadcast_to(grid.gains(name, rows), (len(x), 2)), logit(p.mean(axis=1), _eps(grid, p))
+
+
 def allocation(grid: Grid, name: str, rows: np.ndarray | None = None, cfg_mask: np.ndarray | None = None) -> Allocation:
     """The allocation model fitted to the configurations (``cfg_mask``) on the questions ``rows``."""
     p = grid.metric[name] if rows is None else grid.metric[name][:, rows]
     acc = p.mean(axis=1)
-    n = p.shape[1] * max(1, min(r.samples // max(len(r.questions), 1) for r in grid.runs))
-    eps = 0.5 / n
+    eps = _eps(grid, p)
     sel = np.ones(len(acc), bool) if cfg_mask is None else cfg_mask
-    x = features(grid.cfgs)[sel]
-    gains = grid.gains(name, rows)
-    i = np.broadcast_to(gains, (len(x), 2))
-    fit = fit_allocation(x, i, logit(acc[sel], eps))
+    x_all, i_all, y_all = allocation_rows(grid, name, rows)
+    x, gains = x_all[sel], np.array(i_all[0])
+    fit = fit_allocation(x, i_all[sel], y_all[sel])
     pred = fit.predict(x, gains)
     ss = float(((acc[sel] - acc[sel].mean()) ** 2).sum())
     r2_p = 1 - float(((acc[sel] - pred) ** 2).sum()) / ss if ss > 0 else float("nan")
@@ -572,11 +610,27 @@ def run(store: Store, pools: list[str], out: Path) -> Page:
     return page(found, missing, out)
 
 
+def _by_prefix(found: list[ConfigRun]) -> tuple[list[ConfigRun], list[list[ConfigRun]]]:
+    """The main model's runs (prefix :data:`PREFIX` if it has two, else the prefix with the most) and the other
+    prefixes' runs (the larger model's fewer configurations)."""
+    groups: dict[str, list[ConfigRun]] = {}
+    for r in found:
+        parsed = parse_run_id(r.run_id)
+        groups.setdefault(parsed[0] if parsed else "", []).append(r)
+    main = PREFIX if len(groups.get(PREFIX, [])) >= 2 else max(groups, key=lambda g: len(groups[g]))
+    return groups.pop(main), list(groups.values())
+
+
 def page(found: list[ConfigRun], missing: list[str], out: Path) -> Page:
-    """The page from configuration runs already read (``missing``: run ids not found)."""
+    """The page from configuration runs already read (``missing``: run ids not found). Runs of one prefix make
+    the grid; another prefix's runs (a larger model) get a section of their own beside it."""
     if len(found) < 2:
         raise ConfigError("rag-scaling needs at least two configuration pools; found "
                           + (", ".join(r.run_id for r in found) or "none") + "; missing " + ", ".join(missing))
+    found, others = _by_prefix(found)
+    if len(found) < 2:
+        raise ConfigError("rag-scaling needs at least two configuration pools of one model; found "
+                          + ", ".join(r.run_id for r in found))
     grid = build_grid(found)
     lengths = grid.budget()
     budgets = budgets_for(lengths)
@@ -745,12 +799,25 @@ def page(found: list[ConfigRun], missing: list[str], out: Path) -> Page:
     sections.append(io_section)
     paper.append(("(the issue's question) At a given budget, buy more documents, examples, iterations, or samples?",
                   io_verdict))
-    sections.append("## The paper's claims here\n\n" + table(["claim (Yue et al. 2024)", "here (0.5B, "
+    left_out = list(grid.left_out)
+    for group in others:
+        other = build_grid(group)
+        left_out += other.left_out
+        if len(other.runs) < 2:
+            left_out += [f"`{r.run_id}` (a second model needs two complete configurations)" for r in other.runs]
+            continue
+        from ttscale.experiments import rag_models  # imported here: it builds on this module (its grid and fit)
+
+        md, line_f1 = rag_models.section(grid, other, "f1")
+        sections.append(md)
+        paper.append((f"(this project) A larger model ({other.runs[0].model}) or the smaller reading more, at the "
+                      "same prefill compute?", line_f1))
+    sections.append("## The paper's claims here\n\n" + table(["claim (Yue et al. 2024)", f"here ({grid.runs[0].model}, "
                                                               f"{Q} questions)"], [[a, b] for a, b in paper])
                     + "\n\n" + _judgement(grid, verdicts))
-    if grid.left_out or missing:
+    if left_out or missing:
         sections.append("Not measured: " + "; ".join(
-            ([f"incomplete pools left out: {', '.join(grid.left_out)}"] if grid.left_out else [])
+            ([f"incomplete pools left out: {', '.join(left_out)}"] if left_out else [])
             + ([f"pools not found: {', '.join(missing)}"] if missing else [])) + ".")
     sections.append(_method(grid))
     _figure(grid, budgets, fits, out / "rag-scaling.png")
@@ -790,7 +857,8 @@ def _experiment():  # type: ignore[no-untyped-def]
     from ttscale.experiments import Experiment
 
     return Experiment("rag-scaling", "rag-scaling",
-                      tuple(shipped_rag_runs() or [c.run_id(PREFIX) for c in PILOT]), run)
+                      tuple((shipped_rag_runs() or [c.run_id(PREFIX) for c in FULL])
+                            + shipped_rag_runs(LARGER_PREFIX)), run)
 
 
 EXPERIMENT = _experiment()
