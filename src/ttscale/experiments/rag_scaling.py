@@ -800,6 +800,7 @@ def page(found: list[ConfigRun], missing: list[str], out: Path) -> Page:
     paper.append(("(the issue's question) At a given budget, buy more documents, examples, iterations, or samples?",
                   io_verdict))
     left_out = list(grid.left_out)
+    larger: list[str] = []
     for group in others:
         other = build_grid(group)
         left_out += other.left_out
@@ -810,6 +811,7 @@ def page(found: list[ConfigRun], missing: list[str], out: Path) -> Page:
 
         md, line_f1 = rag_models.section(grid, other, "f1")
         sections.append(md)
+        larger.append(f"Beside it, {other.runs[0].model} on {len(other.runs)} configurations: {line_f1}.")
         paper.append((f"(this project) A larger model ({other.runs[0].model}) or the smaller reading more, at the "
                       "same prefill compute?", line_f1))
     sections.append("## The paper's claims here\n\n" + table(["claim (Yue et al. 2024)", f"here ({grid.runs[0].model}, "
@@ -826,7 +828,7 @@ def page(found: list[ConfigRun], missing: list[str], out: Path) -> Page:
                f"{sum(c.n > 0 for c in grid.cfgs)} IterDRAG) of {grid.runs[0].model} on {Q} MuSiQue questions, "
                f"effective context {tokens_label(float(lengths.min()))} to {tokens_label(float(lengths.max()))} tokens per answer. "
                f"Best F1 within budget: {env_f1[0][1]} at {env_f1[0][0]} tokens, {env_f1[-1][1]} at "
-               f"{env_f1[-1][0]}. " + _judgement(grid, verdicts))
+               f"{env_f1[-1][0]}. " + " ".join(larger) + (" " if larger else "") + _judgement(grid, verdicts))
     return Page("rag-scaling", "Input compute for retrieval-augmented generation: DRAG, IterDRAG and the "
                 "computation-allocation model (Yue et al. 2024)", CLAIM, verdict, sections)
 
