@@ -9,6 +9,11 @@ import pytest
 
 from ttscale.errors import ConfigError
 from ttscale.experiments.rag_scaling import (
+    FULL,
+    K_GRID,
+    LARGER,
+    M_GRID,
+    N_GRID,
     PILOT,
     ConfigRun,
     RagConfig,
@@ -74,6 +79,10 @@ def test_the_grid_names_its_runs_and_makes_resumable_commands() -> None:
     it = run_command(RagConfig(2, 1, 2), model="m", store="s", limit=30, samples=2, max_tokens=32, prefix="p")
     assert it[:2] == ["ttscale", "run"] and "rounds=2" in it and "iterdrag" in it
     assert len(set(PILOT)) == len(PILOT) and {c.n for c in PILOT} == {0, 1, 2}
+    # the full grid reaches every value the issue names; the larger model's holds the gains' three configurations
+    assert len(set(FULL)) == len(FULL) and set(FULL) >= set(PILOT)
+    assert ({c.k for c in FULL}, {c.m for c in FULL}, {c.n for c in FULL}) == (set(K_GRID), set(M_GRID), set(N_GRID))
+    assert len(set(LARGER)) == len(LARGER) and {RagConfig(0, 0), RagConfig(1, 0), RagConfig(0, 1)} <= set(LARGER)
 
 
 def _synthetic(rng: np.random.Generator, prefix: str = "syn", cfgs: list[RagConfig] | None = None,

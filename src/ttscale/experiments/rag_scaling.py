@@ -83,9 +83,12 @@ FULL: tuple[RagConfig, ...] = PILOT + EXTENSION
 LARGER: tuple[RagConfig, ...] = (
     RagConfig(0, 0), RagConfig(1, 0), RagConfig(0, 1), RagConfig(2, 1), RagConfig(5, 1), RagConfig(2, 1, 1),
     RagConfig(10, 1),
+    RagConfig(2, 0), RagConfig(1, 1), RagConfig(0, 2), RagConfig(5, 0), RagConfig(2, 2), RagConfig(2, 1, 2),
+    RagConfig(10, 0), RagConfig(5, 2), RagConfig(5, 1, 1), RagConfig(10, 2),
 )
-"""The larger model's fewer configurations: zero-shot and the two one-step gains (its own i_doc and i_shot, so the
-allocation model's a and b separate across the two models), and the middle of the smaller model's grid."""
+"""The larger model's fewer configurations: zero-shot and the two one-step gains first (its own i_doc and i_shot,
+so the allocation model's a and b separate across the two models), then the middle of the smaller model's grid
+(k up to 10, m up to 2, IterDRAG n up to 2)."""
 
 GRIDS: dict[str, tuple[RagConfig, ...]] = {"pilot": PILOT, "full": FULL, "larger": LARGER}
 
