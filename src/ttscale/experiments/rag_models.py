@@ -11,25 +11,13 @@ out the few generated tokens).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import numpy as np
 
 from ttscale.errors import ConfigError
-from ttscale.experiments.common import BOOTSTRAP, SEED, tokens_label
+from ttscale.experiments.common import bootstrap, tokens_label
 from ttscale.experiments.page import ci, table
 from ttscale.experiments.rag_scaling import Grid, allocation_rows, best_within, fit_allocation
-
-Stat = Callable[[np.ndarray], float]
-
-
-def _boot(n: int, stat: Stat, reps: int = BOOTSTRAP, seed: int = SEED) -> tuple[float, float]:
-    rng = np.random.default_rng(seed)
-    vals = np.array([stat(rng.integers(0, n, n)) for _ in range(reps)], dtype=float)
-    vals = vals[np.isfinite(vals)]
-    if not len(vals):
-        return float("nan"), float("nan")
-    return float(np.percentile(vals, 2.5)), float(np.percentile(vals, 97.5))
 
 
 def _flops_label(f: float) -> str:
@@ -60,7 +48,7 @@ def section(small: Grid, large: Grid, metric: str = "f1") -> tuple[str, str]:
             continue
         k = small.cfgs.index(c)
         d = L[j] - S[k]
-        lo, hi = _boot(Q, lambda q, d=d: float(d[q].mean()))  # type: ignore[misc]
+        lo, hi = bootstrap(Q, lambda q, d=d: float(d[q].mean()))  # type: ignore[misc]
         diffs.append((c, float(d.mean()), lo, hi))
         rows.append([c.label, tokens_label(float(s_ctx[k])), tokens_label(float(l_ctx[j])), f"{S[k].mean():.3f}",
                      f"{L[j].mean():.3f}", f"{d.mean():+.3f} {ci(lo, hi)}"])
@@ -98,7 +86,7 @@ def section(small: Grid, large: Grid, metric: str = "f1") -> tuple[str, str]:
             a, c = best_within(S[:, q].mean(axis=1), fs, b), best_within(L[:, q].mean(axis=1), fl, b)
             return float(L[c, q].mean() - S[a, q].mean()) if a is not None and c is not None else float("nan")
 
-        lo, hi = _boot(Q, gap)
+        lo, hi = bootstrap(Q, gap)
         g = float(acc_l[jl] - acc_s[js])
         key = "large" if lo > 0 else "small" if hi < 0 else "open"
         wins[key].append(_flops_label(b))
