@@ -11,13 +11,14 @@ out the few generated tokens).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 
 from ttscale.errors import ConfigError
 from ttscale.experiments.common import bootstrap, tokens_label
 from ttscale.experiments.page import ci, table
-from ttscale.experiments.rag_scaling import Grid, allocation_rows, best_within, fit_allocation
+from ttscale.experiments.rag_scaling import AllocationFit, Grid, allocation_rows, best_within, fit_allocation
 
 
 def _flops_label(f: float) -> str:
@@ -56,11 +57,27 @@ def section(small: Grid, large: Grid, metric: str = "f1") -> tuple[str, str]:
     worse = [c.label for c, _, _, hi in diffs if hi < 0]
 
     # 2. the allocation model across both models: each row carries its own model's gains
-    x_s, i_s, y_s = allocation_rows(small, metric, si)
+    def joint_fit(q: np.ndarray) -> AllocationFit | None:
+        x_s, i_s, y_s = allocation_rows(small, metric, si[q])
+        x_l, i_l, y_l = allocation_rows(large, metric, li[q])
+        if not (np.abs(i_s[0] - i_l[0]) > 1e-12).all():
+            return None
+        return fit_allocation(np.vstack([x_s, x_l]), np.vstack([i_s, i_l]), np.concatenate([y_s, y_l]))
+
+    everyone = np.arange(Q)
+    _, i_s, _ = allocation_rows(small, metric, si)
     x_l, i_l, y_l = allocation_rows(large, metric, li)
-    joint = None
-    if (np.abs(i_s[0] - i_l[0]) > 1e-12).all():
-        joint = fit_allocation(np.vstack([x_s, x_l]), np.vstack([i_s, i_l]), np.concatenate([y_s, y_l]))
+    joint = joint_fit(everyone)
+
+    def b_part(j: int) -> Callable[[np.ndarray], float]:
+        def stat(q: np.ndarray) -> float:
+            f = joint_fit(q)
+            return float(f.b[j]) if f is not None and f.b is not None else float("nan")
+        return stat
+
+    # b rests on the two models' gains differing; where they nearly coincide it is not identified, and the
+    # interval over resampled questions (the gains re-measured in each) says so
+    b_ci = [bootstrap(Q, b_part(j), reps=200) for j in (0, 1)] if joint is not None else []
     own_large = fit_allocation(x_l, i_l, y_l) if len(y_l) >= 2 else None
 
     # 3. equal prefill compute: 2 x parameters x effective context per answer
@@ -95,7 +112,8 @@ def section(small: Grid, large: Grid, metric: str = "f1") -> tuple[str, str]:
     fit_rows = []
     if joint is not None and joint.b is not None:
         fit_rows.append(["both models", f"{joint.a[0]:+.3f}", f"{joint.a[1]:+.3f}", f"{joint.a[2]:+.3f}",
-                         f"{joint.b[0]:+.3f}", f"{joint.b[1]:+.3f}", f"{joint.c:+.3f}", f"{joint.r2:.3f}"])
+                         f"{joint.b[0]:+.3f} {ci(*b_ci[0])}", f"{joint.b[1]:+.3f} {ci(*b_ci[1])}",
+                         f"{joint.c:+.3f}", f"{joint.r2:.3f}"])
     if own_large is not None:
         w = own_large.a
         fit_rows.append([f"{nl} alone (a + b i)", f"{w[0]:+.3f}", f"{w[1]:+.3f}", f"{w[2]:+.3f}", "-", "-",
@@ -110,9 +128,11 @@ def section(small: Grid, large: Grid, metric: str = "f1") -> tuple[str, str]:
                "larger minus smaller [95% CI]"], rows), "",
         f"The allocation model fitted across both models ({name}, logit scale). The two models' gains differ "
         f"({gains}), so `a` and `b` are identified separately, which one model's pools cannot do; with two "
-        "models b rests on two values of i, so read it as a direction, not a law:" if joint is not None else
+        "models b rests on two values of i, and where the two gains nearly coincide b is not identified in "
+        "practice: the intervals on b (200 resamples of the questions, the gains measured again in each) show "
+        "how far to trust it:" if joint is not None else
         f"The two models' one-step gains coincide ({gains}): `a` and `b` cannot be separated.", "",
-        table(["fit", "a_k", "a_m", "a_n", "b_k", "b_m", "c", "R^2"], fit_rows) if fit_rows else "", "",
+        table(["fit", "a_k", "a_m", "a_n", "b_k [95% CI]", "b_m [95% CI]", "c", "R^2"], fit_rows) if fit_rows else "", "",
         f"At the same prefill compute (2 x parameters x effective context per answer; {ns}: "
         f"{_params(small) / 1e6:.0f}M parameters, {nl}: {_params(large) / 1e6:.0f}M): the best configuration of each "
         "model within the budget (powers of two FLOPs), and the larger model's minus the smaller's, re-picking "
