@@ -187,11 +187,11 @@ class ConfigRun:
     prefilled: float
     samples: int
     refused: int = 0
-    n_params: int = 0
-    """The model's parameter count (from its record), for pricing prefill compute across models."""
     """IterDRAG samples that stopped on a refusal (context or budget) without a final answer."""
     per_sample: dict[str, list[ArmSample]] = field(default_factory=dict)
     """Each question's samples, for replaying aggregation rules over them (:mod:`ttscale.planner.input_output`)."""
+    n_params: int = 0
+    """The model's parameter count (from its record), for pricing prefill compute across models."""
 
     @property
     def questions(self) -> set[str]:
@@ -838,7 +838,7 @@ def page(found: list[ConfigRun], missing: list[str], out: Path) -> Page:
 
 def _judgement(grid: Grid, verdicts: dict[str, list[str]]) -> str:
     em = grid.metric["em"].mean(axis=1)
-    floor = (f" Exact match is at the floor here (at most {em.max():.3f} for any configuration; the 0.5B model "
+    floor = (f" Exact match is at the floor here (at most {em.max():.3f} for any configuration; {grid.runs[0].model} "
              "rarely writes the exact gold string of a multi-hop question), so the EM rows, and the logit fit on "
              "EM, are mostly clipping and noise; token F1 is the informative metric." if em.max() < 0.1 else "")
     return (f"With {len(grid.questions)} questions, differences in accuracy smaller than about 0.05 F1 are inside "
