@@ -38,6 +38,13 @@ def test_a_chunk_runs_what_is_not_done_and_skips_what_is(tmp_path: Path, capsys:
         header = json.loads(f.readline())
     assert header["problems"] == 3 and header["command"] == " ".join(a.command)
     assert not (tmp_path / "out" / "sub" / "pool-b.jsonl.gz").exists()
+    # a run opened but stopped before its first wave has nothing to ship
+    st = Store(store)
+    st.open_run("pool-c", {"task": "t"}, {"name": "m"})
+    st.close()
+    export_jobs([_job(tmp_path, "pool-c")], store, tmp_path / "out")
+    assert "pool-c: no samples yet, not exported" in capsys.readouterr().out
+    assert not (tmp_path / "out" / "sub" / "pool-c.jsonl.gz").exists()
 
 
 def test_a_fresh_store_starts_from_the_shipped_file(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:

@@ -93,6 +93,9 @@ def export_jobs(jobs: Sequence[PoolJob], store: Path, out: Path) -> int:
         for job in jobs:
             if s.get_run(job.run_id) is None:
                 continue
+            if s.sample_count(job.run_id) == 0:  # stopped before its first wave: nothing to ship
+                print(f"{job.run_id}: no samples yet, not exported")
+                continue
             path = out / (job.export_as or f"{job.run_id}.jsonl.gz")
             info = export_run(s, job.run_id, path, command=" ".join(job.command))
             print(f"{path}: {info.problems} problems, {info.samples} samples")
