@@ -11,6 +11,7 @@ is stopped at it (its finished problems are kept).
         --prefix rag-qwen15 --minutes 9                                   # the 1.5B's fewer configurations
     .venv/bin/python scripts/rag_pool.py --dry-run                        # the commands, nothing run
     .venv/bin/python scripts/rag_pool.py --export src/ttscale/pools       # write the finished pools
+    .venv/bin/python scripts/rag_pool.py --export src/ttscale/pools --grid larger --prefix rag-qwen15
 
 Configurations whose longest prompt (plus the samples' tokens) does not fit the engine's context are
 skipped before anything is generated and listed as such.
