@@ -10,7 +10,6 @@ out the few generated tokens).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import numpy as np
@@ -18,7 +17,14 @@ import numpy as np
 from ttscale.errors import ConfigError
 from ttscale.experiments.common import bootstrap, tokens_label
 from ttscale.experiments.page import ci, table
-from ttscale.experiments.rag_scaling import AllocationFit, Grid, allocation_rows, best_within, fit_allocation
+from ttscale.experiments.rag_scaling import (
+    AllocationFit,
+    Grid,
+    allocation_rows,
+    best_within,
+    budgets_for,
+    fit_allocation,
+)
 
 
 def _flops_label(f: float) -> str:
@@ -82,9 +88,7 @@ def section(small: Grid, large: Grid, metric: str = "f1") -> tuple[str, str]:
 
     # 3. equal prefill compute: 2 x parameters x effective context per answer
     fs, fl = 2.0 * _params(small) * s_ctx, 2.0 * _params(large) * l_ctx
-    lo_f = 2 ** math.ceil(math.log2(max(float(min(fs.min(), fl.min())), 1.0)))
-    hi_f = 2 ** math.ceil(math.log2(max(float(max(fs.max(), fl.max())), 1.0)))
-    budgets = [2.0**e for e in range(int(math.log2(lo_f)), int(math.log2(hi_f)) + 1)]
+    budgets = budgets_for(np.concatenate([fs, fl]))
     acc_s, acc_l = S.mean(axis=1), L.mean(axis=1)
     eq_rows: list[list[str]] = []
     wins: dict[str, list[str]] = {"small": [], "large": [], "open": []}
@@ -98,7 +102,7 @@ def section(small: Grid, large: Grid, metric: str = "f1") -> tuple[str, str]:
             eq_rows.append([_flops_label(b), cell_s, cell_l, "only one model fits"])
             continue
 
-        def gap(q: np.ndarray, b: float = b) -> float:
+        def gap(q: np.ndarray, b: int = b) -> float:
             # re-pick both models' best configuration in each resample: the selection's optimism is included
             a, c = best_within(S[:, q].mean(axis=1), fs, b), best_within(L[:, q].mean(axis=1), fl, b)
             return float(L[c, q].mean() - S[a, q].mean()) if a is not None and c is not None else float("nan")
