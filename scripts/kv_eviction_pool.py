@@ -29,7 +29,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ttscale.experiments.kv_eviction import POOL_SUBDIR, PoolConfig, chain_grid, grid
+from ttscale.experiments.kv_eviction import (GRID_CAPS, GRID_PRESSES, GRID_RATIOS, POOL_SUBDIR, PoolConfig,
+                                             chain_grid, grid)
 from ttscale.experiments.pool_jobs import PoolJob, export_jobs, run_chunk
 from ttscale.pools import POOL_DIR
 
@@ -41,14 +42,16 @@ def main() -> int:
     ap.add_argument("--prefix", default="kvev-qwen05")
     ap.add_argument("--workload", choices=("rag", "chains"), default="rag",
                     help="rag: MuSiQue with many passages; chains: GSM8K reasoning chains, evicted while decoding")
-    ap.add_argument("--caps", default="128,256,384", help="chains: cells per sample each press keeps while decoding")
+    ap.add_argument("--caps", default=",".join(map(str, GRID_CAPS)), help="chains: cells per sample each press keeps while decoding")
     ap.add_argument("--limit", type=int, default=20, help="evaluated questions")
     ap.add_argument("--docs", type=int, default=10, help="passages per question (the reference)")
     ap.add_argument("--fewer-docs", default="5,2", help="the retrieval lever's passage counts")
     ap.add_argument("--samples", type=int, default=None, help="answers per question (default 2; chains 4)")
     ap.add_argument("--max-tokens", type=int, default=None, help="default 24; chains 512 (the shipped pools')")
-    ap.add_argument("--presses", default="snapkv,streaming_llm,tova,knorm")
-    ap.add_argument("--ratios", default="0.25,0.5,0.75")
+    ap.add_argument("--presses", default=",".join(GRID_PRESSES))
+    ap.add_argument("--ratios", default=",".join(map(str, GRID_RATIOS)))
+    ap.add_argument("--dtype", choices=("float32", "bfloat16"), default=None,
+                    help="the transformers backend's weights and cache (default: rag float32, chains bfloat16)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--minutes", type=float, default=40.0, help="stop this chunk after this long")
     ap.add_argument("--dry-run", action="store_true")
@@ -60,7 +63,8 @@ def main() -> int:
     a.samples = a.samples or (4 if chains else 2)
     a.max_tokens = a.max_tokens or (512 if chains else 24)
     if chains:
-        cfgs = chain_grid(presses=a.presses.split(","), caps=[int(c) for c in a.caps.split(",")])
+        cfgs = chain_grid(presses=a.presses.split(","), caps=[int(c) for c in a.caps.split(",")],
+                          dtype=a.dtype or "bfloat16")
     else:
         cfgs = grid(presses=a.presses.split(","), ratios=[float(r) for r in a.ratios.split(",")], docs=a.docs,
                     fewer_docs=[int(d) for d in a.fewer_docs.split(",") if d])

@@ -29,16 +29,17 @@ needs_extra = pytest.mark.skipif(_missing_extra() is not None, reason=_missing_e
 real_model = [pytest.mark.model, pytest.mark.external("qwen2.5-coder-0.5b"), needs_extra]
 
 # Measured on Qwen2.5-Coder-0.5B Q4_K_M (docs/transformers.md): llama.cpp runs the quantized weights (and
-# quantizes activations for its dot products), transformers the dequantized weights in float32, so the
-# log-probs of the same tokens are close, not equal: over these prompts and 16-24 greedy tokens the largest
-# per-token difference was 0.095 nats and the largest mean per continuation 0.018 nats.
-TOKEN_LOGPROB_TOL = 0.25
-"""Largest |difference| of one token's log-prob between the engines (nats; 2.6x the measured 0.095)."""
+# quantizes activations for its dot products), transformers the dequantized weights in float32 or bfloat16,
+# so the log-probs of the same tokens are close, not equal. Over these prompts and 16 greedy tokens (remeasured
+# 2026-12-07) the largest per-token difference was 0.232 nats in float32 and 0.214 in bfloat16 (both on the
+# fibonacci prompt, after its near-tie), the largest mean per continuation 0.019 and 0.026 nats.
+TOKEN_LOGPROB_TOL = 0.35
+"""Largest |difference| of one token's log-prob between the engines (nats; 1.5x the measured 0.232)."""
 MEAN_LOGPROB_TOL = 0.05
-"""Largest mean |difference| per token over a continuation (nats; 2.8x the measured 0.018)."""
-NEAR_TIE = 2 * TOKEN_LOGPROB_TOL
+"""Largest mean |difference| per token over a continuation (nats; 1.9x the measured 0.026)."""
+NEAR_TIE = 0.5
 """Where the greedy outputs part, transformers' top token beats llama.cpp's choice by less than this: with
-each engine within the tolerance, only a near-tie can swap (measured gaps: 0.17 and 0.07 nats)."""
+each engine within the tolerance, only a near-tie can swap (measured gaps: 0.02 to 0.17 nats)."""
 
 PROMPTS = [
     "def fibonacci(n):\n",
@@ -162,29 +163,51 @@ def qwen_llama() -> Iterator[object]:
 def test_agrees_with_llama_cpp_on_the_same_gguf(qwen_tf, qwen_llama) -> None:  # type: ignore[no-untyped-def]
     """Greedy outputs agree on most prompts, and transformers' log-probs of llama.cpp's greedy
     continuation are within the measured tolerance of llama.cpp's own."""
+    assert _agreement(qwen_tf, qwen_llama) >= len(PROMPTS) // 2 + 1
+
+
+@pytest.mark.model
+@pytest.mark.external("qwen2.5-coder-0.5b")
+@needs_extra
+def test_bfloat16_agrees_within_the_same_tolerance(qwen_llama) -> None:  # type: ignore[no-untyped-def]
+    """The bfloat16 weights and cache (the chain pools' dtype) stay within float32's log-prob tolerance;
+    their greedy paths part from llama.cpp's more often (2 of 5 prompts agree over 16 tokens, measured), but
+    only at near-ties."""
+    from ttscale.backends.transformers_backend import TransformersBackend
+
+    b = TransformersBackend("qwen2.5-coder-0.5b", n_ctx=2048, n_seq_max=4, dtype="bfloat16")
+    try:
+        assert b.model_info().kv_bytes_per_elem == 2 and b.model_info().kv_type_k == "bf16"
+        _agreement(b, qwen_llama)
+    finally:
+        b.close()
+
+
+def _agreement(tf, llama) -> int:  # type: ignore[no-untyped-def]
+    """Check each prompt's log-probs and partings (asserting); return how many greedy texts are identical."""
     same_text = 0
     for p in PROMPTS:
-        assert qwen_tf.tokenize(p) == qwen_llama.tokenize(p)
+        assert tf.tokenize(p) == llama.tokenize(p)
         r = GenerationRequest(prompt=p, temperature=0.0, max_tokens=16)
-        ref = qwen_llama.generate([r])[0].completions[0]
-        got = qwen_tf.generate([r])[0].completions[0]
+        ref = llama.generate([r])[0].completions[0]
+        got = tf.generate([r])[0].completions[0]
         same_text += ref.text == got.text
-        pid = qwen_tf.tokenize(p)
-        full = qwen_tf.tokenize(p + ref.text)
+        pid = tf.tokenize(p)
+        full = tf.tokenize(p + ref.text)
         assert full[: len(pid)] == pid
         cont = full[len(pid):][: len(ref.token_logprobs)]
-        scored = qwen_tf.continuation_logprobs(pid, cont)
+        scored = tf.continuation_logprobs(pid, cont)
         diffs = [abs(a - b) for a, b in zip(scored, ref.token_logprobs, strict=False)]
         print(f"{p[:24]!r}: same={ref.text == got.text} max|d|={max(diffs):.4f} mean|d|={sum(diffs) / len(diffs):.4f}")
         assert max(diffs) < TOKEN_LOGPROB_TOL, (p, diffs)
         assert sum(diffs) / len(diffs) < MEAN_LOGPROB_TOL, (p, diffs)
         if ref.text != got.text:  # where the greedy paths part, the two tokens were nearly tied for transformers
-            own = qwen_tf.tokenize(p + got.text)[len(pid):]
+            own = tf.tokenize(p + got.text)[len(pid):]
             i = next(i for i, (a, b) in enumerate(zip(cont, own, strict=False)) if a != b)
             gap = got.token_logprobs[i] - scored[i]
             print(f"  parted at token {i}: gap {gap:.4f} nats")
             assert 0 <= gap < NEAR_TIE, (p, i, gap)
-    assert same_text >= len(PROMPTS) // 2 + 1
+    return same_text
 
 
 @pytest.mark.model

@@ -128,9 +128,11 @@ def _chain_run(cfg: PoolConfig, p_right: float, rng: np.random.Generator, proble
 def test_reasoning_chains_get_their_own_sections(tmp_path: Path) -> None:
     rng = np.random.default_rng(1)
     cfgs = chain_grid(["tova", "streaming_llm"], [128, 256])
-    assert [c.run_id("kvev") for c in cfgs[:2]] == ["kvev-gsm8k-tf-none", "kvev-gsm8k-tf-tova-d128"]
-    assert cfgs[1].engine_flags() == ["--backend", "transformers", "--kv-press", "tova", "--kv-compression", "0",
-                                      "-B", "decode_kv=128"]
+    assert [c.run_id("kvev") for c in cfgs[:2]] == ["kvev-gsm8k-tf-bf16-none", "kvev-gsm8k-tf-bf16-tova-d128"]
+    assert cfgs[1].engine_flags() == ["--backend", "transformers", "-B", "dtype=bfloat16", "--kv-press", "tova",
+                                      "--kv-compression", "0", "-B", "decode_kv=128"]
+    f32 = chain_grid(["tova"], [128], dtype="float32")
+    assert f32[1].run_id("kvev") == "kvev-gsm8k-tf-tova-d128" and "dtype=bfloat16" not in f32[1].engine_flags()
     # heavy hitters keep the chain; a recent window forgets the question at the tight cap
     acc = {None: 0.6, "tova": 0.6}
     chains = [_chain_run(c, acc.get(c.press, 0.1 if c.decode_kv == 128 else 0.6), rng) for c in cfgs]
@@ -148,5 +150,7 @@ def test_reasoning_chains_get_their_own_sections(tmp_path: Path) -> None:
     hitters = next(line for line in md.splitlines() if line.startswith("| Keeping the attention heavy hitters"))
     assert "a resolved loss" not in hitters
     assert "**Reasoning chains**" in md and (tmp_path / "kv-eviction-chains.png").exists()
+    unmade = next(line for line in md.splitlines() if line.startswith("Reasoning-chain configurations of the grid"))
+    assert "`syn-gsm8k-tf-bf16-snapkv-d384`" in unmade and "tova-d128" not in unmade  # made ones are not listed
     # the shipped llama.cpp chains alone (no press to compare) make no chains section
     assert "Reasoning chains" not in page([*_pools(), *chains[-2:]], [], tmp_path).markdown()
