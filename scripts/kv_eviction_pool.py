@@ -29,8 +29,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ttscale.experiments.kv_eviction import (GRID_CAPS, GRID_PRESSES, GRID_RATIOS, POOL_SUBDIR, PoolConfig,
-                                             chain_grid, grid)
+from ttscale.experiments.kv_eviction import (
+    GRID_CAPS,
+    GRID_PRESSES,
+    GRID_RATIOS,
+    POOL_SUBDIR,
+    PoolConfig,
+    chain_grid,
+    grid,
+)
 from ttscale.experiments.pool_jobs import PoolJob, export_jobs, run_chunk
 from ttscale.pools import POOL_DIR
 
