@@ -154,3 +154,23 @@ def test_reasoning_chains_get_their_own_sections(tmp_path: Path) -> None:
     assert "`syn-gsm8k-tf-bf16-snapkv-d384`" in unmade and "tova-d128" not in unmade  # made ones are not listed
     # the shipped llama.cpp chains alone (no press to compare) make no chains section
     assert "Reasoning chains" not in page([*_pools(), *chains[-2:]], [], tmp_path).markdown()
+
+
+def test_each_model_gets_its_own_sections_and_figure(tmp_path: Path) -> None:
+    """A second model's pools are judged against that model's references, in sections and a figure of its own."""
+    rng = np.random.default_rng(2)
+    cfgs = chain_grid(["tova"], [128])
+    small = [_chain_run(c, 0.5, rng) for c in cfgs] + [_chain_run(PoolConfig("llama-cpp", 0), 0.5, rng)]
+    large = []
+    for c in [*cfgs, PoolConfig("llama-cpp", 0)]:
+        r = _chain_run(c, 0.8, rng)
+        large.append(dataclasses.replace(r, run_id=r.run_id.replace("syn", "big"),
+                                         info=dataclasses.replace(r.info, name="qwen2.5-coder-1.5b")))
+    md = page([*small, *large], [], tmp_path).markdown()
+    assert "## Reasoning chains, qwen2.5-coder-0.5b: Configurations" in md
+    assert "## Reasoning chains, qwen2.5-coder-1.5b: Configurations" in md
+    assert (tmp_path / "kv-eviction-chains.png").exists()
+    assert (tmp_path / "kv-eviction-chains-qwen2.5-coder-1.5b.png").exists()
+    # the 1.5B's press is measured against the 1.5B's own full cache, not the 0.5B's
+    big = md[md.index("## Reasoning chains, qwen2.5-coder-1.5b: Configurations"):]
+    assert big.count("| reference |") == 2 and "0.5b" not in big.split("## ")[1]

@@ -106,8 +106,11 @@ def chain_grid(presses: Sequence[str], caps: Sequence[int], dtype: str = "bfloat
             *(PoolConfig("transformers", 0, p, decode_kv=c, dtype=dtype) for c in caps for p in presses)]
 
 
-CHAIN_LC = ("gsm8k-qwen05-k16", "gsm8k-qwen05-q8-k16", "gsm8k-qwen05-q8q4-k16")
-"""The shipped llama.cpp GSM8K pools of the 0.5B (f16, q8_0, q8_0 keys with q4_0 values): the chains'
+CHAIN_LC = {
+    "kvev-qwen05": ("gsm8k-qwen05-k16", "gsm8k-qwen05-q8-k16", "gsm8k-qwen05-q8q4-k16"),
+    "kvev-qwen15": ("gsm8k-qwen15-k16", "gsm8k-qwen15-q8-k16", "gsm8k-qwen15-q4-k16"),
+}
+"""Per model prefix, the shipped llama.cpp GSM8K pools (f16, then 8-bit and 4-bit caches): the chains'
 engine reference and precision lever."""
 
 
@@ -266,14 +269,16 @@ def page(runs: Sequence[CacheRun], missing: Sequence[str], out: Path, metric: st
                           "transformers pools (scripts/kv_eviction_pool.py)")
     sections: list[str] = []
     verdicts: list[str] = []
-    if rag:
-        secs, verdict = _workload(rag, out, metric, chains=False)
-        sections += secs
-        verdicts.append(verdict)
-    if chains:
-        secs, verdict = _workload(chains, out, "em", chains=True)
-        sections += secs
-        verdicts.append(verdict)
+    for workload, group in [("rag", rag), ("chains", chains)]:
+        models = list(dict.fromkeys(r.info.name for r in group))
+        for i, model in enumerate(models):
+            # one section set per model: a lever is judged against its own model's reference
+            secs, verdict = _workload([r for r in group if r.info.name == model], out,
+                                      "em" if workload == "chains" else metric, chains=workload == "chains",
+                                      model_head=f"{model}: " if len(models) > 1 else "",
+                                      suffix=f"-{model}" if i else "")
+            sections += secs
+            verdicts.append(verdict)
     if missing:
         sections.append("Not measured yet (pools not made): " + ", ".join(f"`{m}`" for m in missing) + ".")
     if unmade := _unmade_chains(chains):
@@ -301,13 +306,15 @@ def _unmade_chains(chains: Sequence[CacheRun]) -> list[str]:
     return [w for w in want if w not in have]
 
 
-def _workload(runs: Sequence[CacheRun], out: Path, metric: str, chains: bool) -> tuple[list[str], str]:
-    """One workload's sections (configurations, levers, claims, figure) and its verdict."""
+def _workload(runs: Sequence[CacheRun], out: Path, metric: str, chains: bool, model_head: str = "",
+              suffix: str = "") -> tuple[list[str], str]:
+    """One workload's sections (configurations, levers, claims, figure) and its verdict, for one model;
+    ``model_head`` names the model in the headings and ``suffix`` its figure's file, when the page has several."""
     rows, questions = measure(runs)
     Q = len(questions)
     refs = {e: reference(rows, e) for e in ("transformers", "llama-cpp")}
     name = "accuracy" if chains else metric.upper()
-    head = "Reasoning chains: " if chains else ""
+    head = ("Reasoning chains, " + model_head if model_head else "Reasoning chains: ") if chains else model_head
     body: list[list[str]] = []
     for r in rows:
         ref = refs.get(r.engine)
@@ -334,9 +341,9 @@ def _workload(runs: Sequence[CacheRun], out: Path, metric: str, chains: bool) ->
                    "retrieve fewer passages ") + "or draw fewer samples?", lever_verdict))
     sections.append(f"## {head}The published claims here\n\n" + table(["claim", f"here ({Q} {units})"],
                                                                        [[a, b] for a, b in claims]))
-    figure_name = "kv-eviction-chains.png" if chains else "kv-eviction.png"
+    figure_name = ("kv-eviction-chains" if chains else "kv-eviction") + suffix + ".png"
     _figure(rows, refs, metric, out / figure_name, name)
-    sections.append(f"![accuracy against KV bytes{' (reasoning chains)' if chains else ''}]({figure_name})")
+    sections.append(f"![accuracy against KV bytes{' (reasoning chains)' if chains else ''}{suffix}]({figure_name})")
     model = runs[0].info.name
     if chains:
         names = ("Heavy hitters", "StreamingLLM", "KNorm", "8-bit KV", "Which lever")
@@ -489,7 +496,9 @@ def _experiment():  # type: ignore[no-untyped-def]
     from ttscale.experiments import Experiment
 
     shipped = shipped_runs() or [c.run_id(PREFIX) for c in grid(GRID_PRESSES, GRID_RATIOS, 10, [5, 2])]
-    chains = list(CHAIN_LC) if any("-gsm8k-" in r for r in shipped) else []  # their engine's reference
+    # each model with a chain pool gets its engine reference and precisions from the shipped GSM8K pools
+    chains = [lc for prefix, pools in CHAIN_LC.items() if any(r.startswith(f"{prefix}-gsm8k-") for r in shipped)
+              for lc in pools]
     default = tuple(shipped + chains)
     return Experiment("kv-eviction", "kv-eviction", default, run)
 
