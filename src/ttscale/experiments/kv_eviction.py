@@ -287,8 +287,8 @@ def page(runs: Sequence[CacheRun], missing: Sequence[str], out: Path, metric: st
     if not chains:
         sections.append("Long reasoning chains (GSM8K, the presses evicting while the chain is written: "
                         "`-B decode_kv=N`) are not measured here yet: their pools are made by "
-                        "`scripts/kv_eviction_pool.py --workload chains`, about 40 minutes per configuration "
-                        "of 20 problems x 4 samples for the 0.5B on this CPU.")
+                        "`scripts/kv_eviction_pool.py --workload chains`, about 19 minutes per configuration "
+                        "of 20 problems x 4 samples for the 0.5B on this CPU (bfloat16).")
     return Page("kv-eviction", "KV-cache eviction as a budget lever: presses against precision, passages and samples",
                 CLAIM, " ".join(verdicts), sections)
 
