@@ -11,6 +11,7 @@ seconds against no press (same model object: ``with_press``), and the real cache
 
     model-job .venv/bin/python bench/kv_eviction.py [--batch 4] [--tokens 32] [--passages 12] [--repeats 3]
     model-job .venv/bin/python bench/kv_eviction.py --tokens 128 --passages 4 --decode-kv 96   # evicting while decoding
+    model-job .venv/bin/python bench/kv_eviction.py --tokens 64 --passages 4 --bf16             # bfloat16 against float32
 
 Ends with ``bench:`` lines: ``transformers_vs_llamacpp_decode`` (transformers' decode tokens/s over
 llama.cpp's, same model, prompt and batch: below 1 is slower) and ``press_overhead`` (decode seconds with
@@ -18,7 +19,8 @@ llama.cpp's, same model, prompt and batch: below 1 is slower) and ``press_overhe
 cheaper to read) and ``press_prefill_overhead`` (prefill seconds with the press over without: its scoring).
 With ``--decode-kv N`` also ``decode_press_overhead`` (decode tokens/s without eviction over with ``--press``
 evicting each sample to N cells every ``--decode-interval`` steps) and ``decode_press_peak_kv`` (the
-peak cache with it over without).
+peak cache with it over without). With ``--bf16`` also ``bf16_vs_f32_decode`` (decode tokens/s of the
+transformers backend in bfloat16 over float32, same prompt and batch) and ``bf16_vs_llamacpp_decode``.
 """
 
 from __future__ import annotations
@@ -81,6 +83,8 @@ def main() -> None:
     ap.add_argument("--decode-kv", type=int, default=None, help="also time --press evicting to this many cells "
                     "per sample while decoding")
     ap.add_argument("--decode-interval", type=int, default=32)
+    ap.add_argument("--bf16", action="store_true", help="also time the transformers backend in bfloat16 "
+                    "(weights and cache): bench line bf16_vs_f32_decode")
     args = ap.parse_args()
 
     from ttscale.backends.llama_cpp import LlamaCppBackend
@@ -121,12 +125,24 @@ def main() -> None:
         print(f"| transformers, {args.press} evicting to {args.decode_kv} cells every {args.decode_interval} steps | "
               f"{decoding['prefill_s']:.2f} | {decoding['decode_s']:.2f} | {decoding['tokens_per_s']:.1f} | "
               f"{full_bytes / 2**20:.2f} MiB | {decoding['peak_kv_bytes'] / 2**20:.2f} MiB |")
+    half = None
+    if args.bf16:
+        tf.close()
+        bf = TransformersBackend(args.model, n_ctx=4096, n_seq_max=max(args.batch, 1), dtype="bfloat16")
+        half = decode_rate(bf, req, args.repeats)
+        print(f"| transformers (bf16), no press | {half['prefill_s']:.2f} | {half['decode_s']:.2f} | "
+              f"{half['tokens_per_s']:.1f} | {bf.last_cache_bytes / 2**20:.2f} MiB | "
+              f"{half['peak_kv_bytes'] / 2**20:.2f} MiB |")
+        bf.close()
     print(f"bench: transformers_vs_llamacpp_decode = {base['tokens_per_s'] / ll['tokens_per_s']:.3f}")
     print(f"bench: press_overhead = {base['tokens_per_s'] / p['tokens_per_s']:.3f}")
     print(f"bench: press_prefill_overhead = {p['prefill_s'] / base['prefill_s']:.3f}")
     if decoding is not None:
         print(f"bench: decode_press_overhead = {base['tokens_per_s'] / decoding['tokens_per_s']:.3f}")
         print(f"bench: decode_press_peak_kv = {decoding['peak_kv_bytes'] / base['peak_kv_bytes']:.3f}")
+    if half is not None:
+        print(f"bench: bf16_vs_f32_decode = {half['tokens_per_s'] / base['tokens_per_s']:.3f}")
+        print(f"bench: bf16_vs_llamacpp_decode = {half['tokens_per_s'] / ll['tokens_per_s']:.3f}")
 
 
 if __name__ == "__main__":
