@@ -69,7 +69,7 @@ class PoolConfig:
     decode_kv: int | None = None
     """With a press: evict each sample down to this many cells while decoding (long reasoning chains)."""
     dtype: str = "float32"
-    """The transformers backend's weights and cache: ``float32`` or ``bfloat16`` (2.4x the decode speed on a
+    """The transformers backend's weights and cache: ``float32`` or ``bfloat16`` (2.5x the decode speed on a
     CPU with AVX-512 BF16, and the cache in the bytes of llama.cpp's f16)."""
 
     def run_id(self, prefix: str) -> str:
@@ -101,7 +101,7 @@ def grid(presses: Sequence[str], ratios: Sequence[float], docs: int, fewer_docs:
 def chain_grid(presses: Sequence[str], caps: Sequence[int], dtype: str = "bfloat16") -> list[PoolConfig]:
     """The reasoning-chain workload's transformers pools: the reference, then each press capping the cells
     while decoding. Its llama.cpp references and precisions are the shipped GSM8K pools (:data:`CHAIN_LC`).
-    Bfloat16 by default: a 512-token chain is decode-bound, and bfloat16 decodes 2.4x faster here."""
+    Bfloat16 by default: a 512-token chain is decode-bound, and bfloat16 decodes 2.5x faster here."""
     return [PoolConfig("transformers", 0, dtype=dtype),
             *(PoolConfig("transformers", 0, p, decode_kv=c, dtype=dtype) for c in caps for p in presses)]
 
