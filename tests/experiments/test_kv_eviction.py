@@ -94,7 +94,9 @@ def test_pools_without_a_common_question_are_refused(tmp_path: Path) -> None:
     a, b = _pools()[:2]
     b = dataclasses.replace(b, samples={f"x{k}": v for k, v in b.samples.items()})
     with pytest.raises(ConfigError, match="share no question"):
-        page([a, b], [], tmp_path)
+        measure([a, b])
+    # the page sets aside the pool that lacks the reference's questions, and says so
+    assert f"`{b.run_id}` (0 of 40 questions)" in page([a, b], [], tmp_path).markdown()
 
 
 def test_the_page_builds_from_the_shipped_pools(tmp_path: Path) -> None:
@@ -174,3 +176,14 @@ def test_each_model_gets_its_own_sections_and_figure(tmp_path: Path) -> None:
     # the 1.5B's press is measured against the 1.5B's own full cache, not the 0.5B's
     big = md[md.index("## Reasoning chains, qwen2.5-coder-1.5b: Configurations"):]
     assert big.count("| reference |") == 2 and "0.5b" not in big.split("## ")[1]
+
+
+def test_a_pool_stopped_part_way_is_left_out_not_shrinking_the_comparison(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    cfgs = chain_grid(["tova", "knorm"], [128])
+    runs = [_chain_run(c, 0.5, rng) for c in cfgs] + [_chain_run(PoolConfig("llama-cpp", 0), 0.5, rng)]
+    half = runs[2]
+    runs[2] = dataclasses.replace(half, samples={q: v for q, v in half.samples.items() if q in {"p0", "p1", "p2"}})
+    md = page(runs, [], tmp_path).markdown()
+    assert f"`{half.run_id}` (3 of 40 questions)" in md
+    assert "on 40 GSM8K problems" in md  # the finished pools are still compared over all their problems

@@ -269,16 +269,22 @@ def page(runs: Sequence[CacheRun], missing: Sequence[str], out: Path, metric: st
                           "transformers pools (scripts/kv_eviction_pool.py)")
     sections: list[str] = []
     verdicts: list[str] = []
+    partial: list[str] = []
     for workload, group in [("rag", rag), ("chains", chains)]:
         models = list(dict.fromkeys(r.info.name for r in group))
         for i, model in enumerate(models):
             # one section set per model: a lever is judged against its own model's reference
-            secs, verdict = _workload([r for r in group if r.info.name == model], out,
+            mine, short = _complete([r for r in group if r.info.name == model])
+            partial += short
+            secs, verdict = _workload(mine, out,
                                       "em" if workload == "chains" else metric, chains=workload == "chains",
                                       model_head=f"{model}: " if len(models) > 1 else "",
                                       suffix=f"-{model}" if i else "")
             sections += secs
             verdicts.append(verdict)
+    if partial:
+        sections.append("Left out until their pools are finished (the comparisons are paired over the same "
+                        "questions): " + ", ".join(partial) + ".")
     if missing:
         sections.append("Not measured yet (pools not made): " + ", ".join(f"`{m}`" for m in missing) + ".")
     if unmade := _unmade_chains(chains):
@@ -291,6 +297,18 @@ def page(runs: Sequence[CacheRun], missing: Sequence[str], out: Path, metric: st
                         "of 20 problems x 4 samples for the 0.5B on this CPU (bfloat16).")
     return Page("kv-eviction", "KV-cache eviction as a budget lever: presses against precision, passages and samples",
                 CLAIM, " ".join(verdicts), sections)
+
+
+def _complete(runs: Sequence[CacheRun]) -> tuple[list[CacheRun], list[str]]:
+    """The runs that hold every question of the fullest transformers run (a pool stopped part-way would
+    otherwise shrink every comparison to its few questions), and a note on each one left out."""
+    tf = [set(r.samples) for r in runs if r.engine == "transformers"]
+    if not tf:
+        return list(runs), []
+    want = max(tf, key=len)
+    keep = [r for r in runs if want <= set(r.samples)]
+    return keep, [f"`{r.run_id}` ({len(want & set(r.samples))} of {len(want)} questions)" for r in runs
+                  if r not in keep]
 
 
 def _unmade_chains(chains: Sequence[CacheRun]) -> list[str]:
