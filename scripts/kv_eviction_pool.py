@@ -8,7 +8,7 @@ something to evict), no demonstrations, ``--samples`` answers each at temperatur
 - the transformers backend with fewer passages (the retrieval lever).
 
 ``--workload chains`` makes the long-reasoning pools instead: GSM8K problems (``--task gsm-symbolic``, the
-prompt and 512-token cap of the shipped GSM8K pools, whose llama.cpp f16 / q8_0 / q8_0-q4_0 runs are this
+prompt and 512-token cap of the shipped GSM8K pools, whose llama.cpp f16 / q8_0 / q4_0 runs are this
 workload's engine reference and precisions), the transformers backend without a press and with each press
 evicting each sample's cells down to each of ``--caps`` while the chain is written (``-B decode_kv=N``).
 

@@ -107,7 +107,7 @@ def chain_grid(presses: Sequence[str], caps: Sequence[int], dtype: str = "bfloat
 
 
 CHAIN_LC = {
-    "kvev-qwen05": ("gsm8k-qwen05-k16", "gsm8k-qwen05-q8-k16", "gsm8k-qwen05-q8q4-k16"),
+    "kvev-qwen05": ("gsm8k-qwen05-k16", "gsm8k-qwen05-q8-k16", "gsm8k-qwen05-q4-k16"),
     "kvev-qwen15": ("gsm8k-qwen15-k16", "gsm8k-qwen15-q8-k16", "gsm8k-qwen15-q4-k16"),
 }
 """Per model prefix, the shipped llama.cpp GSM8K pools (f16, then 8-bit and 4-bit caches): the chains'
