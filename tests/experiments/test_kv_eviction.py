@@ -187,3 +187,6 @@ def test_a_pool_stopped_part_way_is_left_out_not_shrinking_the_comparison(tmp_pa
     md = page(runs, [], tmp_path).markdown()
     assert f"`{half.run_id}` (3 of 40 questions)" in md
     assert "on 40 GSM8K problems" in md  # the finished pools are still compared over all their problems
+    assert "Read the presses' verdicts for what they are" not in md  # a reference at 0.5 is no floor
+    weak = [_chain_run(c, 0.05, np.random.default_rng(4)) for c in cfgs]
+    assert "Read the presses' verdicts for what they are" in page(weak, [], tmp_path).markdown()
