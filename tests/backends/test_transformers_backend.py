@@ -32,7 +32,7 @@ real_model = [pytest.mark.model, pytest.mark.external("qwen2.5-coder-0.5b"), nee
 # quantizes activations for its dot products), transformers the dequantized weights in float32 or bfloat16,
 # so the log-probs of the same tokens are close, not equal. Over these prompts and 16 greedy tokens (remeasured
 # 2026-12-07) the largest per-token difference was 0.232 nats in float32 and 0.214 in bfloat16 (both on the
-# fibonacci prompt, after its near-tie), the largest mean per continuation 0.019 and 0.026 nats.
+# fibonacci prompt, whose greedy paths part at a near-tie), the largest mean per continuation 0.019 and 0.026 nats.
 TOKEN_LOGPROB_TOL = 0.35
 """Largest |difference| of one token's log-prob between the engines (nats; 1.5x the measured 0.232)."""
 MEAN_LOGPROB_TOL = 0.05
