@@ -53,6 +53,17 @@ def test_a_reexported_pool_says_the_command_given_now(swept: Store, tmp_path: Pa
     assert header["command"] == header["notes"]["command"] == "ttscale sweep --limit 5"
 
 
+def test_exporting_an_unchanged_pool_again_writes_the_same_bytes(swept: Store, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    a = export_run(swept, "pool", tmp_path / "a" / "pool.jsonl.gz", command="ttscale sweep ...").path
+    later = gzip.time.time() + 3600  # a gzip header would otherwise carry the time of writing
+    monkeypatch.setattr(gzip.time, "time", lambda: later)
+    b = export_run(swept, "pool", tmp_path / "b" / "pool.jsonl.gz", command="ttscale sweep ...").path
+    assert a.read_bytes() == b.read_bytes()
+    c = export_run(swept, "pool", tmp_path / "c" / "pool.jsonl.gz", command="ttscale sweep --other").path
+    assert c.read_bytes() != a.read_bytes()
+
+
 def test_truncated_file_is_reported(swept: Store, tmp_path: Path) -> None:
     path = export_run(swept, "pool", tmp_path / "p.jsonl.gz").path
     raw = path.read_bytes()

@@ -86,7 +86,9 @@ def export_run(store: Store, run_id: str, path: Path, *, command: str = "", logp
         header["notes"] = notes  # e.g. which judge made each score (ttscale.rescore); optional, older readers skip it
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    with gzip.open(tmp, "wb", compresslevel=9) as f:
+    # No name or time in the gzip header: re-exporting an unchanged pool rewrites the same bytes, so a
+    # shipped pool shows up in `git status` only when its samples changed.
+    with tmp.open("wb") as raw, gzip.GzipFile(filename="", fileobj=raw, mode="wb", compresslevel=9, mtime=0) as f:
         f.write((json.dumps(header) + "\n").encode())
         f.writelines(lines)
     tmp.replace(path)
