@@ -37,6 +37,20 @@ def test_costs_in_both_units() -> None:
     assert own.cost["processed"][i2, 0] == 2 * (140.0 + 15.0)
 
 
+def test_an_arms_scores_do_not_move_when_another_arm_joins() -> None:
+    rng = np.random.default_rng(3)
+    rows = [[s("x" if rng.random() < 0.5 else f"w{j}", 0.0) for j in range(4)] for _ in range(6)]
+    rows = [[ArmSample(x.answer, {"f1": float(x.answer == "x")}, x.logprob, x.n_tokens, x.effective, x.prefilled)
+             for x in row] for row in rows]
+    alone = choice_table([Arm("b", rows)], orders=5, seed=0)
+    joined = choice_table([Arm("a", rows), Arm("b", rows)], orders=5, seed=0)
+    mine = [i for i, c in enumerate(joined.choices) if c.arm == "b"]
+    assert np.array_equal(joined.score["f1"][mine], alone.score["f1"])
+    # the orderings differ between arms: the same samples under another label are replayed otherwise
+    theirs = [i for i, c in enumerate(joined.choices) if c.arm == "a"]
+    assert not np.array_equal(joined.score["f1"][theirs], joined.score["f1"][mine])
+
+
 def test_best_of_n_takes_the_most_certain_sample_and_ties_follow_the_live_vote() -> None:
     row = [s("y", 0.0, lp=-9.0), s("x", 1.0, lp=-1.0)]
     tab = choice_table([Arm("a", [row])], orders=50, seed=0)

@@ -18,6 +18,7 @@ against the other half's best choice (the oracle) and against the best input-onl
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -117,13 +118,13 @@ def choice_table(arms: Sequence[Arm], *, max_s: int | None = None, rules: Sequen
     for r in rules:
         if r not in RULES:
             raise ConfigError(f"unknown rule {r!r}; available: {', '.join(RULES)}")
-    rng = np.random.default_rng(seed)
     choices: list[Choice] = []
     metrics = sorted({m for a in arms for row in a.samples for x in row for m in x.scores})
     score: dict[str, list[np.ndarray]] = {m: [] for m in metrics}
     cost: dict[str, list[np.ndarray]] = {u: [] for u in UNITS}
     for arm in arms:
         top = arm.depth if max_s is None else min(arm.depth, max_s)
+        rng = _arm_rng(seed, arm.label)
         perms = [[rng.permutation(len(row)) for _ in range(orders)] for row in arm.samples]
         for s in range(1, top + 1):
             for rule in (rules[:1] if s == 1 else rules):
@@ -139,6 +140,12 @@ def choice_table(arms: Sequence[Arm], *, max_s: int | None = None, rules: Sequen
                 cost["effective"].append(np.array([s * np.mean([x.effective for x in row]) for row in arm.samples]))
                 cost["processed"].append(np.array([_processed(row, s, arm.shared_prefill) for row in arm.samples]))
     return ChoiceTable(choices, {m: np.array(v) for m, v in score.items()}, {u: np.array(v) for u, v in cost.items()})
+
+
+def _arm_rng(seed: int, label: str) -> np.random.Generator:
+    """One arm's orderings, drawn from the seed and the arm's label alone: an arm's replayed score does not
+    move when another arm joins the table (one shared generator would hand it different orderings)."""
+    return np.random.default_rng([seed, int.from_bytes(hashlib.sha256(label.encode()).digest()[:8], "little")])
 
 
 def _processed(row: Sequence[ArmSample], s: int, shared: bool) -> float:
