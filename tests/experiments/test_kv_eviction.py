@@ -173,6 +173,7 @@ def test_each_model_gets_its_own_sections_and_figure(tmp_path: Path) -> None:
     assert "## Reasoning chains, qwen2.5-coder-1.5b: Configurations" in md
     assert (tmp_path / "kv-eviction-chains.png").exists()
     assert (tmp_path / "kv-eviction-chains-qwen2.5-coder-1.5b.png").exists()
+    assert "![accuracy against KV bytes (reasoning chains, qwen2.5-coder-1.5b)](kv-eviction-chains-qwen2.5-coder-1.5b.png)" in md
     # the 1.5B's press is measured against the 1.5B's own full cache, not the 0.5B's
     big = md[md.index("## Reasoning chains, qwen2.5-coder-1.5b: Configurations"):]
     assert big.count("| reference |") == 2 and "0.5b" not in big.split("## ")[1]

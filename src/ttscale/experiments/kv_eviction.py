@@ -361,7 +361,8 @@ def _workload(runs: Sequence[CacheRun], out: Path, metric: str, chains: bool, mo
                                                                        [[a, b] for a, b in claims]))
     figure_name = ("kv-eviction-chains" if chains else "kv-eviction") + suffix + ".png"
     _figure(rows, refs, metric, out / figure_name, name)
-    sections.append(f"![accuracy against KV bytes{' (reasoning chains)' if chains else ''}{suffix}]({figure_name})")
+    what = ", ".join(w for w in ("reasoning chains" if chains else "", model_head.rstrip(": ")) if w)
+    sections.append(f"![accuracy against KV bytes{f' ({what})' if what else ''}]({figure_name})")
     model = runs[0].info.name
     if chains:
         names = ("Heavy hitters", "StreamingLLM", "KNorm", "8-bit KV", "Which lever")
@@ -504,17 +505,26 @@ def _chain_claims(rows: Sequence[Row], refs: Mapping[str, Row | None]) -> list[t
 
 
 def _figure(rows: Sequence[Row], refs: Mapping[str, Row | None], metric: str, path: Path, name: str = "") -> None:
+    """Each configuration's change against its own engine's full configuration (how the page judges a lever),
+    against its share of that reference's bytes; filled markers are transformers, hollow ones llama.cpp."""
     fig, ax = figure(path)
     marks = {"reference": "*", "press": "o", "precision": "s", "passages": "^", "samples": "v"}
+    colors = {lever: f"C{i}" for i, lever in enumerate(marks)}
     for lever, mark in marks.items():
-        pts = [(r.bytes.mean() / refs[r.engine].bytes.mean(), r.score[metric].mean())  # type: ignore[union-attr]
-               for r in rows if r.lever == lever and refs.get(r.engine) is not None]
-        if pts:
+        for engine, hollow in (("transformers", False), ("llama-cpp", True)):
+            ref = refs.get(engine)
+            pts = [(r.bytes.mean() / ref.bytes.mean(), r.score[metric].mean() - ref.score[metric].mean())
+                   for r in rows if r.lever == lever and r.engine == engine and ref is not None]
+            if not pts:
+                continue
             x, y = zip(*pts, strict=True)
-            ax.scatter(x, y, marker=mark, label=lever)  # type: ignore[attr-defined]
-    ax.set_xlabel("KV bytes, share of the engine's reference")  # type: ignore[attr-defined]
-    ax.set_ylabel(f"{name or metric.upper()} (majority vote)")  # type: ignore[attr-defined]
-    ax.legend(fontsize=8)  # type: ignore[attr-defined]
+            label = f"{lever} ({'llama.cpp' if hollow else 'transformers'})"
+            ax.scatter(x, y, marker=mark, label=label, s=60 if mark == "*" else 36,  # type: ignore[attr-defined]
+                       facecolors="none" if hollow else colors[lever], edgecolors=colors[lever])
+    ax.axhline(0.0, color="0.6", linewidth=0.8)  # type: ignore[attr-defined]
+    ax.set_xlabel("KV bytes, share of the engine's full configuration")  # type: ignore[attr-defined]
+    ax.set_ylabel(f"{name or metric.upper()} change against it (majority vote)")  # type: ignore[attr-defined]
+    ax.legend(fontsize=7)  # type: ignore[attr-defined]
     save(fig)
 
 
