@@ -129,7 +129,7 @@ def _chain_run(cfg: PoolConfig, p_right: float, rng: np.random.Generator, proble
 
 def test_reasoning_chains_get_their_own_sections(tmp_path: Path) -> None:
     rng = np.random.default_rng(1)
-    cfgs = chain_grid(["tova", "streaming_llm"], [128, 256])
+    cfgs = chain_grid(["tova", "streaming_llm", "snapkv"], [128, 256])
     assert [c.run_id("kvev") for c in cfgs[:2]] == ["kvev-gsm8k-tf-bf16-none", "kvev-gsm8k-tf-bf16-tova-d128"]
     assert cfgs[1].engine_flags() == ["--backend", "transformers", "-B", "dtype=bfloat16", "--kv-press", "tova",
                                       "--kv-compression", "0", "-B", "decode_kv=128"]
@@ -151,6 +151,11 @@ def test_reasoning_chains_get_their_own_sections(tmp_path: Path) -> None:
     assert "streaming_llm@0+decode128" in window and "a resolved loss" in window
     hitters = next(line for line in md.splitlines() if line.startswith("| Keeping the attention heavy hitters"))
     assert "a resolved loss" not in hitters
+    # SnapKV's scorer used while decoding is this project's claim, with a verdict of its own
+    snap = next(line for line in md.splitlines() if line.startswith("| (this project) SnapKV's selection"))
+    assert "snapkv@0+decode128" in snap and "a resolved loss" in snap
+    here = md.split("**Reasoning chains**")[1]
+    assert "snapkv@0+decode128" in here[here.index("**SnapKV**"):here.index("**Heavy hitters**")]
     assert "**Reasoning chains**" in md and (tmp_path / "kv-eviction-chains.png").exists()
     unmade = next(line for line in md.splitlines() if line.startswith("Reasoning-chain configurations of the grid"))
     assert "`syn-gsm8k-tf-bf16-snapkv-d384`" in unmade and "tova-d128" not in unmade  # made ones are not listed

@@ -365,7 +365,7 @@ def _workload(runs: Sequence[CacheRun], out: Path, metric: str, chains: bool, mo
     sections.append(f"![accuracy against KV bytes{f' ({what})' if what else ''}]({figure_name})")
     model = runs[0].info.name
     if chains:
-        names = ("Heavy hitters", "StreamingLLM", "KNorm", "8-bit KV", "Which lever")
+        names = ("SnapKV", "Heavy hitters", "StreamingLLM", "KNorm", "8-bit KV", "Which lever")
         tf = refs.get("transformers")
         base = float(tf.score[metric].mean()) if tf is not None else 1.0
         # a press can lose at most what its reference solves: below a fifth, intervals cannot resolve a loss
@@ -492,6 +492,9 @@ def _chain_claims(rows: Sequence[Row], refs: Mapping[str, Row | None]) -> list[t
         return _against(ref, cands, "em")
 
     return [
+        ("(this project) SnapKV's selection, by the attention of the latest tokens, applied while the chain is "
+         "written keeps its accuracy (SnapKV itself compresses the prompt only, before generation)",
+         against(tf, _find(rows, "press", "snapkv"))),
         ("Keeping the attention heavy hitters while generating keeps quality with a fraction of the cache (H2O, "
          "Zhang et al. 2023: a 20% cache; TOVA, Oren et al. 2024)",
          against(tf, _find(rows, "press", "tova") + _find(rows, "press", "observed_attention"))),
