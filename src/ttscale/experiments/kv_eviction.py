@@ -365,7 +365,7 @@ def _workload(runs: Sequence[CacheRun], out: Path, metric: str, chains: bool, mo
     sections.append(f"![accuracy against KV bytes{f' ({what})' if what else ''}]({figure_name})")
     model = runs[0].info.name
     if chains:
-        names = ("SnapKV", "Heavy hitters", "StreamingLLM", "KNorm", "8-bit KV", "Which lever")
+        names: tuple[str, ...] = ("SnapKV", "Heavy hitters", "StreamingLLM", "KNorm", "8-bit KV", "Which lever")
         tf = refs.get("transformers")
         base = float(tf.score[metric].mean()) if tf is not None else 1.0
         # a press can lose at most what its reference solves: below a fifth, intervals cannot resolve a loss
