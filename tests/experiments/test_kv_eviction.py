@@ -119,7 +119,8 @@ def _chain_run(cfg: PoolConfig, p_right: float, rng: np.random.Generator, proble
     if cfg.engine == "transformers":
         info = dataclasses.replace(_info("transformers"), kv_decode_cap=cfg.decode_kv or 0,
                                    kv_decode_interval=32 if cfg.decode_kv else 0)
-        cache = "f32" if cfg.press is None else f"f32+{cfg.press}@0+decode{cfg.decode_kv}"
+        precision = "bf16" if cfg.dtype == "bfloat16" else "f32"
+        cache = precision if cfg.press is None else f"{precision}+{cfg.press}@0+decode{cfg.decode_kv}"
     else:
         info, cache = _info("llama-cpp", kv=cfg.kv_type, kv_v=cfg.kv_type_v), cfg.kv_type
     samples = {f"p{j}": [ArmSample("18" if (ok := rng.random() < p_right) else f"{j}{i}", {"em": float(ok), "f1": float(ok)},
@@ -159,6 +160,18 @@ def test_reasoning_chains_get_their_own_sections(tmp_path: Path) -> None:
     assert "**Reasoning chains**" in md and (tmp_path / "kv-eviction-chains.png").exists()
     unmade = next(line for line in md.splitlines() if line.startswith("Reasoning-chain configurations of the grid"))
     assert "`syn-gsm8k-tf-bf16-snapkv-d384`" in unmade and "tova-d128" not in unmade  # made ones are not listed
+    # the grid's dtype is the one the pools recorded in their cache label, not one spelled in their run ids
+    f32_chains = [dataclasses.replace(r, run_id=r.run_id.replace("-bf16-", "-"), cache=r.cache.replace("bf16", "f32"))
+                  for r in chains]
+    unmade32 = next(line for line in page(f32_chains, [], tmp_path).markdown().splitlines()
+                    if line.startswith("Reasoning-chain configurations of the grid"))
+    assert "`syn-gsm8k-tf-snapkv-d384`" in unmade32 and "bf16" not in unmade32
+    # each workload's verdict is a paragraph of its own; each section says how to read a pressed cache's label
+    assert "\n\n**Reasoning chains**" in md and "**Long retrieved contexts**: " in md
+    assert ("`bf16+tova@0+decode256` keeps bfloat16 cells and the whole prompt (ratio 0), and has the `tova` press "
+            "evict each sample's cache back to 256 cells every 32 tokens") in md
+    assert "a sample holds at most 288 cells" in md
+    assert "`f32+snapkv@0.5` keeps float32 cells and has the `snapkv` press evict 50% of each prompt's cells" in md
     # the shipped llama.cpp chains alone (no press to compare) make no chains section
     assert "Reasoning chains" not in page([*_pools(), *chains[-2:]], [], tmp_path).markdown()
 
@@ -178,7 +191,7 @@ def test_each_model_gets_its_own_sections_and_figure(tmp_path: Path) -> None:
     assert "## Reasoning chains, qwen2.5-coder-1.5b: Configurations" in md
     assert (tmp_path / "kv-eviction-chains.png").exists()
     assert (tmp_path / "kv-eviction-chains-qwen2.5-coder-1.5b.png").exists()
-    assert "![accuracy against KV bytes (reasoning chains, qwen2.5-coder-1.5b)](kv-eviction-chains-qwen2.5-coder-1.5b.png)" in md
+    assert "![accuracy change against KV bytes (reasoning chains, qwen2.5-coder-1.5b)](kv-eviction-chains-qwen2.5-coder-1.5b.png)" in md
     # the 1.5B's press is measured against the 1.5B's own full cache, not the 0.5B's
     big = md[md.index("## Reasoning chains, qwen2.5-coder-1.5b: Configurations"):]
     assert big.count("| reference |") == 2 and "0.5b" not in big.split("## ")[1]

@@ -296,7 +296,7 @@ def page(runs: Sequence[CacheRun], missing: Sequence[str], out: Path, metric: st
                         "`scripts/kv_eviction_pool.py --workload chains`, about 19 minutes per configuration "
                         "of 20 problems x 4 samples for the 0.5B on this CPU (bfloat16).")
     return Page("kv-eviction", "KV-cache eviction as a budget lever: presses against precision, passages and samples",
-                CLAIM, " ".join(verdicts), sections)
+                CLAIM, "\n\n".join(verdicts), sections)
 
 
 def _complete(runs: Sequence[CacheRun]) -> tuple[list[CacheRun], list[str]]:
@@ -319,7 +319,7 @@ def _unmade_chains(chains: Sequence[CacheRun]) -> list[str]:
         if r.engine != "transformers" or "-gsm8k-tf-" not in r.run_id:
             continue
         prefix = r.run_id.split("-gsm8k-")[0]
-        dtype = "bfloat16" if "-tf-bf16-" in r.run_id else "float32"
+        dtype = {"bf16": "bfloat16", "f32": "float32"}[split_cache(r.cache)[0]]
         want += [c.run_id(prefix) for c in chain_grid(GRID_PRESSES, GRID_CAPS, dtype) if c.run_id(prefix) not in want]
     return [w for w in want if w not in have]
 
@@ -351,7 +351,7 @@ def _workload(runs: Sequence[CacheRun], out: Path, metric: str, chains: bool, mo
         f"Each configuration's score is the expected {name} of the majority vote over its samples (50 "
         f"orderings of each question's stored samples); KV bytes are the worst case of those samples held together. "
         f"Differences are paired over the {Q} {units}, against the same engine's full configuration "
-        f"(percentile bootstrap, {BOOTSTRAP} resamples)."]
+        f"(percentile bootstrap, {BOOTSTRAP} resamples)." + _label_note(runs)]
     levers, lever_verdict = _levers(rows, refs, metric, name, head)
     sections.append(levers)
     claims = _chain_claims(rows, refs) if chains else _claims(rows, refs, metric)
@@ -362,7 +362,7 @@ def _workload(runs: Sequence[CacheRun], out: Path, metric: str, chains: bool, mo
     figure_name = ("kv-eviction-chains" if chains else "kv-eviction") + suffix + ".png"
     _figure(rows, refs, metric, out / figure_name, name)
     what = ", ".join(w for w in ("reasoning chains" if chains else "", model_head.rstrip(": ")) if w)
-    sections.append(f"![accuracy against KV bytes{f' ({what})' if what else ''}]({figure_name})")
+    sections.append(f"![accuracy change against KV bytes{f' ({what})' if what else ''}]({figure_name})")
     model = runs[0].info.name
     if chains:
         names: tuple[str, ...] = ("SnapKV", "Heavy hitters", "StreamingLLM", "KNorm", "8-bit KV", "Which lever")
@@ -384,10 +384,29 @@ def _workload(runs: Sequence[CacheRun], out: Path, metric: str, chains: bool, mo
              "near-useless reader worse, not that it keeps a good one good. A stronger model (the 1.5B) or more "
              "questions is what would make these verdicts mean more." if best < 0.2 else "")
     names = ("SnapKV", "Heavy hitters", "StreamingLLM against SnapKV", "8-bit KV", "Which lever")
-    verdict = (f"{len(runs)} cache configurations of {model} on {Q} MuSiQue questions with their top "
+    verdict = (f"**Long retrieved contexts**: {len(runs)} cache configurations of {model} on {Q} MuSiQue questions with their top "
                f"{max(r.docs for r in runs)} passages. "
                + " ".join(f"**{n}**: {b.rstrip('.')}." for n, (_, b) in zip(names, claims, strict=True)) + floor)
     return sections, verdict
+
+
+def _label_note(runs: Sequence[CacheRun]) -> str:
+    """How to read a pressed cache's label, on one of ``runs``' own (empty when none is pressed)."""
+    pressed = [r for r in runs if r.press is not None]
+    if not pressed:
+        return ""
+    r = max(pressed, key=lambda r: r.info.kv_decode_cap)
+    precision, press, ratio = split_cache(r.cache)
+    cells = {"f32": "float32", "bf16": "bfloat16", "f16": "float16"}.get(precision, precision)
+    if r.info.kv_decode_cap:
+        cap, every = r.info.kv_decode_cap, r.info.kv_decode_interval
+        return (f" A pressed cache reads PRECISION+PRESS@RATIO+decodeN: `{r.cache}` keeps {cells} cells and "
+                f"{'the whole prompt (ratio 0)' if ratio == 0 else f'{1 - ratio:.0%} of the prompt'}, and has "
+                f"the `{press}` press evict each sample's cache back to {cap} cells every {every} tokens while the "
+                f"chain is written (a sample holds at most {cap + every} cells, or its prompt and {every} more when "
+                "the prompt is longer).")
+    return (f" A pressed cache reads PRECISION+PRESS@RATIO: `{r.cache}` keeps {cells} cells and has the `{press}` press evict "
+            f"{ratio:.0%} of each prompt's cells after the prefill, before the answer is written.")
 
 
 def _levers(rows: Sequence[Row], refs: Mapping[str, Row | None], metric: str, name: str = "",
