@@ -155,9 +155,11 @@ def test_reasoning_chains_get_their_own_sections(tmp_path: Path) -> None:
     # SnapKV's scorer used while decoding is this project's claim, with a verdict of its own
     snap = next(line for line in md.splitlines() if line.startswith("| (this project) SnapKV's selection"))
     assert "snapkv@0+decode128" in snap and "a resolved loss" in snap
-    here = md.split("**Reasoning chains**")[1]
+    here = md.split("**Reasoning chains, qwen2.5-coder-0.5b**")[1]
     assert "snapkv@0+decode128" in here[here.index("**SnapKV**"):here.index("**Heavy hitters**")]
-    assert "**Reasoning chains**" in md and (tmp_path / "kv-eviction-chains.png").exists()
+    # the user's question is answered first, then each claim, one a line
+    assert here.index("- **Which lever**: at 30% of the bytes") < here.index("- **SnapKV**: ")
+    assert (tmp_path / "kv-eviction-chains.png").exists()
     unmade = next(line for line in md.splitlines() if line.startswith("Reasoning-chain configurations of the grid"))
     assert "`syn-gsm8k-tf-bf16-snapkv-d384`" in unmade and "tova-d128" not in unmade  # made ones are not listed
     # the grid's dtype is the one the pools recorded in their cache label, not one spelled in their run ids
@@ -167,7 +169,8 @@ def test_reasoning_chains_get_their_own_sections(tmp_path: Path) -> None:
                     if line.startswith("Reasoning-chain configurations of the grid"))
     assert "`syn-gsm8k-tf-snapkv-d384`" in unmade32 and "bf16" not in unmade32
     # each workload's verdict is a paragraph of its own; each section says how to read a pressed cache's label
-    assert "\n\n**Reasoning chains**" in md and "**Long retrieved contexts**: " in md
+    assert "\n\n**Reasoning chains, qwen2.5-coder-0.5b** (9 cache configurations on 40 GSM8K problems" in md
+    assert "\n\n**Long retrieved contexts, qwen2.5-coder-0.5b** (10 cache configurations on 40 MuSiQue" in md
     assert ("`bf16+tova@0+decode256` keeps bfloat16 cells and the whole prompt (ratio 0), and has the `tova` press "
             "evict each sample's cache back to 256 cells every 32 tokens") in md
     assert "a sample holds at most 288 cells" in md

@@ -373,10 +373,8 @@ def _workload(runs: Sequence[CacheRun], out: Path, metric: str, chains: bool, mo
                f"problems by majority, so a press can lose at most that much, and with {Q} problems an interval "
                "rarely excludes it; a stronger model (the 1.5B) is what would make them mean more."
                if base < 0.2 else "")
-        return sections, (f"**Reasoning chains**: {len(runs)} cache configurations of {model} on {Q} GSM8K problems, "
-                          "the presses evicting while the chain is written. "
-                          + " ".join(f"**{n}**: {b.rstrip('.')}." for n, (_, b) in zip(names, claims, strict=True))
-                          + low)
+        return sections, _verdict(f"**Reasoning chains, {model}** ({len(runs)} cache configurations on {Q} GSM8K "
+                                  "problems, the presses evicting while the chain is written):", names, claims, low)
     best = max(float(r.score[metric].mean()) for r in rows)
     floor = (f" Read these for what they are: the best configuration's {metric.upper()} is {best:.3f} and exact match "
              f"is {max(float(r.score['em'].mean()) for r in rows):.3f} at most, so {model} answers almost none of "
@@ -384,10 +382,15 @@ def _workload(runs: Sequence[CacheRun], out: Path, metric: str, chains: bool, mo
              "near-useless reader worse, not that it keeps a good one good. A stronger model (the 1.5B) or more "
              "questions is what would make these verdicts mean more." if best < 0.2 else "")
     names = ("SnapKV", "Heavy hitters", "StreamingLLM against SnapKV", "8-bit KV", "Which lever")
-    verdict = (f"**Long retrieved contexts**: {len(runs)} cache configurations of {model} on {Q} MuSiQue questions with their top "
-               f"{max(r.docs for r in runs)} passages. "
-               + " ".join(f"**{n}**: {b.rstrip('.')}." for n, (_, b) in zip(names, claims, strict=True)) + floor)
-    return sections, verdict
+    return sections, _verdict(f"**Long retrieved contexts, {model}** ({len(runs)} cache configurations on {Q} MuSiQue "
+                              f"questions with their top {max(r.docs for r in runs)} passages):", names, claims, floor)
+
+
+def _verdict(lead: str, names: Sequence[str], claims: Sequence[tuple[str, str]], caveat: str) -> str:
+    """A workload's verdict: the user's question answered first (the last claim), then each published claim."""
+    items = [(names[-1], claims[-1][1]), *((n, b) for n, (_, b) in zip(names[:-1], claims[:-1], strict=True))]
+    lines = [lead, "", *(f"- **{n}**: {b.rstrip('.')}." for n, b in items)]
+    return "\n".join(lines) + (f"\n\n{caveat.strip()}" if caveat else "")
 
 
 def _label_note(runs: Sequence[CacheRun]) -> str:
