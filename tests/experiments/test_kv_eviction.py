@@ -211,4 +211,10 @@ def test_a_pool_stopped_part_way_is_left_out_not_shrinking_the_comparison(tmp_pa
     assert "on 40 GSM8K problems" in md  # the finished pools are still compared over all their problems
     assert "Read the presses' verdicts for what they are" not in md  # a reference at 0.5 is no floor
     weak = [_chain_run(c, 0.05, np.random.default_rng(4)) for c in cfgs]
-    assert "Read the presses' verdicts for what they are" in page(weak, [], tmp_path).markdown()
+    weak_md = page(weak, [], tmp_path).markdown()
+    assert "Read the presses' verdicts for what they are" in weak_md and "a stronger model is what" in weak_md
+    # beside a second model's sections, the weak model's caveat points to them
+    big = [dataclasses.replace(r, run_id=r.run_id.replace("syn", "big"), info=dataclasses.replace(r.info, name="big"))
+           for r in runs]
+    assert "a stronger model (the big's, below) is what would make them mean more" in page([*weak, *big], [],
+                                                                                            tmp_path).markdown()

@@ -279,7 +279,7 @@ def page(runs: Sequence[CacheRun], missing: Sequence[str], out: Path, metric: st
             secs, verdict = _workload(mine, out,
                                       "em" if workload == "chains" else metric, chains=workload == "chains",
                                       model_head=f"{model}: " if len(models) > 1 else "",
-                                      suffix=f"-{model}" if i else "")
+                                      suffix=f"-{model}" if i else "", after=models[i + 1:])
             sections += secs
             verdicts.append(verdict)
     if partial:
@@ -325,9 +325,11 @@ def _unmade_chains(chains: Sequence[CacheRun]) -> list[str]:
 
 
 def _workload(runs: Sequence[CacheRun], out: Path, metric: str, chains: bool, model_head: str = "",
-              suffix: str = "") -> tuple[list[str], str]:
+              suffix: str = "", after: Sequence[str] = ()) -> tuple[list[str], str]:
     """One workload's sections (configurations, levers, claims, figure) and its verdict, for one model;
-    ``model_head`` names the model in the headings and ``suffix`` its figure's file, when the page has several."""
+    ``model_head`` names the model in the headings and ``suffix`` its figure's file, when the page has several;
+    ``after`` names the models whose sections of this workload follow (a weak model's caveat points to them)."""
+    stronger = f"a stronger model (the {after[0]}'s, below)" if after else "a stronger model"
     rows, questions = measure(runs)
     Q = len(questions)
     refs = {e: reference(rows, e) for e in ("transformers", "llama-cpp")}
@@ -371,7 +373,7 @@ def _workload(runs: Sequence[CacheRun], out: Path, metric: str, chains: bool, mo
         # a press can lose at most what its reference solves: below a fifth, intervals cannot resolve a loss
         low = (f" Read the presses' verdicts for what they are: the transformers reference solves {base:.3f} of the "
                f"problems by majority, so a press can lose at most that much, and with {Q} problems an interval "
-               "rarely excludes it; a stronger model (the 1.5B) is what would make them mean more."
+               f"rarely excludes it; {stronger} is what would make them mean more."
                if base < 0.2 else "")
         return sections, _verdict(f"**Reasoning chains, {model}** ({len(runs)} cache configurations on {Q} GSM8K "
                                   "problems, the presses evicting while the chain is written):", names, claims, low)
@@ -379,8 +381,8 @@ def _workload(runs: Sequence[CacheRun], out: Path, metric: str, chains: bool, mo
     floor = (f" Read these for what they are: the best configuration's {metric.upper()} is {best:.3f} and exact match "
              f"is {max(float(r.score['em'].mean()) for r in rows):.3f} at most, so {model} answers almost none of "
              "these questions with or without a full cache; \"no resolved loss\" then says a lever does not make a "
-             "near-useless reader worse, not that it keeps a good one good. A stronger model (the 1.5B) or more "
-             "questions is what would make these verdicts mean more." if best < 0.2 else "")
+             f"near-useless reader worse, not that it keeps a good one good. {stronger[0].upper()}{stronger[1:]} or "
+             "more questions is what would make these verdicts mean more." if best < 0.2 else "")
     names = ("SnapKV", "Heavy hitters", "StreamingLLM against SnapKV", "8-bit KV", "Which lever")
     return sections, _verdict(f"**Long retrieved contexts, {model}** ({len(runs)} cache configurations on {Q} MuSiQue "
                               f"questions with their top {max(r.docs for r in runs)} passages):", names, claims, floor)
