@@ -125,14 +125,12 @@ def chains(prefix: str, store_path: Path, cap: int, cap_mib: float) -> None:
     """The samples-in-cap ratio from the stored chain pools: which press loses no resolved accuracy, and how many
     samples the cap holds with it."""
     ids = [r for r in shipped_runs() if r.startswith(f"{prefix}-gsm8k-tf-")]
-    store = Store(store_path) if store_path.exists() else None
+    store = Store(store_path if store_path.exists() else ":memory:")  # without a store: the shipped files
     try:
-        if store is not None:
-            ids += [r.run_id for r in store.list_runs() if r.run_id.startswith(f"{prefix}-gsm8k-tf-") and r.run_id not in ids]
-        found = [run for rid in ids if (run := read_cache_run(store or Store(":memory:"), rid)) is not None]
+        ids += [r.run_id for r in store.list_runs() if r.run_id.startswith(f"{prefix}-gsm8k-tf-") and r.run_id not in ids]
+        found = [run for rid in ids if (run := read_cache_run(store, rid)) is not None]
     finally:
-        if store is not None:
-            store.close()
+        store.close()
     full = sorted((r for r in found if r.press is None), key=lambda r: -len(r.samples))
     if not full:
         raise SystemExit(f"no {prefix} chain pool without a press (scripts/kv_eviction_pool.py --workload chains)")
