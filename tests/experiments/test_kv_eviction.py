@@ -218,3 +218,19 @@ def test_a_pool_stopped_part_way_is_left_out_not_shrinking_the_comparison(tmp_pa
            for r in runs]
     assert "a stronger model (the big's, below) is what would make them mean more" in page([*weak, *big], [],
                                                                                             tmp_path).markdown()
+
+
+def test_the_figure_names_each_press_and_precision_point(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Presses at one cap share one share of the bytes: each point is named, coinciding ones in one label."""
+    import ttscale.experiments.kv_eviction as kv
+
+    figs: list[object] = []
+    monkeypatch.setattr(kv, "save", figs.append)
+    rng = np.random.default_rng(5)
+    cfgs = chain_grid(["tova", "knorm", "snapkv"], [128])
+    # TOVA and KNorm solve every problem, so their points coincide (ties in a vote are broken by chance)
+    runs = [_chain_run(c, 1.0 if c.press in ("tova", "knorm") else 0.5, rng) for c in cfgs]
+    runs += [_chain_run(PoolConfig("llama-cpp", 0), 0.5, rng), _chain_run(PoolConfig("llama-cpp", 0, kv_type="q8_0"), 0.5, rng)]
+    page(runs, [], tmp_path)
+    texts = sorted(t.get_text() for t in figs[-1].axes[0].texts)  # type: ignore[attr-defined]
+    assert "q8_0" in texts and "snapkv" in texts and "tova, knorm" in texts and "tova" not in texts

@@ -540,18 +540,27 @@ def _figure(rows: Sequence[Row], refs: Mapping[str, Row | None], metric: str, pa
     for lever, mark in marks.items():
         for engine, hollow in (("transformers", False), ("llama-cpp", True)):
             ref = refs.get(engine)
-            pts = [(r.bytes.mean() / ref.bytes.mean(), r.score[metric].mean() - ref.score[metric].mean())
-                   for r in rows if r.lever == lever and r.engine == engine and ref is not None]
-            if not pts:
+            mine = [r for r in rows if r.lever == lever and r.engine == engine and ref is not None]
+            if not mine or ref is None:
                 continue
+            pts = [(r.bytes.mean() / ref.bytes.mean(), r.score[metric].mean() - ref.score[metric].mean()) for r in mine]
             x, y = zip(*pts, strict=True)
+            if lever in ("press", "precision"):  # several share one share of the bytes: name each
+                names: dict[tuple[float, float], list[str]] = {}
+                for r, (px, py) in zip(mine, pts, strict=True):
+                    precision, press, _ = split_cache(r.cache)
+                    names.setdefault((round(px, 3), round(py, 3)), []).append(press or precision)
+                for (px, py), at in names.items():  # points that coincide share one label
+                    ax.annotate(", ".join(at), (px, py), xytext=(5, -3),  # type: ignore[attr-defined]
+                                textcoords="offset points", fontsize=7, color=colors[lever])
             label = f"{lever} ({'llama.cpp' if hollow else 'transformers'})"
             ax.scatter(x, y, marker=mark, label=label, s=60 if mark == "*" else 36,  # type: ignore[attr-defined]
                        facecolors="none" if hollow else colors[lever], edgecolors=colors[lever])
     ax.axhline(0.0, color="0.6", linewidth=0.8)  # type: ignore[attr-defined]
     ax.set_xlabel("KV bytes, share of the engine's full configuration")  # type: ignore[attr-defined]
     ax.set_ylabel(f"{name or metric.upper()} change against it (majority vote)")  # type: ignore[attr-defined]
-    ax.legend(fontsize=7)  # type: ignore[attr-defined]
+    # outside the axes: the presses' names label their points, and a legend inside would cover some
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # type: ignore[attr-defined]
     save(fig)
 
 
