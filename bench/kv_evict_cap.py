@@ -38,7 +38,14 @@ import numpy as np
 
 from ttscale.backends.transformers_backend import TransformersBackend
 from ttscale.cost import Budget, Meter
-from ttscale.experiments.kv_eviction import measure, paired, read_cache_run, reference, shipped_runs
+from ttscale.experiments.kv_eviction import (
+    complete_runs,
+    measure,
+    paired,
+    read_cache_run,
+    reference,
+    shipped_runs,
+)
 from ttscale.planner.kv_plan import split_cache
 from ttscale.registry import make_task
 from ttscale.store import Store
@@ -136,10 +143,8 @@ def chains(prefix: str, store_path: Path, cap: int, cap_mib: float) -> None:
         raise SystemExit(f"no {prefix} chain pool without a press (scripts/kv_eviction_pool.py --workload chains)")
     # one precision (a float32 and a bfloat16 reference would both claim to be the reference), and a pool stopped
     # part-way is left out, as on the page
-    precision, want = split_cache(full[0].cache)[0], set(full[0].samples)
-    found = [r for r in found if split_cache(r.cache)[0] == precision]
-    runs = [r for r in found if set(r.samples) >= want]
-    left = sorted(r.run_id for r in found if r not in runs)
+    precision = split_cache(full[0].cache)[0]
+    runs, left = complete_runs([r for r in found if split_cache(r.cache)[0] == precision])
     rows, problems = measure(runs)
     ref = reference(rows, "transformers")
     assert ref is not None

@@ -118,7 +118,7 @@ def _chain_run(cfg: PoolConfig, p_right: float, rng: np.random.Generator, proble
     """A GSM8K chain pool: 100-token prompts, chains of up to 512 tokens; a decoding cap bounds each sample."""
     if cfg.engine == "transformers":
         info = dataclasses.replace(_info("transformers"), kv_decode_cap=cfg.decode_kv or 0,
-                                   kv_decode_interval=32 if cfg.decode_kv else 0)
+                                   kv_decode_interval=32 if cfg.decode_kv else 0, extra={"dtype": cfg.dtype})
         precision = "bf16" if cfg.dtype == "bfloat16" else "f32"
         cache = precision if cfg.press is None else f"{precision}+{cfg.press}@0+decode{cfg.decode_kv}"
     else:
@@ -163,8 +163,8 @@ def test_reasoning_chains_get_their_own_sections(tmp_path: Path) -> None:
     unmade = next(line for line in md.splitlines() if line.startswith("Reasoning-chain configurations of the grid"))
     assert "`syn-gsm8k-tf-bf16-snapkv-d384`" in unmade and "tova-d128" not in unmade  # made ones are not listed
     # the grid's dtype is the one the pools recorded in their cache label, not one spelled in their run ids
-    f32_chains = [dataclasses.replace(r, run_id=r.run_id.replace("-bf16-", "-"), cache=r.cache.replace("bf16", "f32"))
-                  for r in chains]
+    f32_chains = [dataclasses.replace(r, run_id=r.run_id.replace("-bf16-", "-"), cache=r.cache.replace("bf16", "f32"),
+                                      info=dataclasses.replace(r.info, extra={"dtype": "float32"})) for r in chains]
     unmade32 = next(line for line in page(f32_chains, [], tmp_path).markdown().splitlines()
                     if line.startswith("Reasoning-chain configurations of the grid"))
     assert "`syn-gsm8k-tf-snapkv-d384`" in unmade32 and "bf16" not in unmade32

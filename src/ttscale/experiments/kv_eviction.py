@@ -274,7 +274,7 @@ def page(runs: Sequence[CacheRun], missing: Sequence[str], out: Path, metric: st
         models = list(dict.fromkeys(r.info.name for r in group))
         for i, model in enumerate(models):
             # one section set per model: a lever is judged against its own model's reference
-            mine, short = _complete([r for r in group if r.info.name == model])
+            mine, short = complete_runs([r for r in group if r.info.name == model])
             partial += short
             secs, verdict = _workload(mine, out,
                                       "em" if workload == "chains" else metric, chains=workload == "chains",
@@ -299,7 +299,7 @@ def page(runs: Sequence[CacheRun], missing: Sequence[str], out: Path, metric: st
                 CLAIM, "\n\n".join(verdicts), sections)
 
 
-def _complete(runs: Sequence[CacheRun]) -> tuple[list[CacheRun], list[str]]:
+def complete_runs(runs: Sequence[CacheRun]) -> tuple[list[CacheRun], list[str]]:
     """The runs that hold every question of the fullest transformers run (a pool stopped part-way would
     otherwise shrink every comparison to its few questions), and a note on each one left out."""
     tf = [set(r.samples) for r in runs if r.engine == "transformers"]
@@ -319,8 +319,7 @@ def _unmade_chains(chains: Sequence[CacheRun]) -> list[str]:
         if r.engine != "transformers" or "-gsm8k-tf-" not in r.run_id:
             continue
         prefix = r.run_id.split("-gsm8k-")[0]
-        dtype = {"bf16": "bfloat16", "f32": "float32"}[split_cache(r.cache)[0]]
-        want += [c.run_id(prefix) for c in chain_grid(GRID_PRESSES, GRID_CAPS, dtype) if c.run_id(prefix) not in want]
+        want += [c.run_id(prefix) for c in chain_grid(GRID_PRESSES, GRID_CAPS, _dtype(r)) if c.run_id(prefix) not in want]
     return [w for w in want if w not in have]
 
 
@@ -395,14 +394,19 @@ def _verdict(lead: str, names: Sequence[str], claims: Sequence[tuple[str, str]],
     return "\n".join(lines) + (f"\n\n{caveat.strip()}" if caveat else "")
 
 
+def _dtype(run: CacheRun) -> str:
+    """The transformers backend's recorded weights and cache type (its pools before bfloat16 record none: float32)."""
+    return str(run.info.extra.get("dtype", "float32"))
+
+
 def _label_note(runs: Sequence[CacheRun]) -> str:
     """How to read a pressed cache's label, on one of ``runs``' own (empty when none is pressed)."""
     pressed = [r for r in runs if r.press is not None]
     if not pressed:
         return ""
     r = max(pressed, key=lambda r: r.info.kv_decode_cap)
-    precision, press, ratio = split_cache(r.cache)
-    cells = {"f32": "float32", "bf16": "bfloat16", "f16": "float16"}.get(precision, precision)
+    _, press, ratio = split_cache(r.cache)
+    cells = _dtype(r)
     if r.info.kv_decode_cap:
         cap, every = r.info.kv_decode_cap, r.info.kv_decode_interval
         return (f" A pressed cache reads PRECISION+PRESS@RATIO+decodeN: `{r.cache}` keeps {cells} cells and "
@@ -540,7 +544,7 @@ def _figure(rows: Sequence[Row], refs: Mapping[str, Row | None], metric: str, pa
     for lever, mark in marks.items():
         for engine, hollow in (("transformers", False), ("llama-cpp", True)):
             ref = refs.get(engine)
-            mine = [r for r in rows if r.lever == lever and r.engine == engine and ref is not None]
+            mine = [r for r in rows if r.lever == lever and r.engine == engine]
             if not mine or ref is None:
                 continue
             pts = [(r.bytes.mean() / ref.bytes.mean(), r.score[metric].mean() - ref.score[metric].mean()) for r in mine]
